@@ -1,0 +1,65 @@
+"""The `dset` command line: one small function per command over the shared core.
+
+Each command module exposes ``register(subparsers)`` that adds its parser and
+sets ``func``; ``func(args) -> int`` returns the exit code. Exit codes: 0 done,
+1 the work did not all succeed (details printed), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dsetlog.log import LogError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one clear line, exit code 2."""
+
+
+def data_dir(args: argparse.Namespace) -> Path:
+    """``--data``, else ``$DSET_DATA_DIR``, else ``./data``."""
+    return Path(getattr(args, "data", None) or os.environ.get("DSET_DATA_DIR") or "data")
+
+
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", metavar="DIR", help="data directory holding events.jsonl (env DSET_DATA_DIR, default ./data)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dsetlog import logtools, simulate_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="dset", description="Turn questions and documents into LLM training datasets, never losing work."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (logtools, simulate_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"dset: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except LogError as exc:
+        print(f"dset: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("dset: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Event types: immutable facts, in past tense, that make up the log.
+
+Every event is a msgspec Struct tagged with its class name, so one tagged union
+decodes any line. Schemas evolve by adding fields *with defaults*: an old line
+that lacks a newer field still decodes. Never rename or remove a field, and
+never store a secret (API key, token) in an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+
+import msgspec
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type", tag=True):
+    """Base of every event; the tag (``type`` in JSON) is the class name."""
+
+    def ids(self) -> tuple[str, ...]:
+        """Every id this event touches (fields named ``*_id`` or ``*_ids``), for history queries."""
+        found: list[str] = []
+        for name in self.__struct_fields__:
+            value = getattr(self, name)
+            if name.endswith("_id") and isinstance(value, str) and value:
+                found.append(value)
+            elif name.endswith("_ids") and isinstance(value, (list, tuple)):
+                found.extend(v for v in value if isinstance(v, str))
+        return tuple(found)
+
+    @property
+    def type(self) -> str:
+        return type(self).__name__
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+# --- datasets and runs -------------------------------------------------------
+
+
+class DatasetCreated(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    name: str
+    kind: str = "questions"  # "questions" (a CSV answered) or "documents" (chunks turned into entries)
+    source: str = ""  # the input file or project it was made from
+    project_id: str | None = None
+    version: str | None = None
+    format_type: str = "jsonl"
+    params: dict[str, Any] = {}
+
+
+class RunStarted(Event, frozen=True, kw_only=True):
+    run_id: str
+    dataset_id: str
+    command: str
+    model: str = ""
+    provider: str = ""
+    simulated: bool = False
+    settings: dict[str, Any] = {}  # concurrency, retries, limits: never a key
+
+
+class RunFinished(Event, frozen=True, kw_only=True):
+    run_id: str
+    dataset_id: str
+    outcome: str  # completed | failed | interrupted | budget | fatal
+    answered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    message: str = ""
+
+
+# --- work items ----------------------------------------------------------------
+
+
+class QuestionQueued(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    item_id: str  # deterministic: derived from the dataset and the normalised question
+    question: str
+    row: int = 0  # 1-based line of the CSV it came from
+    source: str = ""
+
+
+class AttemptStarted(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    item_id: str
+    attempt: int
+    run_id: str = ""
+
+
+class AttemptFailed(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    item_id: str
+    attempt: int
+    reason: str
+    status_code: int | None = None
+    retryable: bool = True
+    run_id: str = ""
+
+
+class ItemBookmarked(Event, frozen=True, kw_only=True):
+    """An item exhausted its retries: the next run retries it."""
+
+    dataset_id: str
+    item_id: str
+    reason: str
+    attempts: int = 0
+    run_id: str = ""
+
+
+class EntryGenerated(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    item_id: str
+    entry_id: str
+    question: str
+    answer: str
+    reasoning: str = ""
+    category: str = ""
+    model: str = ""
+    provider: str = ""
+    simulated: bool = False
+    usage: Usage = Usage()
+    latency_ms: float = 0.0
+    attempt: int = 1
+    run_id: str = ""
+    metadata: dict[str, Any] = {}
+
+
+# --- review ------------------------------------------------------------------
+
+
+class EntryEdited(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    entry_id: str
+    question: str | None = None
+    answer: str | None = None
+    category: str | None = None
+    feedback: str | None = None
+
+
+class FeedbackGiven(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    entry_ids: list[str]
+    feedback_type: str = "bulk_edit"
+    comments: str | None = None
+    rating: int | None = None
+
+
+class RegenerationRequested(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    entry_ids: list[str]
+    job_id: str
+    config: dict[str, Any] = {}
+
+
+def _all_event_types() -> tuple[type[Event], ...]:
+    seen: list[type[Event]] = []
+    stack = list(Event.__subclasses__())
+    while stack:
+        cls = stack.pop(0)
+        seen.append(cls)
+        stack.extend(cls.__subclasses__())
+    return tuple(seen)
+
+
+EVENT_TYPES: tuple[type[Event], ...] = _all_event_types()
+EVENT_TYPES_BY_NAME: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
+AnyEvent = Union[EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007 - built at run time
