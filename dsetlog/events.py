@@ -131,6 +131,12 @@ class EntryGenerated(Event, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     attempt: int = 1
     run_id: str = ""
+    prompt_name: str = ""
+    prompt_hash: str = ""
+    source_chunk: str = ""  # chunk id for document-grounded entries
+    quality_score: float | None = None
+    quality: dict[str, float] = {}  # the score's components, kept with the entry
+    difficulty: str = ""
     metadata: dict[str, Any] = {}
 
 
