@@ -1,0 +1,227 @@
+"""The generation engine: work items through an LLM, every step an event, resumable at any moment.
+
+Workers (``concurrency`` of them) take items, call the model with retries, and
+hand events to one writer task that group-commits them: whatever finished is
+durable within one fsync, so a kill -9 loses at most the calls in flight. An
+item is done once its entry is in the log; the caller only ever hands in items
+that are not done, so a finished answer is never paid for twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsetlog.events import AttemptFailed, AttemptStarted, Event, ItemBookmarked
+from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy, call_with_retries
+from dsetlog.log import EventLog
+from dsetlog.progress import Progress
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    dataset_id: str
+    item_id: str
+    messages: list[dict[str, Any]]
+    prior_attempts: int = 0  # attempts made by earlier runs: numbering goes on from there
+    response_format: dict[str, Any] | None = None
+    context: Any = None  # whatever ``make_events`` needs (the question, the chunk, ...)
+
+
+# Turns a completion into the events that make the item done. It may raise a
+# retryable CallFailure (for example: structured output that does not parse).
+MakeEvents = Callable[[WorkItem, Completion, int], Sequence[Event]]
+
+
+@dataclass
+class Budget:
+    tokens: int | None = None
+    cost: float | None = None
+
+    def reached(self, progress: Progress) -> bool:
+        return (self.tokens is not None and progress.tokens >= self.tokens) or (
+            self.cost is not None and progress.cost >= self.cost
+        )
+
+    def __str__(self) -> str:
+        parts = ([f"{self.tokens:,} tokens"] if self.tokens is not None else []) + (
+            [f"${self.cost:.2f}"] if self.cost is not None else [])
+        return " / ".join(parts) or "none"
+
+
+@dataclass
+class EngineResult:
+    outcome: str  # completed | failed | interrupted | budget | fatal
+    answered: int = 0
+    failed: int = 0
+    not_started: int = 0
+    fatal: CallFailure | None = None
+
+
+class EventWriter:
+    """One task that appends queued events in batches: many events, one write, one fsync."""
+
+    def __init__(self, log: EventLog, *, max_batch: int = 5000) -> None:
+        self.log = log
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.committed = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def put(self, event: Event) -> None:
+        self._queue.put_nowait(event)
+
+    async def _run(self) -> None:
+        closing = False
+        while not closing:
+            first = await self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                event = self._queue.get_nowait()
+                if event is None:
+                    closing = True
+                    break
+                batch.append(event)
+            # fsync off the event loop: calls keep flowing while the disk works, and the next batch grows.
+            await asyncio.to_thread(self.log.append_many, batch)
+            self.committed += len(batch)
+
+    async def close(self) -> None:
+        """Commit everything queued so far, then stop."""
+        self._queue.put_nowait(None)
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+
+@dataclass
+class Engine:
+    log: EventLog
+    client: LLMClient
+    policy: RetryPolicy
+    make_events: MakeEvents
+    progress: Progress
+    run_id: str = ""
+    concurrency: int = 8
+    budget: Budget = field(default_factory=Budget)
+    price: tuple[float, float] | None = None  # USD per million input/output tokens
+
+    async def run(self, items: Sequence[WorkItem]) -> EngineResult:
+        writer = EventWriter(self.log)
+        writer.start()
+        pending = deque(items)
+        result = EngineResult("completed")
+        state = {"stop": ""}  # why workers stop taking items: "", "budget", "fatal", "interrupted"
+
+        async def worker() -> None:
+            while pending and not state["stop"]:
+                if self.budget.reached(self.progress):
+                    state["stop"] = "budget"
+                    break
+                await self._process(pending.popleft(), writer, result, state)
+
+        async def ticker() -> None:
+            while True:
+                self.progress.refresh()
+                await asyncio.sleep(0.1)
+
+        loop = asyncio.get_running_loop()
+        tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(self.concurrency, len(items) or 1)))]
+        tick = asyncio.create_task(ticker())
+
+        def interrupt() -> None:
+            state["stop"] = "interrupted"
+            for task in tasks:
+                task.cancel()  # in-flight calls are abandoned: their items stay pending for the next run
+
+        handled = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, interrupt)
+                handled.append(sig)
+            except (NotImplementedError, RuntimeError):
+                pass  # not the main thread (a server job): the caller cancels us instead
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            interrupt()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            state["stop"] = "interrupted"
+        finally:
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+            tick.cancel()
+            await writer.close()
+            self.progress.close()
+        result.not_started = len(pending)
+        if state["stop"]:
+            result.outcome = state["stop"]
+        elif result.failed:
+            result.outcome = "failed"
+        return result
+
+    async def _process(self, item: WorkItem, writer: EventWriter, result: EngineResult,
+                       state: dict[str, str]) -> None:
+        last_attempt = item.prior_attempts
+
+        def on_attempt(attempt: int) -> None:
+            nonlocal last_attempt
+            last_attempt = attempt
+            writer.put(AttemptStarted(dataset_id=item.dataset_id, item_id=item.item_id, attempt=attempt,
+                                      run_id=self.run_id))
+
+        def on_failure(attempt: int, failure: CallFailure, delay: float | None) -> None:
+            writer.put(AttemptFailed(dataset_id=item.dataset_id, item_id=item.item_id, attempt=attempt,
+                                     reason=str(failure), status_code=failure.status_code,
+                                     retryable=delay is not None, run_id=self.run_id))
+
+        async def call(attempt: int) -> tuple[Completion, Sequence[Event]]:
+            completion = await self.client.complete(item.messages, attempt=attempt,
+                                                    response_format=item.response_format)
+            self._count_usage(completion)
+            return completion, self.make_events(item, completion, attempt)
+
+        try:
+            _, events = await call_with_retries(call, self.policy, on_attempt=on_attempt, on_failure=on_failure,
+                                                first_attempt=item.prior_attempts + 1)
+        except CallFailure as failure:
+            if failure.fatal:
+                state["stop"] = "fatal"
+                result.fatal = result.fatal or failure
+                return
+            writer.put(ItemBookmarked(dataset_id=item.dataset_id, item_id=item.item_id, reason=str(failure),
+                                      attempts=last_attempt,
+                                      run_id=self.run_id))
+            result.failed += 1
+            self.progress.failed += 1
+            return
+        for event in events:
+            writer.put(event)
+        result.answered += 1
+        self.progress.done += 1
+
+    def _count_usage(self, c: Completion) -> None:
+        p = self.progress
+        p.prompt_tokens += c.prompt_tokens
+        p.completion_tokens += c.completion_tokens
+        if self.price is not None:
+            p.cost += (c.prompt_tokens * self.price[0] + c.completion_tokens * self.price[1]) / 1e6
+
+
+def run_engine(engine: Engine, items: Sequence[WorkItem]) -> EngineResult:
+    """Run in a fresh event loop (the CLI's entry point); Ctrl-C ends it cleanly via the signal handler."""
+    async def main() -> EngineResult:
+        try:
+            return await engine.run(items)
+        finally:
+            await engine.client.close()
+
+    return asyncio.run(main())
