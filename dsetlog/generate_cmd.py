@@ -18,7 +18,15 @@ from pathlib import Path
 import portalocker
 
 from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_dir
-from dsetlog.events import DatasetCreated, EntryGenerated, Event, QuestionQueued, RunFinished, RunStarted, Usage
+from dsetlog.events import (
+    DatasetCreated,
+    EntryGenerated,
+    Event,
+    QuestionQueued,
+    RunFinished,
+    RunStarted,
+    Usage,
+)
 from dsetlog.exporters import FORMATS, SEED_FORMATS, export
 from dsetlog.llm import Completion, LLMClient, RateLimiter, RetryPolicy
 from dsetlog.log import EventLog
