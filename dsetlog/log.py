@@ -266,7 +266,20 @@ class EventLog:
 
     def _sync_tail(self) -> None:
         """Under the lock: learn the file's end; cut a torn tail left by a crashed writer."""
-        size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        try:
+            now = os.stat(self.path)
+            replaced = (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev)
+        except FileNotFoundError:
+            replaced = True
+        if replaced:
+            # `dset log repair` swapped in a new file: appending to the old inode would lose events.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            os.close(self._fd)
+            self._fd = fd
+            st = os.fstat(fd)
+            self._size = -1
+        size = st.st_size
         if size == self._size:
             return
         valid_end, last_seq = find_valid_end(self._fd, size)
