@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import portalocker
 
-from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_dir
+from dsetlog.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_data_option, data_dir
 from dsetlog.fsutil import atomic_writer, fsync_dir
 from dsetlog.log import LOG_NAME, LogError, Recorded, find_valid_end, parse_line, read_records
 
@@ -173,16 +173,23 @@ def _describe_tail(tail: bytes) -> str:
 
 
 class _Classifier:
-    """Judges each line in file order the way the readers do, explaining a seq gap by the bad lines before it.
+    """Judges each line in file order the way the readers do, blaming as few lines as it can.
 
     A line is "ok", "seq" (valid, but its seq does not follow), "dup" (an exact copy of a recent
-    record: same seq, ts and crc) or "bad" (not a valid record).
+    record: same seq, ts and crc) or "bad" (not a valid record). A seq gap as wide as the bad lines
+    before it is explained by them. After a record with an unexpected seq, the next one may follow
+    either that seq (lines went missing) or the count of lines (that one seq was damaged), so only
+    the odd line out is reported, not every line after it.
     """
 
     def __init__(self) -> None:
         self.last_seq = 0
+        self.alt_last: int | None = None  # the seq the odd record would have had by counting lines
         self.unexplained = 0  # bad lines since the last valid record: each may have held a seq
         self.recent: OrderedDict[tuple[int, str, int], int] = OrderedDict()
+
+    def _fits(self, seq: int, last: int | None) -> bool:
+        return last is not None and last + 1 <= seq <= last + 1 + self.unexplained
 
     def judge(self, number: int, line: bytes) -> tuple[str, Recorded | None, str]:
         rec = parse_line(line)
@@ -193,9 +200,11 @@ class _Classifier:
         first = self.recent.get(key)
         if first is not None:
             return "dup", rec, f"duplicate of line {first} (seq {rec.seq})"
-        due = self.last_seq + 1
-        fits = due <= rec.seq <= due + self.unexplained
-        kind, why = ("ok", "") if fits else ("seq", f"seq {rec.seq} where {due + self.unexplained} was due")
+        if self._fits(rec.seq, self.last_seq) or self._fits(rec.seq, self.alt_last):
+            kind, why, self.alt_last = "ok", "", None
+        else:
+            due = self.last_seq + 1 + self.unexplained
+            kind, why, self.alt_last = "seq", f"seq {rec.seq} where {due} was due", due
         self.last_seq, self.unexplained = rec.seq, 0
         self.recent[key] = number
         if len(self.recent) > _DUP_WINDOW:
@@ -581,7 +590,12 @@ def _guarded(body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_FAILED
-        except (UsageError, LogError):
+        except UsageError as exc:
+            # Handled here, not left to cli.main: under `python -m dsetlog.cli` that module runs as
+            # __main__ and its UsageError is a different class from the one imported here.
+            print(f"dset: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except LogError:
             raise
         except OSError as exc:
             print(f"dset: error: {exc}", file=sys.stderr)
