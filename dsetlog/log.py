@@ -136,14 +136,16 @@ def find_valid_end(fd: int, size: int) -> tuple[int, int]:
         end = nl
 
 
-def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[tuple[Recorded, int]]:
-    """Yield (record, end offset) for every whole record after ``offset``.
+def read_batches(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[tuple[list[Recorded], list[int]]]:
+    """:func:`read_records` a chunk at a time: (records, their end offsets), two lists of equal length.
 
-    ``seq`` is the seq of the record ending at ``offset`` (0 at the start); the
-    next ones must follow it without a gap. An incomplete or invalid last line is
-    a write in flight or a torn tail, so reading stops before it; an invalid line
-    with a valid record after it raises :class:`CorruptLogError`.
+    The same checks and the same stops and errors as :func:`read_records`, for
+    callers that fold millions of records (projections): one split per 4 MiB
+    and a tight per-line loop instead of a generator step per record.
     """
+    decode = _decoder.decode
+    crc32 = zlib.crc32
+    key, klen = _EVENT_KEY, len(_EVENT_KEY)
     with open(path, "rb", buffering=0) as fh:
         fh.seek(offset)
         pending = b""
@@ -152,26 +154,51 @@ def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[tuple
             chunk = fh.read(_READ_CHUNK)
             if not chunk:
                 return
-            buf = pending + chunk if pending else chunk
-            lo = 0
-            while True:
-                nl = buf.find(b"\n", lo)
-                if nl < 0:
-                    break
-                line = buf[lo:nl]
-                rec = parse_line(line)
+            lines = (pending + chunk if pending else chunk).split(b"\n")
+            pending = lines.pop()  # after the last newline: incomplete so far
+            recs: list[Recorded] = []
+            ends: list[int] = []
+            end = pos
+            for line in lines:
+                end += len(line) + 1
+                # parse_line, inlined: a call per line is a measurable share of a replay
+                rec = None
+                start = line.find(key, 0, 96)
+                if start >= 0 and line.endswith(b"}"):
+                    try:
+                        rec = decode(line)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        pass
+                    else:
+                        if crc32(line[start + klen : -1]) != rec.crc:
+                            rec = None
                 if rec is None or rec.seq != seq + 1:
-                    bad_at = pos + lo
+                    if recs:
+                        yield recs, ends
+                    bad_at = end - len(line) - 1
                     valid_end, _ = find_valid_end(fh.fileno(), os.fstat(fh.fileno()).st_size)
                     if valid_end <= bad_at:
                         return  # nothing valid after it: a torn tail the next writer cuts off
                     reason = _why_bad(line) if rec is None else f"seq {rec.seq} where {seq + 1} was due"
                     raise CorruptLogError(path, seq + 1, reason)
                 seq = rec.seq
-                lo = nl + 1
-                yield rec, pos + lo
-            pending = buf[lo:]
-            pos += lo
+                recs.append(rec)
+                ends.append(end)
+            if recs:
+                yield recs, ends
+            pos = end
+
+
+def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[tuple[Recorded, int]]:
+    """Yield (record, end offset) for every whole record after ``offset``.
+
+    ``seq`` is the seq of the record ending at ``offset`` (0 at the start); the
+    next ones must follow it without a gap. An incomplete or invalid last line is
+    a write in flight or a torn tail, so reading stops before it; an invalid line
+    with a valid record after it raises :class:`CorruptLogError`.
+    """
+    for recs, ends in read_batches(path, offset=offset, seq=seq):
+        yield from zip(recs, ends, strict=True)
 
 
 class EventLog:

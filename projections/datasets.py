@@ -1,0 +1,501 @@
+"""Datasets: the read side of datasets, their work items, entries, review and runs.
+
+Every event this projection folds names exactly one dataset, and a dataset's
+state depends only on its own events. So the state is kept per dataset (a
+*shard*), and a shard loaded from a snapshot stays encoded until someone reads
+it or an event for it arrives that must be folded: the events for a still-encoded
+shard are queued and folded, in order, when it is first decoded. Opening a big
+data dir from a snapshot therefore costs the datasets you touch, not all of them.
+
+Views (:class:`DatasetView`, :class:`ItemView`, :class:`EntryView`,
+:class:`RunView`) are the live objects of the state, handed out without a copy:
+read them under ``ReadModel.lock`` and treat them as read-only; copy what you
+keep past the lock (``msgspec.structs.replace``, ``msgspec.to_builtins``).
+
+Item status:
+
+* ``pending``: queued or attempted, neither generated nor bookmarked since the last attempt;
+* ``failed``: an ItemBookmarked after the last AttemptStarted, and no entry;
+* ``done``: an EntryGenerated exists. Final: later bookmarks, failures or a
+  second EntryGenerated for the item change nothing (at most one entry per item).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from dsetlog.events import (
+    AttemptFailed,
+    AttemptStarted,
+    DatasetCreated,
+    EntryEdited,
+    EntryGenerated,
+    FeedbackGiven,
+    ItemBookmarked,
+    QuestionQueued,
+    RegenerationRequested,
+    RunFinished,
+    RunStarted,
+)
+from dsetlog.log import Recorded
+from projections.base import Projection, gc_paused, handles
+
+PENDING, DONE, FAILED = "pending", "done", "failed"
+ITEM_STATUSES = (PENDING, DONE, FAILED)
+FLAGGING_FEEDBACK = frozenset({"content_error", "quality_issue"})
+FEEDBACK_COMMENTS_KEPT = 10  # the last comments of an entry; counts and ratings are kept in full
+HIGH_QUALITY, MEDIUM_QUALITY = 0.8, 0.5  # quality_summary's distribution: >= 0.8 high, >= 0.5 medium
+
+
+# gc=False: these never take part in a reference cycle, and a replay makes millions of them; left
+# to the cyclic GC every full collection would walk all of them.
+
+
+class DatasetView(msgspec.Struct, gc=False):
+    id: str
+    name: str
+    kind: str
+    source: str
+    project_id: str | None
+    version: str | None
+    format_type: str
+    params: dict[str, Any]
+    created_at: str  # the record's timestamp
+    created_seq: int
+    items: int = 0
+    done: int = 0
+    failed: int = 0
+    pending: int = 0
+    entries: int = 0
+
+
+class ItemView(msgspec.Struct, gc=False):
+    """A work item: one question to answer (or one chunk slot), in queue order."""
+
+    item_id: str
+    dataset_id: str
+    question: str
+    row: int
+    status: str  # pending | done | failed
+    attempts: int = 0  # AttemptStarted seen
+    last_error: str | None = None  # reason of the last AttemptFailed / ItemBookmarked
+    entry_id: str | None = None
+    source: str = ""
+    queued: bool = True  # False while only other events (attempts, an entry) have named it
+
+
+class FeedbackView(msgspec.Struct, gc=False):
+    count: int = 0
+    ratings: list[int] = []
+    comments: list[str] = []  # the last FEEDBACK_COMMENTS_KEPT, oldest first
+    types: list[str] = []  # feedback types seen, first seen first ("edit" for an edit's feedback)
+
+    @property
+    def average_rating(self) -> float | None:
+        return sum(self.ratings) / len(self.ratings) if self.ratings else None
+
+
+class EntryView(msgspec.Struct, gc=False):
+    id: str
+    dataset_id: str
+    item_id: str
+    question: str
+    answer: str
+    reasoning: str
+    category: str
+    model: str
+    provider: str
+    simulated: bool
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    prompt_name: str
+    prompt_hash: str
+    source_chunk: str
+    quality_score: float | None
+    quality: dict[str, float]
+    difficulty: str
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+    run_id: str = ""
+    revision: int = 1  # 1 + number of edits
+    feedback: FeedbackView | None = None  # None until the first feedback
+    flagged: bool = False  # a content_error / quality_issue feedback named it
+    regeneration_job_id: str | None = None  # the last RegenerationRequested naming it
+    history: tuple[int, ...] = ()  # seqs of the records that touched it, oldest first
+
+
+class RunView(msgspec.Struct, gc=False):
+    run_id: str
+    dataset_id: str
+    command: str
+    model: str
+    provider: str
+    simulated: bool
+    started_at: str | None
+    started_seq: int | None
+    outcome: str | None = None  # None while running (or after a crash that left no RunFinished)
+    finished_at: str | None = None
+    finished_seq: int | None = None
+    answered: int = 0
+    failed: int = 0
+    skipped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    message: str = ""
+
+
+# --- snapshot state ----------------------------------------------------------
+
+
+class ShardBody(msgspec.Struct, array_like=True):
+    items: list[ItemView]
+    entries: list[EntryView]
+    runs: list[RunView]
+
+
+class ShardState(msgspec.Struct, array_like=True):
+    view: DatasetView
+    declared: bool
+    # msgpack of ShardBody, decoded on first use; memoryview: decoding it does not copy it out of the file
+    body: memoryview
+
+
+class DatasetsState(msgspec.Struct, array_like=True):
+    shards: list[ShardState]
+
+
+_body_decoder = msgspec.msgpack.Decoder(ShardBody)
+_body_encoder = msgspec.msgpack.Encoder()
+
+
+class _Shard:
+    """One dataset's state; ``body`` is not None while it is still the encoded snapshot."""
+
+    __slots__ = ("view", "declared", "items", "entries", "runs", "body", "deferred")
+
+    def __init__(self, view: DatasetView, declared: bool, body: bytes | memoryview | None = None) -> None:
+        self.view = view
+        self.declared = declared
+        self.items: dict[str, ItemView] = {}  # queue order
+        self.entries: dict[str, EntryView] = {}
+        self.runs: dict[str, RunView] = {}
+        self.body = body
+        self.deferred: list[Recorded] = []  # records for this shard that arrived while it was encoded
+
+
+class Datasets(Projection):
+    """Datasets, their work items (queue order), entries (item order), review state and runs."""
+
+    name = "datasets"
+    version = 1
+    state_type = DatasetsState
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shards: dict[str, _Shard] = {}  # first-mention order
+        self._decode_lock = threading.Lock()  # two readers may race to decode the same shard
+
+    # -- folding ---------------------------------------------------------------
+
+    def apply(self, rec: Recorded) -> None:
+        self.apply_batch((rec,))
+
+    def apply_batch(self, recs: Sequence[Recorded]) -> None:
+        get = self._handlers.get
+        shards = self._shards
+        for rec in recs:
+            ev = rec.event
+            handler = get(ev.__class__)
+            if handler is None:
+                continue
+            shard = shards.get(ev.dataset_id)
+            if shard is None:
+                shard = shards[ev.dataset_id] = self._new_shard(ev.dataset_id, rec)
+            elif shard.body is not None:
+                shard.deferred.append(rec)
+                continue
+            handler(shard, rec, ev)
+
+    @staticmethod
+    def _new_shard(dataset_id: str, rec: Recorded) -> _Shard:
+        # named by an event before (or without) its DatasetCreated: a placeholder it fills in later
+        view = DatasetView(dataset_id, dataset_id, "questions", "", None, None, "jsonl", {}, rec.ts, rec.seq)
+        return _Shard(view, False)
+
+    @handles(DatasetCreated)
+    def _dataset_created(self, shard: _Shard, rec: Recorded, ev: DatasetCreated) -> None:
+        if shard.declared:
+            return  # the first DatasetCreated defines the dataset; a repeat (a resumed run) changes nothing
+        v = shard.view
+        v.name, v.kind, v.source, v.project_id = ev.name, ev.kind, ev.source, ev.project_id
+        v.version, v.format_type, v.params = ev.version, ev.format_type, ev.params
+        v.created_at, v.created_seq = rec.ts, rec.seq
+        shard.declared = True
+
+    @handles(RunStarted)
+    def _run_started(self, shard: _Shard, rec: Recorded, ev: RunStarted) -> None:
+        run = shard.runs.get(ev.run_id)
+        if run is None:
+            shard.runs[ev.run_id] = RunView(
+                ev.run_id, shard.view.id, ev.command, ev.model, ev.provider, ev.simulated, rec.ts, rec.seq
+            )
+        elif run.started_seq is None:
+            run.command, run.model, run.provider, run.simulated = (
+                ev.command,
+                ev.model,
+                ev.provider,
+                ev.simulated,
+            )
+            run.started_at, run.started_seq = rec.ts, rec.seq
+
+    @handles(RunFinished)
+    def _run_finished(self, shard: _Shard, rec: Recorded, ev: RunFinished) -> None:
+        run = shard.runs.get(ev.run_id)
+        if run is None:
+            run = shard.runs[ev.run_id] = RunView(ev.run_id, shard.view.id, "", "", "", False, None, None)
+        run.outcome, run.finished_at, run.finished_seq = ev.outcome, rec.ts, rec.seq
+        run.answered, run.failed, run.skipped = ev.answered, ev.failed, ev.skipped
+        run.prompt_tokens, run.completion_tokens = ev.prompt_tokens, ev.completion_tokens
+        run.cost, run.message = ev.cost, ev.message
+
+    def _implicit_item(self, shard: _Shard, item_id: str, question: str = "") -> ItemView:
+        # an attempt or an entry for an item never queued (a document chunk slot): it joins the queue here
+        item = shard.items[item_id] = ItemView(item_id, shard.view.id, question, 0, PENDING, queued=False)
+        v = shard.view
+        v.items += 1
+        v.pending += 1
+        return item
+
+    @handles(QuestionQueued)
+    def _question_queued(self, shard: _Shard, rec: Recorded, ev: QuestionQueued) -> None:
+        item = shard.items.get(ev.item_id)
+        if item is None:
+            shard.items[ev.item_id] = ItemView(
+                ev.item_id, shard.view.id, ev.question, ev.row, PENDING, 0, None, None, ev.source
+            )
+            v = shard.view
+            v.items += 1
+            v.pending += 1
+        elif not item.queued:
+            item.question, item.row, item.source, item.queued = ev.question, ev.row, ev.source, True
+        # else: re-queued on resume; idempotent
+
+    @handles(AttemptStarted)
+    def _attempt_started(self, shard: _Shard, rec: Recorded, ev: AttemptStarted) -> None:
+        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
+        item.attempts += 1
+        if item.status == FAILED:  # retried after a bookmark: pending again until this attempt ends
+            item.status = PENDING
+            shard.view.failed -= 1
+            shard.view.pending += 1
+
+    @handles(AttemptFailed)
+    def _attempt_failed(self, shard: _Shard, rec: Recorded, ev: AttemptFailed) -> None:
+        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
+        item.last_error = ev.reason
+
+    @handles(ItemBookmarked)
+    def _item_bookmarked(self, shard: _Shard, rec: Recorded, ev: ItemBookmarked) -> None:
+        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
+        item.last_error = ev.reason
+        if item.status == PENDING:
+            item.status = FAILED
+            shard.view.pending -= 1
+            shard.view.failed += 1
+
+    @handles(EntryGenerated)
+    def _entry_generated(self, shard: _Shard, rec: Recorded, ev: EntryGenerated) -> None:
+        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id, ev.question)
+        if item.status == DONE or ev.entry_id in shard.entries:
+            return  # at most one entry per item (and per entry id): the first one stands
+        usage = ev.usage
+        # positional: keyword construction of a 28-field Struct costs several times more in a replay
+        shard.entries[ev.entry_id] = EntryView(
+            ev.entry_id, shard.view.id, item.item_id, ev.question, ev.answer, ev.reasoning, ev.category,
+            ev.model, ev.provider, ev.simulated, usage.prompt_tokens, usage.completion_tokens, ev.latency_ms,
+            ev.prompt_name, ev.prompt_hash, ev.source_chunk, ev.quality_score, ev.quality, ev.difficulty,
+            ev.metadata, rec.ts, rec.ts, ev.run_id, 1, None, False, None, (rec.seq,),
+        )  # fmt: skip
+        v = shard.view
+        if item.status == FAILED:
+            v.failed -= 1
+        else:
+            v.pending -= 1
+        item.status = DONE
+        item.entry_id = ev.entry_id
+        v.done += 1
+        v.entries += 1
+
+    @handles(EntryEdited)
+    def _entry_edited(self, shard: _Shard, rec: Recorded, ev: EntryEdited) -> None:
+        entry = shard.entries.get(ev.entry_id)
+        if entry is None:
+            return  # names no entry of this dataset: nothing to edit
+        if ev.question is not None:
+            entry.question = ev.question
+        if ev.answer is not None:
+            entry.answer = ev.answer
+        if ev.category is not None:
+            entry.category = ev.category
+        if ev.feedback is not None:
+            _add_feedback(entry, "edit", ev.feedback, None)
+        entry.revision += 1
+        entry.updated_at = rec.ts
+        entry.history += (rec.seq,)
+
+    @handles(FeedbackGiven)
+    def _feedback_given(self, shard: _Shard, rec: Recorded, ev: FeedbackGiven) -> None:
+        flags = ev.feedback_type in FLAGGING_FEEDBACK
+        for entry_id in dict.fromkeys(ev.entry_ids):  # an id named twice in one event counts once
+            entry = shard.entries.get(entry_id)
+            if entry is None:
+                continue
+            _add_feedback(entry, ev.feedback_type, ev.comments, ev.rating)
+            if flags:
+                entry.flagged = True
+            entry.history += (rec.seq,)
+
+    @handles(RegenerationRequested)
+    def _regeneration_requested(self, shard: _Shard, rec: Recorded, ev: RegenerationRequested) -> None:
+        for entry_id in dict.fromkeys(ev.entry_ids):
+            entry = shard.entries.get(entry_id)
+            if entry is None:
+                continue
+            entry.regeneration_job_id = ev.job_id
+            entry.history += (rec.seq,)
+
+    # -- reading ---------------------------------------------------------------
+
+    def _shard(self, dataset_id: str) -> _Shard | None:
+        shard = self._shards.get(dataset_id)
+        if shard is not None and shard.body is not None:
+            self._decode(shard)
+        return shard
+
+    def _decode(self, shard: _Shard) -> None:
+        with self._decode_lock, gc_paused():
+            if shard.body is None:
+                return  # another thread got here first
+            body = _body_decoder.decode(shard.body)
+            shard.items = {it.item_id: it for it in body.items}
+            shard.entries = {e.id: e for e in body.entries}
+            shard.runs = {r.run_id: r for r in body.runs}
+            deferred, shard.deferred = shard.deferred, []
+            shard.body = None
+            get = self._handlers.get
+            for rec in deferred:
+                get(rec.event.__class__)(shard, rec, rec.event)  # type: ignore[misc]
+
+    def dataset(self, dataset_id: str) -> DatasetView | None:
+        shard = self._shards.get(dataset_id)
+        if shard is None:
+            return None
+        if shard.deferred:  # its counts move with the queued records
+            self._decode(shard)
+        return shard.view
+
+    def datasets(self, *, name: str | None = None, kind: str | None = None) -> list[DatasetView]:
+        """All datasets in creation order, optionally only those with this name and/or kind."""
+        out = []
+        for shard in self._shards.values():
+            if shard.deferred:
+                self._decode(shard)
+            v = shard.view
+            if (name is None or v.name == name) and (kind is None or v.kind == kind):
+                out.append(v)
+        return out
+
+    def items(self, dataset_id: str, *, status: str | None = None) -> list[ItemView]:
+        """Work items in queue order (first QuestionQueued first), optionally only those with ``status``."""
+        if status is not None and status not in ITEM_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(ITEM_STATUSES)}, not {status!r}")
+        shard = self._shard(dataset_id)
+        if shard is None:
+            return []
+        if status is None:
+            return list(shard.items.values())
+        return [it for it in shard.items.values() if it.status == status]
+
+    def item(self, dataset_id: str, item_id: str) -> ItemView | None:
+        shard = self._shard(dataset_id)
+        return None if shard is None else shard.items.get(item_id)
+
+    def entries(self, dataset_id: str) -> list[EntryView]:
+        """Entries in their items' queue order: the input order output files must keep."""
+        shard = self._shard(dataset_id)
+        if shard is None:
+            return []
+        by_id = shard.entries
+        return [by_id[it.entry_id] for it in shard.items.values() if it.entry_id is not None]
+
+    def entry(self, dataset_id: str, entry_id: str) -> EntryView | None:
+        shard = self._shard(dataset_id)
+        return None if shard is None else shard.entries.get(entry_id)
+
+    def runs(self, dataset_id: str) -> list[RunView]:
+        """Runs in the order they started (RunStarted, or RunFinished for a run whose start is unknown)."""
+        shard = self._shard(dataset_id)
+        return [] if shard is None else list(shard.runs.values())
+
+    def quality_summary(self, dataset_id: str) -> dict[str, Any]:
+        """``{"average_score", "distribution": {"high", "medium", "low"}, "categories"}`` of a dataset.
+
+        Scores and the distribution count entries that have a quality score
+        (high >= 0.8 > medium >= 0.5 > low); categories count every entry, an
+        empty category as "Other". An empty dataset averages 0.0.
+        """
+        total, scored = 0.0, 0
+        dist = {"high": 0, "medium": 0, "low": 0}
+        cats: dict[str, int] = {}
+        for e in self.entries(dataset_id):
+            score = e.quality_score
+            if score is not None:
+                total += score
+                scored += 1
+                dist["high" if score >= HIGH_QUALITY else "medium" if score >= MEDIUM_QUALITY else "low"] += 1
+            cat = e.category or "Other"
+            cats[cat] = cats.get(cat, 0) + 1
+        return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
+
+    # -- snapshots -------------------------------------------------------------
+
+    def snapshot_state(self) -> DatasetsState:
+        shards = []
+        for shard in self._shards.values():
+            if shard.deferred:
+                self._decode(shard)
+            body = shard.body
+            if body is None:
+                body = _body_encoder.encode(
+                    ShardBody(
+                        list(shard.items.values()), list(shard.entries.values()), list(shard.runs.values())
+                    )
+                )
+            shards.append(ShardState(shard.view, shard.declared, memoryview(body)))
+        return DatasetsState(shards)
+
+    def load_snapshot_state(self, state: DatasetsState) -> None:
+        # bodies stay encoded (often views into the snapshot file's bytes) until first use
+        self._shards = {s.view.id: _Shard(s.view, s.declared, s.body) for s in state.shards}
+
+
+def _add_feedback(entry: EntryView, feedback_type: str, comment: str | None, rating: int | None) -> None:
+    fb = entry.feedback
+    if fb is None:
+        fb = entry.feedback = FeedbackView()
+    fb.count += 1
+    if rating is not None:
+        fb.ratings.append(rating)
+    if comment:
+        fb.comments.append(comment)
+        if len(fb.comments) > FEEDBACK_COMMENTS_KEPT:
+            del fb.comments[0]
+    if feedback_type not in fb.types:
+        fb.types.append(feedback_type)
