@@ -62,4 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: command modules raise dsetlog.cli.UsageError,
+    # which is a different class from this copy's.
+    from dsetlog.cli import main as _main
+
+    sys.exit(_main())

@@ -4,6 +4,7 @@ The run is a dataset in the log. Running the same command again continues it:
 answered questions are never requested again, pending and bookmarked ones are.
 """
 
+# The LLM client (openai and its HTTP stack) is imported inside run(): every other `dset` command starts faster.
 from __future__ import annotations
 
 import argparse
@@ -28,12 +29,10 @@ from dsetlog.events import (
     Usage,
 )
 from dsetlog.exporters import FORMATS, SEED_FORMATS, export
-from dsetlog.llm import Completion, LLMClient, RateLimiter, RetryPolicy
 from dsetlog.log import EventLog
-from dsetlog.progress import Progress
+from dsetlog.progress import Budget, Progress
 from dsetlog.providers import PROFILES, Provider, ProviderError, load_env, resolve
 from dsetlog.questions import QuestionsFileError, normalize, read_questions, write_statuses
-from dsetlog.runner import Budget, Engine, EngineResult, WorkItem, run_engine
 from projections.readmodel import ReadModel
 
 EXTRA_FORMATS = [name for name in FORMATS if name not in SEED_FORMATS]
@@ -165,6 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, dataset_id: str,  # noqa: ANN001
               provider: Provider, log: EventLog, rm: ReadModel, formats: list[str], budget: Budget) -> int:
+    from dsetlog.llm import Completion, LLMClient, RateLimiter, RetryPolicy
+    from dsetlog.runner import Engine, EngineResult, WorkItem, run_engine
+
     datasets = rm.datasets
     run_id = "run_" + uuid.uuid4().hex[:12]
     new: list[Event] = []

@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 import portalocker
 
-from dsetlog.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_data_option, data_dir
+from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_dir
 from dsetlog.fsutil import atomic_writer, fsync_dir
 from dsetlog.log import LOG_NAME, LogError, Recorded, find_valid_end, parse_line, read_records
 
@@ -590,11 +590,6 @@ def _guarded(body: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return EXIT_FAILED
-        except UsageError as exc:
-            # Handled here, not left to cli.main: under `python -m dsetlog.cli` that module runs as
-            # __main__ and its UsageError is a different class from the one imported here.
-            print(f"dset: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
         except LogError:
             raise
         except OSError as exc:

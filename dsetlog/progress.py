@@ -84,3 +84,19 @@ class Progress:
             if self._tty:
                 self.stream.write("\n")
                 self.stream.flush()
+
+
+@dataclass
+class Budget:
+    tokens: int | None = None
+    cost: float | None = None
+
+    def reached(self, progress: Progress) -> bool:
+        return (self.tokens is not None and progress.tokens >= self.tokens) or (
+            self.cost is not None and progress.cost >= self.cost
+        )
+
+    def __str__(self) -> str:
+        parts = ([f"{self.tokens:,} tokens"] if self.tokens is not None else []) + (
+            [f"${self.cost:.2f}"] if self.cost is not None else [])
+        return " / ".join(parts) or "none"

@@ -19,7 +19,7 @@ from typing import Any
 from dsetlog.events import AttemptFailed, AttemptStarted, Event, ItemBookmarked
 from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy, call_with_retries
 from dsetlog.log import EventLog
-from dsetlog.progress import Progress
+from dsetlog.progress import Budget, Progress
 
 
 @dataclass(frozen=True)
@@ -35,22 +35,6 @@ class WorkItem:
 # Turns a completion into the events that make the item done. It may raise a
 # retryable CallFailure (for example: structured output that does not parse).
 MakeEvents = Callable[[WorkItem, Completion, int], Sequence[Event]]
-
-
-@dataclass
-class Budget:
-    tokens: int | None = None
-    cost: float | None = None
-
-    def reached(self, progress: Progress) -> bool:
-        return (self.tokens is not None and progress.tokens >= self.tokens) or (
-            self.cost is not None and progress.cost >= self.cost
-        )
-
-    def __str__(self) -> str:
-        parts = ([f"{self.tokens:,} tokens"] if self.tokens is not None else []) + (
-            [f"${self.cost:.2f}"] if self.cost is not None else [])
-        return " / ".join(parts) or "none"
 
 
 @dataclass
