@@ -167,6 +167,170 @@ class RegenerationRequested(Event, frozen=True, kw_only=True):
     config: dict[str, Any] = {}
 
 
+# --- projects, documents, taxonomies, prompts, parameters ----------------------
+
+
+class ProjectCreated(Event, frozen=True, kw_only=True):
+    project_id: str
+    name: str
+    description: str = ""
+
+
+class DocumentIngested(Event, frozen=True, kw_only=True):
+    """A document's text was extracted; re-ingesting the same content (same hash) is a no-op."""
+
+    project_id: str
+    document_id: str
+    filename: str
+    content_hash: str
+    media_type: str
+    size: int = 0  # bytes of the original file
+    chars: int = 0  # characters of extracted text
+    extractor: str = ""
+    pages: int | None = None
+
+
+class ChunkCreated(Event, frozen=True, kw_only=True):
+    project_id: str
+    document_id: str
+    chunk_id: str
+    index: int
+    start: int  # character offsets into the document's extracted text
+    end: int
+    text: str
+    strategy: str
+    heading: str | None = None
+
+
+class DocumentChunked(Event, frozen=True, kw_only=True):
+    """The chunk set of a document under one strategy is complete (its ChunkCreated events precede this)."""
+
+    project_id: str
+    document_id: str
+    strategy: str
+    chunk_size: int
+    overlap: int
+    chunk_ids: list[str] = []
+
+
+class Category(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    description: str = ""
+    children: list[Category] = []
+
+
+class TaxonomyCreated(Event, frozen=True, kw_only=True):
+    taxonomy_id: str
+    project_id: str
+    name: str
+    categories: list[Category] = []
+    description: str = ""
+
+
+class PromptSaved(Event, frozen=True, kw_only=True):
+    """A custom prompt; its version is its content hash, recorded with every entry it produced."""
+
+    prompt_id: str
+    name: str
+    content: str
+    content_hash: str
+    project_id: str | None = None
+    mode: str = ""
+
+
+class ParametersSaved(Event, frozen=True, kw_only=True):
+    parameter_id: str
+    project_id: str
+    parameters: dict[str, Any] = {}
+
+
+# --- document-grounded generation ----------------------------------------------
+
+
+class SlotQueued(Event, frozen=True, kw_only=True):
+    """One entry to make from a chunk: the work item of document-grounded generation."""
+
+    dataset_id: str
+    item_id: str  # deterministic: dataset, chunk and slot
+    chunk_id: str
+    slot: int
+    mode: str = "default"
+    question: str = ""  # the given question, in "answer" mode
+    negative: bool = False  # to be an unanswerable question (negativity_ratio)
+
+
+class EntryScored(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    entry_id: str
+    quality_score: float
+    quality: dict[str, float] = {}  # components
+    difficulty: str = ""
+    duplicate_of: str | None = None
+    below_threshold: bool = False  # left out of exports, kept in the log
+
+
+class EntryRegenerated(Event, frozen=True, kw_only=True):
+    """A new revision of an entry's content; the old one stays in the log."""
+
+    dataset_id: str
+    entry_id: str
+    job_id: str
+    answer: str
+    question: str | None = None
+    reasoning: str = ""
+    model: str = ""
+    provider: str = ""
+    simulated: bool = False
+    usage: Usage = Usage()
+    config: dict[str, Any] = {}
+
+
+class EvaluationSetsCreated(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    seed: int
+    ratios: list[float]
+    splits: dict[str, str] = {}  # entry_id -> train | validation | test
+    difficulty_buckets: dict[str, list[str]] = {}
+
+
+class BenchmarkCompleted(Event, frozen=True, kw_only=True):
+    dataset_id: str
+    job_id: str
+    suite: str
+    model: str
+    results: dict[str, Any] = {}
+
+
+# --- jobs (work the API server runs in the background) --------------------------
+
+
+class JobSubmitted(Event, frozen=True, kw_only=True):
+    job_id: str
+    kind: str  # generate | generate-evaluation | regenerate
+    request: dict[str, Any] = {}
+    dataset_id: str | None = None
+
+
+class JobStarted(Event, frozen=True, kw_only=True):
+    job_id: str
+    attempt: int = 1  # > 1 when a restarted server resumes it
+
+
+class JobCompleted(Event, frozen=True, kw_only=True):
+    job_id: str
+    result: dict[str, Any] = {}
+
+
+class JobFailed(Event, frozen=True, kw_only=True):
+    job_id: str
+    error: str
+
+
+class JobCancelled(Event, frozen=True, kw_only=True):
+    job_id: str
+    reason: str = ""
+
+
 def _all_event_types() -> tuple[type[Event], ...]:
     seen: list[type[Event]] = []
     stack = list(Event.__subclasses__())

@@ -29,11 +29,11 @@ WRITER = Path(__file__).with_name("log_writer.py")
 # --- building sample events generically, so a new event type is covered without touching this file ---------
 
 
-def sample(tp: Any, name: str) -> Any:
-    """A non-default value of type ``tp`` for field ``name``."""
+def sample(tp: Any, name: str, depth: int = 0) -> Any:
+    """A non-default value of type ``tp`` for field ``name`` (recursive types stop after two levels)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        return sample(next(a for a in args if a is not type(None)), name)
+        return sample(next(a for a in args if a is not type(None)), name, depth)
     if tp is Any:
         return {"nested": [1, "two", None], "flag": True}
     if tp is str:
@@ -45,18 +45,20 @@ def sample(tp: Any, name: str) -> Any:
     if tp is float:
         return 2.5
     if origin in (list, tuple):
-        return origin([sample(args[0] if args else str, name), sample(args[0] if args else str, name + "2")])
+        item = args[0] if args else str
+        return origin([sample(item, name, depth), sample(item, name + "2", depth)])
     if origin is dict or tp is dict:
-        return {"k1": sample(args[1] if args else Any, name), "k2": sample(args[1] if args else Any, name)}
+        value = args[1] if args else Any
+        return {"k1": sample(value, name, depth), "k2": sample(value, name, depth)}
     if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
-        return build(tp, everything=True)
+        return build(tp, everything=depth < 2, depth=depth + 1)
     raise AssertionError(f"no sample for {name}: {tp!r}; teach sample() this type")
 
 
-def build(cls: type[msgspec.Struct], *, everything: bool) -> Any:
+def build(cls: type[msgspec.Struct], *, everything: bool, depth: int = 0) -> Any:
     """An instance with every required field set (and, with ``everything``, every optional one too)."""
     values = {
-        f.name: sample(f.type, f.name)
+        f.name: sample(f.type, f.name, depth)
         for f in msgspec.structs.fields(cls)
         if everything or f.required
     }
