@@ -1,0 +1,194 @@
+"""How long projections take to rebuild, and how much memory.
+
+    python bench/bench_rebuild.py                   # 1,000,000 events, 3 runs of each measurement
+    python bench/bench_rebuild.py --events 200000 --runs 1
+
+Each measurement runs in a fresh interpreter (so peak RSS, from getrusage's
+ru_maxrss, belongs to that measurement alone) and prints its best and median:
+
+* read only       : read_batches over the whole log, no projection (the floor)
+* rebuild         : ReadModel.open(use_snapshot=False): every standard projection from the first record
+* save snapshot   : ReadModel.open() from scratch, then save_snapshot() (the save alone is timed)
+* from snapshot   : ReadModel.open() with a valid snapshot and --tail records appended after it
+* first read      : after that, the first read of the dataset the tail touched (decodes its shard)
+* catch_up idle   : catch_up() with nothing new, per call
+
+The log is written once per --events/--seed into --cache (bench/make_log.py)
+and copied to a scratch dir for the runs, so the tail never touches the cache.
+Targets from the issue: rebuild <= 3 s and <= 1 GB peak RSS; from snapshot <= 0.5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# --- one measurement, in its own interpreter ---------------------------------------
+
+
+def measure(kind: str, data: Path) -> dict[str, float]:
+    from dsetlog.log import LOG_NAME, read_batches
+    from projections import ReadModel
+
+    if kind == "read":
+        t0 = time.perf_counter()
+        n = sum(len(recs) for recs, _ in read_batches(data / LOG_NAME))
+        return {"seconds": time.perf_counter() - t0, "records": n, "peak_mb": _peak_mb()}
+    if kind == "rebuild":
+        t0 = time.perf_counter()
+        rm = ReadModel.open(data, use_snapshot=False)
+        return {"seconds": time.perf_counter() - t0, "records": rm.seq, "peak_mb": _peak_mb()}
+    if kind == "save":
+        rm = ReadModel.open(data, use_snapshot=False)
+        t0 = time.perf_counter()
+        path = rm.save_snapshot()
+        return {"seconds": time.perf_counter() - t0, "mb": path.stat().st_size / 1e6, "peak_mb": _peak_mb()}
+    if kind == "snapshot":
+        t0 = time.perf_counter()
+        rm = ReadModel.open(data)
+        opened = time.perf_counter() - t0
+        if not rm.snapshot_used:
+            raise SystemExit("the snapshot was not used: run the 'save' measurement first")
+        tail = rm.seq - rm.snapshot_seq
+        last = rm.stats.last_seq
+        t1 = time.perf_counter()
+        with rm.lock:
+            touched = [d.id for d in rm.datasets.datasets()]
+            n_entries = len(rm.datasets.entries(touched[-1]))
+        first_read = time.perf_counter() - t1
+        return {
+            "seconds": opened,
+            "tail": tail,
+            "last_seq": last,
+            "first_read_seconds": first_read,
+            "entries": n_entries,
+            "peak_mb": _peak_mb(),
+        }
+    if kind == "idle":
+        rm = ReadModel.open(data)
+        calls = 20_000
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            rm.catch_up()
+        return {"seconds": (time.perf_counter() - t0) / calls, "peak_mb": _peak_mb()}
+    raise SystemExit(f"unknown measurement {kind!r}")
+
+
+def run_child(kind: str, data: Path) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", kind, str(data)], check=True, capture_output=True, text=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the driver ------------------------------------------------------------------------
+
+
+def ensure_log(cache: Path, events: int, seed: int) -> Path:
+    from make_log import write_log
+
+    from dsetlog.log import LOG_NAME
+
+    src = cache / f"log-{events}-{seed}"
+    if not (src / LOG_NAME).exists():
+        tmp = cache / f".tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        t0 = time.perf_counter()
+        write_log(tmp, events, seed=seed)
+        tmp.rename(src)
+        print(f"# wrote {events} events to {src} in {time.perf_counter() - t0:.1f} s", flush=True)
+    return src / LOG_NAME
+
+
+def append_tail(data: Path, n: int) -> None:
+    """``n`` more events for the last dataset, as a run resumed after the snapshot would write."""
+    from dsetlog.events import AttemptStarted, EntryGenerated, QuestionQueued
+    from dsetlog.log import EventLog
+    from projections import ReadModel
+
+    rm = ReadModel.open(data)
+    ds = rm.datasets.datasets()[-1].id
+    events = []
+    for i in range(n // 3):
+        item = f"tail-{i}"
+        events += [
+            QuestionQueued(dataset_id=ds, item_id=item, question=f"tail question {i}?", row=10**6 + i),
+            AttemptStarted(dataset_id=ds, item_id=item, attempt=1),
+            EntryGenerated(
+                dataset_id=ds, item_id=item, entry_id=f"e-{item}", question=f"q{i}", answer="an answer"
+            ),
+        ]
+    with EventLog.in_dir(data) as log:
+        log.append_many(events)
+
+
+def summarise(name: str, results: list[dict[str, float]], unit: float = 1.0, fmt: str = "{:.3f} s") -> str:
+    secs = [r["seconds"] * unit for r in results]
+    peak = max(r["peak_mb"] for r in results)
+    return f"{name:<15} best {fmt.format(min(secs))}  median {fmt.format(statistics.median(secs))}  peak RSS {peak:.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tail", type=int, default=3000, help="records appended after the snapshot")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dsetlog-bench")
+    parser.add_argument("--measure", nargs=2, metavar=("KIND", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
+        return 0
+
+    from dsetlog.log import LOG_NAME
+
+    src = ensure_log(args.cache, args.events, args.seed)
+    work = Path(tempfile.mkdtemp(prefix="bench-rebuild-", dir=args.cache))
+    try:
+        shutil.copyfile(src, work / LOG_NAME)
+        size_mb = (work / LOG_NAME).stat().st_size / 1e6
+        print(
+            f"# {args.events} events, {size_mb:.0f} MB log, {os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+        )
+        runs = range(args.runs)
+        print(summarise("read only", [run_child("read", work) for _ in runs]), flush=True)
+        print(summarise("rebuild", [run_child("rebuild", work) for _ in runs]), flush=True)
+        saves = [run_child("save", work) for _ in runs]
+        print(summarise("save snapshot", saves) + f"  ({saves[-1]['mb']:.0f} MB)", flush=True)
+        append_tail(work, args.tail)
+        snaps = [run_child("snapshot", work) for _ in runs]
+        print(
+            summarise("from snapshot", snaps) + f"  (+{int(snaps[-1]['tail'])} records of tail)", flush=True
+        )
+        first = [{"seconds": s["first_read_seconds"], "peak_mb": s["peak_mb"]} for s in snaps]
+        print(
+            summarise("first read", first) + f"  (entries() of a {int(snaps[-1]['entries'])}-entry dataset)"
+        )
+        idle = [run_child("idle", work) for _ in runs]
+        print(summarise("catch_up idle", idle, unit=1e6, fmt="{:.1f} us"), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
