@@ -14,6 +14,11 @@ keep past the lock (``msgspec.structs.replace``, ``msgspec.to_builtins``).
 
 Item status:
 
+Folded: DatasetCreated, RunStarted/RunFinished, QuestionQueued and SlotQueued
+(work items; a repeat for a known item is ignored), AttemptStarted,
+AttemptFailed, ItemBookmarked, EntryGenerated, EntryEdited, EntryScored,
+EntryRegenerated, FeedbackGiven, RegenerationRequested.
+
 * ``pending``: queued or attempted, neither generated nor bookmarked since the last attempt;
 * ``failed``: an ItemBookmarked after the last AttemptStarted, and no entry;
 * ``done``: an EntryGenerated exists. Final: later bookmarks, failures or a
@@ -34,12 +39,15 @@ from dsetlog.events import (
     DatasetCreated,
     EntryEdited,
     EntryGenerated,
+    EntryRegenerated,
+    EntryScored,
     FeedbackGiven,
     ItemBookmarked,
     QuestionQueued,
     RegenerationRequested,
     RunFinished,
     RunStarted,
+    SlotQueued,
 )
 from dsetlog.log import Recorded
 from projections.base import Projection, gc_paused, handles
@@ -123,11 +131,13 @@ class EntryView(msgspec.Struct, gc=False):
     created_at: str
     updated_at: str
     run_id: str = ""
-    revision: int = 1  # 1 + number of edits
+    revision: int = 1  # 1 + number of edits and regenerations
     feedback: FeedbackView | None = None  # None until the first feedback
     flagged: bool = False  # a content_error / quality_issue feedback named it
-    regeneration_job_id: str | None = None  # the last RegenerationRequested naming it
+    regeneration_job_id: str | None = None  # the last RegenerationRequested / EntryRegenerated naming it
     history: tuple[int, ...] = ()  # seqs of the records that touched it, oldest first
+    duplicate_of: str | None = None  # from the last EntryScored
+    below_threshold: bool = False  # from the last EntryScored: left out of exports
 
 
 class RunView(msgspec.Struct, gc=False):
@@ -287,6 +297,20 @@ class Datasets(Projection):
             item.question, item.row, item.source, item.queued = ev.question, ev.row, ev.source, True
         # else: re-queued on resume; idempotent
 
+    @handles(SlotQueued)
+    def _slot_queued(self, shard: _Shard, rec: Recorded, ev: SlotQueued) -> None:
+        # a chunk slot is a work item like a CSV question: its row is the slot, its source the chunk
+        item = shard.items.get(ev.item_id)
+        if item is None:
+            shard.items[ev.item_id] = ItemView(
+                ev.item_id, shard.view.id, ev.question, ev.slot, PENDING, 0, None, None, ev.chunk_id
+            )
+            v = shard.view
+            v.items += 1
+            v.pending += 1
+        elif not item.queued:
+            item.question, item.row, item.source, item.queued = ev.question, ev.slot, ev.chunk_id, True
+
     @handles(AttemptStarted)
     def _attempt_started(self, shard: _Shard, rec: Recorded, ev: AttemptStarted) -> None:
         item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
@@ -346,6 +370,32 @@ class Datasets(Projection):
             entry.category = ev.category
         if ev.feedback is not None:
             _add_feedback(entry, "edit", ev.feedback, None)
+        entry.revision += 1
+        entry.updated_at = rec.ts
+        entry.history += (rec.seq,)
+
+    @handles(EntryScored)
+    def _entry_scored(self, shard: _Shard, rec: Recorded, ev: EntryScored) -> None:
+        entry = shard.entries.get(ev.entry_id)
+        if entry is None:
+            return
+        entry.quality_score, entry.quality = ev.quality_score, ev.quality
+        if ev.difficulty:
+            entry.difficulty = ev.difficulty
+        entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold
+        entry.history += (rec.seq,)
+
+    @handles(EntryRegenerated)
+    def _entry_regenerated(self, shard: _Shard, rec: Recorded, ev: EntryRegenerated) -> None:
+        entry = shard.entries.get(ev.entry_id)
+        if entry is None:
+            return
+        entry.answer, entry.reasoning = ev.answer, ev.reasoning
+        if ev.question is not None:
+            entry.question = ev.question
+        entry.model, entry.provider, entry.simulated = ev.model, ev.provider, ev.simulated
+        entry.prompt_tokens, entry.completion_tokens = ev.usage.prompt_tokens, ev.usage.completion_tokens
+        entry.regeneration_job_id = ev.job_id
         entry.revision += 1
         entry.updated_at = rec.ts
         entry.history += (rec.seq,)

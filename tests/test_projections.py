@@ -27,6 +27,8 @@ from dsetlog.events import (
     DatasetCreated,
     EntryEdited,
     EntryGenerated,
+    EntryRegenerated,
+    EntryScored,
     Event,
     FeedbackGiven,
     ItemBookmarked,
@@ -34,6 +36,7 @@ from dsetlog.events import (
     RegenerationRequested,
     RunFinished,
     RunStarted,
+    SlotQueued,
     Usage,
 )
 from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_records
@@ -187,6 +190,11 @@ def _event(draw: st.DrawFn) -> Event:
                     rating=draw(st.none() | st.integers(1, 5)),
                 ),
                 RegenerationRequested(dataset_id=ds, entry_ids=[entry], job_id="j"),
+                SlotQueued(dataset_id=ds, item_id=item, chunk_id="c1", slot=draw(st.integers(0, 3))),
+                EntryScored(
+                    dataset_id=ds, entry_id=entry, quality_score=draw(st.floats(0, 1)), difficulty="hard"
+                ),
+                EntryRegenerated(dataset_id=ds, entry_id=entry, job_id="j", answer="regenerated"),
                 RunStarted(run_id="r", dataset_id=ds, command="generate"),
                 RunFinished(run_id="r", dataset_id=ds, outcome="completed"),
             ]
@@ -712,3 +720,32 @@ def test_shards_from_a_snapshot_fold_their_queued_records_when_read(tmp_path: Pa
     assert v1 is not None and (v1.items, v1.done) == (2, 1)
     assert [e.id for e in d.entries("d1")] == ["e-a"]
     assert [it.item_id for it in d.items("d2")] == ["b"]
+
+
+def test_slots_scores_and_regenerations(tmp_path: Path) -> None:
+    seqs = append(
+        tmp_path,
+        created("docs", "from documents"),
+        SlotQueued(dataset_id="docs", item_id="c1/0", chunk_id="c1", slot=0),
+        SlotQueued(dataset_id="docs", item_id="c1/1", chunk_id="c1", slot=1, mode="answer", question="given?"),
+        SlotQueued(dataset_id="docs", item_id="c1/0", chunk_id="c1", slot=0),  # re-queued on resume
+        generated("c1/1", ds="docs", quality_score=0.3, difficulty="easy"),
+        EntryScored(dataset_id="docs", entry_id="e-c1/1", quality_score=0.85, quality={"len": 1.0}, below_threshold=False),
+        EntryRegenerated(
+            dataset_id="docs", entry_id="e-c1/1", job_id="job-2", answer="regenerated", reasoning="why",
+            usage=Usage(prompt_tokens=1, completion_tokens=2),
+        ),
+        EntryScored(dataset_id="docs", entry_id="nope", quality_score=0.1),
+    )  # fmt: skip
+    d = ReadModel.open(tmp_path).datasets
+    assert [(it.item_id, it.row, it.source, it.question, it.status) for it in d.items("docs")] == [
+        ("c1/0", 0, "c1", "", PENDING),
+        ("c1/1", 1, "c1", "given?", DONE),
+    ]
+    e = d.entry("docs", "e-c1/1")
+    assert e is not None
+    assert (e.quality_score, e.quality, e.difficulty) == (0.85, {"len": 1.0}, "easy")
+    assert (e.answer, e.reasoning, e.revision, e.regeneration_job_id) == ("regenerated", "why", 2, "job-2")
+    assert (e.prompt_tokens, e.completion_tokens) == (1, 2)
+    assert e.history == (seqs[4], seqs[5], seqs[6])
+    assert d.quality_summary("docs")["distribution"]["high"] == 1
