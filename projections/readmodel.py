@@ -30,6 +30,8 @@ import msgspec
 from dsetlog.log import LOG_NAME, parse_line, read_batches
 from projections.base import ProjectionProtocol, gc_paused
 from projections.datasets import Datasets
+from projections.jobs import Jobs
+from projections.projects import Projects
 from projections.stats import EventStats
 
 SNAPSHOT_DIR = "snapshots"
@@ -61,7 +63,7 @@ _encoder = msgspec.msgpack.Encoder()
 
 def standard_projections() -> list[ProjectionProtocol]:
     """New, empty instances of every standard projection."""
-    return [EventStats(), Datasets()]
+    return [EventStats(), Datasets(), Projects(), Jobs()]
 
 
 def fingerprint(projections: Iterable[ProjectionProtocol]) -> str:
@@ -322,6 +324,14 @@ class ReadModel:
     @property
     def datasets(self) -> Datasets:
         return self.get(Datasets)
+
+    @property
+    def projects(self) -> Projects:
+        return self.get(Projects)
+
+    @property
+    def jobs(self) -> Jobs:
+        return self.get(Jobs)
 
     @property
     def stats(self) -> EventStats:
