@@ -25,14 +25,17 @@ Event types without a handler are ignored, so older code reads newer logs.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+
+import msgspec
 
 from dsetlog.events import Event
 from dsetlog.log import Recorded
 
 Handler = Callable[[Recorded, Any], None]
+_encoder = msgspec.msgpack.Encoder()
 F = TypeVar("F", bound=Callable[..., None])
 
 
@@ -63,6 +66,8 @@ class ProjectionProtocol(Protocol):
     def snapshot_state(self) -> Any: ...
 
     def load_snapshot_state(self, state: Any) -> None: ...
+
+    def snapshot_parts(self) -> Iterable[bytes | memoryview]: ...
 
     def fresh(self) -> ProjectionProtocol: ...
 
@@ -134,6 +139,10 @@ class Projection:
 
     def load_snapshot_state(self, state: Any) -> None:
         raise NotImplementedError(f"{type(self).__name__} must implement load_snapshot_state()")
+
+    def snapshot_parts(self) -> Iterable[bytes | memoryview]:
+        """The msgpack of :meth:`snapshot_state` in pieces; override to stream a big state to the file."""
+        return (_encoder.encode(self.snapshot_state()),)
 
     def fresh(self) -> Projection:
         """A new, empty projection of the same kind (for rebuilds and time travel)."""

@@ -28,7 +28,7 @@ EntryRegenerated, FeedbackGiven, RegenerationRequested.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -516,8 +516,7 @@ class Datasets(Projection):
 
     # -- snapshots -------------------------------------------------------------
 
-    def snapshot_state(self) -> DatasetsState:
-        shards = []
+    def _shard_states(self) -> Iterator[ShardState]:
         for shard in self._shards.values():
             if shard.deferred:
                 self._decode(shard)
@@ -528,12 +527,36 @@ class Datasets(Projection):
                         list(shard.items.values()), list(shard.entries.values()), list(shard.runs.values())
                     )
                 )
-            shards.append(ShardState(shard.view, shard.declared, memoryview(body)))
-        return DatasetsState(shards)
+            yield ShardState(shard.view, shard.declared, memoryview(body))
+
+    def snapshot_state(self) -> DatasetsState:
+        return DatasetsState(list(self._shard_states()))
+
+    def snapshot_parts(self) -> Iterator[bytes | memoryview]:
+        """The msgpack of :meth:`snapshot_state`, a shard at a time: a save holds one encoded shard, not all."""
+        yield _array_header(1) + _array_header(len(self._shards))  # DatasetsState(shards=[...])
+        for state in self._shard_states():
+            yield _array_header(3) + _body_encoder.encode(state.view) + _body_encoder.encode(state.declared)
+            yield _bin_header(len(state.body))
+            yield state.body
 
     def load_snapshot_state(self, state: DatasetsState) -> None:
         # bodies stay encoded (often views into the snapshot file's bytes) until first use
         self._shards = {s.view.id: _Shard(s.view, s.declared, s.body) for s in state.shards}
+
+
+def _array_header(n: int) -> bytes:
+    """msgpack's array header, sized as msgspec writes it."""
+    if n < 16:
+        return bytes((0x90 | n,))
+    return b"\xdc" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xdd" + n.to_bytes(4, "big")
+
+
+def _bin_header(n: int) -> bytes:
+    """msgpack's bin header, sized as msgspec writes it."""
+    if n < 1 << 8:
+        return b"\xc4" + n.to_bytes(1, "big")
+    return b"\xc5" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xc6" + n.to_bytes(4, "big")
 
 
 def _add_feedback(entry: EntryView, feedback_type: str, comment: str | None, rating: int | None) -> None:

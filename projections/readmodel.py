@@ -45,19 +45,28 @@ _GC_PAUSE_BYTES = 1 << 20  # a catch-up reading more than this pauses the cyclic
 P = TypeVar("P", bound=ProjectionProtocol)
 
 
-class SnapshotFile(msgspec.Struct):
-    """The snapshot's envelope; each state is the projection's own msgpack, checked by its crc32."""
+class StateRef(msgspec.Struct, array_like=True):
+    name: str
+    start: int  # file offset of the projection's msgpack state
+    length: int
+    crc: int  # crc32 of those bytes
 
+
+class SnapshotHeader(msgspec.Struct):
     format: int
     fingerprint: str
     seq: int  # the last record folded into the states
     offset: int  # where that record ends in the log
     crc: int  # that record's crc, to recognise it
-    states: dict[str, memoryview]  # memoryview: the states are not copied out of the file's bytes
-    state_crcs: dict[str, int]
+    states: list[StateRef]
 
 
-_snapshot_decoder = msgspec.msgpack.Decoder(SnapshotFile)
+# The file: MAGIC, each projection's state (msgpack) back to back, the header (msgpack), the header's
+# length (8 bytes, big-endian). States are written as they are encoded, a projection (or a piece of
+# one) at a time, so a save never holds a second copy of the whole state; the header comes last
+# because only then are the lengths and checksums known.
+_MAGIC = b"DSETSNAP"
+_header_decoder = msgspec.msgpack.Decoder(SnapshotHeader)
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -221,57 +230,83 @@ class ReadModel:
             data = self.snapshot_path.read_bytes()
         except OSError:
             return False
-        try:
-            snap = _snapshot_decoder.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return False
+        header = _read_header(data)
         if (
-            snap.format != SNAPSHOT_FORMAT
-            or snap.fingerprint != fingerprint(self._projections)
-            or (max_seq is not None and snap.seq > max_seq)
-            or set(snap.states) != {p.name for p in self._projections}
-            or any(zlib.crc32(raw) != snap.state_crcs.get(name) for name, raw in snap.states.items())
-            or not record_ends_at(self.path, snap.offset, seq=snap.seq, crc=snap.crc)
+            header is None
+            or header.format != SNAPSHOT_FORMAT
+            or header.fingerprint != fingerprint(self._projections)
+            or (max_seq is not None and header.seq > max_seq)
+            or [ref.name for ref in header.states] != [p.name for p in self._projections]
+            or not record_ends_at(self.path, header.offset, seq=header.seq, crc=header.crc)
         ):
+            return False
+        view = memoryview(data)
+        raws = [view[ref.start : ref.start + ref.length] for ref in header.states]
+        if any(zlib.crc32(raw) != ref.crc for raw, ref in zip(raws, header.states, strict=True)):
             return False
         try:
             with gc_paused():
                 states = [
-                    msgspec.msgpack.decode(snap.states[p.name], type=getattr(p, "state_type", Any))
-                    for p in self._projections
+                    msgspec.msgpack.decode(raw, type=getattr(p, "state_type", Any))
+                    for p, raw in zip(self._projections, raws, strict=True)
                 ]
                 for p, state in zip(self._projections, states, strict=True):
                     p.load_snapshot_state(state)
         except Exception:  # noqa: BLE001 - a cache that does not load must never stop start-up: replay instead
             self._reset()
             return False
-        self._seq, self._offset, self._crc = snap.seq, snap.offset, snap.crc
-        self._snapshot_seq = snap.seq
+        self._seq, self._offset, self._crc = header.seq, header.offset, header.crc
+        self._snapshot_seq = header.seq
         self.snapshot_used = True
         return True
 
     def save_snapshot(self) -> Path:
-        """Write the projections' state at :attr:`seq` to the snapshot file, atomically; returns its path."""
+        """Write the projections' state at :attr:`seq` to the snapshot file, atomically; returns its path.
+
+        The lock is held while the states are encoded and written (not while they are fsynced).
+        """
         if self._until is not None:
             raise RuntimeError(
                 "this read model is an as_of() view of the past; save the snapshot from the model opened with "
                 "ReadModel.open(), which stands at the end of the log"
             )
-        with self.lock:
-            states = {p.name: _encoder.encode(p.snapshot_state()) for p in self._projections}
-            snap = SnapshotFile(
-                SNAPSHOT_FORMAT,
-                fingerprint(self._projections),
-                self._seq,
-                self._offset,
-                self._crc,
-                states,  # type: ignore[arg-type]  # bytes encode like the memoryviews they decode to
-                {name: zlib.crc32(raw) for name, raw in states.items()},
-            )
-            seq = self._seq
-        _write_atomically(self.snapshot_path, _encoder.encode(snap))
+        path = self.snapshot_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                with self.lock:
+                    fh.write(_MAGIC)
+                    refs = []
+                    for p in self._projections:
+                        start, crc = fh.tell(), 0
+                        parts = p.snapshot_parts() if hasattr(p, "snapshot_parts") else (
+                            _encoder.encode(p.snapshot_state()),
+                        )  # fmt: skip
+                        for part in parts:
+                            fh.write(part)
+                            crc = zlib.crc32(part, crc)
+                        refs.append(StateRef(p.name, start, fh.tell() - start, crc))
+                    seq = self._seq
+                    header = SnapshotHeader(
+                        SNAPSHOT_FORMAT, fingerprint(self._projections), seq, self._offset, self._crc, refs
+                    )
+                encoded = _encoder.encode(header)
+                fh.write(encoded + len(encoded).to_bytes(8, "big"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
         self._snapshot_seq = seq
-        return self.snapshot_path
+        return path
 
     def maybe_save_snapshot(self, *, min_new_records: int = DEFAULT_SNAPSHOT_EVERY) -> bool:
         """Save a snapshot when at least ``min_new_records`` were folded since the last one; True if it did."""
@@ -342,22 +377,19 @@ class ReadModel:
         return f"<ReadModel {self.data_dir} seq {self._seq}{until}: {', '.join(p.name for p in self._projections)}>"
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Temp file in the same dir, fsync, rename over, fsync the dir: a reader sees the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _read_header(data: bytes) -> SnapshotHeader | None:
+    if len(data) < len(_MAGIC) + 8 or not data.startswith(_MAGIC):
+        return None
+    size = int.from_bytes(data[-8:], "big")
+    if not len(_MAGIC) < len(data) - 8 - size:
+        return None
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        header = _header_decoder.decode(data[len(data) - 8 - size : -8])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    end = len(data) - 8 - size
+    if any(
+        ref.start < len(_MAGIC) or ref.length < 0 or ref.start + ref.length > end for ref in header.states
+    ):
+        return None
+    return header
