@@ -41,6 +41,12 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def _cpu() -> float:
+    """This process's CPU seconds: steadier than wall time on a shared machine."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 # --- one measurement, in its own interpreter ---------------------------------------
 
 
@@ -48,34 +54,47 @@ def measure(kind: str, data: Path) -> dict[str, float]:
     from dsetlog.log import LOG_NAME, read_batches
     from projections import ReadModel
 
+    c0 = _cpu()
     if kind == "read":
         t0 = time.perf_counter()
         n = sum(len(recs) for recs, _ in read_batches(data / LOG_NAME))
-        return {"seconds": time.perf_counter() - t0, "records": n, "peak_mb": _peak_mb()}
+        return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "records": n, "peak_mb": _peak_mb()}
     if kind == "rebuild":
         t0 = time.perf_counter()
         rm = ReadModel.open(data, use_snapshot=False)
-        return {"seconds": time.perf_counter() - t0, "records": rm.seq, "peak_mb": _peak_mb()}
+        return {
+            "seconds": time.perf_counter() - t0,
+            "cpu": _cpu() - c0,
+            "records": rm.seq,
+            "peak_mb": _peak_mb(),
+        }
     if kind == "save":
         rm = ReadModel.open(data, use_snapshot=False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         path = rm.save_snapshot()
-        return {"seconds": time.perf_counter() - t0, "mb": path.stat().st_size / 1e6, "peak_mb": _peak_mb()}
+        return {
+            "seconds": time.perf_counter() - t0,
+            "cpu": _cpu() - c0,
+            "mb": path.stat().st_size / 1e6,
+            "peak_mb": _peak_mb(),
+        }
     if kind == "snapshot":
         t0 = time.perf_counter()
         rm = ReadModel.open(data)
-        opened = time.perf_counter() - t0
+        opened, cpu = time.perf_counter() - t0, _cpu() - c0
         if not rm.snapshot_used:
             raise SystemExit("the snapshot was not used: run the 'save' measurement first")
         tail = rm.seq - rm.snapshot_seq
         last = rm.stats.last_seq
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), _cpu()
         with rm.lock:
             touched = [d.id for d in rm.datasets.datasets()]
             n_entries = len(rm.datasets.entries(touched[-1]))
-        first_read = time.perf_counter() - t1
+        first_read, first_cpu = time.perf_counter() - t1, _cpu() - c1
         return {
             "seconds": opened,
+            "cpu": cpu,
+            "first_read_cpu": first_cpu,
             "tail": tail,
             "last_seq": last,
             "first_read_seconds": first_read,
@@ -85,10 +104,14 @@ def measure(kind: str, data: Path) -> dict[str, float]:
     if kind == "idle":
         rm = ReadModel.open(data)
         calls = 20_000
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), _cpu()
         for _ in range(calls):
             rm.catch_up()
-        return {"seconds": (time.perf_counter() - t0) / calls, "peak_mb": _peak_mb()}
+        return {
+            "seconds": (time.perf_counter() - t0) / calls,
+            "cpu": (_cpu() - c0) / calls,
+            "peak_mb": _peak_mb(),
+        }
     raise SystemExit(f"unknown measurement {kind!r}")
 
 
@@ -142,8 +165,12 @@ def append_tail(data: Path, n: int) -> None:
 
 def summarise(name: str, results: list[dict[str, float]], unit: float = 1.0, fmt: str = "{:.3f} s") -> str:
     secs = [r["seconds"] * unit for r in results]
+    cpu = [r["cpu"] * unit for r in results]
     peak = max(r["peak_mb"] for r in results)
-    return f"{name:<15} best {fmt.format(min(secs))}  median {fmt.format(statistics.median(secs))}  peak RSS {peak:.0f} MB"
+    return (
+        f"{name:<14} wall best {fmt.format(min(secs))} median {fmt.format(statistics.median(secs))}"
+        f"  cpu best {fmt.format(min(cpu))}  peak RSS {peak:.0f} MB"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             summarise("from snapshot", snaps) + f"  (+{int(snaps[-1]['tail'])} records of tail)", flush=True
         )
-        first = [{"seconds": s["first_read_seconds"], "peak_mb": s["peak_mb"]} for s in snaps]
+        first = [
+            {"seconds": s["first_read_seconds"], "cpu": s["first_read_cpu"], "peak_mb": s["peak_mb"]}
+            for s in snaps
+        ]
         print(
             summarise("first read", first) + f"  (entries() of a {int(snaps[-1]['entries'])}-entry dataset)"
         )

@@ -58,6 +58,8 @@ class ProjectionProtocol(Protocol):
 
     name: str  # the key of this projection's state in a snapshot
     version: int  # bump when the fold or the state's shape changes: old snapshots are then ignored
+    # the event classes it folds (a batch with none of them is not handed to it); None: every record
+    handled_types: frozenset[type[Event]] | None
 
     def apply(self, rec: Recorded) -> None: ...
 
@@ -113,6 +115,7 @@ class Projection:
         self._handlers: dict[type[Event], Handler] = {
             event_type: getattr(self, attr) for event_type, attr in self._handler_names.items()
         }
+        self.handled_types: frozenset[type[Event]] | None = frozenset(self._handlers)
 
     @property
     def handlers(self) -> dict[type[Event], Handler]:

@@ -22,6 +22,7 @@ import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ DEFAULT_SNAPSHOT_EVERY = (
 _GC_PAUSE_BYTES = 1 << 20  # a catch-up reading more than this pauses the cyclic GC
 
 P = TypeVar("P", bound=ProjectionProtocol)
+_event_class = attrgetter("event.__class__")
 
 
 class StateRef(msgspec.Struct, array_like=True):
@@ -187,14 +189,18 @@ class ReadModel:
 
     def _fold(self) -> int:
         until = self._until
-        appliers = [p.apply_batch for p in self._projections]
+        appliers = [(p.apply_batch, getattr(p, "handled_types", None)) for p in self._projections]
         n = 0
         for recs, ends in read_batches(self.path, offset=self._offset, seq=self._seq):
             if until is not None and recs[-1].seq > until:
                 keep = until - recs[0].seq + 1  # records are gap-free, so seq gives the index
                 recs, ends = recs[:keep], ends[:keep]
-            for apply_batch in appliers:
-                apply_batch(recs)
+            # the batch's event classes, found in C: a projection that folds none of them skips it
+            # (most batches of a big log are dataset events that most projections do not fold)
+            present = set(map(_event_class, recs))
+            for apply_batch, handled in appliers:
+                if handled is None or not present.isdisjoint(handled):
+                    apply_batch(recs)
             last = recs[-1]
             self._seq, self._offset, self._crc = last.seq, ends[-1], last.crc
             n += len(recs)

@@ -30,6 +30,7 @@ class EventStats(Projection):
 
     def __init__(self) -> None:
         super().__init__()
+        self.handled_types = None  # every record counts
         self._counts: Counter[str] = Counter()
         self.first_ts: str | None = None
         self.last_ts: str | None = None
