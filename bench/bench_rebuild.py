@@ -8,6 +8,7 @@ ru_maxrss, belongs to that measurement alone) and prints its best and median:
 
 * read only       : read_batches over the whole log, no projection (the floor)
 * rebuild         : ReadModel.open(use_snapshot=False): every standard projection from the first record
+                   (--gc-compare: once more with the cyclic GC left on during the replay)
 * save snapshot   : ReadModel.open() from scratch, then save_snapshot() (the save alone is timed)
 * from snapshot   : ReadModel.open() with a valid snapshot and --tail records appended after it
 * first read      : after that, the first read of the dataset the tail touched (decodes its shard)
@@ -59,6 +60,13 @@ def measure(kind: str, data: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         n = sum(len(recs) for recs, _ in read_batches(data / LOG_NAME))
         return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "records": n, "peak_mb": _peak_mb()}
+    if kind == "rebuild-gc-on":
+        import contextlib
+
+        import projections.readmodel
+
+        projections.readmodel.gc_paused = contextlib.nullcontext  # type: ignore[assignment]
+        kind = "rebuild"
     if kind == "rebuild":
         t0 = time.perf_counter()
         rm = ReadModel.open(data, use_snapshot=False)
@@ -179,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tail", type=int, default=3000, help="records appended after the snapshot")
+    parser.add_argument(
+        "--gc-compare", action="store_true", help="also rebuild once with the cyclic GC left on"
+    )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dsetlog-bench")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -194,11 +205,14 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(src, work / LOG_NAME)
         size_mb = (work / LOG_NAME).stat().st_size / 1e6
         print(
-            f"# {args.events} events, {size_mb:.0f} MB log, {os.cpu_count()} CPUs, python {sys.version.split()[0]}"
+            f"# {args.events} events, {size_mb:.0f} MB log, {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
+            f"load {os.getloadavg()[0]:.1f}; each measurement in a fresh process; cpu: its user+system seconds"
         )
         runs = range(args.runs)
         print(summarise("read only", [run_child("read", work) for _ in runs]), flush=True)
         print(summarise("rebuild", [run_child("rebuild", work) for _ in runs]), flush=True)
+        if args.gc_compare:
+            print(summarise("rebuild, GC on", [run_child("rebuild-gc-on", work)]), flush=True)
         saves = [run_child("save", work) for _ in runs]
         print(summarise("save snapshot", saves) + f"  ({saves[-1]['mb']:.0f} MB)", flush=True)
         append_tail(work, args.tail)
