@@ -38,9 +38,8 @@ from projections.stats import EventStats
 SNAPSHOT_DIR = "snapshots"
 SNAPSHOT_NAME = "readmodel.msgpack"
 SNAPSHOT_FORMAT = 1
-DEFAULT_SNAPSHOT_EVERY = (
-    50_000  # records folded since the last snapshot before maybe_save_snapshot writes one
-)
+# records folded since the last snapshot before maybe_save_snapshot() writes a new one
+DEFAULT_SNAPSHOT_EVERY = 50_000
 _GC_PAUSE_BYTES = 1 << 20  # a catch-up reading more than this pauses the cyclic GC
 
 P = TypeVar("P", bound=ProjectionProtocol)
@@ -137,9 +136,7 @@ class ReadModel:
         self._seq = 0  # last record folded
         self._offset = 0  # where it ends
         self._crc = 0  # its crc, to recognise it if the log is rewritten
-        self._seen: tuple[int, int, int] | None = (
-            None  # (size, inode, device) of the log at the last catch-up
-        )
+        self._seen: tuple[int, int, int] | None = None  # the log's (size, inode, device) when last read
         self._snapshot_seq = 0  # seq of the snapshot loaded or saved last
         self.snapshot_used = False  # whether opening started from a snapshot
 
