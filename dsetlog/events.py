@@ -202,6 +202,15 @@ class ChunkCreated(Event, frozen=True, kw_only=True):
     heading: str | None = None
 
 
+class ChunkTitled(Event, frozen=True, kw_only=True):
+    """A one-line topic for a chunk without a heading, written once by the chunking model and reused."""
+
+    project_id: str
+    chunk_id: str
+    title: str
+    model: str = ""
+
+
 class DocumentChunked(Event, frozen=True, kw_only=True):
     """The chunk set of a document under one strategy is complete (its ChunkCreated events precede this)."""
 

@@ -27,12 +27,13 @@ class Profile:
     base_url: str
     model: str
     needs_key: bool = True
+    json_schema: bool = True  # accepts response_format json_schema; else json_object with the schema in the prompt
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner"),
+        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner", json_schema=False),
         Profile("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
         Profile("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash"),
         Profile("grok", "https://api.x.ai/v1", "grok-3-mini"),
@@ -64,6 +65,10 @@ class Provider:
     model: str
     api_key: str = field(repr=False, default="")
     simulated: bool = False
+
+    @property
+    def json_schema(self) -> bool:
+        return PROFILES[self.profile].json_schema
 
     def price(self) -> tuple[float, float] | None:
         return PRICES.get(self.model)

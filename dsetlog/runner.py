@@ -10,9 +10,10 @@ that are not done, so a finished answer is never paid for twice.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,12 +30,19 @@ class WorkItem:
     messages: list[dict[str, Any]]
     prior_attempts: int = 0  # attempts made by earlier runs: numbering goes on from there
     response_format: dict[str, Any] | None = None
+    max_tokens: int | None = None
     context: Any = None  # whatever ``make_events`` needs (the question, the chunk, ...)
+    members: tuple[str, ...] = ()  # the items one call serves (several slots of a chunk); default: item_id
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        return self.members or (self.item_id,)
 
 
-# Turns a completion into the events that make the item done. It may raise a
-# retryable CallFailure (for example: structured output that does not parse).
-MakeEvents = Callable[[WorkItem, Completion, int], Sequence[Event]]
+# Turns a completion into the events that make the item done, directly or as an awaitable (when it
+# needs a call of its own, such as repairing a reply). It may raise a retryable CallFailure (for
+# example: structured output that does not parse).
+MakeEvents = Callable[[WorkItem, Completion, int], "Sequence[Event] | Awaitable[Sequence[Event]]"]
 
 
 @dataclass
@@ -131,7 +139,7 @@ class Engine:
             try:
                 loop.add_signal_handler(sig, interrupt)
                 handled.append(sig)
-            except (NotImplementedError, RuntimeError):
+            except (NotImplementedError, RuntimeError, ValueError):
                 pass  # not the main thread (a server job): the caller cancels us instead
         try:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -159,19 +167,25 @@ class Engine:
         def on_attempt(attempt: int) -> None:
             nonlocal last_attempt
             last_attempt = attempt
-            writer.put(AttemptStarted(dataset_id=item.dataset_id, item_id=item.item_id, attempt=attempt,
-                                      run_id=self.run_id))
+            for item_id in item.item_ids:
+                writer.put(AttemptStarted(dataset_id=item.dataset_id, item_id=item_id, attempt=attempt,
+                                          run_id=self.run_id))
 
         def on_failure(attempt: int, failure: CallFailure, delay: float | None) -> None:
-            writer.put(AttemptFailed(dataset_id=item.dataset_id, item_id=item.item_id, attempt=attempt,
-                                     reason=str(failure), status_code=failure.status_code,
-                                     retryable=delay is not None, run_id=self.run_id))
+            for item_id in item.item_ids:
+                writer.put(AttemptFailed(dataset_id=item.dataset_id, item_id=item_id, attempt=attempt,
+                                         reason=str(failure), status_code=failure.status_code,
+                                         retryable=delay is not None, run_id=self.run_id))
 
         async def call(attempt: int) -> tuple[Completion, Sequence[Event]]:
             completion = await self.client.complete(item.messages, attempt=attempt,
-                                                    response_format=item.response_format)
+                                                    response_format=item.response_format,
+                                                    max_tokens=item.max_tokens)
             self._count_usage(completion)
-            return completion, self.make_events(item, completion, attempt)
+            events = self.make_events(item, completion, attempt)
+            if inspect.isawaitable(events):
+                events = await events
+            return completion, events
 
         try:
             _, events = await call_with_retries(call, self.policy, on_attempt=on_attempt, on_failure=on_failure,
@@ -181,9 +195,9 @@ class Engine:
                 state["stop"] = "fatal"
                 result.fatal = result.fatal or failure
                 return
-            writer.put(ItemBookmarked(dataset_id=item.dataset_id, item_id=item.item_id, reason=str(failure),
-                                      attempts=last_attempt,
-                                      run_id=self.run_id))
+            for item_id in item.item_ids:
+                writer.put(ItemBookmarked(dataset_id=item.dataset_id, item_id=item_id, reason=str(failure),
+                                          attempts=last_attempt, run_id=self.run_id))
             result.failed += 1
             self.progress.failed += 1
             return

@@ -925,8 +925,36 @@ def _build_content(seed: int, key: str, req: dict[str, Any]) -> tuple[str, str |
         content = src.plain_answer()
     else:
         raise _BadRequest(f"Invalid response_format type: {fmt_type!r}", "response_format")
+    if fmt_type in ("json_schema", "json_object"):
+        content = _follow_negatives(messages, content)
     reasoning = src.reasoning() if _is_reasoner(str(req.get("model", ""))) else None
     return content, reasoning
+
+
+_NEGATIVES_RE = re.compile(
+    r"Make (?:all of the questions|exactly (\d+) of the \d+ questions) ones whose answer the text does not give"
+    r'.*?answer each of those exactly: "([^"]+)"', re.DOTALL)
+
+
+def _follow_negatives(messages: list[dict[str, Any]], content: str) -> str:
+    """Do what a good model does with "make K of the N questions unanswerable ... answer exactly X":
+    the first K items get X as their answer (dset's own prompts ask for this; see prompts.py)."""
+    text = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    found = _NEGATIVES_RE.search(text)
+    if not found:
+        return content
+    try:
+        value = msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        return content
+    items = value.get("items") if isinstance(value, dict) else None
+    if not isinstance(items, list):
+        return content
+    wanted = len(items) if found.group(1) is None else int(found.group(1))
+    for item in items[:wanted]:
+        if isinstance(item, dict) and "answer" in item:
+            item["answer"] = found.group(2)
+    return msgspec.json.encode(value).decode()
 
 
 def _validate(req: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from projections.datasets import (
     ItemView,
     RunView,
 )
+from projections.evaluations import BenchmarkView, Evaluations, SplitsView
 from projections.jobs import (
     JOB_CANCELLED,
     JOB_COMPLETED,
@@ -46,6 +47,9 @@ from projections.readmodel import (
 from projections.stats import EventStats
 
 __all__ = [
+    "BenchmarkView",
+    "Evaluations",
+    "SplitsView",
     "CATEGORY_PATH_SEP",
     "DONE",
     "FAILED",

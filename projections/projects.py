@@ -39,6 +39,7 @@ import msgspec
 from dsetlog.events import (
     Category,
     ChunkCreated,
+    ChunkTitled,
     DocumentChunked,
     DocumentIngested,
     ParametersSaved,
@@ -98,6 +99,7 @@ class ChunkView(msgspec.Struct, gc=False):
     heading: str | None
     created_at: str
     created_seq: int
+    title: str | None = None  # ChunkTitled: the chunking model's topic line, for chunks without a heading
 
     @property
     def length(self) -> int:
@@ -149,7 +151,7 @@ class Projects(Projection):
     """Projects, documents, chunks, taxonomies, prompts and parameters (see the module's rules)."""
 
     name = "projects"
-    version = 1
+    version = 2
     state_type = ProjectsState
 
     def __init__(self) -> None:
@@ -209,6 +211,12 @@ class Projects(Projection):
             ev.chunk_id, ev.project_id, ev.document_id, ev.index, ev.start, ev.end, ev.text, ev.strategy,
             ev.heading, rec.ts, rec.seq,
         )  # fmt: skip
+
+    @handles(ChunkTitled)
+    def _chunk_titled(self, rec: Recorded, ev: ChunkTitled) -> None:
+        chunk = self._chunks.get(ev.chunk_id)
+        if chunk is not None:
+            chunk.title = ev.title
 
     @handles(DocumentChunked)
     def _document_chunked(self, rec: Recorded, ev: DocumentChunked) -> None:

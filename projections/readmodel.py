@@ -31,6 +31,7 @@ import msgspec
 from dsetlog.log import LOG_NAME, parse_line, read_batches
 from projections.base import ProjectionProtocol, gc_paused
 from projections.datasets import Datasets
+from projections.evaluations import Evaluations
 from projections.jobs import Jobs
 from projections.projects import Projects
 from projections.stats import EventStats
@@ -73,7 +74,7 @@ _encoder = msgspec.msgpack.Encoder()
 
 def standard_projections() -> list[ProjectionProtocol]:
     """New, empty instances of every standard projection."""
-    return [EventStats(), Datasets(), Projects(), Jobs()]
+    return [EventStats(), Datasets(), Projects(), Jobs(), Evaluations()]
 
 
 def fingerprint(projections: Iterable[ProjectionProtocol]) -> str:
@@ -370,6 +371,10 @@ class ReadModel:
     @property
     def jobs(self) -> Jobs:
         return self.get(Jobs)
+
+    @property
+    def evaluations(self) -> Evaluations:
+        return self.get(Evaluations)
 
     @property
     def stats(self) -> EventStats:

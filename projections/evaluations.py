@@ -1,0 +1,80 @@
+"""Evaluations: each dataset's train/validation/test splits, difficulty buckets, and benchmark results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from dsetlog.events import BenchmarkCompleted, EvaluationSetsCreated
+from dsetlog.log import Recorded
+from projections.base import Projection, handles
+
+
+class BenchmarkView(msgspec.Struct, gc=False):
+    dataset_id: str
+    job_id: str
+    suite: str
+    model: str
+    results: dict[str, Any]
+    completed_at: str
+    seq: int
+
+
+class SplitsView(msgspec.Struct, gc=False):
+    dataset_id: str
+    seed: int
+    ratios: list[float]
+    splits: dict[str, str]  # entry_id -> train | validation | test
+    difficulty_buckets: dict[str, list[str]]
+    created_at: str
+    seq: int
+
+
+class EvaluationsState(msgspec.Struct, array_like=True):
+    splits: list[SplitsView]
+    benchmarks: list[BenchmarkView]
+
+
+class Evaluations(Projection):
+    """The latest split of each dataset (a re-split replaces it) and every benchmark run, oldest first."""
+
+    name = "evaluations"
+    version = 1
+    state_type = EvaluationsState
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._splits: dict[str, SplitsView] = {}
+        self._benchmarks: dict[str, list[BenchmarkView]] = {}
+
+    @handles(EvaluationSetsCreated)
+    def _sets(self, rec: Recorded, ev: EvaluationSetsCreated) -> None:
+        self._splits[ev.dataset_id] = SplitsView(ev.dataset_id, ev.seed, list(ev.ratios), dict(ev.splits),
+                                                 dict(ev.difficulty_buckets), rec.ts, rec.seq)
+
+    @handles(BenchmarkCompleted)
+    def _benchmark(self, rec: Recorded, ev: BenchmarkCompleted) -> None:
+        self._benchmarks.setdefault(ev.dataset_id, []).append(
+            BenchmarkView(ev.dataset_id, ev.job_id, ev.suite, ev.model, dict(ev.results), rec.ts, rec.seq))
+
+    def splits(self, dataset_id: str) -> dict[str, str]:
+        """entry_id -> split name; empty when the dataset has no evaluation sets."""
+        view = self._splits.get(dataset_id)
+        return view.splits if view else {}
+
+    def split_view(self, dataset_id: str) -> SplitsView | None:
+        return self._splits.get(dataset_id)
+
+    def benchmarks(self, dataset_id: str) -> list[BenchmarkView]:
+        return list(self._benchmarks.get(dataset_id, ()))
+
+    def snapshot_state(self) -> EvaluationsState:
+        return EvaluationsState(list(self._splits.values()),
+                                [b for runs in self._benchmarks.values() for b in runs])
+
+    def load_snapshot_state(self, state: EvaluationsState) -> None:
+        self._splits = {s.dataset_id: s for s in state.splits}
+        self._benchmarks = {}
+        for b in state.benchmarks:
+            self._benchmarks.setdefault(b.dataset_id, []).append(b)
