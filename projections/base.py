@@ -92,6 +92,12 @@ class Projection:
     ``state_type`` is the msgspec type a snapshot's state is decoded into before
     :meth:`load_snapshot_state` sees it (``Any``: plain msgpack values), so a
     projection whose state is Structs gets them validated and built in C.
+
+    ``handled_types`` (the ``@handles`` types) lets the read model skip a batch
+    holding none of them; a subclass whose :meth:`apply_batch` wants other
+    records too sets it to None. Handlers get ``(rec, ev)``; a subclass that
+    overrides :meth:`apply_batch` may call them with other arguments (Datasets
+    passes its per-dataset state first).
     """
 
     name: ClassVar[str] = ""
