@@ -394,6 +394,11 @@ def _extract(raw: bytes, filename: str):  # noqa: ANN202 - dsetlog.extract.Extra
         return extract_bytes(raw, filename)
     except ExtractError as exc:
         raise IngestError(str(exc)) from None
+    except Exception as exc:  # a damaged file can trip a parser anywhere (zipfile.BadZipFile, RecursionError, ...)
+        suffix = Path(filename).suffix.lower()
+        raise IngestError(
+            f"{filename}: not a readable {suffix} file ({type(exc).__name__}: {exc}); check that it opens"
+        ) from None
 
 
 # --- taxonomies ---------------------------------------------------------------------------------
