@@ -18,7 +18,11 @@ class SplitInput(msgspec.Struct, frozen=True, kw_only=True):
     entry_id: str
     category: str
     group: str | None = None  # near-duplicate cluster id: a group never straddles two splits
-    difficulty: str | None = None
+
+
+class DifficultyInput(msgspec.Struct, frozen=True, kw_only=True):
+    entry_id: str
+    difficulty: str | None  # None: not rated
 
 
 def assign_splits(
@@ -99,7 +103,7 @@ def largest_remainder(total: int, ratios: Sequence[float]) -> list[int]:
     return parts
 
 
-def difficulty_buckets(entries: Iterable[SplitInput]) -> dict[str, list[str]]:
+def difficulty_buckets(entries: Iterable[DifficultyInput]) -> dict[str, list[str]]:
     """Entry ids by difficulty, in DIFFICULTIES order; entries without one go to "unrated" (only if any)."""
     buckets: dict[str, list[str]] = {level: [] for level in DIFFICULTIES}
     for entry in entries:

@@ -7,7 +7,14 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from dsetlog.splits import SPLITS, SplitInput, assign_splits, difficulty_buckets, largest_remainder
+from dsetlog.splits import (
+    SPLITS,
+    DifficultyInput,
+    SplitInput,
+    assign_splits,
+    difficulty_buckets,
+    largest_remainder,
+)
 
 SIZES = {"Cardiology": 100, "Neurology": 37, "Endocrinology": 5, "Other": 1}
 
@@ -84,9 +91,9 @@ def test_repeated_entry_ids_are_refused() -> None:
 
 def test_difficulty_buckets() -> None:
     entries = [
-        SplitInput(entry_id="a", category="x", difficulty="expert"),
-        SplitInput(entry_id="b", category="x", difficulty="beginner"),
-        SplitInput(entry_id="c", category="x", difficulty="expert"),
+        DifficultyInput(entry_id="a", difficulty="expert"),
+        DifficultyInput(entry_id="b", difficulty="beginner"),
+        DifficultyInput(entry_id="c", difficulty="expert"),
     ]
     assert difficulty_buckets(entries) == {
         "beginner": ["b"],
@@ -94,6 +101,6 @@ def test_difficulty_buckets() -> None:
         "advanced": [],
         "expert": ["a", "c"],
     }
-    assert difficulty_buckets([*entries, SplitInput(entry_id="d", category="x")])["unrated"] == ["d"]
+    assert difficulty_buckets([*entries, DifficultyInput(entry_id="d", difficulty=None)])["unrated"] == ["d"]
     with pytest.raises(ValueError, match="unknown difficulty"):
-        difficulty_buckets([SplitInput(entry_id="e", category="x", difficulty="medium")])
+        difficulty_buckets([DifficultyInput(entry_id="e", difficulty="medium")])
