@@ -157,6 +157,17 @@ def chunk_id_for(document_id: str, strategy: str, chunk_size: int, overlap: int,
     return "chunk_" + _hash(document_id, strategy, chunk_size, overlap, index)[:16]
 
 
+def _chunk_ids(document_id: str, strategy: str, chunk_size: int, overlap: int, count: int) -> list[str]:
+    """chunk_id_for for indexes 0..count-1, hashing the shared prefix once."""
+    prefix = hashlib.sha256("\x1f".join(map(str, (document_id, strategy, chunk_size, overlap, ""))).encode("utf-8"))
+    ids = []
+    for index in range(count):
+        h = prefix.copy()
+        h.update(str(index).encode("ascii"))
+        ids.append("chunk_" + h.hexdigest()[:16])
+    return ids
+
+
 # --- projects ----------------------------------------------------------------------------------
 
 
@@ -289,13 +300,11 @@ def ingest_file(
                 extractor=extracted.extractor, pages=extracted.pages,
             )
         )  # fmt: skip
-    chunk_ids = []
+    chunk_ids = _chunk_ids(document_id, strategy, size, overlap, len(chunks))
     with rm.lock:
         known = rm.projects
-        for chunk in chunks:
-            cid = chunk_id_for(document_id, strategy, size, overlap, chunk.index)
-            chunk_ids.append(cid)
-            if not _same_chunk(known.chunk(cid), chunk.start, chunk.end, chunk.text, chunk.heading):
+        for chunk, cid in zip(chunks, chunk_ids, strict=True):
+            if doc is None or not _same_chunk(known.chunk(cid), chunk.start, chunk.end, chunk.text, chunk.heading):
                 events.append(
                     ChunkCreated(
                         project_id=project_id, document_id=document_id, chunk_id=cid, index=chunk.index,
