@@ -81,7 +81,7 @@ subject, never "the text" or "this passage").
         _QA_SHAPE,
     ),
     "evaluation_qa": _template(
-        "an evaluation set that tests whether a model understood the text",
+        "evaluation questions with reference answers",
         """\
 Write {n} distinct questions with reference answers from the text below.
 {question_style}
