@@ -30,20 +30,26 @@ def assign_splits(
 ) -> dict[str, str]:
     """entry_id -> "train" / "validation" / "test".
 
-    Each category is split by ``ratios`` on its own (largest-remainder rounding),
-    so every split sees every category in proportion. Entries sharing a ``group``
-    go to one split together: the group is placed as a unit, in the stratum of its
-    most common category, which makes proportions approximate when groups are big.
-    The result depends on the entries and the seed only, not on their order.
+    Systematic stratified allocation: groups are ordered by category (then shuffled
+    by the seed within it) and each goes to the split furthest below its share of
+    everything placed so far. Every category is spread over the splits in
+    proportion (within an entry or so of its quota), and many small categories do
+    not all fall into train, as rounding each category on its own would do. Entries
+    sharing a ``group`` go to one split together, in the stratum of their most
+    common category. The result depends on the entries and the seed only.
     """
     _check_ratios(ratios)
     _check_unique(entries)
     assignment: dict[str, str] = {}
+    filled = [0] * len(SPLITS)
     for category, groups in sorted(_strata(entries).items()):
-        rng = random.Random(f"{seed}\x00{category}")
-        for split, members in _split_stratum(groups, ratios, rng):
+        random.Random(f"{seed}\x00{category}").shuffle(groups)
+        for members in groups:
+            placed = sum(filled) + len(members)
+            i = max(range(len(SPLITS)), key=lambda s: (ratios[s] * placed - filled[s], ratios[s], -s))
+            filled[i] += len(members)
             for entry_id in members:
-                assignment[entry_id] = split
+                assignment[entry_id] = SPLITS[i]
     return assignment
 
 
@@ -74,22 +80,6 @@ def _strata(entries: Sequence[SplitInput]) -> dict[str, list[list[str]]]:
         category = min(counts, key=lambda c: (-counts[c], c))
         strata[category].append(sorted(m.entry_id for m in members))
     return strata
-
-
-def _split_stratum(
-    groups: list[list[str]], ratios: Sequence[float], rng: random.Random
-) -> list[tuple[str, list[str]]]:
-    """Place the groups, biggest first, each in the split furthest below its target."""
-    targets = largest_remainder(sum(len(g) for g in groups), ratios)
-    rng.shuffle(groups)
-    groups.sort(key=len, reverse=True)  # stable: equal sizes stay in shuffled order
-    filled = [0] * len(SPLITS)
-    placed: list[tuple[str, list[str]]] = []
-    for members in groups:
-        i = max(range(len(SPLITS)), key=lambda s: (targets[s] - filled[s], ratios[s], -s))
-        filled[i] += len(members)
-        placed.append((SPLITS[i], members))
-    return placed
 
 
 def largest_remainder(total: int, ratios: Sequence[float]) -> list[int]:

@@ -1,0 +1,772 @@
+"""Document-grounded datasets: chunks of a project's documents turned into entries, then scored, split,
+benchmarked and exported, every step an event so that a run can stop anywhere and continue.
+
+One call per chunk asks for all of that chunk's missing slots at once (``datasets_per_chunk`` distinct
+items in one structured reply), never N identical calls. The stages after generation (augmentation,
+quality, splits, benchmark, export) each skip what the log says is already done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import msgspec
+
+from dsetlog import prompts, quality, scoring, splits
+from dsetlog.events import (
+    BenchmarkCompleted,
+    DatasetCreated,
+    EntryGenerated,
+    EntryScored,
+    EvaluationSetsCreated,
+    Event,
+    SlotQueued,
+    Usage,
+)
+from dsetlog.exporters import FORMATS
+from dsetlog.fsutil import atomic_writer
+from dsetlog.log import EventLog
+from dsetlog.progress import Budget, Progress
+from dsetlog.providers import Provider, ProviderError, resolve_spec
+from projections.datasets import DONE, EntryView
+from projections.readmodel import ReadModel
+
+EXPORT_FORMATS = ("jsonl", "parquet", "csv", "alpaca", "sharegpt", "openai-chat")
+EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
+
+
+class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /datasets/generate (and `dset datasets generate`): the guide's fields and defaults, plus ours.
+
+    Models name provider profiles (``"gemini"``, ``"ollama"``) or ``profile:model``. The entries are
+    written by ``classification_model`` (as in the guide's examples, the model that generates and
+    categorises); ``parsing_model`` turns a reply that is not the JSON asked for into it before the
+    attempt counts as failed; ``chunking_model`` writes the one-line topic of each chunk that the
+    prompt gives as the chunk's heading when the document had none (markdown chunks keep their own).
+    """
+
+    project_id: str | int
+    prompt_name: str = "qa_pairs"
+    custom_prompt: str | None = None
+    generation_mode: str = "default"
+    format_type: str = "jsonl"
+    concurrency: int = 1
+    include_evaluation_sets: bool = False
+    taxonomy_project: str | int | None = None
+    taxonomy_name: str | None = None
+    output_dir: str = "."
+    analyze_quality: bool = True
+    quality_threshold: float = 0.7
+    enable_versioning: bool = False
+    dataset_name: str | None = None
+    run_benchmarks: bool = False
+    benchmark_suite: str = "glue"
+    parsing_model: str = "gemini"
+    chunking_model: str = "gemini"
+    classification_model: str = "gemini"
+    datasets_per_chunk: int = 3
+    # ours, beyond the guide
+    judge_model: str | None = None  # an LLM judge (rubric 1-5) joins the quality score when set
+    benchmark_model: str | None = None  # the model benchmarked (default: classification_model)
+    questions: list[str] | None = None  # generation_mode "answer": the questions to answer from the documents
+    split_ratios: list[float] = msgspec.field(default_factory=lambda: [0.8, 0.1, 0.1])
+    seed: int = 0
+    max_chunks: int | None = None  # only the first N chunks (a cheap trial run)
+    evaluation: bool = False  # set by POST /generate-evaluation: difficulty buckets too
+
+    def __post_init__(self) -> None:
+        self.project_id = str(self.project_id)
+        if self.taxonomy_project is not None:
+            self.taxonomy_project = str(self.taxonomy_project)
+        self.generation_mode = prompts.normalize_mode(self.generation_mode)
+        if self.format_type not in EXPORT_FORMATS:
+            raise ValueError(f"format_type {self.format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
+        if not 1 <= self.concurrency <= 256:
+            raise ValueError("concurrency must be between 1 and 256")
+        if not 1 <= self.datasets_per_chunk <= 50:
+            raise ValueError("datasets_per_chunk must be between 1 and 50")
+        if not 0.0 <= self.quality_threshold <= 1.0:
+            raise ValueError("quality_threshold must be between 0 and 1")
+        if (self.taxonomy_name is None) != (self.taxonomy_project is None) and self.taxonomy_name is None:
+            raise ValueError("taxonomy_project needs taxonomy_name")
+        if self.enable_versioning and not self.dataset_name:
+            raise ValueError("enable_versioning needs dataset_name: versions are versions of a name")
+        if self.generation_mode == "answer" and not self.questions:
+            raise ValueError('generation_mode "answer" needs questions: the questions to answer')
+        if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1) > 1e-6 or min(self.split_ratios) < 0:
+            raise ValueError("split_ratios must be three non-negative numbers (train, validation, test) summing to 1")
+        if self.run_benchmarks:
+            scoring.check_suite(self.benchmark_suite)
+        if self.max_chunks is not None and self.max_chunks < 1:
+            raise ValueError("max_chunks must be at least 1")
+        check_output_dir(self.output_dir)
+
+
+def check_output_dir(output_dir: str) -> PurePosixPath:
+    """output_dir is a folder inside the data dir: absolute paths and '..' are refused."""
+    path = PurePosixPath(output_dir.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (output_dir[1:3] == ":/"):
+        raise ValueError(f"output_dir {output_dir!r} must be a relative folder inside the data directory, "
+                         "without '..'")
+    return path
+
+
+REPAIR_PROMPT = """A model was asked for JSON but its reply is not usable ({problem}).
+Rewrite the reply as the JSON asked for, keeping its content; invent nothing.
+{schema}
+
+Reply to rewrite:
+{reply}"""
+
+BENCHMARK_SYSTEM = ("Answer the question from the text. Be brief: a short phrase or one sentence. If the text "
+                    f"does not give the answer, reply exactly: {prompts.NEGATIVE_ANSWER}")
+
+TITLE_PROMPT = """Give the topic of this text in at most eight words. Reply with the topic only.
+
+Text:
+{text}"""
+
+
+class DocGenError(ValueError):
+    """The request cannot run as asked; the message says what to change."""
+
+
+def _hash(*parts: object) -> str:
+    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
+
+
+# Fields that change what is generated: the same project and these give the same dataset (and resume it).
+_CONTENT_FIELDS = ("prompt_name", "custom_prompt", "generation_mode", "taxonomy_project", "taxonomy_name",
+                   "dataset_name", "classification_model", "datasets_per_chunk", "questions", "max_chunks")
+
+
+@dataclass
+class Models:
+    generate: Provider
+    parse: Provider
+    chunk_topics: Provider
+    judge: Provider | None
+    benchmark: Provider
+
+    @classmethod
+    def resolve(cls, req: GenerateRequest, *, simulator_url: str | None = None) -> Models:
+        def one(spec: str) -> Provider:
+            try:
+                return resolve_spec(spec, simulator_url=simulator_url)
+            except ProviderError as exc:
+                raise DocGenError(str(exc)) from None
+
+        return cls(one(req.classification_model), one(req.parsing_model), one(req.chunking_model),
+                   one(req.judge_model) if req.judge_model else None,
+                   one(req.benchmark_model or req.classification_model))
+
+
+@dataclass
+class Chunk:
+    id: str
+    text: str
+    heading: str | None
+
+
+@dataclass
+class DocRunResult:
+    dataset_id: str
+    name: str
+    version: str | None
+    outcome: str = "completed"  # completed | failed | interrupted | budget | fatal
+    message: str = ""
+    entries_count: int = 0
+    exported_count: int = 0
+    files: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    quality_summary: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, int] = field(default_factory=dict)
+    benchmark: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self.__dict__)
+
+
+@dataclass
+class Stage:
+    """What a job shows while it runs: the step in words and progress in [0, 100]."""
+
+    step: str = "pending"
+    done: int = 0
+    total: int = 0
+
+    @property
+    def percent(self) -> int:
+        return int(100 * self.done / self.total) if self.total else 0
+
+
+class DocumentRun:
+    """One generation run over a project: plan, generate, augment, score, split, benchmark, export."""
+
+    def __init__(self, *, log: EventLog, rm: ReadModel, data_dir: Path, req: GenerateRequest, models: Models,
+                 job_id: str = "", progress: Progress | None = None, budget: Budget | None = None,
+                 on_stage: Callable[[Stage], None] = lambda stage: None) -> None:
+        self.log, self.rm, self.data_dir, self.req, self.models = log, rm, data_dir.resolve(), req, models
+        self.job_id = job_id or "job_" + uuid.uuid4().hex[:12]
+        self.progress = progress or Progress(total=0, enabled=False)
+        self.budget = budget or Budget()
+        self.on_stage = on_stage
+        self.stage = Stage()
+        rm.catch_up()
+        self.project = rm.projects.project(req.project_id) or rm.projects.project_by_name(req.project_id)
+        if self.project is None:
+            raise DocGenError(f"no project {req.project_id!r}; create one with `dset ingest PATH --project NAME` "
+                              "or POST /api/v1/projects")
+        self.chunks = self._chunks()
+        self.categories = self._categories()
+        self.params = self._parameters()
+        self.template_name, self.template = self._template()
+        self.template_hash = prompts.prompt_hash(self.template)
+        self.dataset_id, self.version = self._dataset_identity()
+
+    # -- planning ------------------------------------------------------------
+
+    def _chunks(self) -> list[Chunk]:
+        views = self.rm.projects.chunks(self.project.id)
+        if not views:
+            raise DocGenError(f"project {self.project.name!r} has no chunks yet; ingest documents first "
+                              f"(`dset ingest PATH --project {self.project.name}`)")
+        if self.req.max_chunks is not None:
+            views = views[: self.req.max_chunks]
+        return [Chunk(c.id, c.text, c.heading) for c in views]
+
+    def _categories(self) -> list[str]:
+        if not self.req.taxonomy_name:
+            return []
+        from projections.projects import flat_categories
+
+        owner = self.req.taxonomy_project or self.project.id
+        project = self.rm.projects.project(str(owner)) or self.rm.projects.project_by_name(str(owner))
+        taxonomy = self.rm.projects.taxonomy(project.id, self.req.taxonomy_name) if project else None
+        if taxonomy is None:
+            raise DocGenError(f"no taxonomy {self.req.taxonomy_name!r} in project {owner!r}; "
+                              "add one with `dset taxonomy add` or POST /api/v1/taxonomy/")
+        return flat_categories(taxonomy)
+
+    def _parameters(self) -> prompts.ProjectParameters | None:
+        saved = self.rm.projects.latest_parameters(self.project.id)
+        if saved is None:
+            return None
+        known = {f: v for f, v in saved.parameters.items() if f in prompts.ProjectParameters.__struct_fields__}
+        return msgspec.convert(known, prompts.ProjectParameters)
+
+    def _template(self) -> tuple[str, str]:
+        if self.req.custom_prompt:
+            return "custom", self.req.custom_prompt
+        stored = self.rm.projects.prompt_by_name(self.req.prompt_name, project_id=self.project.id)
+        if stored is None:
+            stored = self.rm.projects.prompt_by_name(self.req.prompt_name)
+        if stored is not None:
+            return stored.name, stored.content
+        try:
+            return prompts.select_template(self.req.generation_mode, self.req.prompt_name)
+        except ValueError as exc:
+            raise DocGenError(str(exc)) from None
+
+    def _dataset_identity(self) -> tuple[str, str | None]:
+        req = self.req
+        content = [self.project.id] + [msgspec.json.encode(getattr(req, f)).decode() for f in _CONTENT_FIELDS]
+        if not req.enable_versioning:
+            return "dataset_" + _hash(*content), None
+        versions = [d for d in self.rm.datasets.datasets(name=req.dataset_name, kind="documents")
+                    if d.version and d.project_id == self.project.id]
+        if versions:
+            latest = max(versions, key=lambda d: _semver(d.version))
+            if latest.pending or latest.failed or not latest.items:
+                return latest.id, latest.version  # an unfinished version: continue it rather than start anew
+            major, minor, _ = _semver(latest.version)
+            version = f"{major}.{minor + 1}.0"
+        else:
+            version = "1.0.0"
+        return "dataset_" + _hash(*content, version), version
+
+    @property
+    def name(self) -> str:
+        return self.req.dataset_name or f"{self.project.name}-{self.req.generation_mode}"
+
+    def slot_plan(self) -> list[SlotQueued]:
+        """Every slot of the run, deterministic: N per chunk, or one per given question in "answer" mode."""
+        req, mode = self.req, self.req.generation_mode
+        slots: list[SlotQueued] = []
+        if mode == "answer":
+            for i, question in enumerate(req.questions or []):
+                chunk = _best_chunk(question, self.chunks)
+                slots.append(SlotQueued(dataset_id=self.dataset_id, item_id="slot_" + _hash(self.dataset_id, "q", i),
+                                        chunk_id=chunk.id, slot=i, mode=mode, question=question))
+            return slots
+        n = req.datasets_per_chunk
+        ratio = (self.params.negativity_ratio if self.params else 0.0) if "answer" in prompts.MODE_FIELDS[mode] else 0
+        for chunk in self.chunks:
+            negatives = prompts.plan_negatives(n, ratio, key=f"{self.dataset_id}:{chunk.id}")
+            for slot in range(n):
+                slots.append(SlotQueued(dataset_id=self.dataset_id,
+                                        item_id="slot_" + _hash(self.dataset_id, chunk.id, slot), chunk_id=chunk.id,
+                                        slot=slot, mode=mode, negative=slot < negatives))
+        return slots
+
+    def queue(self) -> None:
+        """Append the dataset and the slots the log does not have yet (one fsync)."""
+        self.rm.catch_up()
+        datasets = self.rm.datasets
+        new: list[Event] = []
+        if datasets.dataset(self.dataset_id) is None:
+            params = {k: v for k, v in msgspec.to_builtins(self.req).items()}
+            params["prompt_hash"] = self.template_hash
+            new.append(DatasetCreated(dataset_id=self.dataset_id, name=self.name, kind="documents",
+                                      source=self.project.name, project_id=self.project.id, version=self.version,
+                                      format_type=self.req.format_type, params=params))
+        new += [s for s in self.slot_plan() if datasets.item(self.dataset_id, s.item_id) is None]
+        if new:
+            self.log.append_many(new)
+            self.rm.catch_up()
+
+    # -- running ---------------------------------------------------------------
+
+    def _set_stage(self, step: str, done: int = 0, total: int = 0) -> None:
+        self.stage = Stage(step, done, total)
+        self.on_stage(self.stage)
+
+    async def run(self) -> DocRunResult:
+        self.queue()
+        result = DocRunResult(self.dataset_id, self.name, self.version)
+        stopped = await self._title_chunks()
+        result.outcome, result.message = stopped or await self._generate()
+        if result.outcome in ("completed", "failed"):
+            self._augment()
+            if self.req.analyze_quality:
+                stop = await self._score()
+                if stop:
+                    result.outcome, result.message = stop
+            if result.outcome in ("completed", "failed") and (self.req.include_evaluation_sets or self.req.evaluation):
+                self._split()
+            if result.outcome in ("completed", "failed") and self.req.run_benchmarks:
+                result.benchmark = await self._benchmark()
+        self.rm.catch_up()
+        self._set_stage("Exporting")
+        files, exported = export_dataset(self.rm, self.dataset_id, data_dir=self.data_dir,
+                                         output_dir=self.req.output_dir, format_type=self.req.format_type)
+        result.files = [str(p.relative_to(self.data_dir)) for p in files]
+        result.exported_count = exported
+        result.entries_count = len(self.rm.datasets.entries(self.dataset_id))
+        result.quality_summary = self.rm.datasets.quality_summary(self.dataset_id)
+        evaluation = self.rm.evaluations.splits(self.dataset_id)
+        result.splits = dict(sorted(_count(evaluation.values()).items())) if evaluation else {}
+        result.prompt_tokens, result.completion_tokens = self.progress.prompt_tokens, self.progress.completion_tokens
+        result.cost = round(self.progress.cost, 6)
+        self._set_stage("Finished" if result.outcome == "completed" else f"Stopped: {result.outcome}",
+                        self.stage.total, self.stage.total)
+        return result
+
+    def _engine(self, provider: Provider, make_events: Any, total: int) -> Any:
+        from dsetlog.llm import LLMClient, RetryPolicy
+        from dsetlog.runner import Engine
+
+        self.progress.total += total
+        client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300)
+        return Engine(log=self.log, client=client, policy=RetryPolicy(max_retries=3, backoff=2.0),
+                      make_events=make_events, progress=self.progress, run_id=self.job_id,
+                      concurrency=self.req.concurrency, budget=self.budget, price=provider.price())
+
+    async def _run_engine(self, engine: Any, items: Sequence[Any], step: Callable[[int, int], str]) -> Any:
+        import asyncio
+
+        total = len(items)
+        start_done = self.progress.done + self.progress.failed
+
+        async def watch() -> None:
+            while True:
+                done = self.progress.done + self.progress.failed - start_done
+                self._set_stage(step(done, total), done, total)
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await engine.run(items)
+        finally:
+            watcher.cancel()
+            await engine.client.close()
+
+    async def _title_chunks(self) -> tuple[str, str] | None:
+        """chunking_model: a topic line for each chunk without a heading, written once per chunk ever."""
+        from dsetlog.events import ChunkTitled
+        from dsetlog.llm import CallFailure
+        from dsetlog.runner import WorkItem
+
+        self.rm.catch_up()
+        untitled = [c for c in self.chunks if not c.heading and not self._title(c.id)]
+        if not untitled:
+            return None
+        provider = self.models.chunk_topics
+
+        def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
+            title = " ".join(c.content.strip().strip('"').split())[:120]
+            if not title:
+                raise CallFailure("empty", "no topic", retryable=True)
+            return [ChunkTitled(project_id=self.project.id, chunk_id=unit.item_id, title=title, model=c.model)]
+
+        units = [WorkItem(self.dataset_id, c.id, [{"role": "user", "content": TITLE_PROMPT.format(text=c.text[:6000])}],
+                          max_tokens=32) for c in untitled]
+        engine = self._engine(provider, make_events, len(units))
+        result = await self._run_engine(engine, units, lambda done, total: f"Titling chunk {done} of {total}")
+        self.rm.catch_up()
+        if result.fatal is not None:
+            return "fatal", result.fatal.message
+        if result.outcome in ("interrupted", "budget"):
+            return result.outcome, ""
+        return None
+
+    def _title(self, chunk_id: str) -> str | None:
+        view = self.rm.projects.chunk(chunk_id)
+        return view.title if view else None
+
+    async def _generate(self) -> tuple[str, str]:
+        from dsetlog.llm import CallFailure
+        from dsetlog.runner import WorkItem
+
+        self.rm.catch_up()
+        datasets = self.rm.datasets
+        by_chunk: dict[str, list[Any]] = {}
+        for item in datasets.items(self.dataset_id):
+            if item.status != DONE:
+                by_chunk.setdefault(item.source, []).append(item)
+        chunks = {c.id: c for c in self.chunks}
+        plan = {s.item_id: s for s in self.slot_plan()}
+        mode = self.req.generation_mode
+        provider = self.models.generate
+        units = []
+        for chunk_id, items in by_chunk.items():
+            chunk = chunks.get(chunk_id) or self._chunk_from_log(chunk_id)
+            slots = [plan[i.item_id] for i in items if i.item_id in plan]
+            if not slots:
+                continue
+            negatives = sum(s.negative for s in slots)
+            questions = [s.question for s in slots] if mode == "answer" else []
+            variables = prompts.variables_from(self.params, n=len(slots), categories=self.categories,
+                                               negatives=negatives, questions=questions)
+            topic = chunk.heading or self._title(chunk.id)
+            variables["chunk"] = f"[{topic}]\n{chunk.text}" if topic else chunk.text
+            content = prompts.render(self.template, variables)
+            if not provider.json_schema or self.req.custom_prompt:
+                content += "\n\n" + prompts.format_instruction(mode, len(slots), self.categories)
+            units.append(WorkItem(
+                self.dataset_id, slots[0].item_id, [{"role": "user", "content": content}],
+                prior_attempts=max(i.attempts for i in items),
+                response_format=prompts.response_format(mode, len(slots), self.categories,
+                                                         json_schema=provider.json_schema),
+                context=(chunk, slots, negatives), members=tuple(s.item_id for s in slots)))
+        if not units:
+            return "completed", ""
+        from dsetlog.llm import LLMClient
+
+        parser = LLMClient(self.models.parse, concurrency=self.req.concurrency, timeout=300)
+
+        async def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
+            chunk, slots, negatives = unit.context
+
+            def parse(content: str) -> list[prompts.GeneratedItem]:
+                # "answer" mode: the model may honestly find no answer in the text, so no count is imposed
+                return prompts.parse_items(mode, content, len(slots), categories=self.categories,
+                                           negatives=None if mode == "answer" else negatives)
+
+            try:
+                items = parse(c.content)
+            except prompts.InvalidOutput as first:
+                # The parsing model gets one chance to turn the reply into the JSON asked for; if it cannot,
+                # the attempt failed (retryable) and the generation model is asked again.
+                try:
+                    repaired = await parser.complete(
+                        [{"role": "user", "content": REPAIR_PROMPT.format(
+                            problem=first, schema=prompts.format_instruction(mode, len(slots), self.categories),
+                            reply=c.content[:20000])}],
+                        attempt=attempt, response_format={"type": "json_object"})
+                    items = parse(repaired.content)
+                except (prompts.InvalidOutput, CallFailure) as exc:
+                    raise CallFailure("invalid_output", f"{first}; repair by {self.models.parse.model} failed: "
+                                      f"{exc}", retryable=True) from None
+            events: list[Event] = []
+            for slot, item in zip(slots, items, strict=True):
+                question = slot.question if mode == "answer" else item.question
+                events.append(EntryGenerated(
+                    dataset_id=self.dataset_id, item_id=slot.item_id, entry_id="entry_" + slot.item_id[5:],
+                    question=question, answer=item.answer or "", reasoning=c.reasoning,
+                    category=item.category or "Other", model=c.model, provider=provider.profile,
+                    simulated=c.simulated,
+                    usage=Usage(prompt_tokens=c.prompt_tokens // len(slots),
+                                completion_tokens=c.completion_tokens // len(slots)),
+                    latency_ms=round(c.latency_ms, 1), attempt=attempt, run_id=self.job_id,
+                    prompt_name=self.template_name, prompt_hash=self.template_hash, source_chunk=chunk.id,
+                    metadata={"mode": mode, "negative": item.negative, "chunk_length": len(chunk.text),
+                              "slot": slot.slot, "job_id": self.job_id}))
+            return events
+
+        engine = self._engine(provider, make_events, len(units))
+        try:
+            result = await self._run_engine(engine, units,
+                                            lambda done, total: f"Processing chunk {done} of {total}")
+        finally:
+            await parser.close()
+        if result.fatal is not None:
+            return "fatal", result.fatal.message
+        return result.outcome, ""
+
+    def _chunk_from_log(self, chunk_id: str) -> Chunk:
+        view = self.rm.projects.chunk(chunk_id)
+        if view is None:
+            raise DocGenError(f"chunk {chunk_id} of dataset {self.dataset_id} is no longer in the log")
+        return Chunk(view.id, view.text, view.heading)
+
+    # -- after generation --------------------------------------------------------------
+
+    def _augment(self) -> None:
+        """data_augmentation: a marked variant of each entry's question, same answer (rule-based, no call)."""
+        technique = self.params.data_augmentation if self.params else "none"
+        if technique == "none":
+            return
+        self.rm.catch_up()
+        datasets = self.rm.datasets
+        new: list[Event] = []
+        for entry in datasets.entries(self.dataset_id):
+            if entry.metadata.get("variant_of"):
+                continue
+            variant_item = "slot_" + _hash(entry.item_id, technique)
+            if datasets.item(self.dataset_id, variant_item) is not None:
+                continue
+            question = prompts.augment(entry.question, technique, seed=entry.id)
+            if question is None:
+                continue
+            item = datasets.item(self.dataset_id, entry.item_id)
+            new.append(SlotQueued(dataset_id=self.dataset_id, item_id=variant_item, chunk_id=entry.source_chunk,
+                                  slot=(item.row if item else 0), mode=self.req.generation_mode))
+            new.append(EntryGenerated(
+                dataset_id=self.dataset_id, item_id=variant_item, entry_id="entry_" + variant_item[5:],
+                question=question, answer=entry.answer, reasoning=entry.reasoning, category=entry.category,
+                model=entry.model, provider=entry.provider, simulated=entry.simulated, run_id=self.job_id,
+                prompt_name=entry.prompt_name, prompt_hash=entry.prompt_hash, source_chunk=entry.source_chunk,
+                metadata={**entry.metadata, "augmentation": technique, "variant_of": entry.id}))
+        if new:
+            self._set_stage(f"Augmenting ({technique})")
+            self.log.append_many(new)
+            self.rm.catch_up()
+
+    def _components(self) -> list[tuple[EntryView, dict[str, float], str | None]]:
+        """Structural checks, groundedness and near-duplicates for every entry, in dataset order."""
+        index = quality.NearDuplicates()
+        mode = self.req.generation_mode
+        out = []
+        for entry in self.rm.datasets.entries(self.dataset_id):
+            answer = None if mode == "question" else entry.answer
+            comps = quality.structural_checks(entry.question, answer,
+                                              expect_question=mode in ("default", "question", "answer"))
+            chunk = self.rm.projects.chunk(entry.source_chunk)
+            if answer is not None and chunk is not None:
+                comps["groundedness"] = quality.groundedness(answer, chunk.text)
+            duplicate_of = index.add(entry.id, f"{entry.question} {answer or ''}")
+            if entry.metadata.get("variant_of"):
+                duplicate_of = None  # a marked augmentation variant is meant to be close to its source
+            out.append((entry, comps, duplicate_of))
+        return out
+
+    def _scored(self, entry: EntryView, comps: dict[str, float], duplicate_of: str | None,
+                judge: tuple[int, int] | None) -> EntryScored:
+        score = quality.combine(comps, duplicate=duplicate_of is not None, judge=judge[0] if judge else None)
+        answer = None if self.req.generation_mode == "question" else entry.answer
+        level = quality.difficulty(entry.question, answer, judge_score=judge[1] if judge else None)
+        components = dict(comps)
+        if judge:
+            components["judge"] = float(judge[0])
+        return EntryScored(dataset_id=self.dataset_id, entry_id=entry.id, quality_score=score, quality=components,
+                           difficulty=level, duplicate_of=duplicate_of,
+                           below_threshold=score < self.req.quality_threshold)
+
+    async def _score(self) -> tuple[str, str] | None:
+        from dsetlog.llm import CallFailure
+        from dsetlog.runner import WorkItem
+
+        self.rm.catch_up()
+        todo = [(e, c, d) for e, c, d in self._components() if e.quality_score is None]
+        if not todo:
+            return None
+        self._set_stage(f"Scoring {len(todo)} entries")
+        if self.models.judge is None:
+            for batch in _batched(todo, 5000):
+                self.log.append_many([self._scored(e, c, d, None) for e, c, d in batch])
+            self.rm.catch_up()
+            return None
+        judge = self.models.judge
+        units = []
+        for entry, comps, dup in todo:
+            chunk = self.rm.projects.chunk(entry.source_chunk)
+            units.append(WorkItem(self.dataset_id, entry.item_id,
+                                  quality.judge_prompt(entry.question, entry.answer, chunk.text if chunk else ""),
+                                  response_format=quality.JUDGE_RESPONSE_FORMAT if judge.json_schema
+                                  else {"type": "json_object"},
+                                  context=(entry, comps, dup)))
+
+        def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
+            entry, comps, dup = unit.context
+            try:
+                verdict = quality.parse_verdict(c.content)
+            except prompts.InvalidOutput as exc:
+                raise CallFailure("invalid_output", str(exc), retryable=True) from None
+            return [self._scored(entry, comps, dup, (verdict.score, verdict.difficulty))]
+
+        engine = self._engine(judge, make_events, len(units))
+        result = await self._run_engine(engine, units, lambda done, total: f"Judging entry {done} of {total}")
+        self.rm.catch_up()
+        if result.fatal is not None:
+            return "fatal", result.fatal.message
+        if result.outcome in ("interrupted", "budget"):
+            return result.outcome, ""
+        return None
+
+    def _split(self) -> None:
+        self.rm.catch_up()
+        entries = [e for e in self.rm.datasets.entries(self.dataset_id) if not e.below_threshold]
+        current = self.rm.evaluations.splits(self.dataset_id)
+        if current and set(current) == {e.id for e in entries}:
+            return  # the same entries are split already: a re-run keeps the splits stable
+        self._set_stage("Making train/validation/test splits")
+        roots: dict[str, str] = {}
+        for e in entries:  # near-duplicates share a group: the whole cluster lands in one split
+            roots[e.id] = roots.get(e.duplicate_of, e.duplicate_of) if e.duplicate_of else e.id
+        inputs = [splits.SplitInput(entry_id=e.id, category=e.category or "Other", group=roots[e.id])
+                  for e in entries]
+        assignment = splits.assign_splits(inputs, ratios=tuple(self.req.split_ratios), seed=self.req.seed)
+        buckets = splits.difficulty_buckets(
+            [splits.DifficultyInput(entry_id=e.id, difficulty=e.difficulty or "intermediate") for e in entries]
+        ) if self.req.evaluation else {}
+        self.log.append(EvaluationSetsCreated(dataset_id=self.dataset_id, seed=self.req.seed,
+                                              ratios=list(self.req.split_ratios), splits=assignment,
+                                              difficulty_buckets=buckets))
+        self.rm.catch_up()
+
+    async def _benchmark(self) -> dict[str, Any]:
+        from dsetlog.llm import CallFailure
+        from dsetlog.runner import WorkItem
+
+        self.rm.catch_up()
+        assignment = self.rm.evaluations.splits(self.dataset_id)
+        test = [e for e in self.rm.datasets.entries(self.dataset_id) if assignment.get(e.id) == "test"]
+        if not test:  # a tiny dataset may leave the test split empty: benchmark on everything kept
+            test = [e for e in self.rm.datasets.entries(self.dataset_id) if not e.below_threshold]
+        provider = self.models.benchmark
+        units = []
+        for e in test:
+            chunk = self.rm.projects.chunk(e.source_chunk)
+            messages = [{"role": "system", "content": BENCHMARK_SYSTEM},
+                        {"role": "user", "content": f"Text:\n{chunk.text if chunk else ''}\n\nQuestion: {e.question}"}]
+            units.append(WorkItem(self.dataset_id, e.item_id, messages, context=e))
+        scores: list[dict[str, float]] = []
+        rejection_suite = self.req.benchmark_suite == "negative_rejection"
+        if rejection_suite:  # only the unanswerable questions: a model must decline them
+            units = [u for u in units if u.context.metadata.get("negative")]
+
+        def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
+            if not c.content.strip():
+                raise CallFailure("empty", "no answer", retryable=True)
+            if rejection_suite:
+                scores.append({"rejection_accuracy": float(scoring.rejection_correct(c.content, unit.context.answer))})
+            else:
+                scores.append(scoring.score_all(c.content, unit.context.answer))
+            return []
+
+        self._set_stage(f"Benchmarking {provider.model} on {len(units)} questions")
+        engine = self._engine(provider, make_events, len(units))
+        await self._run_engine(engine, units, lambda done, total: f"Benchmark question {done} of {total}")
+        results: dict[str, Any] = {"questions": len(units), "answered": len(scores)}
+        for metric in (("rejection_accuracy",) if rejection_suite else ("exact_match", "token_f1", "rouge_l")):
+            results[metric] = round(sum(s[metric] for s in scores) / len(scores), 4) if scores else 0.0
+        self.log.append(BenchmarkCompleted(dataset_id=self.dataset_id, job_id=self.job_id,
+                                           suite=self.req.benchmark_suite, model=provider.model, results=results))
+        self.rm.catch_up()
+        return {"suite": self.req.benchmark_suite, "model": provider.model, **results}
+
+
+def _semver(version: str | None) -> tuple[int, int, int]:
+    try:
+        major, minor, patch = (int(x) for x in (version or "0.0.0").split("."))
+        return major, minor, patch
+    except ValueError:
+        return 0, 0, 0
+
+
+def _best_chunk(question: str, chunks: Sequence[Chunk]) -> Chunk:
+    """The chunk sharing the most content words with the question (the first on ties)."""
+    words = quality.content_words(question)
+    return max(chunks, key=lambda c: len(words & quality.content_words(c.text)))
+
+
+def _count(values: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _batched(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+def exportable(rm: ReadModel, dataset_id: str) -> Iterator[EntryView]:
+    """Entries that go into files: those under the quality threshold stay in the log only."""
+    return (e for e in rm.datasets.entries(dataset_id) if not e.below_threshold)
+
+
+def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir: str = ".",
+                   format_type: str = "jsonl", batch_size: int = EXPORT_BATCH) -> tuple[list[Path], int]:
+    """Write the dataset into ``<data>/<output_dir>/<dataset_id>/``: one file per split (train, validation,
+    test) when it has splits, else ``dataset``; ``batch_size`` entries per file at most. Streamed and atomic."""
+    if format_type not in EXPORT_FORMATS:
+        raise DocGenError(f"format_type {format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    base = data_dir.resolve() / check_output_dir(output_dir) / dataset_id
+    fmt = FORMATS[format_type]
+    suffix = Path(fmt.filename).suffix
+    assignment = rm.evaluations.splits(dataset_id)
+    groups: dict[str, Iterable[EntryView]]
+    if assignment:
+        def in_split(name: str) -> Iterator[EntryView]:
+            return (e for e in exportable(rm, dataset_id) if assignment.get(e.id) == name)
+
+        groups = {name: in_split(name) for name in ("train", "validation", "test")}
+    else:
+        groups = {"dataset": exportable(rm, dataset_id)}
+    files: list[Path] = []
+    total = 0
+    for name, entries in groups.items():
+        iterator = iter(entries)
+        part = 0
+        while True:
+            batch = _take(iterator, batch_size)
+            if not batch and part > 0:
+                break
+            part += 1
+            stem = name if part == 1 and len(batch) < batch_size else f"{name}_part{part:04d}"
+            target = base / f"{stem}{suffix}"
+            with atomic_writer(target) as fh:
+                total += fmt.write(fh, batch)
+            files.append(target)
+            if len(batch) < batch_size:
+                break
+    return files, total
+
+
+def _take(iterator: Iterator[EntryView], n: int) -> list[EntryView]:
+    out = []
+    for e in iterator:
+        out.append(e)
+        if len(out) >= n:
+            break
+    return out
