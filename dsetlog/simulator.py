@@ -7,6 +7,12 @@ It is the provider behind ``--simulate``, the test fixture, and ``dset simulate`
 * Faults (429, 500, hang, malformed JSON, empty content, connection reset) are a pure function of
   ``(seed, prompt key, attempt)``; attempts ``>= max_faults_per_prompt`` never fault, so a client
   that retries enough always gets through.
+* Models whose name contains ``sloppy`` answer JSON requests (json_schema or json_object) with the
+  JSON wrapped in chatty prose, as weak models do, so the reply does not parse as it stands: the way to
+  exercise a parsing (repair) model.
+* ``stats()["max_in_flight"]`` is the most chat requests it was serving at once (from the request read to
+  its answer sent); ``requests(last=N)`` / ``GET /_sim/requests?last=N`` return the decoded JSON bodies of
+  the last chat requests (a bounded log of ``SimConfig.request_log`` bodies), to see what a client sent.
 * Everything it says is labelled: ``"system_fingerprint": "dset-simulator"`` in bodies and an
   ``X-Dset-Simulated: 1`` header on every response.
 
@@ -37,6 +43,7 @@ import struct
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -70,6 +77,7 @@ class SimConfig(msgspec.Struct, kw_only=True):
     require_api_key: str | None = None
     quota_exhausted: bool = False
     models: tuple[str, ...] = ("sim-chat", "deepseek-chat", "deepseek-reasoner")
+    request_log: int = 256  # chat request bodies kept for requests(); 0 keeps none
 
     def __post_init__(self) -> None:
         for kind in FAULT_KINDS:
@@ -81,6 +89,8 @@ class SimConfig(msgspec.Struct, kw_only=True):
                 raise ValueError(f"{name} must not be negative")
         if self.max_faults_per_prompt < 0:
             raise ValueError("max_faults_per_prompt must not be negative")
+        if self.request_log < 0:
+            raise ValueError("request_log must not be negative")
 
     def rates(self) -> tuple[tuple[str, float], ...]:
         """(kind, rate) in the order faults are drawn."""
@@ -891,6 +901,15 @@ class _BadRequest(Exception):
         self.param = param
 
 
+def _is_sloppy(model: str) -> bool:
+    return "sloppy" in model.lower()
+
+
+def _sloppy(content: str) -> str:
+    """What a weak model makes of "reply with JSON only": the JSON, unfenced, between two lines of chat."""
+    return f"Sure! Here is the JSON you asked for:\n{content}\nLet me know if you need anything else."
+
+
 def _is_reasoner(model: str) -> bool:
     low = model.lower()
     return "reasoner" in low or "r1" in low
@@ -927,6 +946,8 @@ def _build_content(seed: int, key: str, req: dict[str, Any]) -> tuple[str, str |
         raise _BadRequest(f"Invalid response_format type: {fmt_type!r}", "response_format")
     if fmt_type in ("json_schema", "json_object"):
         content = _follow_negatives(messages, content)
+        if _is_sloppy(str(req.get("model", ""))):
+            content = _sloppy(content)
     reasoning = src.reasoning() if _is_reasoner(str(req.get("model", ""))) else None
     return content, reasoning
 
@@ -1005,7 +1026,7 @@ _MALFORMED_SSE = b'data: {"id": "chatcmpl-sim", "choices": [\n\n'
 
 
 class _Reply:
-    __slots__ = ("status", "body", "content_type", "headers", "delay", "reset", "completion")
+    __slots__ = ("status", "body", "content_type", "headers", "delay", "reset", "completion", "tracked")
 
     def __init__(
         self,
@@ -1025,6 +1046,7 @@ class _Reply:
         self.delay = delay
         self.reset = reset
         self.completion = completion
+        self.tracked = False  # a chat request counted in flight until this reply is sent or dropped
 
     def encode(self, keep_alive: bool) -> bytes:
         head = (
@@ -1043,8 +1065,10 @@ def _error(status: int, message: str, type_: str, code: str | None = None, **kw:
 class _Stats:
     """Counters mutated on the server's loop and read from any thread; one lock keeps snapshots whole."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_log: int = 0) -> None:
         self.lock = threading.Lock()
+        self.bodies: deque[Any] = deque(maxlen=request_log)
+        self.in_flight = 0
         self.clear()
 
     def clear(self) -> None:
@@ -1052,6 +1076,8 @@ class _Stats:
         self.completions = 0
         self.faults = dict.fromkeys(_STAT_FAULTS, 0)
         self.by_prompt: dict[str, int] = {}
+        self.max_in_flight = self.in_flight  # requests still being served when cleared stay counted
+        self.bodies.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
@@ -1060,7 +1086,20 @@ class _Stats:
                 "completions": self.completions,
                 "faults": dict(self.faults),
                 "by_prompt": dict(self.by_prompt),
+                "max_in_flight": self.max_in_flight,
             }
+
+    def began(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            if self.in_flight > self.max_in_flight:
+                self.max_in_flight = self.in_flight
+
+    def ended(self, reply: _Reply) -> None:
+        if reply.tracked:
+            reply.tracked = False
+            with self.lock:
+                self.in_flight -= 1
 
 
 class _Conn(asyncio.Protocol):
@@ -1074,6 +1113,7 @@ class _Conn(asyncio.Protocol):
         self.closed = False
         self.eof = False
         self.timer: asyncio.TimerHandle | None = None
+        self.pending: _Reply | None = None  # the delayed reply the timer will send
         self.continued = False
         self.pending_keep_alive = True
 
@@ -1090,6 +1130,7 @@ class _Conn(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self._drop_pending()
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -1107,9 +1148,15 @@ class _Conn(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        self._drop_pending()
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
+
+    def _drop_pending(self) -> None:
+        if self.pending is not None:
+            self.sim._stats.ended(self.pending)
+            self.pending = None
 
     def _drain(self) -> None:
         while not self.busy and not self.closed:
@@ -1127,6 +1174,7 @@ class _Conn(asyncio.Protocol):
                 self.busy = True
                 self.pending_keep_alive = keep_alive
                 loop = asyncio.get_running_loop()
+                self.pending = reply
                 self.timer = loop.call_later(reply.delay, self._fire, reply)
                 return
             self._send(reply, keep_alive)
@@ -1136,14 +1184,17 @@ class _Conn(asyncio.Protocol):
 
     def _fire(self, reply: _Reply) -> None:
         self.timer = None
+        self.pending = None
         self.busy = False
         if self.closed:
+            self.sim._stats.ended(reply)
             return
         self._send(reply, self.pending_keep_alive)
         if not self.closed:
             self._drain()
 
     def _send(self, reply: _Reply, keep_alive: bool) -> None:
+        self.sim._stats.ended(reply)
         transport = self.transport
         if transport is None or self.closed:
             return
@@ -1252,7 +1303,7 @@ class Simulator:
     def __init__(self, config: SimConfig | None = None) -> None:
         self.config = config if config is not None else SimConfig()
         self.base_url = ""
-        self._stats = _Stats()
+        self._stats = _Stats(self.config.request_log)
         self._conns: set[_Conn] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -1342,6 +1393,15 @@ class Simulator:
         with self._stats.lock:
             self._stats.clear()
 
+    def requests(self, last: int | None = None) -> list[Any]:
+        """The decoded JSON bodies of the last ``last`` chat requests (all those kept when None), oldest first.
+
+        At most ``SimConfig.request_log`` are kept; ``reset_stats()`` forgets them.
+        """
+        with self._stats.lock:
+            bodies = list(self._stats.bodies)
+        return bodies if last is None else bodies[-last:] if last > 0 else []
+
     # -- routing
 
     def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply:
@@ -1366,6 +1426,15 @@ class Simulator:
             )
         if path == "/_sim/stats":
             return _Reply(200, msgspec.json.encode(self.stats())) if method == "GET" else _not_allowed("GET")
+        if path == "/_sim/requests":
+            if method != "GET":
+                return _not_allowed("GET")
+            query = dict(p.partition("=")[::2] for p in target.partition("?")[2].split("&") if p)
+            try:
+                last = int(query["last"]) if "last" in query else None
+            except ValueError:
+                return _error(400, "last must be a whole number", "invalid_request_error")
+            return _Reply(200, msgspec.json.encode({"requests": self.requests(last)}))
         if path == "/_sim/reset":
             if method != "POST":
                 return _not_allowed("POST")
@@ -1385,6 +1454,18 @@ class Simulator:
         )
 
     def _chat(self, headers: dict[str, str], body: bytes) -> _Reply:
+        stats = self._stats
+        stats.began()
+        try:
+            reply = self._chat_reply(headers, body)
+        except BaseException:
+            with stats.lock:
+                stats.in_flight -= 1
+            raise
+        reply.tracked = True  # in flight until the connection sends (or drops) it
+        return reply
+
+    def _chat_reply(self, headers: dict[str, str], body: bytes) -> _Reply:
         cfg, stats = self.config, self._stats
         with stats.lock:
             stats.requests += 1
@@ -1401,7 +1482,11 @@ class Simulator:
                 b'{"error":{"message":"Insufficient Balance","type":"insufficient_quota","code":"insufficient_quota"}}',
             )
         try:
-            req = _validate(msgspec.json.decode(body))
+            decoded = msgspec.json.decode(body)
+            if cfg.request_log:
+                with stats.lock:
+                    stats.bodies.append(decoded)
+            req = _validate(decoded)
         except msgspec.DecodeError as exc:
             return _error(
                 400, f"We could not parse the JSON body of your request: {exc}", "invalid_request_error"
