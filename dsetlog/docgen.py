@@ -437,12 +437,13 @@ class DocumentRun:
 
         self.rm.catch_up()
         datasets = self.rm.datasets
+        plan = {s.item_id: s for s in self.slot_plan()}
         by_chunk: dict[str, list[Any]] = {}
         for item in datasets.items(self.dataset_id):
-            if item.status != DONE:
+            # only the slots: the titling calls' attempts (item id = chunk id) also name this dataset
+            if item.status != DONE and item.item_id in plan:
                 by_chunk.setdefault(item.source, []).append(item)
         chunks = {c.id: c for c in self.chunks}
-        plan = {s.item_id: s for s in self.slot_plan()}
         mode = self.req.generation_mode
         provider = self.models.generate
         units = []
