@@ -30,6 +30,7 @@ from dsetlog.events import (
 )
 from dsetlog.exporters import FORMATS
 from dsetlog.fsutil import atomic_writer
+from dsetlog.llm import RetryPolicy
 from dsetlog.log import EventLog
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import Provider, ProviderError, resolve_spec
@@ -140,7 +141,8 @@ def _hash(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
 
-# Fields that change what is generated: the same project and these give the same dataset (and resume it).
+# Fields that change what is generated: the same project, these, the prompt template's text, the project's
+# saved parameters and the taxonomy's categories give the same dataset (and resume it).
 _CONTENT_FIELDS = ("prompt_name", "custom_prompt", "generation_mode", "taxonomy_project", "taxonomy_name",
                    "dataset_name", "classification_model", "datasets_per_chunk", "questions", "max_chunks")
 
@@ -212,8 +214,9 @@ class DocumentRun:
 
     def __init__(self, *, log: EventLog, rm: ReadModel, data_dir: Path, req: GenerateRequest, models: Models,
                  job_id: str = "", progress: Progress | None = None, budget: Budget | None = None,
-                 on_stage: Callable[[Stage], None] = lambda stage: None) -> None:
+                 on_stage: Callable[[Stage], None] = lambda stage: None, retry: RetryPolicy | None = None) -> None:
         self.log, self.rm, self.data_dir, self.req, self.models = log, rm, data_dir.resolve(), req, models
+        self.retry = retry or RetryPolicy(max_retries=3, backoff=2.0)
         self.job_id = job_id or "job_" + uuid.uuid4().hex[:12]
         self.progress = progress or Progress(total=0, enabled=False)
         self.budget = budget or Budget()
@@ -278,6 +281,9 @@ class DocumentRun:
     def _dataset_identity(self) -> tuple[str, str | None]:
         req = self.req
         content = [self.project.id] + [msgspec.json.encode(getattr(req, f)).decode() for f in _CONTENT_FIELDS]
+        # and what the prompt is made of besides the request: the template's text (a stored prompt gets new
+        # versions under the same name), the saved parameters and the taxonomy's categories
+        content += [self.template_hash, msgspec.json.encode(self.params).decode(), "\x1e".join(self.categories)]
         if not req.enable_versioning:
             return "dataset_" + _hash(*content), None
         versions = [d for d in self.rm.datasets.datasets(name=req.dataset_name, kind="documents")
@@ -370,12 +376,12 @@ class DocumentRun:
         return result
 
     def _engine(self, provider: Provider, make_events: Any, total: int) -> Any:
-        from dsetlog.llm import LLMClient, RetryPolicy
+        from dsetlog.llm import LLMClient
         from dsetlog.runner import Engine
 
         self.progress.total += total
         client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300)
-        return Engine(log=self.log, client=client, policy=RetryPolicy(max_retries=3, backoff=2.0),
+        return Engine(log=self.log, client=client, policy=self.retry,
                       make_events=make_events, progress=self.progress, run_id=self.job_id,
                       concurrency=self.req.concurrency, budget=self.budget, price=provider.price())
 
@@ -640,8 +646,9 @@ class DocumentRun:
             return  # the same entries are split already: a re-run keeps the splits stable
         self._set_stage("Making train/validation/test splits")
         roots: dict[str, str] = {}
-        for e in entries:  # near-duplicates share a group: the whole cluster lands in one split
-            roots[e.id] = roots.get(e.duplicate_of, e.duplicate_of) if e.duplicate_of else e.id
+        for e in entries:  # near-duplicates and augmentation variants share their source's group: one split
+            link = e.duplicate_of or e.metadata.get("variant_of")
+            roots[e.id] = roots.get(link, link) if link else e.id
         inputs = [splits.SplitInput(entry_id=e.id, category=e.category or "Other", group=roots[e.id])
                   for e in entries]
         assignment = splits.assign_splits(inputs, ratios=tuple(self.req.split_ratios), seed=self.req.seed)
