@@ -602,16 +602,28 @@ class DocumentRun:
         from dsetlog.runner import WorkItem
 
         self.rm.catch_up()
-        todo = [(e, c, d) for e, c, d in self._components() if e.quality_score is None]
+        judge = self.models.judge
+        todo, remark = [], []
+        threshold = self.req.quality_threshold
+        for e, c, d in self._components():
+            if e.quality_score is None or (judge is not None and "judge" not in e.quality):
+                todo.append((e, c, d))  # not scored yet, or scored before a judge was asked for
+            elif e.below_threshold != (e.quality_score < threshold):
+                # scored by an earlier run with another quality_threshold: the score stands, the mark follows
+                remark.append(EntryScored(dataset_id=self.dataset_id, entry_id=e.id, quality_score=e.quality_score,
+                                          quality=e.quality, difficulty=e.difficulty, duplicate_of=e.duplicate_of,
+                                          below_threshold=e.quality_score < threshold))
+        for batch in _batched(remark, 5000):
+            self.log.append_many(batch)
         if not todo:
+            self.rm.catch_up()
             return None
         self._set_stage(f"Scoring {len(todo)} entries")
-        if self.models.judge is None:
+        if judge is None:
             for batch in _batched(todo, 5000):
                 self.log.append_many([self._scored(e, c, d, None) for e, c, d in batch])
             self.rm.catch_up()
             return None
-        judge = self.models.judge
         units = []
         for entry, comps, dup in todo:
             chunk = self.rm.projects.chunk(entry.source_chunk)
