@@ -54,7 +54,7 @@ def _sentence(rng: random.Random, n: int) -> str:
 
 
 def iter_events(n_events: int, *, datasets: int = 4, seed: int = 7) -> Iterator[Event]:
-    """Exactly ``n_events`` events, in an order a real tool would write them."""
+    """``n_events`` events (a few more when asked for fewer than a dozen), in an order a real tool writes them."""
     rng = random.Random(seed)
     per_ds = max(1, n_events // datasets)
     emitted = 0
