@@ -214,8 +214,11 @@ class DocumentRun:
 
     def __init__(self, *, log: EventLog, rm: ReadModel, data_dir: Path, req: GenerateRequest, models: Models,
                  job_id: str = "", progress: Progress | None = None, budget: Budget | None = None,
-                 on_stage: Callable[[Stage], None] = lambda stage: None, retry: RetryPolicy | None = None) -> None:
+                 on_stage: Callable[[Stage], None] = lambda stage: None, retry: RetryPolicy | None = None,
+                 limiter_for: Callable[[Provider], Any] | None = None) -> None:
         self.log, self.rm, self.data_dir, self.req, self.models = log, rm, data_dir.resolve(), req, models
+        # the server passes one RateLimiter per provider, shared by all its jobs; None: one per client
+        self.limiter_for = limiter_for
         self.retry = retry or RetryPolicy(max_retries=3, backoff=2.0)
         self.job_id = job_id or "job_" + uuid.uuid4().hex[:12]
         self.progress = progress or Progress(total=0, enabled=False)
@@ -380,10 +383,13 @@ class DocumentRun:
         from dsetlog.runner import Engine
 
         self.progress.total += total
-        client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300)
+        client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300, limiter=self._limiter(provider))
         return Engine(log=self.log, client=client, policy=self.retry,
                       make_events=make_events, progress=self.progress, run_id=self.job_id,
                       concurrency=self.req.concurrency, budget=self.budget, price=provider.price())
+
+    def _limiter(self, provider: Provider) -> Any:
+        return self.limiter_for(provider) if self.limiter_for is not None else None
 
     async def _run_engine(self, engine: Any, items: Sequence[Any], step: Callable[[int, int], str]) -> Any:
         import asyncio
@@ -477,7 +483,8 @@ class DocumentRun:
             return "completed", ""
         from dsetlog.llm import LLMClient
 
-        parser = LLMClient(self.models.parse, concurrency=self.req.concurrency, timeout=300)
+        parser = LLMClient(self.models.parse, concurrency=self.req.concurrency, timeout=300,
+                           limiter=self._limiter(self.models.parse))
 
         async def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
             chunk, slots, negatives = unit.context
