@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import zipfile
 from html.parser import HTMLParser
 from importlib.metadata import version
 from pathlib import Path
@@ -267,7 +268,7 @@ def _extract_docx(data: bytes, filename: str) -> Extracted:
 
     try:
         document = docx.Document(io.BytesIO(data))
-    except (PackageNotFoundError, KeyError, ValueError) as exc:
+    except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise ExtractError(f"{filename}: not a readable .docx file ({exc})") from exc
     blocks: list[str] = []
     for item in document.iter_inner_content():  # paragraphs and tables in document order
