@@ -660,9 +660,11 @@ class DocumentRun:
     def _split(self) -> None:
         self.rm.catch_up()
         entries = [e for e in self.rm.datasets.entries(self.dataset_id) if not e.below_threshold]
-        current = self.rm.evaluations.splits(self.dataset_id)
-        if current and set(current) == {e.id for e in entries}:
-            return  # the same entries are split already: a re-run keeps the splits stable
+        current = self.rm.evaluations.split_view(self.dataset_id)
+        if (current is not None and set(current.splits) == {e.id for e in entries} and current.seed == self.req.seed
+                and current.ratios == list(self.req.split_ratios)
+                and bool(current.difficulty_buckets) >= self.req.evaluation):
+            return  # the same entries are split already, as asked: a re-run keeps the splits stable
         self._set_stage("Making train/validation/test splits")
         roots: dict[str, str] = {}
         for e in entries:  # near-duplicates and augmentation variants share their source's group: one split
