@@ -101,8 +101,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError('generation_mode "answer" needs questions: the questions to answer')
         if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1) > 1e-6 or min(self.split_ratios) < 0:
             raise ValueError("split_ratios must be three non-negative numbers (train, validation, test) summing to 1")
-        if self.run_benchmarks:
-            scoring.check_suite(self.benchmark_suite)
+        if self.run_benchmarks:  # the canonical name: " Negative_Rejection " is negative_rejection
+            self.benchmark_suite = scoring.check_suite(self.benchmark_suite)
         if self.max_chunks is not None and self.max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         check_output_dir(self.output_dir)
@@ -698,9 +698,9 @@ class DocumentRun:
                         {"role": "user", "content": f"Text:\n{chunk.text if chunk else ''}\n\nQuestion: {e.question}"}]
             units.append(WorkItem(self.dataset_id, e.item_id, messages, context=e))
         scores: list[dict[str, float]] = []
+        # negative_rejection asks every test question too: the model must decline the unanswerable ones and
+        # only those (refusing everything must not score 1.0)
         rejection_suite = self.req.benchmark_suite == "negative_rejection"
-        if rejection_suite:  # only the unanswerable questions: a model must decline them
-            units = [u for u in units if u.context.metadata.get("negative")]
 
         def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
             if not c.content.strip():
@@ -715,6 +715,8 @@ class DocumentRun:
         engine = self._engine(provider, make_events, len(units))
         await self._run_engine(engine, units, lambda done, total: f"Benchmark question {done} of {total}")
         results: dict[str, Any] = {"questions": len(units), "answered": len(scores)}
+        if rejection_suite:
+            results["unanswerable"] = sum(scoring.is_rejection(u.context.answer) for u in units)
         for metric in (("rejection_accuracy",) if rejection_suite else ("exact_match", "token_f1", "rouge_l")):
             results[metric] = round(sum(s[metric] for s in scores) / len(scores), 4) if scores else 0.0
         self.log.append(BenchmarkCompleted(dataset_id=self.dataset_id, job_id=self.job_id,
