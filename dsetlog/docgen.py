@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -30,12 +30,14 @@ from dsetlog.events import (
 )
 from dsetlog.exporters import FORMATS
 from dsetlog.fsutil import atomic_writer
-from dsetlog.llm import RetryPolicy
 from dsetlog.log import EventLog
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import Provider, ProviderError, resolve_spec
 from projections.datasets import DONE, EntryView
 from projections.readmodel import ReadModel
+
+if TYPE_CHECKING:  # dsetlog.llm imports the openai SDK: only runs that make calls pay for that import
+    from dsetlog.llm import RetryPolicy
 
 EXPORT_FORMATS = ("jsonl", "parquet", "csv", "alpaca", "sharegpt", "openai-chat")
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
@@ -219,7 +221,11 @@ class DocumentRun:
         self.log, self.rm, self.data_dir, self.req, self.models = log, rm, data_dir.resolve(), req, models
         # the server passes one RateLimiter per provider, shared by all its jobs; None: one per client
         self.limiter_for = limiter_for
-        self.retry = retry or RetryPolicy(max_retries=3, backoff=2.0)
+        if retry is None:
+            from dsetlog.llm import RetryPolicy
+
+            retry = RetryPolicy(max_retries=3, backoff=2.0)
+        self.retry = retry
         self.job_id = job_id or "job_" + uuid.uuid4().hex[:12]
         self.progress = progress or Progress(total=0, enabled=False)
         self.budget = budget or Budget()
