@@ -1,0 +1,149 @@
+"""GET /datasets/{dataset_id}/download: the dataset's file, or a ZIP of its files, streamed.
+
+The export is written by :func:`dsetlog.docgen.export_dataset` (one file per split, batches of
+100,000 entries) into a temporary folder, from the entries as they stand at one seq (the read model's
+lock is held only to take the list). One file is streamed as it is, with its format's content type;
+several are zipped on the fly into the response (zipfile in streaming mode: no second copy on disk,
+nothing whole in memory). The temporary folder is removed when the server closes the response.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import falcon
+
+from api.context import Context
+from api.datasets import dataset_or_404
+from api.errors import bad_request
+from api.schemas import DownloadQuery
+from api.spec import operation
+from dsetlog.docgen import EXPORT_FORMATS, DocGenError, export_dataset
+from dsetlog.exporters import FORMATS
+
+BLOCK = 1 << 20
+ZIP_TYPE = "application/zip"
+MEDIA_TYPES = tuple(dict.fromkeys([FORMATS[f].media_type for f in EXPORT_FORMATS] + [ZIP_TYPE]))
+
+
+class _Frozen:
+    """What export_dataset reads of a read model, taken at one seq (so the export runs without the lock)."""
+
+    def __init__(self, entries: list[Any], splits: dict[str, str]) -> None:
+        self.datasets = SimpleNamespace(entries=lambda _dataset_id: entries)
+        self.evaluations = SimpleNamespace(splits=lambda _dataset_id: splits)
+
+
+class _Sink:
+    """A write-only, unseekable file for zipfile: what is written is handed out by :meth:`take`."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out
+
+
+class TempStream:
+    """A WSGI response body over a generator; closing it (the server does) removes the temporary folder."""
+
+    def __init__(self, chunks: Iterator[bytes], tmp: Path) -> None:
+        self._chunks, self._tmp = chunks, tmp
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(BLOCK):
+            yield chunk
+
+
+def _zip_chunks(files: list[Path], base: Path) -> Iterator[bytes]:
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:  # type: ignore[arg-type]
+        for path in files:
+            with open(path, "rb") as src, zf.open(str(path.relative_to(base)), "w", force_zip64=True) as dst:
+                while chunk := src.read(BLOCK):
+                    dst.write(chunk)
+                    out = sink.take()
+                    if out:
+                        yield out
+            out = sink.take()
+            if out:
+                yield out
+    yield sink.take()
+
+
+class DownloadResource:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @operation("Download the dataset: one file, or a ZIP of its split or batch files", query=DownloadQuery,
+               binary=MEDIA_TYPES, errors=(400,), tags=("datasets",),
+               description="format_type defaults to the dataset's own. Entries under the quality threshold "
+                           "stay out of the files (they are kept in the log).")
+    def on_get(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
+        q: DownloadQuery = req.context.query
+        rm = self.ctx.model(q.as_of)
+        with rm.lock:
+            view = dataset_or_404(rm, dataset_id, q.as_of)
+            fmt = q.format_type or view.format_type
+            if fmt not in EXPORT_FORMATS:
+                fmt = "jsonl"
+            frozen = _Frozen(rm.datasets.entries(dataset_id), dict(rm.evaluations.splits(dataset_id)))
+        tmp = Path(tempfile.mkdtemp(prefix="dset-download-", dir=self._tmp_root()))
+        try:
+            files, _ = export_dataset(frozen, dataset_id, data_dir=tmp, output_dir=".",  # type: ignore[arg-type]
+                                      format_type=fmt)
+        except DocGenError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise bad_request(str(exc)) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        base = tmp.resolve() / dataset_id
+        if len(files) == 1:
+            path = files[0]
+            name = f"{dataset_id}{path.suffix}" if path.stem == "dataset" else f"{dataset_id}_{path.name}"
+            resp.content_type = FORMATS[fmt].media_type
+            resp.content_length = os.path.getsize(path)
+            resp.stream = TempStream(_file_chunks(path), tmp)
+        else:
+            name = f"{dataset_id}.zip"
+            resp.content_type = ZIP_TYPE
+            resp.stream = TempStream(_zip_chunks(files, base), tmp)
+        resp.downloadable_as = name
+
+    def _tmp_root(self) -> Path:
+        root = self.ctx.data_dir / "tmp"
+        root.mkdir(parents=True, exist_ok=True)
+        return root

@@ -1,0 +1,244 @@
+"""Jobs: POST /datasets/generate, /generate-evaluation and /{dataset_id}/regenerate answer at once with a
+job id; the server's worker (:mod:`dsetlog.jobs`) runs the job. Status, listing and cancel."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import falcon
+import msgspec
+
+from api.context import Context
+from api.errors import bad_request, conflict, not_found
+from api.schemas import (
+    CancelRequest,
+    GenerateEvaluationRequest,
+    JobAccepted,
+    JobList,
+    JobsQuery,
+    JobStatus,
+)
+from api.spec import operation
+from dsetlog.docgen import DocGenError, DocumentRun, GenerateRequest, Models
+from dsetlog.events import JobCancelled, JobSubmitted, RegenerationRequested
+from dsetlog.jobs import DATASET_VERSION_KEY, GENERATE_KINDS, LiveStatus
+from dsetlog.regenerate import RegenerateError, RegenerateRequest, UnknownEntries, check_request
+from projections.jobs import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, JOB_PENDING, JobView
+from projections.readmodel import ReadModel
+
+API = "/api/v1"
+CANCEL_WAIT = 5.0  # seconds POST /jobs/{id}/cancel waits for the job to stop before answering
+
+_FINAL_STEP = {JOB_COMPLETED: "Finished", JOB_FAILED: "Failed", JOB_CANCELLED: "Cancelled"}
+
+
+def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None) -> JobStatus:
+    """A job's status from the projection, with the worker's live stage while it runs (under rm.lock)."""
+    result = job.result
+    eta = None
+    tokens, cost = 0, 0.0
+    if job.status == JOB_COMPLETED:
+        progress, step = 100, "Finished"
+    elif live is not None:
+        progress, step, eta = live.progress, live.step, live.estimated_completion
+        tokens, cost = live.prompt_tokens + live.completion_tokens, live.cost
+        if live.cancelling:
+            step = "Cancelling"
+    else:
+        progress = _progress_from_counts(rm, job)
+        step = _FINAL_STEP.get(job.status) or ("Waiting to start" if job.status == JOB_PENDING else
+                                               "Running (resumes when the server's worker picks it up)")
+    if result:
+        tokens = int(result.get("tokens") or 0) or int(result.get("prompt_tokens") or 0) + int(
+            result.get("completion_tokens") or 0)
+        cost = float(result.get("cost") or 0.0)
+    return JobStatus(job_id=job.id, status=job.status, progress=progress, current_step=step,  # type: ignore[arg-type]
+                     estimated_completion=eta, result=result, error=job.error, kind=job.kind,
+                     dataset_id=job.dataset_id, submitted_at=job.submitted_at, started_at=job.started_at,
+                     finished_at=job.finished_at, attempts=job.starts, tokens=tokens, cost=cost,
+                     cancel_reason=job.cancel_reason)
+
+
+def _progress_from_counts(rm: ReadModel, job: JobView) -> int:
+    """A job not running here: the share of its dataset's work items done (generation jobs)."""
+    if job.kind not in GENERATE_KINDS or not job.dataset_id:
+        return 0
+    view = rm.datasets.dataset(job.dataset_id)
+    if view is None or not view.items:
+        return 0
+    return min(99, int(80 * view.done / view.items))
+
+
+class Submitter:
+    """Checks and appends job submissions; one at a time, so two equal requests cannot both start."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.lock = threading.Lock()
+
+    def generation(self, req: GenerateRequest, kind: str) -> tuple[str, str]:
+        ctx = self.ctx
+        job_id = str(uuid.uuid4())
+        with self.lock:
+            rm = ctx.model()
+            with rm.lock:
+                project = rm.projects.project(req.project_id) or rm.projects.project_by_name(req.project_id)
+                if project is None:
+                    raise not_found(f"no project {req.project_id!r}; create one with POST {API}/projects")
+                if req.taxonomy_name:
+                    owner_id = str(req.taxonomy_project or project.id)
+                    owner = rm.projects.project(owner_id) or rm.projects.project_by_name(owner_id)
+                    if owner is None:
+                        raise not_found(f"no project {owner_id!r} (taxonomy_project)")
+                    if rm.projects.taxonomy(owner.id, req.taxonomy_name) is None:
+                        raise not_found(f"no taxonomy {req.taxonomy_name!r} in project {owner.name!r}; "
+                                        f"add one with POST {API}/taxonomy/")
+                if project.chunks == 0:
+                    raise conflict(f"project {project.name!r} has no chunks yet; upload documents first "
+                                   f"(POST {API}/projects/{project.id}/documents)")
+                try:
+                    models = Models.resolve(req, simulator_url=ctx.simulator_url)
+                    run = DocumentRun(log=ctx.log, rm=rm, data_dir=ctx.data_dir, req=req, models=models,
+                                      job_id=job_id)
+                except DocGenError as exc:
+                    raise bad_request(str(exc)) from None
+                for other in rm.jobs.unfinished():
+                    if other.dataset_id == run.dataset_id:
+                        raise conflict(f"job {other.id} is already making dataset {run.dataset_id} "
+                                       f"({other.status}); follow it at {API}/datasets/generate/{other.id}/status "
+                                       "or cancel it first")
+            request = msgspec.to_builtins(req)
+            if run.version:
+                request[DATASET_VERSION_KEY] = run.version
+            ctx.log.append(JobSubmitted(job_id=job_id, kind=kind, request=request, dataset_id=run.dataset_id))
+        ctx.worker.submit(job_id)
+        return job_id, run.dataset_id
+
+    def regeneration(self, dataset_id: str, req: RegenerateRequest) -> tuple[str, int]:
+        ctx = self.ctx
+        job_id = "regenerate_" + str(uuid.uuid4())
+        with self.lock:
+            rm = ctx.model()
+            with rm.lock:
+                if rm.datasets.dataset(dataset_id) is None:
+                    raise not_found(f"no dataset {dataset_id!r}")
+                try:
+                    ids, _ = check_request(rm, dataset_id, req, simulator_url=ctx.simulator_url)
+                except UnknownEntries as exc:
+                    raise not_found(str(exc)) from None
+                except RegenerateError as exc:
+                    raise bad_request(str(exc)) from None
+                busy = {j.id for j in rm.jobs.unfinished() if j.kind == "regenerate"}
+                for entry_id in ids:
+                    entry = rm.datasets.entry(dataset_id, entry_id)
+                    if entry is not None and entry.regeneration_job_id in busy:
+                        raise conflict(f"entry {entry_id} is already being regenerated by job "
+                                       f"{entry.regeneration_job_id}; wait for it or cancel it")
+            config = msgspec.to_builtins(req.regeneration_config)
+            ctx.log.append_many([
+                RegenerationRequested(dataset_id=dataset_id, entry_ids=ids, job_id=job_id, config=config),
+                JobSubmitted(job_id=job_id, kind="regenerate", dataset_id=dataset_id,
+                             request={"dataset_id": dataset_id, "entry_ids": ids, "regeneration_config": config}),
+            ])
+        ctx.worker.submit(job_id)
+        return job_id, len(ids)
+
+
+def _accepted(resp: falcon.Response, job_id: str, message: str, dataset_id: str | None) -> None:
+    resp.media = JobAccepted(job_id=job_id, message=message, dataset_id=dataset_id,
+                             status_url=f"{API}/datasets/generate/{job_id}/status")
+
+
+class GenerateResource:
+    """POST /datasets/generate, POST /datasets/generate-evaluation, GET /datasets/generate/{job_id}/status."""
+
+    def __init__(self, ctx: Context, submitter: Submitter) -> None:
+        self.ctx, self.submitter = ctx, submitter
+
+    @operation("Generate a dataset from a project's document chunks", body=GenerateRequest, response=JobAccepted,
+               errors=(400, 404, 409), tags=("datasets",),
+               description="Answers at once with a job id; the server's worker runs the job. Model fields name "
+                           "provider profiles (gemini, openai, deepseek, ollama, vllm, simulated) or profile:model.")
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        job_id, dataset_id = self.submitter.generation(req.context.body, "generate")
+        _accepted(resp, job_id, "Dataset generation started", dataset_id)
+
+    @operation("Generate an evaluation dataset: train/validation/test splits and difficulty buckets",
+               body=GenerateEvaluationRequest, response=JobAccepted, errors=(400, 404, 409), tags=("datasets",))
+    def on_post_evaluation(self, req: falcon.Request, resp: falcon.Response) -> None:
+        job_id, dataset_id = self.submitter.generation(req.context.body, "generate-evaluation")
+        _accepted(resp, job_id, "Evaluation dataset generation started", dataset_id)
+
+    @operation("Status of a job: progress 0-100, current step, estimated completion, result or error",
+               response=JobStatus, tags=("jobs",))
+    def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        resp.media = _status_or_404(self.ctx, job_id)
+
+
+class RegenerateResource:
+    """POST /datasets/{dataset_id}/regenerate."""
+
+    def __init__(self, submitter: Submitter) -> None:
+        self.submitter = submitter
+
+    @operation("Regenerate entries (each gets a new revision; the old one stays in the history)",
+               body=RegenerateRequest, response=JobAccepted, errors=(400, 404, 409), tags=("datasets",))
+    def on_post(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
+        job_id, n = self.submitter.regeneration(dataset_id, req.context.body)
+        _accepted(resp, job_id, f"Regeneration started for {n} entries", dataset_id)
+
+
+def _status_or_404(ctx: Context, job_id: str) -> JobStatus:
+    rm = ctx.model()
+    live = ctx.worker.live(job_id)
+    with rm.lock:
+        job = rm.jobs.job(job_id)
+        if job is None:
+            raise not_found(f"no job {job_id!r}")
+        return job_status(rm, job, live if not job.finished else None)
+
+
+class JobsResource:
+    """GET /jobs, GET /jobs/{job_id}, POST /jobs/{job_id}/cancel."""
+
+    def __init__(self, ctx: Context, submitter: Submitter) -> None:
+        self.ctx, self.submitter = ctx, submitter
+
+    @operation("List jobs, newest first", query=JobsQuery, response=JobList, tags=("jobs",))
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        q: JobsQuery = req.context.query
+        rm = self.ctx.model()
+        with rm.lock:
+            jobs = rm.jobs.jobs(status=q.status, kind=q.kind)
+            total = len(jobs)
+            out = [job_status(rm, j, None if j.finished else self.ctx.worker.live(j.id)) for j in jobs[: q.limit]]
+        resp.media = JobList(jobs=out, total=total)
+
+    @operation("One job (as its status)", response=JobStatus, tags=("jobs",))
+    def on_get_item(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        resp.media = _status_or_404(self.ctx, job_id)
+
+    @operation("Cancel a job: it stops cleanly, entries already made stay", body=CancelRequest, response=JobStatus,
+               errors=(409,), tags=("jobs",))
+    def on_post_cancel(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
+        ctx = self.ctx
+        reason = req.context.body.reason
+        with self.submitter.lock:
+            rm = ctx.model()
+            with rm.lock:
+                job = rm.jobs.job(job_id)
+                if job is None:
+                    raise not_found(f"no job {job_id!r}")
+                if job.finished:
+                    raise conflict(f"job {job_id} has already ended ({job.status})")
+            if not ctx.worker.cancel(job_id, reason):
+                ctx.log.append(JobCancelled(job_id=job_id, reason=reason))
+        deadline = time.monotonic() + CANCEL_WAIT
+        while time.monotonic() < deadline:
+            status = _status_or_404(ctx, job_id)
+            if status.status in (JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED):
+                break
+            time.sleep(0.05)
+        resp.media = _status_or_404(ctx, job_id)

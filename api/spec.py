@@ -1,0 +1,264 @@
+"""Operations: one decorator declares what a responder takes and answers, and enforces it.
+
+    class EntriesResource:
+        @operation("List a dataset's entries", query=EntriesQuery, response=EntriesPage, errors=(404,))
+        def on_get(self, req, resp, dataset_id): ...
+
+``query`` and ``body`` become Falcon ``before`` hooks that decode the query string / the JSON body into
+those Structs (``req.context.query`` / ``req.context.body``), answering 422 with msgspec's message (which
+names the field) when they do not fit, 400 for a body that is not JSON. The same declarations make the
+OpenAPI document (:func:`openapi_document`): schemas come from ``msgspec.json.schema_components``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+import msgspec
+
+from api.errors import bad_request, unprocessable
+from api.schemas import Error
+
+REF = "#/components/schemas/{name}"
+METHODS = ("get", "post", "put", "patch", "delete")
+ERROR_TEXT = {
+    400: "Bad request (see the description)",
+    401: "Missing or wrong bearer token",
+    404: "Not found",
+    409: "Conflict with the current state",
+    413: "Body larger than the server accepts",
+    415: "Unsupported content type",
+    422: "A field is missing, unknown or of the wrong type (the description names it)",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    description: str = ""
+    body: type | None = None
+    query: type | None = None
+    response: type | None = None
+    status: int = 200
+    also: dict[int, type] = field(default_factory=dict)  # other success statuses
+    errors: tuple[int, ...] = ()
+    binary: tuple[str, ...] = ()  # media types of a file response
+    multipart: type | None = None  # form fields besides "file", for a multipart upload
+    tags: tuple[str, ...] = ()
+
+
+def max_body(req: falcon.Request) -> int:
+    return getattr(req.context, "max_body", 10 * 2**20)
+
+
+def read_body(req: falcon.Request) -> bytes:
+    """The whole body, at most the server's limit (413 past it)."""
+    from api.errors import too_large
+
+    limit = max_body(req)
+    data = req.bounded_stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large(f"the body is over the server's limit of {limit} bytes")
+    return data
+
+
+def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
+    decoder = msgspec.json.Decoder(body_type)
+    has_output_dir = "output_dir" in getattr(body_type, "__struct_fields__", ())
+
+    def hook(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]) -> None:
+        ctype = (req.content_type or "").split(";")[0].strip().lower()
+        if multipart and ctype == "multipart/form-data":
+            req.context.body = None  # the responder reads the form
+            return
+        if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+            raise falcon.HTTPUnsupportedMediaType(
+                title="Unsupported Media Type",
+                description=f"send the body as application/json{' or multipart/form-data' if multipart else ''}, "
+                            f"not {ctype}")
+        raw = read_body(req)
+        if not raw.strip():
+            raw = b"{}"  # no body: the fields' defaults (a required field is then named as missing)
+        try:
+            req.context.body = decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            if has_output_dir:
+                _check_output_dir(raw)
+            raise unprocessable(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise bad_request(f"the body is not valid JSON: {exc}") from None
+
+    return hook
+
+
+def _check_output_dir(raw: bytes) -> None:
+    """output_dir outside the data dir is a 400 of its own (not a 422)."""
+    from dsetlog.docgen import check_output_dir
+
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return
+    value = doc.get("output_dir") if isinstance(doc, dict) else None
+    if isinstance(value, str):
+        try:
+            check_output_dir(value)
+        except ValueError as exc:
+            raise bad_request(str(exc)) from None
+
+
+def _query_hook(query_type: type) -> Callable[..., None]:
+    def hook(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]) -> None:
+        values = {k: v for k, v in req.params.items() if v != ""}
+        try:
+            req.context.query = msgspec.convert(values, query_type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise unprocessable(f"invalid query parameter: {exc}") from None
+
+    return hook
+
+
+def operation(summary: str, *, description: str = "", body: type | None = None, query: type | None = None,
+              response: type | None = None, status: int = 200, also: dict[int, type] | None = None,
+              errors: Sequence[int] = (), binary: Sequence[str] = (), multipart: type | None = None,
+              tags: Sequence[str] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    op = Operation(summary, description, body, query, response, status, dict(also or {}), tuple(errors),
+                   tuple(binary), multipart, tuple(tags))
+
+    def wrap(fn: Callable[..., None]) -> Callable[..., None]:
+        if body is not None:
+            fn = falcon.before(_body_hook(body, multipart=multipart is not None))(fn)
+        if query is not None:
+            fn = falcon.before(_query_hook(query))(fn)
+        fn.__openapi__ = op  # type: ignore[attr-defined]
+        return fn
+
+    return wrap
+
+
+# --- the OpenAPI document ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    path: str  # as given to add_route
+    resource: Any
+    suffix: str | None = None
+    doc_path: str | None = None  # the path the document shows (e.g. with a trailing slash)
+
+
+def _responders(route: Route) -> Iterable[tuple[str, Any]]:
+    for method in METHODS:
+        name = f"on_{method}" + (f"_{route.suffix}" if route.suffix else "")
+        fn = getattr(route.resource, name, None)
+        if fn is not None:
+            yield method, fn
+
+
+def operations(routes: Iterable[Route]) -> list[tuple[str, str, Operation, Any]]:
+    """(method, path, operation, responder) of every declared responder."""
+    out = []
+    for route in routes:
+        for method, fn in _responders(route):
+            op = getattr(fn, "__openapi__", None)
+            if op is None:
+                raise TypeError(f"{type(route.resource).__name__}.{fn.__name__} has no @operation: every "
+                                "responder must declare what it takes and answers")
+            out.append((method, route.doc_path or route.path, op, fn))
+    return out
+
+
+def openapi_document(routes: Iterable[Route], *, title: str, version: str, description: str = "",
+                     bearer: bool = False) -> dict[str, Any]:
+    ops = operations(routes)
+    types: list[type] = [Error]
+    for _, _, op, _ in ops:
+        for t in (op.body, op.query, op.response, op.multipart, *op.also.values()):
+            if t is not None and t not in types:
+                types.append(t)
+    _, components = msgspec.json.schema_components(types, ref_template=REF)
+    query_types = {op.query.__name__ for _, _, op, _ in ops if op.query is not None}
+    multipart_types = {op.multipart.__name__ for _, _, op, _ in ops if op.multipart is not None}
+    paths: dict[str, dict[str, Any]] = {}
+    used_ids: set[str] = set()
+    for method, path, op, _ in ops:
+        item = paths.setdefault(path, {})
+        op_id = re.sub(r"\W+", "_", f"{method}_{path.strip('/')}").strip("_")
+        assert op_id not in used_ids, op_id
+        used_ids.add(op_id)
+        doc: dict[str, Any] = {"operationId": op_id, "summary": op.summary}
+        if op.description:
+            doc["description"] = op.description
+        if op.tags:
+            doc["tags"] = list(op.tags)
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+                      for name in re.findall(r"{(\w+)}", path)]
+        if op.query is not None:
+            schema = components[op.query.__name__]
+            required = set(schema.get("required", ()))
+            for name, prop in schema.get("properties", {}).items():
+                param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+                if "description" in prop:
+                    param["description"] = prop["description"]
+                parameters.append(param)
+        if parameters:
+            doc["parameters"] = parameters
+        if op.body is not None:
+            content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}}
+            if op.multipart is not None:
+                form = components[op.multipart.__name__]
+                content["multipart/form-data"] = {"schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}, **form.get("properties", {})},
+                    "required": ["file"],
+                }}
+            doc["requestBody"] = {"required": _body_required(components[op.body.__name__]), "content": content}
+        responses: dict[str, Any] = {}
+        if op.binary:
+            responses[str(op.status)] = {"description": "the file", "content": {
+                t: {"schema": {"type": "string", "format": "binary"}} for t in op.binary}}
+        else:
+            responses[str(op.status)] = _json_response(op.response, "OK")
+        for status, t in op.also.items():
+            responses[str(status)] = _json_response(t, "OK")
+        errors = set(op.errors) | {401}
+        if op.body is not None:
+            errors |= {400, 413, 415, 422}
+        if op.query is not None:
+            errors.add(422)
+        if "{" in path:
+            errors.add(404)
+        for status in sorted(errors):
+            responses[str(status)] = {"description": ERROR_TEXT.get(status, "Error"),
+                                      "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+        doc["responses"] = responses
+        item[method] = doc
+    for name in query_types | multipart_types:
+        if not any(name == (op.body.__name__ if op.body else None) or
+                   name == (op.response.__name__ if op.response else None) for _, _, op, _ in ops):
+            components.pop(name, None)
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+    if bearer:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        document["security"] = [{"bearer": []}]
+    return document
+
+
+def _body_required(schema: dict[str, Any]) -> bool:
+    return bool(schema.get("required"))
+
+
+def _json_response(t: type | None, description: str) -> dict[str, Any]:
+    if t is None:
+        return {"description": description}
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": REF.format(name=t.__name__)}}}}
