@@ -784,19 +784,24 @@ def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir
     total = 0
     for name, entries in groups.items():
         iterator = iter(entries)
-        part = 0
+        batch, part = _take(iterator, batch_size), 1
         while True:
-            batch = _take(iterator, batch_size)
-            if not batch and part > 0:
-                break
-            part += 1
-            stem = name if part == 1 and len(batch) < batch_size else f"{name}_part{part:04d}"
+            following = _take(iterator, batch_size) if len(batch) == batch_size else []
+            # one file when it all fits (a dataset of exactly batch_size entries too), else numbered parts
+            stem = name if part == 1 and not following else f"{name}_part{part:04d}"
             target = base / f"{stem}{suffix}"
             with atomic_writer(target) as fh:
                 total += fmt.write(fh, batch)
             files.append(target)
-            if len(batch) < batch_size:
+            if not following:
                 break
+            batch, part = following, part + 1
+    # files an earlier export of this dataset left here (other parts, other splits) would be read as part of it
+    written = set(files)
+    for name in ("dataset", "train", "validation", "test"):
+        for stale in [base / f"{name}{suffix}", *base.glob(f"{name}_part[0-9][0-9][0-9][0-9]{suffix}")]:
+            if stale not in written and stale.is_file():
+                stale.unlink()
     return files, total
 
 
