@@ -34,13 +34,13 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dsetlog import datasets_cmd, generate_cmd, ingest_cmd, logtools, simulate_cmd
+    from dsetlog import datasets_cmd, generate_cmd, ingest_cmd, logtools, serve_cmd, simulate_cmd
 
     parser = argparse.ArgumentParser(
         prog="dset", description="Turn questions and documents into LLM training datasets, never losing work."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (generate_cmd, ingest_cmd, datasets_cmd, logtools, simulate_cmd):
+    for module in (generate_cmd, ingest_cmd, datasets_cmd, logtools, simulate_cmd, serve_cmd):
         module.register(sub)
     return parser
 
