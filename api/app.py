@@ -120,10 +120,11 @@ def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int 
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
     table = routes(ctx)
-    document = openapi_document(table, title="dsetlog REST API", version=VERSION, bearer=bool(token),
-                                description="Datasets from questions and documents, on an event log. Errors are "
-                                            '{"title", "description"}.')
-    table.append(Route(f"{API}/openapi.json", OpenAPIResource(document)))
+    openapi = OpenAPIResource()
+    table.append(Route(f"{API}/openapi.json", openapi))
+    openapi.set_document(openapi_document(
+        table, title="dsetlog REST API", version=VERSION, bearer=bool(token),
+        description='Datasets from questions and documents, on an event log. Errors are {"title", "description"}.'))
     for route in table:
         if route.suffix:
             app.add_route(route.path, route.resource, suffix=route.suffix)

@@ -13,7 +13,12 @@ from api.spec import operation
 
 
 class OpenAPIResource:
-    def __init__(self, document: dict[str, Any]) -> None:
+    """Serves the document made from the routes, this one included (set once the routes are known)."""
+
+    def __init__(self) -> None:
+        self._body = b"{}"
+
+    def set_document(self, document: dict[str, Any]) -> None:
         self._body = encode(document)
 
     @operation("This API's OpenAPI 3.1 document", tags=("meta",))
