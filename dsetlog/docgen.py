@@ -86,7 +86,10 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         self.project_id = str(self.project_id)
         if self.taxonomy_project is not None:
             self.taxonomy_project = str(self.taxonomy_project)
-        self.generation_mode = prompts.normalize_mode(self.generation_mode)
+        try:
+            self.generation_mode = prompts.normalize_mode(self.generation_mode)
+        except ValueError as exc:
+            raise ValueError(f"generation_mode: {exc}") from None
         if self.format_type not in EXPORT_FORMATS:
             raise ValueError(f"format_type {self.format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
         if not 1 <= self.concurrency <= 256:
@@ -263,7 +266,7 @@ class DocumentRun:
         project = self.rm.projects.project(str(owner)) or self.rm.projects.project_by_name(str(owner))
         taxonomy = self.rm.projects.taxonomy(project.id, self.req.taxonomy_name) if project else None
         if taxonomy is None:
-            raise DocGenError(f"no taxonomy {self.req.taxonomy_name!r} in project {owner!r}; "
+            raise DocGenError(f"no taxonomy {self.req.taxonomy_name!r} in project {project.name if project else owner!r}; "
                               "add one with `dset taxonomy add` or POST /api/v1/taxonomy/")
         return flat_categories(taxonomy)
 
