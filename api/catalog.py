@@ -277,7 +277,7 @@ class TaxonomyResource:
         self.ctx = ctx
 
     @operation("List taxonomies (the latest of each name per project)", query=ProjectFilter, response=TaxonomyList,
-               tags=("taxonomies",))
+               errors=(404,), tags=("taxonomies",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         q: ProjectFilter = req.context.query
         rm = self.ctx.model()
@@ -287,7 +287,8 @@ class TaxonomyResource:
         resp.media = TaxonomyList(taxonomies=out)
 
     @operation("Create a taxonomy (nested categories); one of the same name in the project is superseded",
-               body=TaxonomyCreate, response=Taxonomy, status=201, also={200: Taxonomy}, tags=("taxonomies",))
+               body=TaxonomyCreate, response=Taxonomy, status=201, also={200: Taxonomy}, errors=(404,),
+               tags=("taxonomies",))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: TaxonomyCreate = req.context.body
         rm = self.ctx.model()
@@ -320,7 +321,7 @@ class PromptsResource:
         self.ctx = ctx
 
     @operation("Save a custom prompt template (versioned by content: the same text again is not a new version)",
-               body=PromptCreate, response=Prompt, status=201, also={200: Prompt}, tags=("prompts",),
+               body=PromptCreate, response=Prompt, status=201, also={200: Prompt}, errors=(404,), tags=("prompts",),
                description="Placeholders: {chunk} {n} {purpose} {audience} {complexity_level} {domain} "
                            "{question_style} {answer_style} {categories} {extraction_rules} {negatives} {questions}.")
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -345,7 +346,7 @@ class PromptsResource:
         _status(resp, res.created)
 
     @operation("List prompts: the current version of each (with project_id: those usable in that project)",
-               query=ProjectFilter, response=PromptList, tags=("prompts",))
+               query=ProjectFilter, response=PromptList, errors=(404,), tags=("prompts",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         q: ProjectFilter = req.context.query
         rm = self.ctx.model()
@@ -372,7 +373,7 @@ class ParametersResource:
         self.ctx = ctx
 
     @operation("Save a project's generation parameters (the latest save is the project's)", body=ParametersRequest,
-               response=ParametersSavedResponse, tags=("parameters",))
+               response=ParametersSavedResponse, errors=(404,), tags=("parameters",))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: ParametersRequest = req.context.body
         fields = msgspec.structs.asdict(body)
