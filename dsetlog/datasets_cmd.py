@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default = getattr(defaults, f.name) if f.name != "questions" else None
         if f.name == "generation_mode":
             default = "default"
+        if f.name == "format_type":
+            gen.add_argument(flag, dest=f.name, help=f"{', '.join(EXPORT_FORMATS)} (default: the project's saved "
+                                                     "dataset_format, else jsonl)")
+            continue
         if kind == "bool":
             gen.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
                              help=f"(default: {default})")
@@ -83,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     exp = sub.add_parser("export", help="write a dataset's files, as of now or --as-of a log sequence number")
     add_data_option(exp)
     exp.add_argument("dataset_id")
-    exp.add_argument("--format", dest="format_type", choices=EXPORT_FORMATS, default="jsonl")
+    exp.add_argument("--format", dest="format_type", choices=EXPORT_FORMATS,
+                     help="(default: the dataset's own format_type)")
     exp.add_argument("--output-dir", default="exports", help="a folder inside the data dir (default: exports)")
     exp.add_argument("--as-of", type=int, metavar="SEQ", help="the dataset as it was at this log sequence number")
     exp.set_defaults(func=export)
@@ -214,7 +219,7 @@ def export(args: argparse.Namespace) -> int:
     rm = _read_model(args)
     try:
         files, n = export_dataset(rm, args.dataset_id, data_dir=data_dir(args), output_dir=args.output_dir,
-                                  format_type=args.format_type)
+                                  format_type=args.format_type or rm.datasets.dataset(args.dataset_id).format_type)
     except (DocGenError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(f"{n} entries written to {', '.join(str(f) for f in files)}")

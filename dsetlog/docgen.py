@@ -57,7 +57,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_name: str = "qa_pairs"
     custom_prompt: str | None = None
     generation_mode: str = "default"
-    format_type: str = "jsonl"
+    format_type: str | None = None  # None: the project's saved dataset_format, else "jsonl" (the guide's default)
     concurrency: int = 1
     include_evaluation_sets: bool = False
     taxonomy_project: str | int | None = None
@@ -90,7 +90,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             self.generation_mode = prompts.normalize_mode(self.generation_mode)
         except ValueError as exc:
             raise ValueError(f"generation_mode: {exc}") from None
-        if self.format_type not in EXPORT_FORMATS:
+        if self.format_type is not None and self.format_type not in EXPORT_FORMATS:
             raise ValueError(f"format_type {self.format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
         if not 1 <= self.concurrency <= 256:
             raise ValueError("concurrency must be between 1 and 256")
@@ -242,6 +242,7 @@ class DocumentRun:
         self.chunks = self._chunks()
         self.categories = self._categories()
         self.params = self._parameters()
+        self.format_type = self._format_type()
         self.template_name, self.template = self._template()
         self.template_hash = prompts.prompt_hash(self.template)
         self.dataset_id, self.version = self._dataset_identity()
@@ -276,6 +277,18 @@ class DocumentRun:
             return None
         known = {f: v for f, v in saved.parameters.items() if f in prompts.ProjectParameters.__struct_fields__}
         return msgspec.convert(known, prompts.ProjectParameters)
+
+    def _format_type(self) -> str:
+        if self.req.format_type is not None:
+            return self.req.format_type
+        if self.params is None:
+            return "jsonl"
+        saved = self.params.dataset_format.strip().lower()
+        if saved not in EXPORT_FORMATS:
+            raise DocGenError(f"project {self.project.name!r} has dataset_format {self.params.dataset_format!r}, "
+                              f"not one of {', '.join(EXPORT_FORMATS)}; give format_type, or save parameters "
+                              "with one of those")
+        return saved
 
     def _template(self) -> tuple[str, str]:
         if self.req.custom_prompt:
@@ -344,7 +357,7 @@ class DocumentRun:
             params["prompt_hash"] = self.template_hash
             new.append(DatasetCreated(dataset_id=self.dataset_id, name=self.name, kind="documents",
                                       source=self.project.name, project_id=self.project.id, version=self.version,
-                                      format_type=self.req.format_type, params=params))
+                                      format_type=self.format_type, params=params))
         new += [s for s in self.slot_plan() if datasets.item(self.dataset_id, s.item_id) is None]
         if new:
             self.log.append_many(new)
@@ -374,7 +387,7 @@ class DocumentRun:
         self.rm.catch_up()
         self._set_stage("Exporting")
         files, exported = export_dataset(self.rm, self.dataset_id, data_dir=self.data_dir,
-                                         output_dir=self.req.output_dir, format_type=self.req.format_type)
+                                         output_dir=self.req.output_dir, format_type=self.format_type)
         result.files = [str(p.relative_to(self.data_dir)) for p in files]
         result.exported_count = exported
         result.entries_count = len(self.rm.datasets.entries(self.dataset_id))

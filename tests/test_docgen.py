@@ -997,3 +997,20 @@ def test_kill_9_and_resume_a_document_run(make_env: Callable[..., Env]) -> None:
     # finished chunks were never asked again: at most the calls in flight at each kill were asked twice
     assert len(env.requests("generate")) <= slots // 2 + 4 * kills
     assert env.sim.stats()["requests"] > requests_before_final or progress[-1] == slots
+
+
+def test_the_projects_dataset_format_is_the_default_format_type(env: Env) -> None:
+    env.project_md(2)
+    save_params(env, dataset_format="parquet")
+    result = env.run(datasets_per_chunk=1)
+    assert [Path(f).name for f in result.files] == ["dataset.parquet"]
+    assert env.rm.datasets.dataset(result.dataset_id).format_type == "parquet"
+    named = env.run(datasets_per_chunk=1, format_type="csv")  # a format_type given wins
+    assert [Path(f).name for f in named.files] == ["dataset.csv"]
+    save_params(env, dataset_format="xml")
+    with pytest.raises(DocGenError, match="dataset_format 'xml'"):
+        env.run(datasets_per_chunk=1)
+    assert env.run(datasets_per_chunk=1, format_type="jsonl").files
+    env.log.close()
+    proc = dset(env.data, "export", result.dataset_id, "--output-dir", "again")  # the dataset's own format
+    assert proc.returncode == 0 and (env.data / "again" / result.dataset_id / "dataset.parquet").is_file()
