@@ -104,6 +104,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("enable_versioning needs dataset_name: versions are versions of a name")
         if self.generation_mode == "answer" and not self.questions:
             raise ValueError('generation_mode "answer" needs questions: the questions to answer')
+        if self.generation_mode != "answer" and self.questions:
+            raise ValueError(f'questions are answered in generation_mode "answer" only, not {self.generation_mode!r}')
         if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1) > 1e-6 or min(self.split_ratios) < 0:
             raise ValueError("split_ratios must be three non-negative numbers (train, validation, test) summing to 1")
         if self.run_benchmarks:  # the canonical name: " Negative_Rejection " is negative_rejection

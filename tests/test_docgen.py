@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -1014,3 +1015,36 @@ def test_the_projects_dataset_format_is_the_default_format_type(env: Env) -> Non
     env.log.close()
     proc = dset(env.data, "export", result.dataset_id, "--output-dir", "again")  # the dataset's own format
     assert proc.returncode == 0 and (env.data / "again" / result.dataset_id / "dataset.parquet").is_file()
+
+
+def test_builtin_prompt_names_and_max_chunks(env: Env) -> None:
+    env.project_md(5)
+    result = env.run(datasets_per_chunk=2, prompt_name="evaluation_qa", max_chunks=2)
+    entries = env.entries(result.dataset_id)
+    assert len(entries) == 4 and len({e.source_chunk for e in entries}) == 2  # only the first two chunks
+    assert {e.prompt_name for e in entries} == {"evaluation_qa"}
+    assert {e.prompt_hash for e in entries} == {prompts.prompt_hash(prompts.TEMPLATES["evaluation_qa"])}
+    gen = env.requests("generate")
+    assert len(gen) == 2 and all("evaluation questions with reference answers" in user_text(b) for b in gen)
+    with pytest.raises(DocGenError, match="written for generation_mode 'summarization'"):
+        env.run(prompt_name="summarization")
+    with pytest.raises(DocGenError, match="unknown prompt 'nope'"):
+        env.run(prompt_name="nope")
+    with pytest.raises(ValueError, match='generation_mode "answer" only'):
+        GenerateRequest(project_id="demo", questions=["Why?"])
+
+
+def test_simulator_request_log_and_in_flight_over_http(make_env: Callable[..., Env]) -> None:
+    env = make_env(latency_ms=300, request_log=3)
+    env.project_md(5)
+    env.run(datasets_per_chunk=1, concurrency=5)
+    root = env.sim.base_url.rsplit("/v1", 1)[0]
+    with urllib.request.urlopen(f"{root}/_sim/requests?last=2") as resp:
+        bodies = json.loads(resp.read())["requests"]
+    assert bodies == env.sim.requests(last=2) and len(env.sim.requests()) == 3  # bounded log
+    assert all(kind_of(b) == "generate" for b in bodies)
+    with urllib.request.urlopen(f"{root}/_sim/stats") as resp:
+        stats = json.loads(resp.read())
+    assert stats["max_in_flight"] == 5 and stats["requests"] == 5
+    env.sim.reset_stats()
+    assert env.sim.requests() == [] and env.sim.stats()["max_in_flight"] == 0
