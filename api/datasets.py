@@ -112,8 +112,7 @@ class EntriesResource:
             index = self.ctx.entries.index(rm, dataset_id)
             positions, direction = index.query(q)
             start = (q.page - 1) * q.per_page
-            entries, splits = index.entries, index.splits
-            page = [entry_out(entries[i], splits.get(entries[i].id)) for i in positions[start : start + q.per_page]]
+            page = index.page(positions[start : start + q.per_page])  # pre-encoded: msgspec.Raw
             seq = rm.seq
         total = len(positions)
         resp.media = EntriesPage(entries=page, total=total, page=q.page, per_page=q.per_page,

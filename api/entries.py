@@ -18,6 +18,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from api.schemas import EntriesQuery, Entry, FeedbackSummary, QualityDistribution, QualitySummary
 from projections.datasets import EntryView
 from projections.readmodel import ReadModel
@@ -26,6 +28,7 @@ INDEXES_KEPT = 16  # (dataset, live or as_of) pairs
 RESULTS_KEPT = 32  # query results per index
 DIFFICULTY_RANK = {"beginner": 0, "basic": 0, "easy": 0, "intermediate": 1, "medium": 1, "advanced": 2,
                    "hard": 2, "expert": 3}
+_encoder = msgspec.json.Encoder()
 DEFAULT_ORDER = {"quality": "desc", "category": "asc", "difficulty": "asc", "position": "asc", "updated": "desc"}
 
 
@@ -64,9 +67,22 @@ class EntryIndex:
         self.splits: dict[str, str] = dict(rm.evaluations.splits(dataset_id))
         self.summary = quality_summary(rm.datasets.quality_summary(dataset_id))
         self.flagged = sum(1 for e in self.entries if e.flagged)
+        self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
         self._orders: dict[tuple[str, str], list[int]] = {}
         self._results: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
         self._lock = threading.Lock()
+
+    def page(self, positions: list[int]) -> list[msgspec.Raw]:
+        """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes)."""
+        encoded, entries, splits = self._encoded, self.entries, self.splits
+        out = []
+        for i in positions:
+            raw = encoded[i]
+            if raw is None:
+                e = entries[i]
+                raw = encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, splits.get(e.id))))
+            out.append(raw)
+        return out
 
     def order(self, sort_by: str, direction: str) -> list[int]:
         key = (sort_by, direction)

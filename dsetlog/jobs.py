@@ -39,7 +39,6 @@ import portalocker
 
 from dsetlog.docgen import DocGenError, DocumentRun, GenerateRequest, Models, Stage
 from dsetlog.events import JobCancelled, JobCompleted, JobFailed, JobStarted
-from dsetlog.llm import RateLimiter
 from dsetlog.log import EventLog
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import Provider, ProviderError
@@ -152,7 +151,7 @@ class JobWorker:
         self._live: dict[str, Live] = {}
         self._queued: set[str] = set()  # launched, not finished (waiting for a slot or running)
         self._cancel_requested: dict[str, str] = {}
-        self._limiters: dict[tuple[str, str], RateLimiter] = {}
+        self._limiters: dict[tuple[str, str], Any] = {}
         self._slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._lock_file: Any = None
@@ -255,7 +254,10 @@ class JobWorker:
             self._rm = self._open_model(self.data_dir)
         return self._rm
 
-    def limiter_for(self, provider: Provider) -> RateLimiter:
+    def limiter_for(self, provider: Provider) -> Any:
+        """The RateLimiter of this provider's endpoint, shared by every job of this worker."""
+        from dsetlog.llm import RateLimiter  # the openai SDK loads only when a job runs
+
         key = (provider.profile, provider.base_url)
         limiter = self._limiters.get(key)
         if limiter is None:
