@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import falcon
@@ -94,6 +95,17 @@ def routes(ctx: Context) -> list[Route]:
     ]
 
 
+def _remove_stale_downloads(tmp: Path, older_than: float = 3600.0) -> None:
+    """Temporary exports a killed server left behind (a live server's are younger and still streaming)."""
+    now = time.time()
+    for path in tmp.glob("dset-download-*"):
+        try:
+            if now - path.stat().st_mtime > older_than:
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
                simulator_url: str | None = None, start_worker: bool = True, max_jobs: int = 4, rpm: int = 0,
                tpm: int = 0) -> DsetApp:
@@ -105,7 +117,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int 
     if max_body < 1:
         raise ValueError("max_body must be at least 1 byte")
     data_dir = Path(data_dir)
-    shutil.rmtree(data_dir / "tmp", ignore_errors=True)  # downloads a killed server left behind
+    _remove_stale_downloads(data_dir / "tmp")
     ctx = Context(data_dir, max_body=max_body, simulator_url=simulator_url, start_worker=start_worker,
                   max_jobs=max_jobs, rpm=rpm, tpm=tpm)
     middleware: list[object] = [BodyLimitMiddleware(max_body)]

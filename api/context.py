@@ -31,7 +31,7 @@ class Context:
         self._as_of: OrderedDict[int, ReadModel] = OrderedDict()
         self._as_of_lock = threading.Lock()
         self.worker = JobWorker(self.data_dir, self.log, simulator_url=simulator_url, max_jobs=max_jobs,
-                                rpm=rpm, tpm=tpm)
+                                rpm=rpm, tpm=tpm, after_job=self._after_job)
         if start_worker:
             with self.rm.lock:
                 unfinished = [j.id for j in self.rm.jobs.unfinished()]
@@ -60,6 +60,12 @@ class Context:
             else:
                 self._as_of.move_to_end(as_of)
             return past
+
+    def _after_job(self) -> None:
+        """A job added many records: keep the start-up snapshot recent (a kill -9 then replays little)."""
+        self.rm.catch_up()
+        if self.rm.maybe_save_snapshot():
+            _log.info("read model snapshot saved at seq %d", self.rm.seq)
 
     def close(self, *, save_snapshot: bool = False) -> None:
         self.worker.stop()

@@ -137,7 +137,8 @@ class JobWorker:
 
     def __init__(self, data_dir: str | Path, log: EventLog, *, simulator_url: str | None = None,
                  max_jobs: int = 4, rpm: int = 0, tpm: int = 0, cancel_grace: float = 10.0,
-                 open_model: Callable[[Path], ReadModel] = ReadModel.open) -> None:
+                 open_model: Callable[[Path], ReadModel] = ReadModel.open,
+                 after_job: Callable[[], Any] | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.log = log
         self.simulator_url = simulator_url
@@ -145,6 +146,7 @@ class JobWorker:
         self.rpm, self.tpm = rpm, tpm
         self.cancel_grace = cancel_grace
         self._open_model = open_model
+        self._after_job = after_job  # run off the loop after each job that ended (the server saves a snapshot)
         self._rm: ReadModel | None = None  # the worker's own, opened on its thread when first needed
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
@@ -289,6 +291,11 @@ class JobWorker:
             self._queued.discard(job_id)
             self._live.pop(job_id, None)
             self._cancel_requested.pop(job_id, None)
+        if self._after_job is not None and not self._stopping:
+            try:
+                await asyncio.to_thread(self._after_job)
+            except Exception:  # noqa: BLE001 - housekeeping must not take the worker down
+                _log.exception("after job %s", job_id)
 
     async def _run(self, job_id: str) -> None:
         assert self._slots is not None

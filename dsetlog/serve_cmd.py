@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,10 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     data = data_dir(args)
     max_body = int(args.max_body_mb * 2**20)
-    stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
         raise SystemExit(0)  # ends waitress's loop in the main thread
 
     with _simulator(args.simulate, args.sim_latency_ms) as sim_url:
@@ -113,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"dset serve: http://{host}:{port}/api/v1 (data {data}, {rm.seq:,} events"
               f"{', from snapshot' if rm.snapshot_used else ''}{simulated}{auth}); ready in "
               f"{time.monotonic() - started:.2f} s", flush=True)
-        if not rm.snapshot_used and rm.seq >= 50_000:
-            threading.Thread(target=_save_snapshot, args=(app,), name="dset-snapshot", daemon=True).start()
         previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.run()
@@ -127,11 +122,3 @@ def run(args: argparse.Namespace) -> int:
             server.close()
             app.close(save_snapshot=True)
     return EXIT_OK
-
-
-def _save_snapshot(app: Any) -> None:
-    try:
-        app.ctx.rm.save_snapshot()
-        _log.info("read model snapshot saved at seq %d (the next start begins there)", app.ctx.rm.seq)
-    except Exception as exc:  # noqa: BLE001 - a cache that fails to save must not stop the server
-        _log.warning("could not save the read model snapshot: %s", exc)

@@ -754,6 +754,24 @@ def test_regenerate_answers_a_questions_dataset_again(make_client: Callable[...,
     assert answers["entry_q2"] == "Old answer 2." and answers["entry_q0"] != "Old answer 0."
 
 
+def test_a_resumed_regeneration_skips_what_it_already_made(data: Path, make_client: Callable[..., Any],
+                                                           simulator: Simulator) -> None:
+    ids = questions_dataset(data)
+    client = make_client(simulator_url=simulator.base_url)  # no worker: the job is only submitted
+    job_id = client.simulate_post(f"{API}/datasets/{QDS}/regenerate",
+                                  json={"entry_ids": ids, "regeneration_config": {}}).json["job_id"]
+    with EventLog.in_dir(data) as log:  # a server started it, regenerated the first entry, and was killed
+        log.append_many([JobStarted(job_id=job_id),
+                         EntryRegenerated(dataset_id=QDS, entry_id=ids[0], job_id=job_id, answer="before the crash")])
+    restarted = make_client(simulator_url=simulator.base_url, start_worker=True)
+    status = wait_job(restarted, job_id)
+    assert status["status"] == "completed" and status["result"]["entries_count"] == 3, status
+    assert len(simulator.requests()) == 2  # only the two not made yet
+    made = [e.entry_id for e in events_of(data, EntryRegenerated)]
+    assert sorted(made) == sorted(ids)
+    assert restarted.simulate_get(f"{API}/datasets/{QDS}/entries/{ids[0]}").json["answer"] == "before the crash"
+
+
 def test_regenerate_refusals(data: Path, make_client: Callable[..., Any], simulator: Simulator) -> None:
     ids = questions_dataset(data)
     client = make_client(simulator_url=simulator.base_url)  # no worker: jobs stay pending
