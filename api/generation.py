@@ -191,8 +191,10 @@ class RegenerateResource:
 
 
 def _status_or_404(ctx: Context, job_id: str) -> JobStatus:
-    rm = ctx.model()
+    # the live stage first, then the log: the worker appends a job's last event before it drops the stage,
+    # so a stage gone missing in between is always replaced by the final status
     live = ctx.worker.live(job_id)
+    rm = ctx.model()
     with rm.lock:
         job = rm.jobs.job(job_id)
         if job is None:
@@ -209,11 +211,12 @@ class JobsResource:
     @operation("List jobs, newest first", query=JobsQuery, response=JobList, tags=("jobs",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         q: JobsQuery = req.context.query
+        lives = self.ctx.worker.live_all()  # before the log (see _status_or_404)
         rm = self.ctx.model()
         with rm.lock:
             jobs = rm.jobs.jobs(status=q.status, kind=q.kind)
             total = len(jobs)
-            out = [job_status(rm, j, None if j.finished else self.ctx.worker.live(j.id)) for j in jobs[: q.limit]]
+            out = [job_status(rm, j, None if j.finished else lives.get(j.id)) for j in jobs[: q.limit]]
         resp.media = JobList(jobs=out, total=total)
 
     @operation("One job (as its status)", response=JobStatus, tags=("jobs",))

@@ -215,6 +215,14 @@ class JobWorker:
         return LiveStatus(live.step, int(live.percent), live.estimated_completion(), p.prompt_tokens,
                           p.completion_tokens, round(p.cost, 6), live.cancel_reason is not None)
 
+    def live_all(self) -> dict[str, LiveStatus]:
+        out = {}
+        for job_id in list(self._live):
+            status = self.live(job_id)
+            if status is not None:
+                out[job_id] = status
+        return out
+
     def is_running(self, job_id: str) -> bool:
         return job_id in self._queued
 
@@ -387,7 +395,7 @@ class JobWorker:
         res = await run_regeneration(log=self.log, rm=self.rm, job_id=job.id, dataset_id=dataset_id,
                                      entry_ids=entry_ids, config=config, simulator_url=self.simulator_url,
                                      limiter_for=self.limiter_for, budget=live.stop, on_stage=live.update,
-                                     skip=skip)
+                                     skip=skip, progress=live.progress)
         result = res.as_dict()
         result["job_id"] = job.id
         message = res.message

@@ -246,6 +246,7 @@ async def run_regeneration(
     budget: Budget | None = None,
     on_stage: Callable[[str, int, int], None] = lambda step, done, total: None,
     skip: set[str] | None = None,
+    progress: Progress | None = None,
 ) -> RegenResult:
     """Regenerate the entries (those in ``skip`` are done already); returns what happened."""
     from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy
@@ -303,7 +304,9 @@ async def run_regeneration(
                                     threshold=threshold))
         return events
 
-    progress = Progress(total=len(units), enabled=False)
+    progress = progress or Progress(total=0, enabled=False)
+    progress.total += len(units)
+    start_done = progress.done + progress.failed
     limiter = limiter_for(provider) if limiter_for is not None else None
     client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter,
                        temperature=config.temperature, max_tokens=config.max_tokens)
@@ -313,7 +316,7 @@ async def run_regeneration(
 
     async def watch() -> None:
         while True:
-            done = progress.done + progress.failed
+            done = progress.done + progress.failed - start_done
             on_stage(f"Regenerating entry {done} of {len(units)}", done, len(units))
             await asyncio.sleep(0.25)
 
@@ -333,7 +336,7 @@ async def run_regeneration(
     result.prompt_tokens, result.completion_tokens = progress.prompt_tokens, progress.completion_tokens
     result.cost = round(progress.cost, 6)
     on_stage("Finished" if result.outcome == "completed" else f"Stopped: {result.outcome}",
-             progress.done + progress.failed, len(units))
+             progress.done + progress.failed - start_done, len(units))
     return result
 
 
