@@ -31,6 +31,7 @@ from api.media import MsgspecJSONHandler
 from api.meta import HealthResource, OpenAPIResource
 from api.middleware import AuthMiddleware, BodyLimitMiddleware
 from api.spec import Route, openapi_document
+from api.ui import add_ui_routes
 
 API = "/api/v1"
 VERSION = "1.0.0"
@@ -143,4 +144,5 @@ def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int 
         else:
             app.add_route(route.path, route.resource)
     app.routes = table
+    add_ui_routes(app)  # the review page: GET / and /static/ (not API routes, not in the OpenAPI document)
     return app
