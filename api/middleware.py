@@ -11,12 +11,23 @@ from api.errors import too_large
 
 
 class AuthMiddleware:
-    """With a token configured, every request needs ``Authorization: Bearer <token>`` (constant-time check)."""
+    """With a token configured, every request needs ``Authorization: Bearer <token>`` (constant-time check).
 
-    def __init__(self, token: str) -> None:
+    ``public``: paths any GET or HEAD may read without it: the review page's own files (``/`` and
+    ``/static/...``), which hold no data and are what lets a browser ask its user for the token. Every API
+    route, the OpenAPI document included, needs the token.
+    """
+
+    def __init__(self, token: str, *, public: tuple[str, ...] = ("/", "/static/")) -> None:
         self._expected = ("Bearer " + token).encode()
+        self._public_exact = {p for p in public if not p.endswith("/") or p == "/"}
+        self._public_prefixes = tuple(p for p in public if p.endswith("/") and p != "/")
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        path = req.path
+        if req.method in ("GET", "HEAD") and ".." not in path and (
+                path in self._public_exact or path.startswith(self._public_prefixes)):
+            return
         given = (req.get_header("Authorization") or "").strip().encode("utf-8", "replace")
         if not hmac.compare_digest(given, self._expected):
             raise falcon.HTTPUnauthorized(

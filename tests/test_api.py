@@ -810,6 +810,11 @@ def test_bearer_token_guards_every_route(make_client: Callable[..., Any]) -> Non
         assert_error(client.simulate_get(path, headers={"Authorization": token}), 401)
     ok = client.simulate_get(f"{API}/datasets", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200
+    # the review page's own files hold no data: a browser loads them, then asks its user for the token
+    assert client.simulate_get("/").status_code == 200
+    assert client.simulate_get("/static/app.js").status_code == 200
+    assert_error(client.simulate_post("/", json={}), 401)
+    assert_error(client.simulate_get("/static/../api/v1/datasets"), 401)
     assert client.simulate_get(f"{API}/datasets").headers["www-authenticate"].startswith("Bearer")
     doc = client.simulate_get(f"{API}/openapi.json", headers={"Authorization": f"Bearer {token}"}).json
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
