@@ -282,8 +282,9 @@ class JobWorker:
 
     def _cancel(self, job_id: str, reason: str) -> None:
         live = self._live.get(job_id)
-        if live is None:
-            return  # still waiting for a slot: _run sees the request before it starts
+        if live is None:  # still waiting for a slot: it ends here (_run then finds it finished)
+            self.log.append(JobCancelled(job_id=job_id, reason=reason))
+            return
         live.cancel_reason = reason
         live.stop.stopped = True
         live.update("Cancelling", live.done, live.total)

@@ -491,6 +491,28 @@ def test_cancel_a_running_job_keeps_its_entries(make_client: Callable[..., testi
     assert_error(client.simulate_post(f"{API}/jobs/{job_id}/cancel"), 409, "cancelled")
 
 
+def test_jobs_beyond_max_jobs_wait_and_can_be_cancelled_while_waiting(
+        make_client: Callable[..., testing.TestClient], make_simulator: Callable[..., Simulator], data: Path) -> None:
+    sim = make_simulator(latency_ms=100)
+    client = make_client(simulator_url=sim.base_url, start_worker=True, max_jobs=1)
+    project = new_project(client, 30)
+    url = f"{API}/datasets/generate"
+    first = client.simulate_post(url, json={"project_id": project, "datasets_per_chunk": 1}).json["job_id"]
+    second = client.simulate_post(url, json={"project_id": project, "dataset_name": "other"}).json["job_id"]
+    deadline = time.monotonic() + 30
+    while client.simulate_get(f"{API}/jobs/{first}").json["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    waiting = client.simulate_get(f"{API}/jobs/{second}").json
+    assert waiting["status"] == "pending" and waiting["current_step"] == "Waiting to start"
+    cancelled = client.simulate_post(f"{API}/jobs/{second}/cancel").json
+    assert cancelled["status"] == "cancelled"
+    assert client.simulate_get(f"{API}/jobs/{first}").json["status"] == "running"  # untouched
+    assert client.simulate_post(f"{API}/jobs/{first}/cancel").json["status"] == "cancelled"
+    assert len(events_of(data, JobCancelled)) == 2
+    assert {e.job_id for e in events_of(data, JobStarted)} == {first}  # the waiting one never started
+
+
 def test_jobs_list_filter_and_cancel_of_a_waiting_job(client: testing.TestClient, data: Path) -> None:
     project = new_project(client)
     job_id = client.simulate_post(f"{API}/datasets/generate", json={"project_id": project,
