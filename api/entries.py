@@ -3,7 +3,8 @@
 A dataset's entries at one log seq are an :class:`EntryIndex`; its sort orders and the results of
 recent queries (filters + sort) are computed once and kept, so paging through a 100,000-entry dataset,
 or many clients asking the same page, costs a slice and the encoding of one page. Any new event in the
-log moves the seq, and the next request builds a fresh index.
+log moves the seq; the next request then checks the dataset's :func:`signature` and builds a fresh index
+only when the dataset itself changed.
 
 Sorting is stable: entries that compare equal are ordered by id. ``quality`` sorts high to low and
 ``category`` / ``difficulty`` (beginner < intermediate < advanced < expert) / ``position`` (the
@@ -65,6 +66,7 @@ class EntryIndex:
         self.seq = rm.seq
         self.entries: list[EntryView] = rm.datasets.entries(dataset_id)
         self.splits: dict[str, str] = dict(rm.evaluations.splits(dataset_id))
+        self.signature = signature(rm, dataset_id, self.entries)
         self.summary = quality_summary(rm.datasets.quality_summary(dataset_id))
         self.flagged = sum(1 for e in self.entries if e.flagged)
         self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
@@ -163,6 +165,15 @@ class EntryIndex:
         return keep
 
 
+def signature(rm: ReadModel, dataset_id: str, entries: list[EntryView] | None = None) -> tuple[int, int, int]:
+    """Changes whenever the dataset's entries or splits do: every event that touches an entry adds its seq to
+    the entry's history. O(entries), far cheaper than an index; lets an index outlive appends to other datasets."""
+    if entries is None:
+        entries = rm.datasets.entries(dataset_id)
+    split = rm.evaluations.split_view(dataset_id)
+    return len(entries), sum(len(e.history) for e in entries), split.seq if split is not None else 0
+
+
 class EntryCache:
     """The latest :class:`EntryIndex` of each (dataset, live or as_of) the API was asked about."""
 
@@ -178,6 +189,9 @@ class EntryCache:
             if found is not None and found.seq == rm.seq:
                 self._indexes.move_to_end(key)
                 return found
+        if found is not None and found.signature == signature(rm, dataset_id):
+            found.seq = rm.seq  # the log moved on, this dataset did not (a job on another one, say)
+            return found
         index = EntryIndex(rm, dataset_id)
         with self._lock:
             self._indexes[key] = index

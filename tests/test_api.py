@@ -610,6 +610,22 @@ def test_entries_filters(seeded: testing.TestClient) -> None:
     assert_error(seeded.simulate_get(f"{API}/datasets/nope/entries"), 404, "nope")
 
 
+def test_an_entries_index_outlives_appends_to_other_datasets(seeded: testing.TestClient, data: Path) -> None:
+    ctx = seeded.app.ctx  # type: ignore[attr-defined]
+    seeded.simulate_get(f"{API}/datasets/{DS}/entries")
+    with ctx.rm.lock:
+        first = ctx.entries.index(ctx.rm, DS)
+    questions_dataset(data)  # another dataset moves the log on
+    page = seeded.simulate_get(f"{API}/datasets/{DS}/entries").json
+    with ctx.rm.lock:
+        assert ctx.entries.index(ctx.rm, DS) is first and page["seq"] == ctx.rm.seq
+    seeded.simulate_put(f"{API}/datasets/{DS}/entries/entry_0007", json={"category": "Zoology"})
+    found = seeded.simulate_get(f"{API}/datasets/{DS}/entries", params={"category": "zoology"}).json
+    assert [e["id"] for e in found["entries"]] == ["entry_0007"]
+    with ctx.rm.lock:
+        assert ctx.entries.index(ctx.rm, DS) is not first
+
+
 def test_dataset_inlines_a_bounded_number_of_entries(data: Path, make_client: Callable[..., Any]) -> None:
     seed(data, seeded_events(150))
     client = make_client()
