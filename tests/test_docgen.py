@@ -873,6 +873,21 @@ def test_cli_generate_answer_mode_with_questions_file_and_questions(env: Env) ->
         "Who built the lighthouse?", "Is entry to the museum free?"]
     listed = dset(env.data, "datasets", "list")
     assert dataset_id in listed.stdout and other in listed.stdout
+    # a prompt stored with `dset prompts add`, used by name; --evaluation-sets (generate-evaluation)
+    template = "Write {n} exam questions with model answers for {audience}.\n\n{chunk}"
+    assert dset(env.data, "prompts", "add", "exam", str(env.write("exam.txt", template)), "--project", "demo",
+                "--mode", "default").returncode == 0
+    proc = dset(env.data, "datasets", "generate", "--project", "demo", "--simulate", "--prompt-name", "exam",
+                "--datasets-per-chunk", "3", "--evaluation-sets", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    exam = proc.stdout.split("dataset ", 1)[1].split()[0]
+    rm = ReadModel.open(env.data)
+    assert {(e.prompt_name, e.prompt_hash) for e in rm.datasets.entries(exam)} == {
+        ("exam", prompts.prompt_hash(template))}
+    view = rm.evaluations.split_view(exam)
+    kept = [e for e in rm.datasets.entries(exam) if not e.below_threshold]  # default quality_threshold 0.7
+    assert view is not None and sorted(view.splits) == sorted(e.id for e in kept) and view.difficulty_buckets
+    assert "splits:" in proc.stdout
 
 
 def test_cli_export_as_of_gives_the_dataset_as_it_was(env: Env) -> None:
