@@ -40,6 +40,9 @@ if TYPE_CHECKING:  # dsetlog.llm imports the openai SDK: only runs that make cal
     from dsetlog.llm import RetryPolicy
 
 EXPORT_FORMATS = ("jsonl", "parquet", "csv", "alpaca", "sharegpt", "openai-chat")
+# Exports of several formats share a folder: the fine-tuning formats carry their name before .jsonl.
+EXPORT_SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "alpaca": ".alpaca.jsonl",
+                 "sharegpt": ".sharegpt.jsonl", "openai-chat": ".openai-chat.jsonl"}
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
 
 
@@ -311,14 +314,18 @@ class DocumentRun:
         # and what the prompt is made of besides the request: the template's text (a stored prompt gets new
         # versions under the same name), the saved parameters and the taxonomy's categories
         content += [self.template_hash, msgspec.json.encode(self.params).decode(), "\x1e".join(self.categories)]
+        # and the chunks themselves: re-chunked documents are new material, not slots of the old run to finish
+        content.append(_hash(*(c.id for c in self.chunks)))
+        self.content_key = _hash(*content)
         if not req.enable_versioning:
-            return "dataset_" + _hash(*content), None
+            return "dataset_" + self.content_key, None
         versions = [d for d in self.rm.datasets.datasets(name=req.dataset_name, kind="documents")
                     if d.version and d.project_id == self.project.id]
         if versions:
             latest = max(versions, key=lambda d: _semver(d.version))
-            if latest.pending or latest.failed or not latest.items:
-                return latest.id, latest.version  # an unfinished version: continue it rather than start anew
+            unfinished = latest.pending or latest.failed or not latest.items
+            if unfinished and latest.params.get("content_key") == self.content_key:
+                return latest.id, latest.version  # an interrupted version: continue it rather than start anew
             major, minor, _ = _semver(latest.version)
             version = f"{major}.{minor + 1}.0"
         else:
@@ -357,6 +364,7 @@ class DocumentRun:
         if datasets.dataset(self.dataset_id) is None:
             params = {k: v for k, v in msgspec.to_builtins(self.req).items()}
             params["prompt_hash"] = self.template_hash
+            params["content_key"] = self.content_key
             new.append(DatasetCreated(dataset_id=self.dataset_id, name=self.name, kind="documents",
                                       source=self.project.name, project_id=self.project.id, version=self.version,
                                       format_type=self.format_type, params=params))
@@ -788,7 +796,7 @@ def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir
         raise DocGenError(f"format_type {format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
     base = data_dir.resolve() / check_output_dir(output_dir) / dataset_id
     fmt = FORMATS[format_type]
-    suffix = Path(fmt.filename).suffix
+    suffix = EXPORT_SUFFIX[format_type]
     assignment = rm.evaluations.splits(dataset_id)
     groups: dict[str, Iterable[EntryView]]
     if assignment:

@@ -730,7 +730,7 @@ def test_format_type_writes_that_format(env: Env, format_type: str) -> None:
         assert rows[0] == ["timestamp", "question", "thoughts", "final_answer"]
         assert [r[1] for r in rows[1:]] == questions and [r[3] for r in rows[1:]] == answers
     else:
-        assert path.suffix == ".jsonl"
+        assert path.name == f"dataset.{format_type}.jsonl"  # several formats can share one folder
         docs = read_jsonl(path)
         if format_type == "alpaca":
             assert docs[0] == {"instruction": questions[0], "input": "", "output": answers[0]}
