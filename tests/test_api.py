@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -645,11 +647,14 @@ def test_edit_is_an_event_in_the_history(seeded: testing.TestClient, data: Path)
     assert entry["answer"] == body["answer"] and entry["revision"] == 2 and entry["category"] == "Endocrinology"
     assert entry["feedback"]["comments"] == ["Improved terminology"]
     assert seeded.simulate_get(url).json["question"] == body["question"]
-    history = logtools.history(data / LOG_NAME, "entry_0003")  # what `dset log history entry_0003` prints
-    assert [h.type for h in history] == ["EntryGenerated", "EntryScored", "EntryEdited"]
-    assert history[-1].fields["answer"] == body["answer"]
+    cli = subprocess.run([sys.executable, "-m", "dsetlog", "log", "history", "entry_0003", "--data", str(data),
+                          "--json"], capture_output=True, text=True, timeout=60, check=True)
+    history = json.loads(cli.stdout)  # `dset log history entry_0003`
+    assert [h["type"] for h in history] == ["EntryGenerated", "EntryScored", "EntryEdited"]
+    assert history[-1]["fields"]["answer"] == body["answer"]
+    assert [h.seq for h in logtools.history(data / LOG_NAME, "entry_0003")] == [h["seq"] for h in history]
     api_history = seeded.simulate_get(f"{API}/entries/{DS}/entry_0003/history").json
-    assert [(e["seq"], e["type"]) for e in api_history["events"]] == [(h.seq, h.type) for h in history]
+    assert [(e["seq"], e["type"]) for e in api_history["events"]] == [(h["seq"], h["type"]) for h in history]
     assert api_history["events"][0]["fields"]["answer"] == "Fact 3 is about pears."  # the old revision stays
     assert api_history["revision"] == 2
     assert_error(seeded.simulate_put(f"{API}/datasets/{DS}/entries/entry_9999", json=body), 404, "entry_9999")
