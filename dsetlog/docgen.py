@@ -461,7 +461,7 @@ class DocumentRun:
             return [ChunkTitled(project_id=self.project.id, chunk_id=unit.item_id, title=title, model=c.model)]
 
         units = [WorkItem(self.dataset_id, c.id, [{"role": "user", "content": TITLE_PROMPT.format(text=c.text[:6000])}],
-                          max_tokens=32) for c in untitled]
+                          max_tokens=32, record_attempts=False) for c in untitled]
         engine = self._engine(provider, make_events, len(units))
         result = await self._run_engine(engine, units, lambda done, total: f"Titling chunk {done} of {total}")
         self.rm.catch_up()
@@ -670,7 +670,7 @@ class DocumentRun:
                                   quality.judge_prompt(entry.question, entry.answer, chunk.text if chunk else ""),
                                   response_format=quality.JUDGE_RESPONSE_FORMAT if judge.json_schema
                                   else {"type": "json_object"},
-                                  context=(entry, comps, dup)))
+                                  context=(entry, comps, dup), record_attempts=False))
 
         def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
             entry, comps, dup = unit.context
@@ -728,7 +728,7 @@ class DocumentRun:
             chunk = self.rm.projects.chunk(e.source_chunk)
             messages = [{"role": "system", "content": BENCHMARK_SYSTEM},
                         {"role": "user", "content": f"Text:\n{chunk.text if chunk else ''}\n\nQuestion: {e.question}"}]
-            units.append(WorkItem(self.dataset_id, e.item_id, messages, context=e))
+            units.append(WorkItem(self.dataset_id, e.item_id, messages, context=e, record_attempts=False))
         scores: list[dict[str, float]] = []
         # negative_rejection asks every test question too: the model must decline the unanswerable ones and
         # only those (refusing everything must not score 1.0)

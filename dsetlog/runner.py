@@ -33,6 +33,9 @@ class WorkItem:
     max_tokens: int | None = None
     context: Any = None  # whatever ``make_events`` needs (the question, the chunk, ...)
     members: tuple[str, ...] = ()  # the items one call serves (several slots of a chunk); default: item_id
+    # Attempt and bookmark events are written for the dataset's own work items only; a helper call
+    # (a chunk's topic, a judge's grade, a benchmark answer) is not an item of the dataset.
+    record_attempts: bool = True
 
     @property
     def item_ids(self) -> tuple[str, ...]:
@@ -167,11 +170,15 @@ class Engine:
         def on_attempt(attempt: int) -> None:
             nonlocal last_attempt
             last_attempt = attempt
+            if not item.record_attempts:
+                return
             for item_id in item.item_ids:
                 writer.put(AttemptStarted(dataset_id=item.dataset_id, item_id=item_id, attempt=attempt,
                                           run_id=self.run_id))
 
         def on_failure(attempt: int, failure: CallFailure, delay: float | None) -> None:
+            if not item.record_attempts:
+                return
             for item_id in item.item_ids:
                 writer.put(AttemptFailed(dataset_id=item.dataset_id, item_id=item_id, attempt=attempt,
                                          reason=str(failure), status_code=failure.status_code,
@@ -195,7 +202,7 @@ class Engine:
                 state["stop"] = "fatal"
                 result.fatal = result.fatal or failure
                 return
-            for item_id in item.item_ids:
+            for item_id in item.item_ids if item.record_attempts else ():
                 writer.put(ItemBookmarked(dataset_id=item.dataset_id, item_id=item_id, reason=str(failure),
                                           attempts=last_attempt, run_id=self.run_id))
             result.failed += 1
