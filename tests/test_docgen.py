@@ -488,7 +488,9 @@ def test_chunking_model_titles_chunks_without_headings_once(env: Env) -> None:
     env.ingest(env.write("notes.txt", plain_text(5)), strategy="paragraphs")
     chunks = env.rm.projects.chunks(env.rm.projects.project_by_name("demo").id)
     assert chunks and all(not c.heading for c in chunks)
-    env.run(datasets_per_chunk=2, chunking_model="simulated:topic-model")
+    first = env.run(datasets_per_chunk=2, chunking_model="simulated:topic-model")
+    view = env.rm.datasets.dataset(first.dataset_id)
+    assert (view.items, view.done, view.pending) == (2 * len(chunks), 2 * len(chunks), 0)  # titles are not items
     titles = env.requests("title")
     assert len(titles) == len(chunks) and {b["model"] for b in titles} == {"topic-model"}
     titled = env.events(ChunkTitled)
