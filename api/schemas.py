@@ -338,22 +338,12 @@ class ParametersSavedResponse(Struct):
     project_id: str
 
 
-class Parameters(Struct):
+class Parameters(ProjectParameters, kw_only=True, frozen=True):
+    """A saved parameter set: the fields of ProjectParameters, declared once there, plus where it belongs."""
+
     id: str
     project_id: str
-    purpose: str
-    audience: str
-    dataset_format: str
-    complexity_level: str
-    domain: str
     created_at: str
-    extraction_rules: str = "default"
-    question_style: str = "factual"
-    answer_style: str = "comprehensive"
-    negativity_ratio: float = 0.1
-    data_augmentation: str = "none"
-    custom_audience: str | None = None
-    custom_purpose: str | None = None
 
 
 class ParametersResponse(Struct):
