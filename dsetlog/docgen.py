@@ -465,11 +465,7 @@ class DocumentRun:
         engine = self._engine(provider, make_events, len(units))
         result = await self._run_engine(engine, units, lambda done, total: f"Titling chunk {done} of {total}")
         self.rm.catch_up()
-        if result.fatal is not None:
-            return "fatal", result.fatal.message
-        if result.outcome in ("interrupted", "budget"):
-            return result.outcome, ""
-        return None
+        return _stopped(result)
 
     def _title(self, chunk_id: str) -> str | None:
         view = self.rm.projects.chunk(chunk_id)
@@ -683,11 +679,7 @@ class DocumentRun:
         engine = self._engine(judge, make_events, len(units))
         result = await self._run_engine(engine, units, lambda done, total: f"Judging entry {done} of {total}")
         self.rm.catch_up()
-        if result.fatal is not None:
-            return "fatal", result.fatal.message
-        if result.outcome in ("interrupted", "budget"):
-            return result.outcome, ""
-        return None
+        return _stopped(result)
 
     def _split(self) -> None:
         self.rm.catch_up()
@@ -755,6 +747,15 @@ class DocumentRun:
                                            suite=self.req.benchmark_suite, model=provider.model, results=results))
         self.rm.catch_up()
         return {"suite": self.req.benchmark_suite, "model": provider.model, **results}
+
+
+def _stopped(result: Any) -> tuple[str, str] | None:
+    """(outcome, message) when a helper stage's engine run means the whole run must stop, else None."""
+    if result.fatal is not None:
+        return "fatal", result.fatal.message
+    if result.outcome in ("interrupted", "budget"):
+        return result.outcome, ""
+    return None
 
 
 def _semver(version: str | None) -> tuple[int, int, int]:
