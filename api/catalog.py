@@ -61,6 +61,15 @@ def project_or_404(rm: ReadModel, project: str) -> ProjectView:
     return view
 
 
+def document_or_404(rm: ReadModel, project: str, document_id: str) -> tuple[ProjectView, DocumentView]:
+    """The project (by id or by name) and its document document_id (under rm.lock)."""
+    view = project_or_404(rm, project)
+    doc = rm.projects.document(document_id)
+    if doc is None or doc.project_id != view.id:
+        raise not_found(f"project {view.name!r} has no document {document_id!r}")
+    return view, doc
+
+
 def project_out(v: ProjectView, created: bool | None = None) -> Project:
     return Project(id=v.id, name=v.name, description=v.description, created_at=v.created_at, documents=v.documents,
                    chunks=v.chunks, created=created)
@@ -212,10 +221,7 @@ class DocumentsResource:
         options: ChunkingOptions = req.context.body
         rm = self.ctx.model()
         with rm.lock:
-            project = project_or_404(rm, project_id)
-            doc = rm.projects.document(document_id)
-            if doc is None or doc.project_id != project.id:
-                raise not_found(f"project {project.name!r} has no document {document_id!r}")
+            project, doc = document_or_404(rm, project_id, document_id)
             filename = doc.filename
         kept = self._kept(document_id, filename)
         if not kept.exists():
@@ -233,10 +239,7 @@ class DocumentsResource:
         q: PageQuery = req.context.query
         rm = self.ctx.model()
         with rm.lock:
-            project = project_or_404(rm, project_id)
-            doc = rm.projects.document(document_id)
-            if doc is None or doc.project_id != project.id:
-                raise not_found(f"project {project.name!r} has no document {document_id!r}")
+            document_or_404(rm, project_id, document_id)
             chunks = rm.projects.document_chunks(document_id)
             start = (q.page - 1) * q.per_page
             out = [chunk_out(c) for c in chunks[start : start + q.per_page]]
