@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 import pyarrow.parquet as pq
 import pytest
-from fpdf import FPDF
+from helpers import make_pdf
 
 from dsetlog import prompts
 from dsetlog.datasets_cmd import run_generation_job
@@ -106,16 +106,6 @@ def plain_text(paragraphs: int) -> str:
 def html_doc() -> str:
     return ("<!doctype html><html><head><title>Port</title><script>var x = 1;</script></head><body>"
             + "".join(f"<h2>{t}</h2><p>{b}</p>" for t, b in TOPICS[:3]) + "</body></html>")
-
-
-def make_pdf(path: Path, pages: list[str]) -> Path:
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    pdf.output(str(path))
-    return path
 
 
 # --- harness --------------------------------------------------------------------------------------

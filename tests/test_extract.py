@@ -6,8 +6,7 @@ from pathlib import Path
 
 import docx
 import pytest
-from fpdf import FPDF
-from fpdf.enums import EncryptionMethod
+from helpers import make_image_pdf, make_pdf
 
 from dsetlog.extract import ExtractError, content_hash, extract_bytes, extract_text
 
@@ -15,20 +14,8 @@ PAGE_ONE = "The first page explains photosynthesis in green plants."
 PAGE_TWO = "The second page describes cellular respiration in mitochondria."
 
 
-def _pdf(path: Path, pages: list[str], **encryption: object) -> Path:
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    if encryption:
-        pdf.set_encryption(encryption_method=EncryptionMethod.RC4, **encryption)
-    pdf.output(str(path))
-    return path
-
-
 def test_pdf_pages_are_joined_with_blank_lines(tmp_path: Path) -> None:
-    got = extract_text(_pdf(tmp_path / "doc.pdf", [PAGE_ONE, PAGE_TWO]))
+    got = extract_text(make_pdf(tmp_path / "doc.pdf", [PAGE_ONE, PAGE_TWO]))
     assert got.text == f"{PAGE_ONE}\n\n{PAGE_TWO}"
     assert got.pages == 2
     assert got.media_type == "application/pdf"
@@ -36,22 +23,19 @@ def test_pdf_pages_are_joined_with_blank_lines(tmp_path: Path) -> None:
 
 
 def test_image_only_pdf_is_refused_with_the_reason(tmp_path: Path) -> None:
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.rect(10, 10, 80, 60, style="F")
-    pdf.output(str(tmp_path / "scan.pdf"))
+    make_image_pdf(tmp_path / "scan.pdf")
     with pytest.raises(ExtractError, match="no text layer"):
         extract_text(tmp_path / "scan.pdf")
 
 
 def test_password_protected_pdf_is_refused(tmp_path: Path) -> None:
-    path = _pdf(tmp_path / "locked.pdf", [PAGE_ONE], owner_password="o", user_password="u")
+    path = make_pdf(tmp_path / "locked.pdf", [PAGE_ONE], owner_password="o", user_password="u")
     with pytest.raises(ExtractError, match="encrypted"):
         extract_text(path)
 
 
 def test_pdf_encrypted_without_a_user_password_opens(tmp_path: Path) -> None:
-    path = _pdf(tmp_path / "owner.pdf", [PAGE_ONE], owner_password="o")
+    path = make_pdf(tmp_path / "owner.pdf", [PAGE_ONE], owner_password="o")
     assert extract_text(path).text == PAGE_ONE
 
 
@@ -152,7 +136,7 @@ def test_empty_document_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_extract_bytes_matches_extract_text(tmp_path: Path) -> None:
-    path = _pdf(tmp_path / "doc.pdf", [PAGE_ONE, PAGE_TWO])
+    path = make_pdf(tmp_path / "doc.pdf", [PAGE_ONE, PAGE_TWO])
     assert extract_bytes(path.read_bytes(), "upload.PDF") == extract_text(path)
 
 

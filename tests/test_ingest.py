@@ -18,8 +18,7 @@ from pathlib import Path
 import docx
 import msgspec
 import pytest
-from fpdf import FPDF
-from fpdf.enums import EncryptionMethod
+from helpers import make_image_pdf, make_pdf
 
 from dsetlog.chunking import chunk_text
 from dsetlog.events import Category, ChunkCreated, DocumentChunked, DocumentIngested, ParametersSaved
@@ -110,18 +109,6 @@ def env(tmp_path: Path) -> Iterator[Env]:
     e = Env(tmp_path / "data")
     yield e
     e.log.close()
-
-
-def make_pdf(path: Path, pages: list[str], **encryption: object) -> Path:
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=12)
-    for text in pages:
-        pdf.add_page()
-        pdf.multi_cell(0, 8, text)
-    if encryption:
-        pdf.set_encryption(encryption_method=EncryptionMethod.RC4, **encryption)
-    pdf.output(str(path))
-    return path
 
 
 def make_docx(path: Path) -> Path:
@@ -404,7 +391,7 @@ def test_two_writers_ingesting_the_same_file_at_once_make_one_document(tmp_path:
         ("empty.txt", lambda p: p.write_bytes(b""), "empty"),
         ("blank.md", lambda p: p.write_text("  \n\n\t\n"), "no text"),
         ("locked.pdf", lambda p: make_pdf(p, PDF_SENTENCES, owner_password="o", user_password="u"), "encrypted"),
-        ("scan.pdf", lambda p: _image_pdf(p), "no text layer"),
+        ("scan.pdf", make_image_pdf, "no text layer"),
         ("broken.pdf", lambda p: p.write_bytes(b"%PDF-1.4 this is not really a pdf"), "not a readable PDF"),
         ("broken.docx", lambda p: p.write_bytes(b"PK not a zip"), "not a readable .docx"),
     ],
@@ -420,13 +407,6 @@ def test_unreadable_input_is_a_clear_error_and_appends_nothing(
         ingest_file(env.log, env.rm, project_id=pid, path=path)
     assert name in str(info.value)
     assert env.log.last_seq == seq
-
-
-def _image_pdf(path: Path) -> None:
-    pdf = FPDF()
-    pdf.add_page()
-    pdf.rect(10, 10, 80, 60, style="F")
-    pdf.output(str(path))
 
 
 def test_files_over_the_limit_are_refused(env: Env, tmp_path: Path) -> None:
