@@ -7,6 +7,10 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.enums import EncryptionMethod
 
+from dsetlog.events import Event
+from dsetlog.log import EventLog
+from projections.readmodel import ReadModel
+
 
 def make_pdf(path: Path, pages: list[str], **encryption: object) -> Path:
     """A PDF with one page of text per item of pages; encryption: fpdf2's set_encryption arguments (RC4)."""
@@ -28,3 +32,22 @@ def make_image_pdf(path: Path) -> Path:
     pdf.rect(10, 10, 80, 60, style="F")
     pdf.output(str(path))
     return path
+
+
+def append(data: Path, *events: Event) -> range:
+    """Append events to the log in data as one batch; their seqs."""
+    with EventLog.in_dir(data) as log:
+        return log.append_many(events)
+
+
+def catch_up_in_pieces(data: Path, events: list[Event], cuts: list[int], snap_at: int) -> ReadModel:
+    """A read model of data caught up after each piece of events is appended, the pieces ending at the
+    cuts (those within events) and at snap_at (at most len(events)), where a snapshot is saved."""
+    live = ReadModel.open(data)
+    bounds = sorted({0, snap_at, len(events), *(c for c in cuts if c < len(events))})
+    for lo, hi in zip(bounds, bounds[1:], strict=False):
+        append(data, *events[lo:hi])
+        live.catch_up()
+        if hi == snap_at:
+            live.save_snapshot()
+    return live

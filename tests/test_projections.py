@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers import append, catch_up_in_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,7 @@ from dsetlog.events import (
     SlotQueued,
     Usage,
 )
-from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_records
+from dsetlog.log import LOG_NAME, CorruptLogError, read_records
 from projections import (
     DONE,
     FAILED,
@@ -57,11 +58,6 @@ DS = "ds-1"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def append(data: Path, *events: Event) -> range:
-    with EventLog.in_dir(data) as log:
-        return log.append_many(events)
 
 
 def state(rm: ReadModel) -> dict[str, bytes]:
@@ -213,14 +209,8 @@ def test_property_rebuild_incremental_snapshot_agree(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        live = ReadModel.open(data)
         snap_at = min(snap_at, len(events))
-        bounds = sorted({0, snap_at, len(events), *(c for c in cuts if c < len(events))})
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
-            append(data, *events[lo:hi])
-            live.catch_up()
-            if hi == snap_at:
-                live.save_snapshot()
+        live = catch_up_in_pieces(data, events, cuts, snap_at)
         scratch = ReadModel.open(data, use_snapshot=False)
         assert_same(scratch, live)
         from_snapshot = ReadModel.open(data)

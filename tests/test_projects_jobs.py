@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from helpers import append, catch_up_in_pieces
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +34,6 @@ from dsetlog.events import (
     PromptSaved,
     TaxonomyCreated,
 )
-from dsetlog.log import EventLog
 from projections import (
     JOB_CANCELLED,
     JOB_COMPLETED,
@@ -51,11 +51,6 @@ P1, P2 = "p-1", "p-2"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-
-
-def append(data: Path, *events: Event) -> range:
-    with EventLog.in_dir(data) as log:
-        return log.append_many(events)
 
 
 def open_rm(data: Path) -> ReadModel:
@@ -715,14 +710,8 @@ def test_property_rebuild_incremental_snapshot_agree(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
-        live = ReadModel.open(data)
         snap_at = min(snap_at, len(events))
-        bounds = sorted({0, snap_at, len(events), *(c for c in cuts if c < len(events))})
-        for lo, hi in zip(bounds, bounds[1:], strict=False):
-            append(data, *events[lo:hi])
-            live.catch_up()
-            if hi == snap_at:
-                live.save_snapshot()
+        live = catch_up_in_pieces(data, events, cuts, snap_at)
         scratch = open_rm(data)
         assert_same(scratch, live)
         from_snapshot = ReadModel.open(data)
