@@ -73,7 +73,7 @@ def _register_ingest(sub: Sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help=f"files or directories (walked for {', '.join(SUPPORTED_EXTENSIONS)})")
-    p.add_argument("--project", required=True, metavar="NAME", help="project name (or id)")
+    _project_option(p, required=True)
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=STRATEGIES,
                    help=f"chunking strategy (default {DEFAULT_STRATEGY})")
     p.add_argument("--chunk-size", type=int, metavar="N",
@@ -118,13 +118,13 @@ def _register_taxonomy(sub: Sub) -> None:
                     "or plain text: one category per line, 'Name' or 'Name: description', children indented "
                     "under their parent, '#' comments. A taxonomy with the same name replaces the old one.")
     a.add_argument("file", metavar="FILE")
-    a.add_argument("--project", required=True, metavar="NAME", help="project name (or id)")
+    _project_option(a, required=True)
     a.add_argument("--name", metavar="TAX", help="taxonomy name (default: the JSON's name, else the file's stem)")
     a.add_argument("--description", help="description (default: the JSON's)")
     add_data_option(a)
     a.set_defaults(func=run_taxonomy_add)
     a = actions.add_parser("list", help="the current taxonomies with their categories")
-    a.add_argument("--project", metavar="NAME", help="only this project's")
+    _project_option(a, "only this project's")
     _common(a)
     a.set_defaults(func=run_taxonomy_list)
 
@@ -135,12 +135,12 @@ def _register_prompts(sub: Sub) -> None:
     a = actions.add_parser("add", help="save a prompt template from a file; a new version when its text changed")
     a.add_argument("name", metavar="NAME")
     a.add_argument("file", metavar="FILE", help="the template ('-' for stdin); variables like {chunk}, {n}, {purpose}")
-    a.add_argument("--project", metavar="NAME", help="belongs to this project (default: global)")
+    _project_option(a, "belongs to this project (default: global)")
     a.add_argument("--mode", default="", help=f"the generation mode it is written for: {', '.join(MODES)}")
     add_data_option(a)
     a.set_defaults(func=run_prompts_add)
     a = actions.add_parser("list", help="the current version of each prompt")
-    a.add_argument("--project", metavar="NAME", help="the prompts usable in this project")
+    _project_option(a, "the prompts usable in this project")
     a.add_argument("--versions", action="store_true", help="every version, not only the current ones")
     _common(a)
     a.set_defaults(func=run_prompts_list)
@@ -161,7 +161,7 @@ def _register_parameters(sub: Sub) -> None:
         "set", help="save the project's parameters (fields not given keep their saved values)",
         description="Save a project's generation parameters. purpose, audience and dataset-format are required "
                     "the first time; later, options not given keep the values saved last.")
-    a.add_argument("--project", required=True, metavar="NAME", help="project name (or id)")
+    _project_option(a, required=True)
     for field in msgspec.structs.fields(ProjectParameters):
         kwargs: dict[str, Any] = {"dest": f"param_{field.name}", "metavar": "VALUE"}
         if field.name in _PARAM_CHOICES:
@@ -175,10 +175,14 @@ def _register_parameters(sub: Sub) -> None:
     add_data_option(a)
     a.set_defaults(func=run_parameters_set)
     a = actions.add_parser("show", help="the project's latest parameters")
-    a.add_argument("--project", required=True, metavar="NAME", help="project name (or id)")
+    _project_option(a, required=True)
     a.add_argument("--history", action="store_true", help="every save, oldest first")
     _common(a)
     a.set_defaults(func=run_parameters_show)
+
+
+def _project_option(p: argparse.ArgumentParser, help: str = "project name (or id)", *, required: bool = False) -> None:
+    p.add_argument("--project", required=required, metavar="NAME", help=help)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
