@@ -285,31 +285,24 @@ class Datasets(Projection):
 
     @handles(QuestionQueued)
     def _question_queued(self, shard: _Shard, rec: Recorded, ev: QuestionQueued) -> None:
-        item = shard.items.get(ev.item_id)
-        if item is None:
-            shard.items[ev.item_id] = ItemView(
-                ev.item_id, shard.view.id, ev.question, ev.row, PENDING, 0, None, None, ev.source
-            )
-            v = shard.view
-            v.items += 1
-            v.pending += 1
-        elif not item.queued:
-            item.question, item.row, item.source, item.queued = ev.question, ev.row, ev.source, True
-        # else: re-queued on resume; idempotent
+        self._queue(shard, ev.item_id, ev.question, ev.row, ev.source)
 
     @handles(SlotQueued)
     def _slot_queued(self, shard: _Shard, rec: Recorded, ev: SlotQueued) -> None:
         # a chunk slot is a work item like a CSV question: its row is the slot, its source the chunk
-        item = shard.items.get(ev.item_id)
+        self._queue(shard, ev.item_id, ev.question, ev.slot, ev.chunk_id)
+
+    @staticmethod
+    def _queue(shard: _Shard, item_id: str, question: str, row: int, source: str) -> None:
+        item = shard.items.get(item_id)
         if item is None:
-            shard.items[ev.item_id] = ItemView(
-                ev.item_id, shard.view.id, ev.question, ev.slot, PENDING, 0, None, None, ev.chunk_id
-            )
+            shard.items[item_id] = ItemView(item_id, shard.view.id, question, row, PENDING, 0, None, None, source)
             v = shard.view
             v.items += 1
             v.pending += 1
         elif not item.queued:
-            item.question, item.row, item.source, item.queued = ev.question, ev.slot, ev.chunk_id, True
+            item.question, item.row, item.source, item.queued = question, row, source, True
+        # else: re-queued on resume; idempotent
 
     @handles(AttemptStarted)
     def _attempt_started(self, shard: _Shard, rec: Recorded, ev: AttemptStarted) -> None:
