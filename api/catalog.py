@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,19 @@ from projections.readmodel import ReadModel
 API = "/api/v1"
 
 
+@contextmanager
+def ingest_errors() -> Iterator[None]:
+    """The core's ingest errors as HTTP errors: unknown project 404, too large 413, other bad input 422."""
+    try:
+        yield
+    except ingest.NotFoundError as exc:
+        raise not_found(str(exc)) from None
+    except ingest.TooLargeError as exc:
+        raise too_large(str(exc)) from None
+    except ingest.IngestError as exc:
+        raise unprocessable(str(exc)) from None
+
+
 def project_or_404(rm: ReadModel, project: str) -> ProjectView:
     """By id or by name (under rm.lock)."""
     view = rm.projects.project(project) or rm.projects.project_by_name(project)
@@ -89,10 +104,8 @@ class ProjectsResource:
                body=ProjectCreate, response=Project, status=201, also={200: Project}, tags=("projects",))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: ProjectCreate = req.context.body
-        try:
+        with ingest_errors():
             res = ingest.create_project(self.ctx.log, self.ctx.rm, name=body.name, description=body.description)
-        except ingest.IngestError as exc:
-            raise unprocessable(str(exc)) from None
         resp.media = Project(id=res.id, name=res.name, description=res.description, created_at=res.created_at,
                              documents=res.documents, chunks=res.chunks, created=res.created)
         _status(resp, res.created)
@@ -154,16 +167,10 @@ class DocumentsResource:
         _status(resp, not res.skipped)
 
     def _ingest(self, project_id: str, options: ChunkingOptions, **source: Any) -> ingest.IngestResult:
-        try:
+        with ingest_errors():
             return ingest.ingest_file(self.ctx.log, self.ctx.rm, project_id=project_id, strategy=options.strategy,
                                       chunk_size=options.chunk_size, overlap=options.overlap,
                                       max_bytes=self.ctx.max_body, **source)
-        except ingest.NotFoundError as exc:
-            raise not_found(str(exc)) from None
-        except ingest.TooLargeError as exc:
-            raise too_large(str(exc)) from None
-        except ingest.IngestError as exc:
-            raise unprocessable(str(exc)) from None
 
     @staticmethod
     def _from_json(body: DocumentUpload) -> tuple[bytes, str, ChunkingOptions]:
@@ -297,13 +304,9 @@ class TaxonomyResource:
         rm = self.ctx.model()
         with rm.lock:
             project = project_or_404(rm, str(body.project_id))
-        try:
+        with ingest_errors():
             res = ingest.create_taxonomy(self.ctx.log, self.ctx.rm, project_id=project.id, name=body.name,
                                          categories=body.categories, description=body.description)
-        except ingest.NotFoundError as exc:
-            raise not_found(str(exc)) from None
-        except ingest.IngestError as exc:
-            raise unprocessable(str(exc)) from None
         rm = self.ctx.model()
         with rm.lock:
             view = rm.projects.taxonomy_by_id(res.id)
@@ -334,13 +337,9 @@ class PromptsResource:
             rm = self.ctx.model()
             with rm.lock:
                 project_id = project_or_404(rm, str(body.project_id)).id
-        try:
+        with ingest_errors():
             res = ingest.save_prompt(self.ctx.log, self.ctx.rm, name=body.name, content=body.content,
                                      project_id=project_id, mode=body.mode)
-        except ingest.NotFoundError as exc:
-            raise not_found(str(exc)) from None
-        except ingest.IngestError as exc:
-            raise unprocessable(str(exc)) from None
         rm = self.ctx.model()
         with rm.lock:
             view = rm.projects.prompt(res.id)
@@ -385,12 +384,11 @@ class ParametersResource:
         with rm.lock:
             project = project_or_404(rm, str(body.project_id))
         try:
-            parameter_id = ingest.save_parameters(self.ctx.log, self.ctx.rm, project_id=project.id,
-                                                  params=ProjectParameters(**fields))
-        except ingest.NotFoundError as exc:
-            raise not_found(str(exc)) from None
-        except (ingest.IngestError, ValueError) as exc:
+            params = ProjectParameters(**fields)
+        except ValueError as exc:
             raise unprocessable(str(exc)) from None
+        with ingest_errors():
+            parameter_id = ingest.save_parameters(self.ctx.log, self.ctx.rm, project_id=project.id, params=params)
         resp.media = ParametersSavedResponse(message="Dataset parameters saved successfully",
                                              parameter_id=parameter_id, project_id=project.id)
 
