@@ -17,7 +17,11 @@ readers refuse it with :class:`CorruptLogError`, and ``dset log repair`` fixes i
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -31,8 +35,14 @@ import portalocker
 from dsetlog.events import AnyEvent, Event
 
 LOG_NAME = "events.jsonl"
-_EVENT_KEY = b',"event":'
-_READ_CHUNK = 1 << 22  # 4 MiB: few syscalls, bounded memory while replaying
+_READ_CHUNK = 1 << 23  # 8 MiB: few calls into C, bounded memory while replaying
+# A replay longer than this has its checksums checked by a second process, which takes about 100 ms
+# to start: the reader checks the first _CHECK_HEAD bytes itself meanwhile.
+PARALLEL_CHECK_BYTES = 1 << 26
+_CHECK_HEAD = 1 << 25
+_seq_of = operator.attrgetter("seq")
+_crc_of = operator.attrgetter("crc")
+_event_of = operator.attrgetter("event")
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -59,35 +69,91 @@ class CorruptLogError(LogError):
         )
 
 
+class _Envelope(msgspec.Struct, gc=False):
+    """A line with its event left as the exact bytes the checksum covers."""
+
+    seq: int
+    ts: str
+    crc: int
+    event: msgspec.Raw
+
+
 _decoder = msgspec.json.Decoder(Recorded)
+_envelope_decoder = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
 
 
-def parse_line(line: bytes) -> Recorded | None:
-    """Decode one line (without its newline); None when it is not a whole, valid record."""
-    start = line.find(_EVENT_KEY, 0, 96)
-    if start < 0 or not line.endswith(b"}"):
-        return None
+def parse_line(line: bytes | memoryview) -> Recorded | None:
+    """Decode one line (without its newline); None when it is not a whole, valid record.
+
+    Valid means: one JSON envelope whose ``crc`` is the CRC32 of its event's exact
+    bytes, and whose event is one this version knows.
+    """
     try:
-        rec = _decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        env = _envelope_decoder.decode(line)
+        if zlib.crc32(env.event) != env.crc:
+            return None
+        return _decoder.decode(line)
+    except _DECODE_ERRORS:
         return None
-    if zlib.crc32(line[start + len(_EVENT_KEY) : -1]) != rec.crc:
-        return None
-    return rec
 
 
-def _why_bad(line: bytes) -> str:
-    start = line.find(_EVENT_KEY, 0, 96)
-    if start < 0:
-        return "not an envelope"
+def event_bytes(line: bytes) -> bytes:
+    """The exact bytes of a valid line's event (what its crc covers)."""
+    return bytes(_envelope_decoder.decode(line).event)
+
+
+def why_bad(line: bytes | memoryview) -> str:
+    """Why :func:`parse_line` refuses a line, in words a user can act on."""
+    line = bytes(line)
+    if not line:
+        return "empty line"
+    if not line.strip(b"\0"):
+        return f"{len(line)} NUL bytes"
     try:
-        rec = _decoder.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"undecodable: {exc}"
-    if zlib.crc32(line[start + len(_EVENT_KEY) : -1]) != rec.crc:
-        return "checksum mismatch"
-    return "unknown"
+        obj = msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(obj, dict) or not {"seq", "ts", "crc", "event"} <= obj.keys():
+        return "not an envelope (seq, ts, crc, event)"
+    try:
+        env = _envelope_decoder.decode(line)
+        _decoder.decode(line)
+    except _DECODE_ERRORS as exc:
+        return f"undecodable ({exc}; an event type or field this version does not know?)"
+    crc = zlib.crc32(env.event)
+    if crc != env.crc:
+        return f"checksum mismatch (stored {env.crc}, event bytes give {crc})"
+    return "invalid record"
+
+
+def _first_bad(data: bytes, n: int) -> tuple[int, str]:
+    """Line by line: the index of the first line in ``data[:n]`` that is not a valid record, and why."""
+    lines = data[:n].split(b"\n")[:-1]
+    for i, line in enumerate(lines):
+        if parse_line(line) is None:
+            return i, why_bad(line)
+    return len(lines), ""
+
+
+def count_checked(data: bytes, n: int) -> tuple[int, str]:
+    """Check the checksums of the whole lines in ``data[:n]``: (how many pass before the first that fails, why).
+
+    The reason is "" when all pass. Done in C over the whole buffer (msgspec's line
+    decoder, zlib over the raw event bytes), this is the share of a replay that
+    :func:`read_batches` hands to another core when there is much to read.
+    """
+    try:
+        envs = _envelope_decoder.decode_lines(memoryview(data)[:n])
+    except _DECODE_ERRORS:
+        return _first_bad(data, n)
+    if len(envs) != data.count(b"\n", 0, n):
+        return _first_bad(data, n)  # an empty line, or two records on one
+    ok = list(map(operator.eq, map(zlib.crc32, map(_event_of, envs)), map(_crc_of, envs)))
+    if all(ok):
+        return len(ok), ""
+    return _first_bad(data, n)
 
 
 def utc_now() -> str:
@@ -136,69 +202,168 @@ def find_valid_end(fd: int, size: int) -> tuple[int, int]:
         end = nl
 
 
-def read_batches(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[tuple[list[Recorded], list[int]]]:
-    """:func:`read_records` a chunk at a time: (records, their end offsets), two lists of equal length.
+def line_chunks(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes, int]]:
+    """The whole lines of ``[start, end)`` (which must end a line), a chunk at a time: (offset, data, n).
+
+    ``data[:n]`` is the chunk's lines, newlines included; the bytes after ``n`` are
+    read again as the start of the next chunk (less than a line: cheaper than a copy).
+    """
+    pos = start
+    size = _READ_CHUNK
+    while pos < end:
+        data = os.pread(fd, min(size, end - pos), pos)
+        if not data:
+            raise LogError(f"the log ended at byte {pos} while it was read up to {end}: was it truncated?")
+        n = data.rfind(b"\n") + 1
+        if n == 0:
+            if pos + len(data) >= end:
+                raise LogError(f"the log's byte {end} does not end a line")
+            size *= 2  # a line longer than a chunk
+            continue
+        yield pos, data, n
+        pos += n
+        size = _READ_CHUNK
+
+
+def read_batches(
+    path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None
+) -> Iterator[tuple[list[Recorded], int]]:
+    """Like :func:`read_records`, a chunk at a time: (records, the file offset just after the last of them).
 
     The same checks and the same stops and errors as :func:`read_records`, for
-    callers that fold millions of records (projections): one split per 4 MiB
-    and a tight per-line loop instead of a generator step per record.
+    callers that fold millions of records (projections). Each chunk is decoded by one
+    C call, and when there is much to read the checksums are checked by a second
+    process (:mod:`dsetlog.crc_worker`) on another core; no record is yielded before
+    its checksum has passed. ``until_seq`` stops after that record.
     """
-    decode = _decoder.decode
-    crc32 = zlib.crc32
-    key, klen = _EVENT_KEY, len(_EVENT_KEY)
     with open(path, "rb", buffering=0) as fh:
-        fh.seek(offset)
-        pending = b""
-        pos = offset  # file offset of pending[0]
-        while True:
-            chunk = fh.read(_READ_CHUNK)
-            if not chunk:
-                return
-            lines = (pending + chunk if pending else chunk).split(b"\n")
-            pending = lines.pop()  # after the last newline: incomplete so far
-            recs: list[Recorded] = []
-            ends: list[int] = []
-            end = pos
-            for line in lines:
-                end += len(line) + 1
-                # parse_line, inlined: a call per line is a measurable share of a replay
-                rec = None
-                start = line.find(key, 0, 96)
-                if start >= 0 and line.endswith(b"}"):
-                    try:
-                        rec = decode(line)
-                    except (msgspec.DecodeError, msgspec.ValidationError):
-                        pass
-                    else:
-                        if crc32(line[start + klen : -1]) != rec.crc:
-                            rec = None
-                if rec is None or rec.seq != seq + 1:
-                    if recs:
-                        yield recs, ends
-                    bad_at = end - len(line) - 1
-                    valid_end, _ = find_valid_end(fh.fileno(), os.fstat(fh.fileno()).st_size)
-                    if valid_end <= bad_at:
-                        return  # nothing valid after it: a torn tail the next writer cuts off
-                    reason = _why_bad(line) if rec is None else f"seq {rec.seq} where {seq + 1} was due"
-                    raise CorruptLogError(path, seq + 1, reason)
-                seq = rec.seq
-                recs.append(rec)
-                ends.append(end)
-            if recs:
-                yield recs, ends
-            pos = end
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        if size <= offset:
+            return
+        # Everything up to the last valid record must be valid; after it is a write in flight or a torn tail
+        valid_end, _ = find_valid_end(fd, size)
+        if valid_end <= offset:
+            return
+        # The worker takes the lines after a head that is checked here while it starts up.
+        head_end = valid_end
+        checker = None
+        if valid_end - offset >= PARALLEL_CHECK_BYTES:
+            head_end = _line_end_after(fd, offset + _CHECK_HEAD, valid_end)
+            checker = _Checker.start(path, head_end, valid_end)
+        try:
+            chunks = itertools.chain(line_chunks(fd, offset, head_end), line_chunks(fd, head_end, valid_end))
+            for pos, data, n in chunks:
+                if pos == head_end and checker is not None:
+                    checker.first_seq = seq + 1
+                try:
+                    recs = _decoder.decode_lines(memoryview(data)[:n])
+                except _DECODE_ERRORS:
+                    bad, why = _first_bad(data, n)
+                    raise CorruptLogError(path, seq + 1 + bad, why) from None
+                due = range(seq + 1, seq + 1 + len(recs))
+                seqs = list(map(_seq_of, recs))
+                if seqs != list(due):
+                    bad = next(i for i, (got, want) in enumerate(zip(seqs, due, strict=True)) if got != want)
+                    raise CorruptLogError(path, seq + 1 + bad, f"seq {seqs[bad]} where {due[bad]} was due")
+                # the checksums, and the layout (one record a line), by the worker or here
+                if checker is None or pos < head_end or not checker.checked_to(pos + n):
+                    if checker is not None and pos >= head_end:
+                        checker.stop()  # it died without a verdict (killed, out of memory): go on here
+                        checker = None
+                    good, why = count_checked(data, n)
+                    if why:
+                        raise CorruptLogError(path, seq + 1 + good, why)
+                end = pos + n
+                if until_seq is not None and recs[-1].seq >= until_seq:
+                    keep = until_seq - seq
+                    if keep > 0:
+                        yield recs[:keep], pos + _nth_line_end(data, keep)
+                    return
+                seq = recs[-1].seq
+                yield recs, end
+        finally:
+            if checker is not None:
+                checker.stop()
 
 
-def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[tuple[Recorded, int]]:
-    """Yield (record, end offset) for every whole record after ``offset``.
+def _line_end_after(fd: int, pos: int, end: int) -> int:
+    """The offset just after the first newline at or after ``pos`` (``end`` when there is none before it)."""
+    while pos < end:
+        data = os.pread(fd, min(1 << 16, end - pos), pos)
+        nl = data.find(b"\n")
+        if nl >= 0:
+            return pos + nl + 1
+        pos += len(data)
+    return end
+
+
+def _nth_line_end(data: bytes, k: int) -> int:
+    """The offset in ``data`` just after its k-th newline (k >= 0)."""
+    end = 0
+    for _ in range(k):
+        end = data.index(b"\n", end) + 1
+    return end
+
+
+class _Checker:
+    """A :mod:`dsetlog.crc_worker` process checking checksums ahead of the reader."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes], start: int) -> None:
+        self.path, self.proc = path, proc
+        self.checked = start  # the bytes from the start up to here passed
+        self.first_seq = 0  # the seq of the line at the start: the reader sets it when it gets there
+
+    @classmethod
+    def start(cls, path: Path, start: int, end: int) -> _Checker | None:
+        if len(os.sched_getaffinity(0)) < 2:
+            return None  # one core: checking here costs the same and spares a process
+        # the package's parent on the path, so the worker imports this very dsetlog
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dsetlog.crc_worker", str(path), str(start), str(end)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            )
+        except OSError:
+            return None
+        return cls(path, proc, start)
+
+    def checked_to(self, end: int) -> bool:
+        """Wait until the worker has checked up to ``end``: True; False if it stopped without a verdict.
+
+        Raises :class:`CorruptLogError` for a bad line the worker found.
+        """
+        assert self.proc.stdout is not None
+        while self.checked < end:
+            report = self.proc.stdout.readline()
+            if not report:
+                return False  # it died (killed, out of memory): the reader checks the rest itself
+            if report.startswith(b"bad "):
+                index, why = report[4:].decode().rstrip("\n").split(" ", 1)
+                raise CorruptLogError(self.path, self.first_seq + int(index), why)
+            self.checked = int(report)
+        return True
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[Recorded]:
+    """Yield every whole record after ``offset``.
 
     ``seq`` is the seq of the record ending at ``offset`` (0 at the start); the
     next ones must follow it without a gap. An incomplete or invalid last line is
     a write in flight or a torn tail, so reading stops before it; an invalid line
     with a valid record after it raises :class:`CorruptLogError`.
     """
-    for recs, ends in read_batches(path, offset=offset, seq=seq):
-        yield from zip(recs, ends, strict=True)
+    for recs, _ in read_batches(path, offset=offset, seq=seq):
+        yield from recs
 
 
 class EventLog:
@@ -265,7 +430,7 @@ class EventLog:
 
     def read(self, *, after: int = 0) -> Iterator[Recorded]:
         """Replay every record with seq > ``after``, in order."""
-        for rec, _ in read_records(self.path):
+        for rec in read_records(self.path):
             if rec.seq > after:
                 yield rec
 

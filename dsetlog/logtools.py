@@ -16,7 +16,6 @@ import shlex
 import shutil
 import sys
 import time
-import zlib
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,10 +26,18 @@ import portalocker
 
 from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_dir
 from dsetlog.fsutil import atomic_writer, fsync_dir
-from dsetlog.log import LOG_NAME, LogError, Recorded, find_valid_end, parse_line, read_records
+from dsetlog.log import (
+    LOG_NAME,
+    LogError,
+    Recorded,
+    event_bytes,
+    find_valid_end,
+    parse_line,
+    read_batches,
+    read_records,
+    why_bad,
+)
 
-# The envelope layout is fixed (see dsetlog.log): the crc covers the bytes between this key and the final "}".
-_EVENT_KEY = b',"event":'
 _CHUNK = 1 << 22
 _LISTED = 20  # bad lines kept in a report; a log full of garbage must not fill memory
 _DUP_WINDOW = 1 << 16  # recent records remembered to spot a duplicated line or block
@@ -138,38 +145,13 @@ def _lines(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
         yield pending_at, pending
 
 
-def _reason(line: bytes) -> str:
-    """Why :func:`parse_line` refused a line, in words a user can act on."""
-    if not line:
-        return "empty line"
-    if not line.strip(b"\0"):
-        return f"{len(line)} NUL bytes"
-    try:
-        obj = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        return f"not JSON ({exc})"
-    if not isinstance(obj, dict) or not {"seq", "ts", "crc", "event"} <= obj.keys():
-        return "not an envelope (seq, ts, crc, event)"
-    start = line.find(_EVENT_KEY, 0, 96)
-    if start < 0 or not line.endswith(b"}"):
-        return "envelope not in the layout dset writes"
-    try:
-        rec = msgspec.json.decode(line, type=Recorded)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return f"undecodable ({exc}; an event type or field this version does not know?)"
-    crc = zlib.crc32(line[start + len(_EVENT_KEY) : -1])
-    if crc != rec.crc:
-        return f"checksum mismatch (stored {rec.crc}, event bytes give {crc})"
-    return "invalid record"
-
-
 def _describe_tail(tail: bytes) -> str:
     if not tail.strip(b"\0"):
         return "NUL bytes (space allocated for a write that never landed)"
     nl = tail.find(b"\n")
     if nl < 0:
         return "incomplete last line (a write that never finished)"
-    return f"{_reason(tail[:nl])}, with nothing valid after it"
+    return f"{why_bad(tail[:nl])}, with nothing valid after it"
 
 
 class _Classifier:
@@ -195,7 +177,7 @@ class _Classifier:
         rec = parse_line(line)
         if rec is None:
             self.unexplained += 1
-            return "bad", None, _reason(line)
+            return "bad", None, why_bad(line)
         key = (rec.seq, rec.ts, rec.crc)
         first = self.recent.get(key)
         if first is not None:
@@ -318,8 +300,7 @@ def _copy(fd: int, size: int, dest: Path, mode: int) -> None:
 def _renumbered(line: bytes, rec: Recorded, seq: int) -> bytes:
     if rec.seq == seq:
         return line  # untouched lines keep their exact bytes
-    start = line.find(_EVENT_KEY, 0, 96)
-    body = line[start + len(_EVENT_KEY) : -1]  # so crc stays valid: the event bytes are not re-encoded
+    body = event_bytes(line)  # so crc stays valid: the event bytes are not re-encoded
     return b'{"seq":%d,"ts":%s,"crc":%d,"event":%s}' % (seq, _json.encode(rec.ts), rec.crc, body)
 
 
@@ -432,13 +413,13 @@ def stats(path: str | os.PathLike[str]) -> StatsReport:
     counts: Counter[str] = Counter()
     records = last_seq = end = 0
     first_ts = last_ts = None
-    for rec, rec_end in read_records(path):
-        end = rec_end
+    for recs, batch_end in read_batches(path):
+        end = batch_end
         if first_ts is None:
-            first_ts = rec.ts
-        counts[rec.event.type] += 1
-        records += 1
-        last_seq, last_ts = rec.seq, rec.ts
+            first_ts = recs[0].ts
+        counts.update(rec.event.type for rec in recs)
+        records += len(recs)
+        last_seq, last_ts = recs[-1].seq, recs[-1].ts
     size = path.stat().st_size
     torn_path = path.with_name(path.name + ".torn")
     torn_bytes = torn_path.stat().st_size if torn_path.exists() else 0
@@ -454,7 +435,7 @@ def history(path: str | os.PathLike[str], entity_id: str) -> list[HistoryItem]:
     path = Path(path)
     os.close(_open_log(path))
     items = []
-    for rec, _ in read_records(path):
+    for rec in read_records(path):
         if entity_id in rec.event.ids():
             fields = msgspec.to_builtins(rec.event)  # omits defaults: what the event actually said
             fields.pop("type", None)

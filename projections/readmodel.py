@@ -186,13 +186,9 @@ class ReadModel:
             return n
 
     def _fold(self) -> int:
-        until = self._until
         appliers = [(p.apply_batch, getattr(p, "handled_types", None)) for p in self._projections]
         n = 0
-        for recs, ends in read_batches(self.path, offset=self._offset, seq=self._seq):
-            if until is not None and recs[-1].seq > until:
-                keep = until - recs[0].seq + 1  # records are gap-free, so seq gives the index
-                recs, ends = recs[:keep], ends[:keep]
+        for recs, end in read_batches(self.path, offset=self._offset, seq=self._seq, until_seq=self._until):
             # the batch's event classes, found in C: a projection that folds none of them skips it
             # (most batches of a big log are dataset events that most projections do not fold)
             present = set(map(_event_class, recs))
@@ -200,10 +196,8 @@ class ReadModel:
                 if handled is None or not present.isdisjoint(handled):
                     apply_batch(recs)
             last = recs[-1]
-            self._seq, self._offset, self._crc = last.seq, ends[-1], last.crc
+            self._seq, self._offset, self._crc = last.seq, end, last.crc
             n += len(recs)
-            if until is not None and self._seq >= until:
-                break
         return n
 
     def _reset(self) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 import pytest
 
+import dsetlog.log as log_module
 from dsetlog.events import EVENT_TYPES, EntryEdited, EntryGenerated, Event, QuestionQueued, Usage
-from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_records
+from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_batches, read_records
 from dsetlog.logtools import repair, verify
 
 WRITER = Path(__file__).with_name("log_writer.py")
@@ -88,7 +89,7 @@ def raw_line(seq: int, event_json: bytes, ts: str = "2026-01-01T00:00:00.000000Z
 
 
 def seqs_of(path: Path) -> list[int]:
-    return [rec.seq for rec, _ in read_records(path)]
+    return [rec.seq for rec in read_records(path)]
 
 
 # --- round trips ------------------------------------------------------------------------------------------
@@ -133,7 +134,7 @@ def test_unknown_extra_fields_are_tolerated(tmp_path: Path) -> None:
     path = tmp_path / LOG_NAME
     path.write_bytes(raw_line(1, newer) + raw_line(2, b'{"type":"EntryEdited","dataset_id":"d","entry_id":"f"}',
                                                    extra=b',"envelope_v":2'))
-    assert [r.event for r, _ in read_records(path)] == [
+    assert [r.event for r in read_records(path)] == [
         EntryEdited(dataset_id="d", entry_id="e", answer="x"), EntryEdited(dataset_id="d", entry_id="f"),
     ]
     with EventLog(path) as log:
@@ -158,7 +159,7 @@ def check_recovers(directory: Path, good: bytes, tail: bytes, n_good: int) -> No
         else:
             assert not torn.exists()
         assert log.append(qq(999, "after")) == n_good + 1
-    records = [r for r, _ in read_records(path)]
+    records = [r for r in read_records(path)]
     assert [r.seq for r in records] == list(range(1, n_good + 2))
     assert records[-1].event == qq(999, "after")
     report = verify(path)
@@ -232,7 +233,7 @@ def test_corrupt_middle_line_is_refused_then_repaired(tmp_path: Path) -> None:
     assert bytes(bad) in Path(fixed.rejected_file).read_bytes()
     assert b"line 3" in Path(fixed.rejected_file).read_bytes()
     assert verify(path).ok
-    records = [r for r, _ in read_records(path)]
+    records = [r for r in read_records(path)]
     assert [r.seq for r in records] == list(range(1, 10))
     assert [r.event for r in records] == events[:2] + events[3:]
     old_ts = [msgspec.json.decode(line)["ts"] for i, line in enumerate(lines) if i != 2]
@@ -254,11 +255,111 @@ def test_writer_open_during_repair_appends_to_the_repaired_log(tmp_path: Path) -
     assert verify(path).ok
 
 
+# --- big replays: the checksums checked by a worker process on another core ------------------------------
+
+
+@pytest.fixture
+def small_replays(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Make a few hundred records a "big" replay; returns the checkers started (None: none could be)."""
+    monkeypatch.setattr(log_module, "PARALLEL_CHECK_BYTES", 4096)
+    monkeypatch.setattr(log_module, "_CHECK_HEAD", 1024)
+    monkeypatch.setattr(log_module, "_READ_CHUNK", 2048)
+    started: list[Any] = []
+    real_start = log_module._Checker.start.__func__
+
+    def start(cls: Any, *args: Any) -> Any:
+        checker = real_start(cls, *args)
+        started.append(checker)
+        return checker
+
+    monkeypatch.setattr(log_module._Checker, "start", classmethod(start))
+    return started
+
+
+def corrupt_line(path: Path, number: int) -> None:
+    lines = path.read_bytes().splitlines(keepends=True)
+    bad = bytearray(lines[number - 1])
+    bad[bad.index(b"realistic")] ^= 0x20  # still JSON, still the same event type: only the checksum tells
+    lines[number - 1] = bytes(bad)
+    path.write_bytes(b"".join(lines))
+
+
+def read_until_error(path: Path) -> tuple[list[int], CorruptLogError | None]:
+    seen: list[int] = []
+    try:
+        for recs, _ in read_batches(path):
+            seen += [r.seq for r in recs]
+    except CorruptLogError as exc:
+        return seen, exc
+    return seen, None
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the worker is only used with two cores")
+def test_a_big_replay_has_its_checksums_checked_by_a_worker(tmp_path: Path, small_replays: list[Any]) -> None:
+    path = make_log(tmp_path, [entry(i) for i in range(400)])
+    clean, error = read_until_error(path)
+    assert error is None and clean == list(range(1, 401))
+    assert len(small_replays) == 1 and small_replays[0] is not None
+    assert small_replays[0].checked == path.stat().st_size  # the worker passed every line after the head
+
+    corrupt_line(path, 300)
+    seen, error = read_until_error(path)
+    assert error is not None and error.line == 300 and "checksum" in error.reason
+    assert seen and max(seen) < 300  # nothing at or after the bad line was handed out
+    assert small_replays[1].proc.returncode is not None  # reaped, not left running
+
+
+def test_one_record_a_line_is_checked_too(tmp_path: Path, small_replays: list[Any]) -> None:
+    """Two records run together on one line, or an empty line: valid JSON, but not the log's layout."""
+    path = make_log(tmp_path, [entry(i) for i in range(400)])
+    lines = path.read_bytes().splitlines(keepends=True)
+    joined = lines[:249] + [lines[249].rstrip(b"\n") + lines[250]] + lines[251:]
+    path.write_bytes(b"".join(joined))
+    _, error = read_until_error(path)
+    assert error is not None and error.line == 250
+
+    path.write_bytes(b"".join(lines[:320] + [b"\n"] + lines[320:]))
+    _, error = read_until_error(path)
+    assert error is not None and error.line == 321 and "empty line" in error.reason
+
+
+def test_a_killed_worker_leaves_the_checking_to_the_reader(tmp_path: Path, small_replays: list[Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real_start = log_module._Checker.start
+
+    def start_and_kill(*args: Any) -> Any:
+        checker = real_start(*args)
+        if checker is not None:
+            checker.proc.kill()
+            checker.proc.wait()
+        return checker
+
+    monkeypatch.setattr(log_module._Checker, "start", start_and_kill)
+    path = make_log(tmp_path, [entry(i) for i in range(400)])
+    assert read_until_error(path) == (list(range(1, 401)), None)
+    corrupt_line(path, 350)
+    seen, error = read_until_error(path)
+    assert error is not None and error.line == 350 and max(seen) < 350
+
+
+def test_read_batches_stops_after_until_seq_at_its_exact_end(tmp_path: Path, small_replays: list[Any]) -> None:
+    path = make_log(tmp_path, [entry(i) for i in range(400)])
+    ends = list(itertools.accumulate(len(line) for line in path.read_bytes().splitlines(keepends=True)))
+    for until in (1, 7, 123, 400, 500):
+        batches = list(read_batches(path, until_seq=until))
+        seqs = [r.seq for recs, _ in batches for r in recs]
+        assert seqs == list(range(1, min(until, 400) + 1))
+        assert batches[-1][1] == ends[min(until, 400) - 1]
+    # and from the middle: offset and seq of record 100
+    rest = [r.seq for recs, _ in read_batches(path, offset=ends[99], seq=100) for r in recs]
+    assert rest == list(range(101, 401))
+
+
 # --- concurrency ----------------------------------------------------------------------------------------------
 
 
 def read_tagged(path: Path) -> list[tuple[int, str]]:
-    return [(rec.seq, rec.event.item_id) for rec, _ in read_records(path)]
+    return [(rec.seq, rec.event.item_id) for rec in read_records(path)]
 
 
 def test_two_processes_append_at_once(tmp_path: Path) -> None:
@@ -367,6 +468,6 @@ def test_kill_9_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
         report = verify(path)
         assert report.ok, report
         everything.update(acknowledged)
-    final = {rec.seq: rec.event.item_id for rec, _ in read_records(path)}
+    final = {rec.seq: rec.event.item_id for rec in read_records(path)}
     assert list(final) == list(range(1, len(final) + 1))
     assert all(final.get(s) == item for s, item in everything.items())

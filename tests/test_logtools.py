@@ -212,7 +212,7 @@ def test_missing_log_is_a_clear_usage_error(tmp_path: Path, command: list[str]) 
 
 
 def events_of(path: Path) -> list[Event]:
-    return [rec.event for rec, _ in read_records(path)]
+    return [rec.event for rec in read_records(path)]
 
 
 def test_repair_drops_an_exact_duplicate_line(data: Path) -> None:
@@ -266,7 +266,7 @@ def test_repair_many_bad_lines_keeps_every_good_record(data: Path) -> None:
     fixed = repair(path)
     assert fixed.rejected_count == len(mixed) - len(lines)
     assert events_of(path) == sample_events()
-    assert [rec.seq for rec, _ in read_records(path)] == list(range(1, len(lines) + 1))
+    assert [rec.seq for rec in read_records(path)] == list(range(1, len(lines) + 1))
     assert verify(path).ok
 
 

@@ -354,7 +354,7 @@ def test_snapshot_ignored_when_the_log_was_cut_below_it(tmp_path: Path) -> None:
     append(tmp_path, *events)
     ReadModel.open(tmp_path).save_snapshot()
     # a repair kept only the first 10 records, then the tool went on writing
-    kept = [rec.event for rec, _ in read_records(tmp_path / LOG_NAME)][:10]
+    kept = [rec.event for rec in read_records(tmp_path / LOG_NAME)][:10]
     (tmp_path / LOG_NAME).unlink()
     append(tmp_path, *kept, queued("z"))
     rm = ReadModel.open(tmp_path)
