@@ -6,7 +6,7 @@
 Each measurement runs in a fresh interpreter (so peak RSS, from getrusage's
 ru_maxrss, belongs to that measurement alone) and prints its best and median:
 
-* read only       : read_batches over the whole log, no projection (the floor)
+* read only       : read_batches over the whole log, no projection (the floor; GC paused as in a rebuild)
 * rebuild         : ReadModel.open(use_snapshot=False): every standard projection from the first record
                    (--gc-compare: once more with the cyclic GC left on during the replay)
 * save snapshot   : ReadModel.open() from scratch, then save_snapshot() (the save alone is timed)
@@ -42,9 +42,9 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _cpu() -> float:
-    """This process's CPU seconds: steadier than wall time on a shared machine."""
-    ru = resource.getrusage(resource.RUSAGE_SELF)
+def _cpu(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds (user + system) of this process, or of its finished children: steadier than wall time."""
+    ru = resource.getrusage(who)
     return ru.ru_utime + ru.ru_stime
 
 
@@ -57,8 +57,11 @@ def measure(kind: str, data: Path) -> dict[str, float]:
 
     c0 = _cpu()
     if kind == "read":
+        from projections import gc_paused
+
         t0 = time.perf_counter()
-        n = sum(len(recs) for recs, _ in read_batches(data / LOG_NAME))
+        with gc_paused():  # as a rebuild reads
+            n = sum(len(recs) for recs, _ in read_batches(data / LOG_NAME))
         return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "records": n, "peak_mb": _peak_mb()}
     if kind == "rebuild-gc-on":
         import contextlib
@@ -127,7 +130,10 @@ def run_child(kind: str, data: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--measure", kind, str(data)], check=True, capture_output=True, text=True
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # the checksum worker (dsetlog.crc_worker) a big replay starts is a child of the measured process
+    result["worker_cpu"] = json.loads(out.stdout.strip().splitlines()[-2])["worker_cpu"]
+    return result
 
 
 # --- the driver ------------------------------------------------------------------------
@@ -175,9 +181,11 @@ def summarise(name: str, results: list[dict[str, float]], unit: float = 1.0, fmt
     secs = [r["seconds"] * unit for r in results]
     cpu = [r["cpu"] * unit for r in results]
     peak = max(r["peak_mb"] for r in results)
+    worker = max(r.get("worker_cpu", 0.0) for r in results)
     return (
         f"{name:<14} wall best {fmt.format(min(secs))} median {fmt.format(statistics.median(secs))}"
-        f"  cpu best {fmt.format(min(cpu))}  peak RSS {peak:.0f} MB"
+        f"  cpu best {fmt.format(min(cpu))}" + (f" (+{worker:.2f} s in the checksum worker)" if worker else "")
+        + f"  peak RSS {peak:.0f} MB"
     )
 
 
@@ -194,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
+        result = measure(args.measure[0], Path(args.measure[1]))
+        print(json.dumps({"worker_cpu": _cpu(resource.RUSAGE_CHILDREN)}))
+        print(json.dumps(result))
         return 0
 
     from dsetlog.log import LOG_NAME

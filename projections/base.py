@@ -27,6 +27,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
@@ -37,6 +38,14 @@ from dsetlog.log import Recorded
 Handler = Callable[[Recorded, Any], None]
 _encoder = msgspec.msgpack.Encoder()
 F = TypeVar("F", bound=Callable[..., None])
+
+
+_event_of = attrgetter("event")
+
+
+def event_classes(recs: Iterable[Recorded]) -> Iterator[type[Event]]:
+    """The records' event classes, computed in C (a replay asks this of every batch)."""
+    return map(type, map(_event_of, recs))
 
 
 @contextmanager

@@ -22,14 +22,13 @@ import threading
 import zlib
 from collections.abc import Iterable, Sequence
 from contextlib import suppress
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
 from dsetlog.log import LOG_NAME, parse_line, read_batches
-from projections.base import ProjectionProtocol, gc_paused
+from projections.base import ProjectionProtocol, event_classes, gc_paused
 from projections.datasets import Datasets
 from projections.evaluations import Evaluations
 from projections.jobs import Jobs
@@ -44,7 +43,6 @@ DEFAULT_SNAPSHOT_EVERY = 50_000
 _GC_PAUSE_BYTES = 1 << 20  # a catch-up reading more than this pauses the cyclic GC
 
 P = TypeVar("P", bound=ProjectionProtocol)
-_event_class = attrgetter("event.__class__")
 
 
 class StateRef(msgspec.Struct, array_like=True):
@@ -191,7 +189,7 @@ class ReadModel:
         for recs, end in read_batches(self.path, offset=self._offset, seq=self._seq, until_seq=self._until):
             # the batch's event classes, found in C: a projection that folds none of them skips it
             # (most batches of a big log are dataset events that most projections do not fold)
-            present = set(map(_event_class, recs))
+            present = set(event_classes(recs))
             for apply_batch, handled in appliers:
                 if handled is None or not present.isdisjoint(handled):
                     apply_batch(recs)

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from operator import attrgetter
 
 import msgspec
 
 from dsetlog.log import Recorded
-from projections.base import Projection
-
-_event_class = attrgetter("event.__class__")
+from projections.base import Projection, event_classes
 
 
 class StatsState(msgspec.Struct, array_like=True):
@@ -53,7 +50,7 @@ class EventStats(Projection):
             return
         # counted by class in C (Counter over attrgetter), then a handful of classes turned into names
         counts = self._counts
-        for cls, n in Counter(map(_event_class, recs)).items():
+        for cls, n in Counter(event_classes(recs)).items():
             counts[cls.__name__] += n
         if self.first_ts is None:
             self.first_ts = recs[0].ts
