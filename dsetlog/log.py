@@ -298,6 +298,13 @@ def _line_end_after(fd: int, pos: int, end: int) -> int:
     return end
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _nth_line_end(data: bytes, k: int) -> int:
     """The offset in ``data`` just after its k-th newline (k >= 0)."""
     end = 0
@@ -316,7 +323,7 @@ class _Checker:
 
     @classmethod
     def start(cls, path: Path, start: int, end: int) -> _Checker | None:
-        if len(os.sched_getaffinity(0)) < 2:
+        if usable_cpus() < 2:
             return None  # one core: checking here costs the same and spares a process
         # the package's parent on the path, so the worker imports this very dsetlog
         root = str(Path(__file__).resolve().parent.parent)

@@ -294,7 +294,7 @@ def read_until_error(path: Path) -> tuple[list[int], CorruptLogError | None]:
     return seen, None
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the worker is only used with two cores")
+@pytest.mark.skipif(log_module.usable_cpus() < 2, reason="the worker is only used with two cores")
 def test_a_big_replay_has_its_checksums_checked_by_a_worker(tmp_path: Path, small_replays: list[Any]) -> None:
     path = make_log(tmp_path, [entry(i) for i in range(400)])
     clean, error = read_until_error(path)
