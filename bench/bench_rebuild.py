@@ -6,7 +6,8 @@
 Each measurement runs in a fresh interpreter (so peak RSS, from getrusage's
 ru_maxrss, belongs to that measurement alone) and prints its best and median:
 
-* read only       : read_batches over the whole log, no projection (the floor; GC paused as in a rebuild)
+* decode only     : msgspec decoding every line into its Recorded, nothing else (the floor of any replay)
+* read only       : read_batches over the whole log, no projection (GC paused, as in a rebuild)
 * rebuild         : ReadModel.open(use_snapshot=False): every standard projection from the first record
                    (--gc-compare: once more with the cyclic GC left on during the replay)
 * save snapshot   : ReadModel.open() from scratch, then save_snapshot() (the save alone is timed)
@@ -56,6 +57,20 @@ def measure(kind: str, data: Path) -> dict[str, float]:
     from projections import ReadModel
 
     c0 = _cpu()
+    if kind == "decode":
+        # the floor under any replay in Python: msgspec turning every line into Python objects, nothing else
+        import msgspec
+
+        from dsetlog.log import Recorded, line_chunks
+        from projections import gc_paused
+
+        decode_lines = msgspec.json.Decoder(Recorded).decode_lines
+        fd = os.open(data / LOG_NAME, os.O_RDONLY)
+        t0 = time.perf_counter()
+        with gc_paused():
+            n = sum(len(decode_lines(memoryview(buf)[:k])) for _, buf, k in line_chunks(fd, 0, os.fstat(fd).st_size))
+        os.close(fd)
+        return {"seconds": time.perf_counter() - t0, "cpu": _cpu() - c0, "records": n, "peak_mb": _peak_mb()}
     if kind == "read":
         from projections import gc_paused
 
@@ -219,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             f"load {os.getloadavg()[0]:.1f}; each measurement in a fresh process; cpu: its user+system seconds"
         )
         runs = range(args.runs)
+        print(summarise("decode only", [run_child("decode", work) for _ in runs]), flush=True)
         print(summarise("read only", [run_child("read", work) for _ in runs]), flush=True)
         print(summarise("rebuild", [run_child("rebuild", work) for _ in runs]), flush=True)
         if args.gc_compare:
