@@ -18,8 +18,10 @@ ever touched by that thread (the HTTP threads read theirs). A job's life is in t
 * **Live status**: :meth:`JobWorker.live` gives the running job's stage ("Processing chunk 45 of 100"),
   progress 0-100 from the stage's real counts, and an estimated completion from the observed rate.
 
-Only one worker per data dir runs jobs (a lock file); a second server on the same data dir serves reads
-and accepts jobs, which the first one's worker picks up at its next start.
+* **Several servers on one data dir**: one worker runs the jobs (it holds ``locks/jobs.lock``); every
+  ``WATCH_INTERVAL`` seconds it catches up with the log and runs the jobs another server accepted, and
+  stops a job another server's request cancelled. The other servers serve reads and accept jobs; their
+  workers keep trying the lock and take over, resuming unfinished jobs, when its holder stops or dies.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from dsetlog.log import EventLog
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import Provider, ProviderError
 from dsetlog.regenerate import RegenerateError, RegenerationConfig, regenerated_by, run_regeneration
-from projections.jobs import JobView
+from projections.jobs import JOB_CANCELLED, JobView
 from projections.readmodel import ReadModel
 
 _log = logging.getLogger("dsetlog.jobs")
@@ -51,6 +53,7 @@ _log = logging.getLogger("dsetlog.jobs")
 GENERATE_KINDS = ("generate", "generate-evaluation")
 JOB_KINDS = (*GENERATE_KINDS, "regenerate")
 DATASET_VERSION_KEY = "dataset_version"  # kept beside the request in JobSubmitted: the version a job makes
+WATCH_INTERVAL = 1.0  # seconds between looks at the log for other servers' jobs, and at the worker lock
 
 # Where each stage sits on the 0-100 scale: (start, end), by the first words of the step.
 _STAGES: tuple[tuple[str, float, float], ...] = (
@@ -105,6 +108,7 @@ class Live:
     progress: Progress = field(default_factory=lambda: Progress(total=0, enabled=False))
     stop: StopSignal = field(default_factory=StopSignal)
     cancel_reason: str | None = None  # set: cancelled by a user (not interrupted by a shutdown)
+    cancel_recorded: bool = False  # its JobCancelled is in the log already (another server's request)
     task: asyncio.Task[None] | None = None
 
     def update(self, step: str, done: int, total: int) -> None:
@@ -157,30 +161,35 @@ class JobWorker:
         self._slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._lock_file: Any = None
-        self.enabled = False  # False: another process holds the data dir's worker lock
+        self._watch_task: asyncio.Task[None] | None = None
+        self.enabled = False  # False: another process holds the data dir's worker lock (for now)
         self.started = threading.Event()
 
     # -- lifecycle (any thread) ------------------------------------------------------------------------
 
     def start(self, *, resume: list[str] | None = None) -> bool:
-        """Start the thread and resume ``resume`` (ids of unfinished jobs); False if another worker owns the dir."""
+        """Start the thread and resume ``resume`` (ids of unfinished jobs); False if another worker runs the
+        dir's jobs for now (this one takes over when that one stops)."""
         lock_dir = self.data_dir / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(lock_dir / "jobs.lock", "a+b")  # noqa: SIM115 - held while the worker runs
-        try:
-            portalocker.lock(self._lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            self._lock_file.close()
-            self._lock_file = None
-            _log.warning("another server runs the jobs of %s; this one accepts jobs but does not run them",
+        self.enabled = self._try_lock()
+        if not self.enabled:
+            _log.warning("another server runs the jobs of %s; this one accepts jobs and takes over when it stops",
                          self.data_dir)
-            return False
-        self.enabled = True
         self._thread = threading.Thread(target=self._run_loop, name="dset-jobs", daemon=True)
         self._thread.start()
         self.started.wait(10)
+        self._loop.call_soon_threadsafe(self._start_watching)
         for job_id in resume or ():
             self.submit(job_id)
+        return self.enabled
+
+    def _try_lock(self) -> bool:
+        try:
+            portalocker.lock(self._lock_file, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            return False
         return True
 
     def _run_loop(self) -> None:
@@ -239,6 +248,8 @@ class JobWorker:
         done = threading.Event()
 
         async def shutdown() -> None:
+            if self._watch_task is not None:
+                self._watch_task.cancel()
             tasks = [live.task for live in self._live.values() if live.task is not None]
             for task in tasks:
                 task.cancel()
@@ -252,9 +263,11 @@ class JobWorker:
         self._thread.join(timeout=5)
         self._thread = None
         if self._lock_file is not None:
-            portalocker.unlock(self._lock_file)
+            if self.enabled:
+                portalocker.unlock(self._lock_file)
             self._lock_file.close()
             self._lock_file = None
+        self.enabled = False
 
     # -- on the loop ----------------------------------------------------------------------------------
 
@@ -273,6 +286,34 @@ class JobWorker:
         if limiter is None:
             limiter = self._limiters[key] = RateLimiter(rpm=self.rpm, tpm=self.tpm)
         return limiter
+
+    def _start_watching(self) -> None:
+        self._watch_task = self._loop.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(WATCH_INTERVAL)
+            try:
+                self._look()
+            except Exception:  # noqa: BLE001 - looking again next time is the remedy
+                _log.exception("watching the log for jobs")
+
+    def _look(self) -> None:
+        """Take the worker lock if it is free; run jobs others accepted; stop jobs others cancelled."""
+        if not self.enabled:
+            if not self._try_lock():
+                return
+            self.enabled = True
+            _log.info("the worker that ran the jobs of %s stopped; this server runs them now", self.data_dir)
+        rm = self.rm
+        rm.catch_up()
+        for job in rm.jobs.unfinished():
+            self._launch(job.id)  # a no-op for the jobs launched already
+        for job_id, live in list(self._live.items()):
+            job = rm.jobs.job(job_id)
+            if job is not None and job.status == JOB_CANCELLED and live.cancel_reason is None:
+                live.cancel_recorded = True
+                self._cancel(job_id, job.cancel_reason or "")
 
     def _launch(self, job_id: str) -> None:
         if job_id in self._queued or self._stopping:
@@ -332,7 +373,8 @@ class JobWorker:
                     outcome, message, result = "fatal", f"unknown job kind {job.kind!r}", {}
             except asyncio.CancelledError:
                 if live.cancel_reason is not None:
-                    self.log.append(JobCancelled(job_id=job_id, reason=live.cancel_reason))
+                    if not live.cancel_recorded:
+                        self.log.append(JobCancelled(job_id=job_id, reason=live.cancel_reason))
                     _log.info("job %s cancelled", job_id)
                 else:
                     _log.info("job %s interrupted by the shutdown; it resumes at the next start", job_id)
@@ -346,7 +388,9 @@ class JobWorker:
                 self.log.append(JobFailed(job_id=job_id, error=f"internal error ({type(exc).__name__}); the "
                                                                "server's output has the details"))
                 return
-            if live.cancel_reason is not None and outcome != "completed":
+            if live.cancel_recorded:
+                _log.info("job %s cancelled", job_id)  # its end is in the log already: nothing after it
+            elif live.cancel_reason is not None and outcome != "completed":
                 self.log.append(JobCancelled(job_id=job_id, reason=live.cancel_reason))
                 _log.info("job %s cancelled", job_id)
             elif outcome == "completed":

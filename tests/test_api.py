@@ -908,11 +908,49 @@ def test_no_secret_in_the_log_or_responses(make_client: Callable[..., Any], simu
         assert secret not in text and token not in text
 
 
-def test_a_second_server_on_the_same_data_dir_does_not_run_jobs(make_client: Callable[..., Any]) -> None:
-    first = make_client(start_worker=True)
-    second = make_client(start_worker=True)
+def test_servers_sharing_a_data_dir_share_one_job_worker(make_client: Callable[..., testing.TestClient],
+                                                          make_simulator: Callable[..., Simulator], data: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker of the first server runs the jobs the second accepts and stops those it cancels; when the
+    first server stops, the second's worker takes over."""
+    monkeypatch.setattr("dsetlog.jobs.WATCH_INTERVAL", 0.1)
+    sim = make_simulator(latency_ms=100)
+    first = make_client(simulator_url=sim.base_url, start_worker=True)
+    second = make_client(simulator_url=sim.base_url, start_worker=True)
     assert first.app.ctx.worker.enabled and not second.app.ctx.worker.enabled  # type: ignore[attr-defined]
     assert second.simulate_get(f"{API}/health").json["worker"] is False
+
+    project = new_project(second, 3)
+    job = second.simulate_post(f"{API}/datasets/generate", json={"project_id": project}).json["job_id"]
+    assert wait_job(second, job)["status"] == "completed"
+    assert first.simulate_get(f"{API}/jobs/{job}").json["attempts"] == 1
+
+    big = new_project(second, 40, name="big")
+    slow = second.simulate_post(f"{API}/datasets/generate", json={"project_id": big, "concurrency": 1}).json["job_id"]
+    deadline = time.monotonic() + 30
+    while second.simulate_get(f"{API}/jobs/{slow}").json["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert first.app.ctx.worker.is_running(slow)  # type: ignore[attr-defined]
+    resp = second.simulate_post(f"{API}/jobs/{slow}/cancel", json={"reason": "from the other server"})
+    assert resp.json["status"] == "cancelled", resp.json
+    deadline = time.monotonic() + 30
+    while first.app.ctx.worker.is_running(slow):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the running job was not stopped"
+        time.sleep(0.05)
+    made = len(events_of(data, EntryGenerated))
+    time.sleep(0.5)
+    assert len(events_of(data, EntryGenerated)) == made  # nothing more was asked for
+    assert [e.job_id for e in events_of(data, JobCancelled)] == [slow]  # recorded once, by the request
+
+    first.app.close()  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10
+    while not second.simulate_get(f"{API}/health").json["worker"]:
+        assert time.monotonic() < deadline, "the second server did not take the jobs over"
+        time.sleep(0.05)
+    third = second.simulate_post(f"{API}/datasets/generate", json={"project_id": project, "dataset_name": "again"})
+    assert wait_job(second, third.json["job_id"])["status"] == "completed"
 
 
 def test_requests_decode_into_the_declared_types() -> None:
