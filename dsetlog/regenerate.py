@@ -8,8 +8,9 @@ makes it the entry's current revision; the old content stays in the log and in `
 * A CSV-questions dataset (kind "questions"): the question is answered again.
 * A document dataset: the entry is made again from its source chunk, with the dataset's generation mode
   ("question" mode writes a new question; the others a new answer, summary or response to the entry's
-  question or instruction). Its quality is scored again (structural checks and groundedness; an LLM judge
-  is not re-run) with an EntryScored, when the dataset was generated with analyze_quality.
+  question or instruction). Its quality is scored again (structural checks and groundedness) with an
+  EntryScored, when the dataset was generated with analyze_quality; when it was generated with a
+  judge_model, that judge rates each new revision too (a resumed job judges those it has not judged yet).
 * ``improve_quality``: the old content, and every comment and rating the entry received (feedback and
   edit notes), go into the prompt with the instruction to do better.
 
@@ -221,15 +222,18 @@ def regenerated_by(data_dir: str | os.PathLike[str], job_id: str) -> set[str]:
 
 
 def _rescored(entry: EntryView, *, question: str, answer: str, mode: str, chunk: str | None,
-              threshold: float) -> EntryScored:
+              threshold: float, judge: tuple[int, int] | None = None) -> EntryScored:
+    """The entry's new score; ``judge`` is the judge's (score, difficulty) verdict when it rated it."""
     checks_answer = None if mode == "question" else answer
     comps = quality.structural_checks(question, checks_answer,
                                       expect_question=mode in ("default", "question", "answer"))
     if checks_answer is not None and chunk is not None:
         comps["groundedness"] = quality.groundedness(checks_answer, chunk)
-    score = quality.combine(comps, duplicate=entry.duplicate_of is not None, judge=None)
+    score = quality.combine(comps, duplicate=entry.duplicate_of is not None, judge=judge[0] if judge else None)
+    if judge:
+        comps["judge"] = float(judge[0])
     return EntryScored(dataset_id=entry.dataset_id, entry_id=entry.id, quality_score=score, quality=comps,
-                       difficulty=quality.difficulty(question, checks_answer, judge_score=None),
+                       difficulty=quality.difficulty(question, checks_answer, judge_score=judge[1] if judge else None),
                        duplicate_of=entry.duplicate_of, below_threshold=score < threshold)
 
 
@@ -248,7 +252,7 @@ async def run_regeneration(
     skip: set[str] | None = None,
     progress: Progress | None = None,
 ) -> RegenResult:
-    """Regenerate the entries (those in ``skip`` are done already); returns what happened."""
+    """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened."""
     from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy
     from dsetlog.runner import Engine, WorkItem
 
@@ -266,77 +270,121 @@ async def run_regeneration(
     missing = len(ids) - len(entries)
     if missing:
         result.message = f"{missing} entries are no longer in the dataset"
-    if not todo:
-        on_stage("Finished", 1, 1)
-        return result
-    provider = resolve_model(config.model, dataset, todo[0], simulator_url=simulator_url)
-    result.model = provider.model
     mode = str(dataset.params.get("generation_mode") or "default")
     rescore = dataset.kind == "documents" and bool(dataset.params.get("analyze_quality", True))
     threshold = float(dataset.params.get("quality_threshold", 0.7) or 0.0)
-    settings = msgspec.to_builtins(config)
-
-    units = []
-    for entry in todo:
-        chunk_view = rm.projects.chunk(entry.source_chunk) if entry.source_chunk else None
-        chunk = chunk_view.text if chunk_view is not None else None
-        messages, produces = messages_for(entry, kind=dataset.kind, mode=mode, chunk=chunk,
-                                          improve=config.improve_quality)
-        item = rm.datasets.item(dataset_id, entry.item_id)
-        snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
-        units.append(WorkItem(dataset_id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
-                              max_tokens=config.max_tokens, context=(snapshot, produces, chunk)))
-
-    def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
-        entry, produces, chunk = unit.context
-        text = c.content.strip()
-        if not text:
-            raise CallFailure("empty", "no content", retryable=True)
-        question, answer = (text, entry.answer) if produces == "question" else (entry.question, text)
-        events: list[Event] = [EntryRegenerated(
-            dataset_id=dataset_id, entry_id=entry.id, job_id=job_id, answer=answer,
-            question=question if produces == "question" else None,
-            reasoning=c.reasoning if produces == "answer" else entry.reasoning, model=c.model,
-            provider=provider.profile, simulated=c.simulated,
-            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens), config=settings)]
-        if rescore:
-            events.append(_rescored(entry, question=question, answer=answer, mode=mode, chunk=chunk,
-                                    threshold=threshold))
-        return events
-
-    progress = progress or Progress(total=0, enabled=False)
-    progress.total += len(units)
-    start_done = progress.done + progress.failed
-    limiter = limiter_for(provider) if limiter_for is not None else None
-    client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter,
-                       temperature=config.temperature, max_tokens=config.max_tokens)
-    engine = Engine(log=log, client=client, policy=RetryPolicy(max_retries=3, backoff=2.0), make_events=make_events,
-                    progress=progress, run_id=job_id, concurrency=config.concurrency, budget=budget or Budget(),
-                    price=provider.price())
-
-    async def watch() -> None:
-        while True:
-            done = progress.done + progress.failed - start_done
-            on_stage(f"Regenerating entry {done} of {len(units)}", done, len(units))
-            await asyncio.sleep(0.25)
-
-    watcher = asyncio.create_task(watch())
+    judge_spec = str(dataset.params.get("judge_model") or "") if rescore else ""
     try:
-        outcome = await engine.run(units)
-    finally:
-        watcher.cancel()
-        await client.close()
-    rm.catch_up()
-    result.outcome = "fatal" if outcome.fatal is not None else outcome.outcome
-    if outcome.fatal is not None:
-        result.message = outcome.fatal.message
-    result.regenerated += outcome.answered
-    if result.outcome in ("completed", "failed"):  # what the engine gave up on (bookmarked after its retries)
-        result.failed = [u.context[0].id for u in units if not _new_revision(rm, u.context[0])]
+        judge = resolve_spec(judge_spec, simulator_url=simulator_url) if judge_spec else None
+    except ProviderError as exc:
+        raise RegenerateError(f"the dataset's judge_model: {exc}") from None
+    settings = msgspec.to_builtins(config)
+    progress = progress or Progress(total=0, enabled=False)
+    policy = RetryPolicy(max_retries=3, backoff=2.0)
+
+    def chunk_of(entry: EntryView) -> str | None:
+        chunk_view = rm.projects.chunk(entry.source_chunk) if entry.source_chunk else None
+        return chunk_view.text if chunk_view is not None else None
+
+    async def run(provider: Provider, units: list[Any], make_events: Any, step: str, **sampling: Any) -> Any:
+        progress.total += len(units)
+        start_done = progress.done + progress.failed
+        limiter = limiter_for(provider) if limiter_for is not None else None
+        client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter, **sampling)
+        engine = Engine(log=log, client=client, policy=policy, make_events=make_events, progress=progress,
+                        run_id=job_id, concurrency=config.concurrency, budget=budget or Budget(),
+                        price=provider.price())
+
+        async def watch() -> None:
+            while True:
+                done = progress.done + progress.failed - start_done
+                on_stage(f"{step} {done} of {len(units)}", done, len(units))
+                await asyncio.sleep(0.25)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await engine.run(units)
+        finally:
+            watcher.cancel()
+            await client.close()
+
+    def ended(outcome: Any) -> bool:
+        """Note a stop (fatal, budget, interrupted) in the result; True when the job must end here."""
+        result.outcome = "fatal" if outcome.fatal is not None else outcome.outcome
+        if outcome.fatal is not None:
+            result.message = outcome.fatal.message
+        return result.outcome not in ("completed", "failed")
+
+    if todo:
+        provider = resolve_model(config.model, dataset, todo[0], simulator_url=simulator_url)
+        result.model = provider.model
+        units = []
+        for entry in todo:
+            chunk = chunk_of(entry)
+            messages, produces = messages_for(entry, kind=dataset.kind, mode=mode, chunk=chunk,
+                                              improve=config.improve_quality)
+            item = rm.datasets.item(dataset_id, entry.item_id)
+            snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
+            units.append(WorkItem(dataset_id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
+                                  max_tokens=config.max_tokens, context=(snapshot, produces, chunk)))
+
+        def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
+            entry, produces, chunk = unit.context
+            text = c.content.strip()
+            if not text:
+                raise CallFailure("empty", "no content", retryable=True)
+            question, answer = (text, entry.answer) if produces == "question" else (entry.question, text)
+            events: list[Event] = [EntryRegenerated(
+                dataset_id=dataset_id, entry_id=entry.id, job_id=job_id, answer=answer,
+                question=question if produces == "question" else None,
+                reasoning=c.reasoning if produces == "answer" else entry.reasoning, model=c.model,
+                provider=provider.profile, simulated=c.simulated,
+                usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens), config=settings)]
+            if rescore:
+                events.append(_rescored(entry, question=question, answer=answer, mode=mode, chunk=chunk,
+                                        threshold=threshold))
+            return events
+
+        outcome = await run(provider, units, make_events, "Regenerating entry", temperature=config.temperature,
+                            max_tokens=config.max_tokens)
+        rm.catch_up()
+        result.regenerated += outcome.answered
+        stopped = ended(outcome)
+        if not stopped:  # what the engine gave up on (bookmarked after its retries)
+            result.failed = [u.context[0].id for u in units if not _new_revision(rm, u.context[0])]
+    else:
+        stopped = False
+
+    if judge is not None and not stopped:
+        # every new revision of this job the judge has not rated yet (a resumed job finds earlier ones here)
+        failed = set(result.failed)
+        current = [rm.datasets.entry(dataset_id, e.id) for e in entries if e.id not in failed]
+        unjudged = [e for e in current if e is not None and "judge" not in e.quality]
+        units = [WorkItem(dataset_id, e.item_id, quality.judge_prompt(e.question, e.answer, chunk_of(e) or ""),
+                          response_format=quality.JUDGE_RESPONSE_FORMAT if judge.json_schema
+                          else {"type": "json_object"}, context=e, record_attempts=False)
+                 for e in unjudged]
+
+        def make_verdict(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
+            entry = unit.context
+            try:
+                verdict = quality.parse_verdict(c.content)
+            except prompts.InvalidOutput as exc:
+                raise CallFailure("invalid_output", str(exc), retryable=True) from None
+            return [_rescored(entry, question=entry.question, answer=entry.answer, mode=mode,
+                              chunk=chunk_of(entry), threshold=threshold, judge=(verdict.score, verdict.difficulty))]
+
+        if units:
+            outcome = await run(judge, units, make_verdict, "Judging entry")
+            rm.catch_up()
+            if not ended(outcome) and outcome.answered < len(units):
+                missed = len(units) - outcome.answered
+                result.message = " ".join(filter(None, [result.message, f"{missed} new revisions could not be "
+                                                        "judged; regenerate them again to retry"]))
     result.prompt_tokens, result.completion_tokens = progress.prompt_tokens, progress.completion_tokens
     result.cost = round(progress.cost, 6)
-    on_stage("Finished" if result.outcome == "completed" else f"Stopped: {result.outcome}",
-             progress.done + progress.failed - start_done, len(units))
+    done = progress.done + progress.failed
+    on_stage("Finished" if result.outcome == "completed" else f"Stopped: {result.outcome}", done, done)
     return result
 
 

@@ -783,6 +783,53 @@ def test_regenerate_makes_a_new_revision_with_the_old_one_in_history(sim_client:
     assert types[-1] == "EntryScored"  # scored again
 
 
+def test_a_dataset_made_with_a_judge_has_its_regenerations_judged(sim_client: testing.TestClient,
+                                                                   simulator: Simulator, data: Path) -> None:
+    dataset_id, _ = generated(sim_client, sections=2, judge_model="simulated:judge-model")
+    entries = sim_client.simulate_get(f"{API}/datasets/{dataset_id}/entries", params={"sort_by": "position"}).json
+    target = entries["entries"][0]
+    assert "judge" in target["quality"]
+    simulator.reset_stats()
+    resp = sim_client.simulate_post(f"{API}/datasets/{dataset_id}/regenerate",
+                                    json={"entry_ids": [target["id"]], "regeneration_config": {"temperature": 0.9}})
+    status = wait_job(sim_client, resp.json["job_id"])
+    assert status["status"] == "completed" and status["result"]["entries_count"] == 1, status
+    regen, judged = simulator.requests()
+    assert regen["model"] != "judge-model" and regen["temperature"] == 0.9
+    assert judged["model"] == "judge-model" and "temperature" not in judged  # the judge's own settings
+    after = sim_client.simulate_get(f"{API}/datasets/{dataset_id}/entries/{target['id']}").json
+    assert after["revision"] == target["revision"] + 1 and 1.0 <= after["quality"]["judge"] <= 5.0
+    assert after["answer"] in judged["messages"][-1]["content"]  # the new revision was judged
+    scores = [e for e in events_of(data, EntryScored) if e.entry_id == target["id"]]
+    assert "judge" not in scores[-2].quality and scores[-1].quality["judge"] == after["quality"]["judge"]
+    assert after["quality_score"] == scores[-1].quality_score
+
+
+def test_a_resumed_regeneration_judges_what_it_made_before_the_crash(data: Path, make_client: Callable[..., Any],
+                                                                     simulator: Simulator) -> None:
+    first = make_client(simulator_url=simulator.base_url, start_worker=True)
+    dataset_id, _ = generated(first, sections=2, judge_model="simulated:judge-model")
+    ids = [e["id"] for e in first.simulate_get(f"{API}/datasets/{dataset_id}/entries").json["entries"]][:2]
+    first.app.close()  # type: ignore[attr-defined]
+    client = make_client(simulator_url=simulator.base_url)  # no worker: the job is only submitted
+    job_id = client.simulate_post(f"{API}/datasets/{dataset_id}/regenerate",
+                                  json={"entry_ids": ids, "regeneration_config": {}}).json["job_id"]
+    with EventLog.in_dir(data) as log:  # a server regenerated both and scored them, then died before judging
+        log.append_many([JobStarted(job_id=job_id)] + [
+            ev for i in ids for ev in (
+                EntryRegenerated(dataset_id=dataset_id, entry_id=i, job_id=job_id, answer=f"made before the crash {i}"),
+                EntryScored(dataset_id=dataset_id, entry_id=i, quality_score=0.5, quality={"length": 0.5}))])
+    simulator.reset_stats()
+    restarted = make_client(simulator_url=simulator.base_url, start_worker=True)
+    status = wait_job(restarted, job_id)
+    assert status["status"] == "completed" and status["result"]["entries_count"] == 2, status
+    sent = simulator.requests()
+    assert len(sent) == 2 and {r["model"] for r in sent} == {"judge-model"}  # judged, not regenerated again
+    for i in ids:
+        entry = restarted.simulate_get(f"{API}/datasets/{dataset_id}/entries/{i}").json
+        assert entry["answer"] == f"made before the crash {i}" and "judge" in entry["quality"]
+
+
 def test_regenerate_answers_a_questions_dataset_again(make_client: Callable[..., Any], simulator: Simulator,
                                                       data: Path) -> None:
     ids = questions_dataset(data)
