@@ -19,6 +19,7 @@ import msgspec
 
 from dsetlog import prompts, quality, scoring, splits
 from dsetlog.events import (
+    BenchmarkAnswered,
     BenchmarkCompleted,
     DatasetCreated,
     EntryGenerated,
@@ -393,7 +394,9 @@ class DocumentRun:
             if result.outcome in ("completed", "failed") and (self.req.include_evaluation_sets or self.req.evaluation):
                 self._split()
             if result.outcome in ("completed", "failed") and self.req.run_benchmarks:
-                result.benchmark = await self._benchmark()
+                result.benchmark, stop = await self._benchmark()
+                if stop:
+                    result.outcome, result.message = stop
         self.rm.catch_up()
         self._set_stage("Exporting")
         files, exported = export_dataset(self.rm, self.dataset_id, data_dir=self.data_dir,
@@ -705,48 +708,73 @@ class DocumentRun:
                                               difficulty_buckets=buckets))
         self.rm.catch_up()
 
-    async def _benchmark(self) -> dict[str, Any]:
+    async def _benchmark(self) -> tuple[dict[str, Any], tuple[str, str] | None]:
+        """Benchmark the model on the test split: (results, a stop). Answers the log has for an unchanged
+        entry (same suite, model and entry revision) are reused, not asked for again."""
         from dsetlog.llm import CallFailure
         from dsetlog.runner import WorkItem
 
         self.rm.catch_up()
-        assignment = self.rm.evaluations.splits(self.dataset_id)
+        provider, suite = self.models.benchmark, self.req.benchmark_suite
+        evaluations = self.rm.evaluations
+        done = [b for b in evaluations.benchmarks(self.dataset_id, job_id=self.job_id)
+                if (b.suite, b.model) == (suite, provider.model)]
+        if done:  # this job was resumed after its benchmark: the result stands
+            return {"suite": suite, "model": provider.model, **done[-1].results}, None
+        assignment = evaluations.splits(self.dataset_id)
         test = [e for e in self.rm.datasets.entries(self.dataset_id) if assignment.get(e.id) == "test"]
         if not test:  # a tiny dataset may leave the test split empty: benchmark on everything kept
             test = [e for e in self.rm.datasets.entries(self.dataset_id) if not e.below_threshold]
-        provider = self.models.benchmark
+
+        def still_valid() -> dict[str, dict[str, float]]:
+            answers = evaluations.benchmark_answers(self.dataset_id, suite=suite, model=provider.model)
+            return {e.id: answers[e.id].scores for e in test
+                    if e.id in answers and answers[e.id].revision == e.revision}
+
+        reused = still_valid()
         units = []
         for e in test:
+            if e.id in reused:
+                continue
             chunk = self.rm.projects.chunk(e.source_chunk)
             messages = [{"role": "system", "content": BENCHMARK_SYSTEM},
                         {"role": "user", "content": f"Text:\n{chunk.text if chunk else ''}\n\nQuestion: {e.question}"}]
             units.append(WorkItem(self.dataset_id, e.item_id, messages, context=e, record_attempts=False))
-        scores: list[dict[str, float]] = []
         # negative_rejection asks every test question too: the model must decline the unanswerable ones and
         # only those (refusing everything must not score 1.0)
-        rejection_suite = self.req.benchmark_suite == "negative_rejection"
+        rejection_suite = suite == "negative_rejection"
 
         def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
             if not c.content.strip():
                 raise CallFailure("empty", "no answer", retryable=True)
+            entry = unit.context
             if rejection_suite:
-                scores.append({"rejection_accuracy": float(scoring.rejection_correct(c.content, unit.context.answer))})
+                scores = {"rejection_accuracy": float(scoring.rejection_correct(c.content, entry.answer))}
             else:
-                scores.append(scoring.score_all(c.content, unit.context.answer))
-            return []
+                scores = scoring.score_all(c.content, entry.answer)
+            return [BenchmarkAnswered(dataset_id=self.dataset_id, job_id=self.job_id, suite=suite, model=provider.model,
+                                      entry_id=entry.id, revision=entry.revision, answer=c.content, scores=scores,
+                                      usage=Usage(prompt_tokens=c.prompt_tokens,
+                                                  completion_tokens=c.completion_tokens))]
 
-        self._set_stage(f"Benchmarking {provider.model} on {len(units)} questions")
-        engine = self._engine(provider, make_events, len(units))
-        await self._run_engine(engine, units, lambda done, total: f"Benchmark question {done} of {total}")
-        results: dict[str, Any] = {"questions": len(units), "answered": len(scores)}
+        stop = None
+        if units:
+            self._set_stage(f"Benchmarking {provider.model} on {len(units)} questions")
+            engine = self._engine(provider, make_events, len(units))
+            outcome = await self._run_engine(engine, units, lambda done, total: f"Benchmark question {done} of {total}")
+            stop = _stopped(outcome)
+        self.rm.catch_up()
+        scores = list(still_valid().values())
+        results: dict[str, Any] = {"questions": len(test), "answered": len(scores), "reused": len(reused)}
         if rejection_suite:
-            results["unanswerable"] = sum(scoring.is_rejection(u.context.answer) for u in units)
+            results["unanswerable"] = sum(scoring.is_rejection(e.answer) for e in test)
         for metric in (("rejection_accuracy",) if rejection_suite else ("exact_match", "token_f1", "rouge_l")):
             results[metric] = round(sum(s[metric] for s in scores) / len(scores), 4) if scores else 0.0
-        self.log.append(BenchmarkCompleted(dataset_id=self.dataset_id, job_id=self.job_id,
-                                           suite=self.req.benchmark_suite, model=provider.model, results=results))
-        self.rm.catch_up()
-        return {"suite": self.req.benchmark_suite, "model": provider.model, **results}
+        if stop is None:  # a stopped benchmark is finished by the run that resumes it
+            self.log.append(BenchmarkCompleted(dataset_id=self.dataset_id, job_id=self.job_id, suite=suite,
+                                               model=provider.model, results=results))
+            self.rm.catch_up()
+        return {"suite": suite, "model": provider.model, **results}, stop
 
 
 def _stopped(result: Any) -> tuple[str, str] | None:

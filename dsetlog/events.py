@@ -302,6 +302,23 @@ class EvaluationSetsCreated(Event, frozen=True, kw_only=True):
     difficulty_buckets: dict[str, list[str]] = {}
 
 
+class BenchmarkAnswered(Event, frozen=True, kw_only=True):
+    """The benchmarked model's answer to one test entry, scored against the entry at that revision.
+
+    A later benchmark of the same suite and model reuses it while the entry is unchanged (never paid twice).
+    """
+
+    dataset_id: str
+    job_id: str
+    suite: str
+    model: str
+    entry_id: str
+    revision: int
+    answer: str
+    scores: dict[str, float] = {}
+    usage: Usage = Usage()
+
+
 class BenchmarkCompleted(Event, frozen=True, kw_only=True):
     dataset_id: str
     job_id: str

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from dsetlog.events import BenchmarkCompleted, EvaluationSetsCreated
+from dsetlog.events import BenchmarkAnswered, BenchmarkCompleted, EvaluationSetsCreated
 from dsetlog.log import Recorded
 from projections.base import Projection, handles
 
@@ -18,6 +18,19 @@ class BenchmarkView(msgspec.Struct, gc=False):
     model: str
     results: dict[str, Any]
     completed_at: str
+    seq: int
+
+
+class BenchmarkAnswerView(msgspec.Struct, gc=False):
+    """The last answer of one model, in one suite, to one entry (at the entry's revision then)."""
+
+    dataset_id: str
+    suite: str
+    model: str
+    entry_id: str
+    revision: int
+    scores: dict[str, float]
+    job_id: str
     seq: int
 
 
@@ -34,19 +47,22 @@ class SplitsView(msgspec.Struct, gc=False):
 class EvaluationsState(msgspec.Struct, array_like=True):
     splits: list[SplitsView]
     benchmarks: list[BenchmarkView]
+    answers: list[BenchmarkAnswerView]
 
 
 class Evaluations(Projection):
-    """The latest split of each dataset (a re-split replaces it) and every benchmark run, oldest first."""
+    """The latest split of each dataset (a re-split replaces it), every benchmark run, oldest first, and the
+    last benchmark answer of each (dataset, suite, model, entry)."""
 
     name = "evaluations"
-    version = 1
+    version = 2
     state_type = EvaluationsState
 
     def __init__(self) -> None:
         super().__init__()
         self._splits: dict[str, SplitsView] = {}
         self._benchmarks: dict[str, list[BenchmarkView]] = {}
+        self._answers: dict[tuple[str, str, str], dict[str, BenchmarkAnswerView]] = {}
 
     @handles(EvaluationSetsCreated)
     def _sets(self, rec: Recorded, ev: EvaluationSetsCreated) -> None:
@@ -58,6 +74,11 @@ class Evaluations(Projection):
         self._benchmarks.setdefault(ev.dataset_id, []).append(
             BenchmarkView(ev.dataset_id, ev.job_id, ev.suite, ev.model, dict(ev.results), rec.ts, rec.seq))
 
+    @handles(BenchmarkAnswered)
+    def _answered(self, rec: Recorded, ev: BenchmarkAnswered) -> None:
+        self._answers.setdefault((ev.dataset_id, ev.suite, ev.model), {})[ev.entry_id] = BenchmarkAnswerView(
+            ev.dataset_id, ev.suite, ev.model, ev.entry_id, ev.revision, dict(ev.scores), ev.job_id, rec.seq)
+
     def splits(self, dataset_id: str) -> dict[str, str]:
         """entry_id -> split name; empty when the dataset has no evaluation sets."""
         view = self._splits.get(dataset_id)
@@ -66,15 +87,25 @@ class Evaluations(Projection):
     def split_view(self, dataset_id: str) -> SplitsView | None:
         return self._splits.get(dataset_id)
 
-    def benchmarks(self, dataset_id: str) -> list[BenchmarkView]:
-        return list(self._benchmarks.get(dataset_id, ()))
+    def benchmarks(self, dataset_id: str, *, job_id: str | None = None) -> list[BenchmarkView]:
+        """The dataset's benchmark runs, oldest first (only those of ``job_id`` when given)."""
+        runs = self._benchmarks.get(dataset_id, ())
+        return [b for b in runs if job_id is None or b.job_id == job_id]
+
+    def benchmark_answers(self, dataset_id: str, *, suite: str, model: str) -> dict[str, BenchmarkAnswerView]:
+        """entry_id -> the last answer ``model`` gave to that entry in ``suite``."""
+        return dict(self._answers.get((dataset_id, suite, model), {}))
 
     def snapshot_state(self) -> EvaluationsState:
         return EvaluationsState(list(self._splits.values()),
-                                [b for runs in self._benchmarks.values() for b in runs])
+                                [b for runs in self._benchmarks.values() for b in runs],
+                                [a for answers in self._answers.values() for a in answers.values()])
 
     def load_snapshot_state(self, state: EvaluationsState) -> None:
         self._splits = {s.dataset_id: s for s in state.splits}
         self._benchmarks = {}
         for b in state.benchmarks:
             self._benchmarks.setdefault(b.dataset_id, []).append(b)
+        self._answers = {}
+        for a in state.answers:
+            self._answers.setdefault((a.dataset_id, a.suite, a.model), {})[a.entry_id] = a

@@ -41,6 +41,7 @@ from dsetlog.docgen import (
     export_dataset,
 )
 from dsetlog.events import (
+    BenchmarkAnswered,
     ChunkTitled,
     EntryEdited,
     EntryGenerated,
@@ -679,6 +680,42 @@ def test_negative_rejection_benchmark_scores_refusals_both_ways(env: Env) -> Non
     assert bench["unanswerable"] == len(negatives)
     # the simulator answers every question from the text, never refusing: right on the answerable ones only
     assert bench["rejection_accuracy"] == pytest.approx((len(test) - len(negatives)) / len(test), abs=1e-4)
+
+
+def test_a_benchmark_answer_is_never_paid_for_twice(env: Env) -> None:
+    """Answers in the log for an unchanged entry (same suite and model) are reused: by a resumed job, by a
+    later run of the same request, after a crash in the middle of a benchmark."""
+    env.project_md(10)
+    fields = dict(datasets_per_chunk=3, analyze_quality=True, quality_threshold=0.0, include_evaluation_sets=True,
+                  benchmark_suite="reference_qa", benchmark_model="simulated:student")
+    made = env.run(job_id="job_plain", **fields)  # no benchmark yet
+    test = sorted(i for i, s in env.rm.evaluations.splits(made.dataset_id).items() if s == "test")
+    assert len(test) >= 3 and not env.requests("benchmark")
+    entries = {e.id: e for e in env.entries(made.dataset_id)}
+    env.log.append_many([  # a benchmark that answered two questions and was killed
+        BenchmarkAnswered(dataset_id=made.dataset_id, job_id="job_killed", suite="reference_qa", model="student",
+                          entry_id=i, revision=entries[i].revision, answer=entries[i].answer,
+                          scores={"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0}) for i in test[:2]])
+
+    first = env.run(job_id="job_bench", run_benchmarks=True, **fields).benchmark
+    assert first is not None and len(env.requests("benchmark")) == len(test) - 2
+    assert (first["questions"], first["answered"], first["reused"]) == (len(test), len(test), 2)
+    answers = env.events(BenchmarkAnswered)
+    assert sorted(a.entry_id for a in answers) == sorted(test)  # each asked question is in the log, with its answer
+    assert all(a.answer and a.usage.completion_tokens > 0 for a in answers if a.job_id == "job_bench")
+
+    again = env.run(job_id="job_again", run_benchmarks=True, **fields).benchmark  # the same request, later
+    assert len(env.requests("benchmark")) == len(test) - 2  # nothing asked
+    assert again is not None and again["reused"] == len(test) and again["token_f1"] == first["token_f1"]
+    resumed = env.run(job_id="job_bench", run_benchmarks=True, **fields).benchmark  # a resumed job
+    assert resumed == first and [b.job_id for b in env.rm.evaluations.benchmarks(made.dataset_id)] == [
+        "job_bench", "job_again"]
+
+    env.log.append(EntryEdited(dataset_id=made.dataset_id, entry_id=test[0], answer="An edited reference answer."))
+    edited = env.run(job_id="job_edited", run_benchmarks=True, **fields).benchmark
+    asked = env.requests("benchmark")
+    assert len(asked) == len(test) - 1  # only the edited entry, asked again
+    assert edited is not None and edited["reused"] == len(test) - 1 and edited["answered"] == len(test)
 
 
 @pytest.mark.parametrize("suite", ["glue", "squad", "made_up"])
