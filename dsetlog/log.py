@@ -226,7 +226,7 @@ def line_chunks(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes, int
 
 
 def read_batches(
-    path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None
+    path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None, end: int | None = None
 ) -> Iterator[tuple[list[Recorded], int]]:
     """Like :func:`read_records`, a chunk at a time: (records, the file offset just after the last of them).
 
@@ -234,11 +234,12 @@ def read_batches(
     callers that fold millions of records (projections). Each chunk is decoded by one
     C call, and when there is much to read the checksums are checked by a second
     process (:mod:`dsetlog.crc_worker`) on another core; no record is yielded before
-    its checksum has passed. ``until_seq`` stops after that record.
+    its checksum has passed. ``until_seq`` stops after that record; ``end`` reads as if the file ended
+    there (what a caller saw under the lock).
     """
     with open(path, "rb", buffering=0) as fh:
         fd = fh.fileno()
-        size = os.fstat(fd).st_size
+        size = os.fstat(fd).st_size if end is None else min(end, os.fstat(fd).st_size)
         if size <= offset:
             return
         # Everything up to the last valid record must be valid; after it is a write in flight or a torn tail
