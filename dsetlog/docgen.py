@@ -427,23 +427,10 @@ class DocumentRun:
         return self.limiter_for(provider) if self.limiter_for is not None else None
 
     async def _run_engine(self, engine: Any, items: Sequence[Any], step: Callable[[int, int], str]) -> Any:
-        import asyncio
+        from dsetlog.runner import run_reporting
 
-        total = len(items)
-        start_done = self.progress.done + self.progress.failed
-
-        async def watch() -> None:
-            while True:
-                done = self.progress.done + self.progress.failed - start_done
-                self._set_stage(step(done, total), done, total)
-                await asyncio.sleep(0.5)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            return await engine.run(items)
-        finally:
-            watcher.cancel()
-            await engine.client.close()
+        return await run_reporting(engine, items, lambda done, total: self._set_stage(step(done, total), done, total),
+                                   every=0.5)
 
     async def _title_chunks(self) -> tuple[str, str] | None:
         """chunking_model: a topic line for each chunk without a heading, written once per chunk ever."""

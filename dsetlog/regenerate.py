@@ -21,7 +21,6 @@ found in the log (:func:`regenerated_by`) and not requested again.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -254,7 +253,7 @@ async def run_regeneration(
 ) -> RegenResult:
     """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened."""
     from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy
-    from dsetlog.runner import Engine, WorkItem
+    from dsetlog.runner import Engine, WorkItem, run_reporting
 
     rm.catch_up()
     result = RegenResult(dataset_id)
@@ -288,25 +287,12 @@ async def run_regeneration(
 
     async def run(provider: Provider, units: list[Any], make_events: Any, step: str, **sampling: Any) -> Any:
         progress.total += len(units)
-        start_done = progress.done + progress.failed
         limiter = limiter_for(provider) if limiter_for is not None else None
         client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter, **sampling)
         engine = Engine(log=log, client=client, policy=policy, make_events=make_events, progress=progress,
                         run_id=job_id, concurrency=config.concurrency, budget=budget or Budget(),
                         price=provider.price())
-
-        async def watch() -> None:
-            while True:
-                done = progress.done + progress.failed - start_done
-                on_stage(f"{step} {done} of {len(units)}", done, len(units))
-                await asyncio.sleep(0.25)
-
-        watcher = asyncio.create_task(watch())
-        try:
-            return await engine.run(units)
-        finally:
-            watcher.cancel()
-            await client.close()
+        return await run_reporting(engine, units, lambda done, total: on_stage(f"{step} {done} of {total}", done, total))
 
     def ended(outcome: Any) -> bool:
         """Note a stop (fatal, budget, interrupted) in the result; True when the job must end here."""

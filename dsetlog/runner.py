@@ -221,6 +221,25 @@ class Engine:
             p.cost += (c.prompt_tokens * self.price[0] + c.completion_tokens * self.price[1]) / 1e6
 
 
+async def run_reporting(engine: Engine, items: Sequence[WorkItem], report: Callable[[int, int], None], *,
+                        every: float = 0.25) -> EngineResult:
+    """``engine.run(items)`` with ``report(done, total)`` called every ``every`` seconds meanwhile (a job's live
+    stage line), then the client closed."""
+    start = engine.progress.done + engine.progress.failed
+
+    async def watch() -> None:
+        while True:
+            report(engine.progress.done + engine.progress.failed - start, len(items))
+            await asyncio.sleep(every)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await engine.run(items)
+    finally:
+        watcher.cancel()
+        await engine.client.close()
+
+
 def run_engine(engine: Engine, items: Sequence[WorkItem]) -> EngineResult:
     """Run in a fresh event loop (the CLI's entry point); Ctrl-C ends it cleanly via the signal handler."""
     async def main() -> EngineResult:
