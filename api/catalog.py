@@ -2,8 +2,8 @@
 
 Documents come as a multipart upload (a ``file`` part, plus optional ``strategy``, ``chunk_size`` and
 ``overlap`` fields) or as JSON (``filename`` with ``content`` text or ``content_base64`` bytes). The
-server keeps each uploaded original under ``<data>/uploads/<document_id>/``, which is what
-POST .../documents/{document_id}/chunk re-chunks.
+original of every document (uploaded here or ingested by `dset ingest`) is kept under
+``<data>/uploads/<document_id>/``, which is what POST .../documents/{document_id}/chunk re-chunks.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from api.schemas import (
 )
 from api.spec import operation
 from dsetlog import ingest
-from dsetlog.fsutil import atomic_write_bytes
 from dsetlog.prompts import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters, default_prompts
 from projections.projects import DocumentView, ProjectView, flat_categories
 from projections.readmodel import ReadModel
@@ -139,7 +138,7 @@ class DocumentsResource:
         self.ctx = ctx
 
     def _kept(self, document_id: str, filename: str) -> Path:
-        return self.ctx.uploads / document_id / Path(filename).name
+        return ingest.original_path(self.ctx.data_dir, document_id, filename)
 
     @operation("Upload a document (multipart ``file``, or JSON); its text is extracted and chunked",
                body=DocumentUpload, multipart=ChunkingOptions, response=Document, status=201,
@@ -156,9 +155,6 @@ class DocumentsResource:
         with rm.lock:
             project = project_or_404(rm, project_id)
         res = self._ingest(project.id, options, data=data, filename=filename)
-        kept = self._kept(res.document_id, res.filename)
-        if not kept.exists():
-            atomic_write_bytes(kept, data)
         rm = ctx.model()
         with rm.lock:
             doc = rm.projects.document(res.document_id)
@@ -232,8 +228,8 @@ class DocumentsResource:
             filename = doc.filename
         kept = self._kept(document_id, filename)
         if not kept.exists():
-            raise conflict(f"the server does not hold the original of {filename} (it was not uploaded through the "
-                           f"API); upload it again with the new chunking settings instead")
+            raise conflict(f"the original of {filename} is not in the data dir (it was ingested by an older version, "
+                           f"or removed from {kept.parent}); upload it again with the new chunking settings instead")
         res = self._ingest(project.id, options, path=kept, filename=filename)
         rm = self.ctx.model()
         with rm.lock:

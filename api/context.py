@@ -38,10 +38,6 @@ class Context:
             if self.worker.start(resume=unfinished) and unfinished:
                 _log.info("resuming %d unfinished job(s): %s", len(unfinished), ", ".join(unfinished))
 
-    @property
-    def uploads(self) -> Path:
-        return self.data_dir / "uploads"
-
     def model(self, as_of: int | None = None) -> ReadModel:
         """The read model, caught up; with ``as_of``: the projections as they were at that seq."""
         rm = self.rm

@@ -12,6 +12,10 @@ them. A crash can leave at most a prefix of that batch (the log cuts a torn last
 line); the projection shows no chunk set for a document until its DocumentChunked
 is in the log, and ingesting the file again completes it.
 
+The original file of every document is kept beside the log, under
+``<data>/uploads/<document_id>/<filename>`` (:func:`original_path`), so a document
+can be chunked again with other settings later, by the CLI or the API.
+
 Ids are deterministic where a repeat must be recognised: a project's id comes
 from its name, a document's from its project and content hash, a chunk's from
 its document, the chunking settings and its index. Two processes ingesting the
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -42,6 +47,7 @@ from dsetlog.events import (
     TaxonomyCreated,
 )
 from dsetlog.extract import MEDIA_TYPES, SUPPORTED_EXTENSIONS, ExtractError, content_hash, extract_bytes
+from dsetlog.fsutil import atomic_write_bytes
 from dsetlog.log import EventLog
 from dsetlog.prompts import ProjectParameters, normalize_mode, placeholders, prompt_hash
 from projections.projects import CATEGORY_PATH_SEP, ChunkView, ProjectView
@@ -248,6 +254,17 @@ def resolve_chunking(strategy: str, chunk_size: int | None = None, overlap: int 
     return size, overlap
 
 
+def original_path(data_dir: str | os.PathLike[str], document_id: str, filename: str) -> Path:
+    """Where the original file of a document is kept."""
+    return Path(data_dir) / "uploads" / document_id / Path(filename).name
+
+
+def _keep_original(log: EventLog, document_id: str, filename: str, raw: bytes) -> None:
+    kept = original_path(log.path.parent, document_id, filename)
+    if not kept.exists():
+        atomic_write_bytes(kept, raw)
+
+
 def ingest_file(
     log: EventLog,
     rm: ReadModel,
@@ -276,16 +293,18 @@ def ingest_file(
         if doc is not None:
             current = (doc.strategy, doc.chunk_size, doc.overlap)
             if doc.chunked_seq is not None and current == (strategy, size, overlap):
+                _keep_original(log, doc.id, doc.filename, raw)
                 return IngestResult(
                     document_id=doc.id, filename=filename, chunks=len(doc.chunk_ids), skipped=True,
                     reason=_unchanged_reason(doc.filename, filename), status="unchanged",
                     project_id=project_id, content_hash=digest, media_type=doc.media_type, size=doc.size,
                     chars=doc.chars, strategy=strategy, chunk_size=size, overlap=overlap,
                 )  # fmt: skip
-            document_id, was_chunked = doc.id, doc.chunked_seq is not None
+            document_id, was_chunked, stored_name = doc.id, doc.chunked_seq is not None, doc.filename
             old = f"{doc.strategy} {doc.chunk_size}/{doc.overlap}" if was_chunked else ""
         else:
             document_id, was_chunked, old = document_id_for(project_id, digest), False, ""
+            stored_name = filename
     extracted = _extract(raw, filename)
     chunks = chunk_text(extracted.text, strategy=strategy, chunk_size=size, overlap=overlap)
     if not chunks:  # extract_bytes refuses blank text, so this is only a safeguard
@@ -318,6 +337,7 @@ def ingest_file(
             overlap=overlap, chunk_ids=chunk_ids,
         )
     )  # fmt: skip
+    _keep_original(log, document_id, stored_name, raw)  # before the events: no document without its original
     log.append_many(events)
     rm.catch_up()
     if doc is None:

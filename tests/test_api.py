@@ -328,17 +328,26 @@ def test_documents_multipart_json_and_base64_uploads(client: testing.TestClient,
     assert_error(client.simulate_post(url, body=b"x", headers={"Content-Type": "text/plain"}), 415)
 
 
-def test_rechunk_needs_the_original(client: testing.TestClient, data: Path) -> None:
+def test_a_document_ingested_by_the_cli_can_be_rechunked_over_http(client: testing.TestClient, data: Path) -> None:
     from dsetlog import ingest
     from projections.readmodel import ReadModel
 
     project = client.simulate_post(f"{API}/projects", json={"name": "med"}).json["id"]
     source = data.parent / "cli.md"
-    source.write_text(markdown(2))
-    with EventLog.in_dir(data) as log:  # ingested by the CLI: the server holds no copy
-        res = ingest.ingest_file(log, ReadModel.open(data), project_id=project, path=source)
-    assert_error(client.simulate_post(f"{API}/projects/{project}/documents/{res.document_id}/chunk", json={}),
-                 409, "upload it again")
+    source.write_text(markdown(6))
+    with EventLog.in_dir(data) as log:  # `dset ingest`: the data dir keeps the original too
+        res = ingest.ingest_file(log, ReadModel.open(data), project_id=project, path=source, strategy="markdown")
+    kept = ingest.original_path(data, res.document_id, "cli.md")
+    assert kept.read_bytes() == source.read_bytes()
+    source.unlink()  # the user's file may be gone: the copy is what counts
+    docs = client.simulate_get(f"{API}/projects/{project}/documents").json["documents"]
+    assert [d["original_kept"] for d in docs] == [True]
+    url = f"{API}/projects/{project}/documents/{res.document_id}/chunk"
+    resp = client.simulate_post(url, json={"strategy": "characters", "chunk_size": 100, "overlap": 10})
+    assert resp.status_code == 200 and resp.json["strategy"] == "characters", resp.text
+    assert resp.json["chunks"] > res.chunks
+    kept.unlink()
+    assert_error(client.simulate_post(url, json={}), 409, "upload it again")
 
 
 def test_taxonomies_list_shape_and_create(client: testing.TestClient) -> None:
