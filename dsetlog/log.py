@@ -40,6 +40,7 @@ _READ_CHUNK = 1 << 23  # 8 MiB: few calls into C, bounded memory while replaying
 # to start: the reader checks the first _CHECK_HEAD bytes itself meanwhile.
 PARALLEL_CHECK_BYTES = 1 << 26
 _CHECK_HEAD = 1 << 25
+_SEEK_LINEAR = 1 << 16  # seek_seq walks record by record once its range is this small
 _seq_of = operator.attrgetter("seq")
 _crc_of = operator.attrgetter("crc")
 _event_of = operator.attrgetter("event")
@@ -362,6 +363,75 @@ class _Checker:
             self.proc.stdout.close()
 
 
+def seek_seq(path: Path, seq: int) -> tuple[int, int]:
+    """Where the record after ``seq`` starts: (its offset, ``seq``), or the log's end when it is shorter.
+
+    Seqs grow with file offsets, so a binary search finds it in a few dozen small
+    reads whatever the log's size. A line that is not a valid record where one
+    should be sends the caller back to the start, (0, 0), so that the reader's own
+    checks name the problem.
+    """
+    if seq <= 0:
+        return 0, 0
+    with open(path, "rb", buffering=0) as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        lo, lo_seq = 0, 0  # a line starts at lo, just after the record lo_seq (<= seq)
+        hi = size  # no record at or after hi has a seq <= seq
+        while hi - lo > _SEEK_LINEAR:
+            mid = (lo + hi) // 2
+            found = _record_after(fd, mid, hi)
+            if found is None:  # one long line spans mid..hi
+                hi = mid
+                continue
+            start, end, rec_seq = found
+            if rec_seq < 0:
+                return 0, 0
+            if rec_seq <= seq:
+                lo, lo_seq = end, rec_seq
+            else:
+                hi = start
+        pos = lo  # a short stretch is left: walk it record by record
+        while lo_seq < seq:
+            found = _record_after(fd, pos, size, line_start=True)
+            if found is None:
+                break  # the end (at most a write in flight or a torn tail after it)
+            _, end, rec_seq = found
+            if rec_seq != lo_seq + 1:
+                return 0, 0
+            pos, lo_seq = end, rec_seq
+        return pos, lo_seq
+
+
+def _record_after(fd: int, pos: int, limit: int, *, line_start: bool = False) -> tuple[int, int, int] | None:
+    """The first whole line starting at or after ``pos`` (exactly at ``pos`` with ``line_start``) and before
+    ``limit``: (its start, its end, its record's seq, or -1 when it is not a valid record); None if none."""
+    block = 1 << 16
+    start = pos
+    if not line_start and pos > 0:  # pos falls inside a line: the next one starts after its newline
+        while True:
+            data = os.pread(fd, block, start)
+            if not data:
+                return None
+            nl = data.find(b"\n")
+            if nl >= 0:
+                start += nl + 1
+                break
+            start += len(data)
+    if start >= limit:
+        return None
+    buf = b""
+    while True:
+        data = os.pread(fd, block, start + len(buf))
+        if not data:
+            return None  # no newline before the end: not a whole line
+        buf += data
+        nl = buf.find(b"\n")
+        if nl >= 0:
+            rec = parse_line(buf[:nl])
+            return start, start + nl + 1, -1 if rec is None else rec.seq
+
+
 def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[Recorded]:
     """Yield every whole record after ``offset``.
 
@@ -437,9 +507,10 @@ class EventLog:
         return self._last_seq
 
     def read(self, *, after: int = 0) -> Iterator[Recorded]:
-        """Replay every record with seq > ``after``, in order."""
-        for rec in read_records(self.path):
-            if rec.seq > after:
+        """Replay every record with seq > ``after``, in order, reading nothing before it (see :func:`seek_seq`)."""
+        offset, seq = seek_seq(self.path, after)
+        for rec in read_records(self.path, offset=offset, seq=seq):
+            if rec.seq > after:  # seek_seq may send it back to the start
                 yield rec
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 import dsetlog.log as log_module
 from dsetlog.events import EVENT_TYPES, EntryEdited, EntryGenerated, Event, QuestionQueued, Usage
-from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_batches, read_records
+from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_batches, read_records, seek_seq
 from dsetlog.logtools import repair, verify
 
 WRITER = Path(__file__).with_name("log_writer.py")
@@ -253,6 +253,35 @@ def test_writer_open_during_repair_appends_to_the_repaired_log(tmp_path: Path) -
         assert long_lived.append(qq(1)) == 6  # not 7, and not into the replaced file
     assert seqs_of(path) == list(range(1, 7))
     assert verify(path).ok
+
+
+# --- replay from a seq ----------------------------------------------------------------------------------
+
+
+def test_a_replay_from_a_seq_seeks_to_it(tmp_path: Path) -> None:
+    events: list[Event] = [entry(i) if i % 3 else qq(i) for i in range(3000)]  # lines of two lengths
+    path = make_log(tmp_path, events)
+    data = path.read_bytes()
+    ends = list(itertools.accumulate(len(line) for line in data.splitlines(keepends=True)))
+    with EventLog(path) as log:
+        for after in (0, 1, 2, 999, 1000, 1777, 2999, 3000, 5000):
+            assert [r.seq for r in log.read(after=after)] == list(range(after + 1, 3001)), after
+            if 0 < after <= 3000:
+                assert seek_seq(path, after) == (ends[after - 1], after)
+    assert seek_seq(path, 5000) == (len(data), 3000)
+
+    # reading from seq 2000 reads nothing before it: a bad line early on does not stop it (a full read says so)
+    lines = data.splitlines(keepends=True)
+    bad = bytearray(lines[9])
+    bad[bad.index(b"question")] ^= 0x20
+    path.write_bytes(b"".join(lines[:9]) + bytes(bad) + b"".join(lines[10:]) + b'{"seq":3001,"ts":"20')
+    with EventLog(path) as log:  # opening cuts the torn tail
+        assert [r.seq for r in log.read(after=2000)] == list(range(2001, 3001))
+        assert seek_seq(path, 5000) == (len(data), 3000)
+        with pytest.raises(CorruptLogError, match="line 10"):
+            list(log.read())
+        with pytest.raises(CorruptLogError, match="line 10"):  # a bad line where the search lands: from the start
+            list(log.read(after=10))
 
 
 # --- big replays: the checksums checked by a worker process on another core ------------------------------
