@@ -174,25 +174,29 @@ def encode_records(events: Iterable[Event], *, first_seq: int, ts: str) -> bytes
     return b"".join(out)
 
 
-def find_valid_end(fd: int, size: int) -> tuple[int, int]:
-    """Scan back from ``size`` to the last whole valid record: (its end offset, its seq), or (0, 0)."""
+def find_valid_end(fd: int, size: int, *, floor: int = 0, floor_seq: int = 0) -> tuple[int, int]:
+    """Scan back from ``size`` to the last whole valid record: (its end offset, its seq).
+
+    Nothing before ``floor`` (the end of a record known to be good, seq ``floor_seq``)
+    is read; with no valid record after it the answer is (``floor``, ``floor_seq``).
+    """
     block = 1 << 16
-    start = max(0, size - block)
+    start = max(floor, size - block)
     buf = os.pread(fd, size - start, start)
     end = len(buf)
     while True:
         nl = buf.rfind(b"\n", 0, end)
         if nl < 0:
-            if start == 0:
-                return 0, 0
-            grow = min(start, len(buf))  # double the window backwards, keeping the part already read
+            if start == floor:
+                return floor, floor_seq
+            grow = min(start - floor, len(buf))  # double the window backwards, keeping the part already read
             start -= grow
             buf = os.pread(fd, grow, start) + buf
             end += grow
             continue
         prev = buf.rfind(b"\n", 0, nl)
-        if prev < 0 and start > 0:
-            grow = min(start, max(block, len(buf)))
+        if prev < 0 and start > floor:
+            grow = min(start - floor, max(block, len(buf)))
             start -= grow
             buf = os.pread(fd, grow, start) + buf
             end += grow
@@ -243,8 +247,9 @@ def read_batches(
         size = os.fstat(fd).st_size if end is None else min(end, os.fstat(fd).st_size)
         if size <= offset:
             return
-        # Everything up to the last valid record must be valid; after it is a write in flight or a torn tail
-        valid_end, _ = find_valid_end(fd, size)
+        # Everything up to the last valid record must be valid; after it is a write in flight or a torn tail.
+        # (Found from the end back, reading nothing before offset: a catch-up reads only what was appended.)
+        valid_end, _ = find_valid_end(fd, size, floor=offset, floor_seq=seq)
         if valid_end <= offset:
             return
         # The worker takes the lines after a head that is checked here while it starts up.

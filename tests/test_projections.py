@@ -242,6 +242,19 @@ def test_catch_up_with_nothing_new_costs_one_stat(tmp_path: Path, monkeypatch: p
     assert [it.item_id for it in rm.datasets.items(DS)] == ["a", "b"]
 
 
+def test_catch_up_reads_only_the_bytes_appended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    append(tmp_path, created(), *[queued(f"q{i}") for i in range(3000)])  # a few hundred KB
+    rm = ReadModel.open(tmp_path)
+    before = rm.offset
+    append(tmp_path, queued("late"))
+    reads: list[tuple[int, int]] = []
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: reads.append((off, n)) or real_pread(fd, n, off))
+    assert rm.catch_up() == 1
+    assert reads and min(off for off, _ in reads) >= before  # from the last offset on, nothing before it
+    assert sum(n for _, n in reads) < 64 * 1024 + (rm.offset - before) * 2
+
+
 def test_catch_up_sees_what_another_process_appended(tmp_path: Path) -> None:
     append(tmp_path, created())
     rm = ReadModel.open(tmp_path)
