@@ -1,8 +1,9 @@
 """The checksum half of a big replay, run by :func:`dsetlog.log.read_batches` on a second core.
 
-    python -m dsetlog.crc_worker LOG START END
+    python -m dsetlog.crc_worker FD START END
 
-Checks the whole lines of ``[START, END)`` in chunks and prints, after each
+Checks the whole lines of ``[START, END)`` of the log open as descriptor FD (inherited from the
+reader, so both read the same file) in chunks and prints, after each
 chunk, the offset it has checked up to; at the first line that fails it prints
 ``bad INDEX REASON`` (INDEX counted in lines from START) and stops. The reader
 yields no record before this worker (or the reader itself) has passed it.
@@ -17,10 +18,9 @@ from dsetlog.log import LogError, count_checked, line_chunks
 
 
 def main(argv: list[str]) -> int:
-    path, start, end = argv[0], int(argv[1]), int(argv[2])
+    fd, start, end = int(argv[0]), int(argv[1]), int(argv[2])
     out = sys.stdout.buffer
     lines = 0
-    fd = os.open(path, os.O_RDONLY)
     try:
         for pos, data, n in line_chunks(fd, start, end):
             good, why = count_checked(data, n)

@@ -257,7 +257,7 @@ def read_batches(
         checker = None
         if valid_end - offset >= PARALLEL_CHECK_BYTES:
             head_end = _line_end_after(fd, offset + _CHECK_HEAD, valid_end)
-            checker = _Checker.start(path, head_end, valid_end)
+            checker = _Checker.start(path, fd, head_end, valid_end)
         try:
             chunks = itertools.chain(line_chunks(fd, offset, head_end), line_chunks(fd, head_end, valid_end))
             for pos, data, n in chunks:
@@ -329,7 +329,9 @@ class _Checker:
         self.first_seq = 0  # the seq of the line at the start: the reader sets it when it gets there
 
     @classmethod
-    def start(cls, path: Path, start: int, end: int) -> _Checker | None:
+    def start(cls, path: Path, fd: int, start: int, end: int) -> _Checker | None:
+        """The worker for ``[start, end)`` of the file open as ``fd`` (inherited: the very file the reader
+        reads, even if ``dset log repair`` swaps another in meanwhile); None when none can run."""
         if usable_cpus() < 2:
             return None  # one core: checking here costs the same and spares a process
         # the package's parent on the path, so the worker imports this very dsetlog
@@ -337,10 +339,10 @@ class _Checker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "dsetlog.crc_worker", str(path), str(start), str(end)],
+                [sys.executable, "-m", "dsetlog.crc_worker", str(fd), str(start), str(end)], pass_fds=(fd,),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             )
-        except OSError:
+        except (OSError, ValueError):  # ValueError: no pass_fds on this platform
             return None
         return cls(path, proc, start)
 
