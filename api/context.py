@@ -31,7 +31,7 @@ class Context:
         self._as_of: OrderedDict[int, ReadModel] = OrderedDict()
         self._as_of_lock = threading.Lock()
         self.worker = JobWorker(self.data_dir, self.log, simulator_url=simulator_url, max_jobs=max_jobs,
-                                rpm=rpm, tpm=tpm, after_job=self._after_job)
+                                rpm=rpm, tpm=tpm, after_job=self._after_job, jobs_model=self.rm)
         if start_worker:
             with self.rm.lock:
                 unfinished = [j.id for j in self.rm.jobs.unfinished()]

@@ -142,7 +142,7 @@ class JobWorker:
     def __init__(self, data_dir: str | Path, log: EventLog, *, simulator_url: str | None = None,
                  max_jobs: int = 4, rpm: int = 0, tpm: int = 0, cancel_grace: float = 10.0,
                  open_model: Callable[[Path], ReadModel] = ReadModel.open,
-                 after_job: Callable[[], Any] | None = None) -> None:
+                 after_job: Callable[[], Any] | None = None, jobs_model: ReadModel | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.log = log
         self.simulator_url = simulator_url
@@ -152,6 +152,9 @@ class JobWorker:
         self._open_model = open_model
         self._after_job = after_job  # run off the loop after each job that ended (the server saves a snapshot)
         self._rm: ReadModel | None = None  # the worker's own, opened on its thread when first needed
+        # where the watcher looks for jobs: the server's read model (shared under its lock, so watching costs
+        # no second model), else the worker's own
+        self._jobs_model = jobs_model
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._live: dict[str, Live] = {}
@@ -291,29 +294,31 @@ class JobWorker:
         self._watch_task = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
+        """Every WATCH_INTERVAL: take the worker lock if it is free; then run the jobs other servers accepted
+        and stop the ones they cancelled."""
         while not self._stopping:
             await asyncio.sleep(WATCH_INTERVAL)
             try:
-                self._look()
+                if not self.enabled:
+                    if not self._try_lock():
+                        continue
+                    self.enabled = True
+                    _log.info("the worker that ran the jobs of %s stopped; this server runs them now", self.data_dir)
+                live = list(self._live)
+                if self._jobs_model is not None:  # a big catch-up must not stall the running jobs
+                    unfinished, cancelled = await asyncio.to_thread(_jobs_in, self._jobs_model, live)
+                else:
+                    unfinished, cancelled = _jobs_in(self.rm, live)
             except Exception:  # noqa: BLE001 - looking again next time is the remedy
                 _log.exception("watching the log for jobs")
-
-    def _look(self) -> None:
-        """Take the worker lock if it is free; run jobs others accepted; stop jobs others cancelled."""
-        if not self.enabled:
-            if not self._try_lock():
-                return
-            self.enabled = True
-            _log.info("the worker that ran the jobs of %s stopped; this server runs them now", self.data_dir)
-        rm = self.rm
-        rm.catch_up()
-        for job in rm.jobs.unfinished():
-            self._launch(job.id)  # a no-op for the jobs launched already
-        for job_id, live in list(self._live.items()):
-            job = rm.jobs.job(job_id)
-            if job is not None and job.status == JOB_CANCELLED and live.cancel_reason is None:
-                live.cancel_recorded = True
-                self._cancel(job_id, job.cancel_reason or "")
+                continue
+            for job_id in unfinished:
+                self._launch(job_id)  # a no-op for the jobs launched already
+            for job_id, reason in cancelled.items():
+                live_job = self._live.get(job_id)
+                if live_job is not None and live_job.cancel_reason is None:
+                    live_job.cancel_recorded = True
+                    self._cancel(job_id, reason)
 
     def _launch(self, job_id: str) -> None:
         if job_id in self._queued or self._stopping:
@@ -447,6 +452,19 @@ class JobWorker:
         if res.outcome == "failed":
             message = f"{len(res.failed)} entries could not be regenerated: {', '.join(res.failed[:20])}"
         return res.outcome, message, result
+
+
+def _jobs_in(rm: ReadModel, live: list[str]) -> tuple[list[str], dict[str, str]]:
+    """From the log, caught up: the unfinished jobs, and which of ``live`` were cancelled (id -> reason)."""
+    with rm.lock:
+        rm.catch_up()
+        unfinished = [j.id for j in rm.jobs.unfinished()]
+        cancelled = {}
+        for job_id in live:
+            job = rm.jobs.job(job_id)
+            if job is not None and job.status == JOB_CANCELLED:
+                cancelled[job_id] = job.cancel_reason or ""
+        return unfinished, cancelled
 
 
 def _outcome_message(outcome: str, result: dict[str, Any]) -> str:

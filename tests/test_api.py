@@ -975,6 +975,8 @@ def test_servers_sharing_a_data_dir_share_one_job_worker(make_client: Callable[.
     second = make_client(simulator_url=sim.base_url, start_worker=True)
     assert first.app.ctx.worker.enabled and not second.app.ctx.worker.enabled  # type: ignore[attr-defined]
     assert second.simulate_get(f"{API}/health").json["worker"] is False
+    time.sleep(0.5)  # watching the log shares the server's read model: no second model while no job runs
+    assert first.app.ctx.worker._rm is None  # type: ignore[attr-defined]
 
     project = new_project(second, 3)
     job = second.simulate_post(f"{API}/datasets/generate", json={"project_id": project}).json["job_id"]
