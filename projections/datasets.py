@@ -27,6 +27,7 @@ EntryRegenerated, FeedbackGiven, RegenerationRequested.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -182,6 +183,15 @@ class DatasetsState(msgspec.Struct, array_like=True):
 
 
 _body_decoder = msgspec.msgpack.Decoder(ShardBody)
+# Fields with a handful of distinct values across millions of entries (models, prompts, runs, categories):
+# one string each instead of one per entry, a fifth of an entry's memory.
+_intern = sys.intern
+_INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "difficulty", "run_id")
+
+
+def _intern_entry(e: EntryView) -> None:
+    for name in _INTERNED:
+        setattr(e, name, _intern(getattr(e, name)))
 _body_encoder = msgspec.msgpack.Encoder()
 
 
@@ -333,12 +343,15 @@ class Datasets(Projection):
         if item.status == DONE or ev.entry_id in shard.entries:
             return  # at most one entry per item (and per entry id): the first one stands
         usage = ev.usage
+        # the question as queued is the same text: one string for both (memory: the read model holds them all)
+        question = item.question if ev.question == item.question else ev.question
         # positional: keyword construction of a 28-field Struct costs several times more in a replay
         shard.entries[ev.entry_id] = EntryView(
-            ev.entry_id, shard.view.id, item.item_id, ev.question, ev.answer, ev.reasoning, ev.category,
-            ev.model, ev.provider, ev.simulated, usage.prompt_tokens, usage.completion_tokens, ev.latency_ms,
-            ev.prompt_name, ev.prompt_hash, ev.source_chunk, ev.quality_score, ev.quality, ev.difficulty,
-            ev.metadata, rec.ts, rec.ts, ev.run_id, 1, None, False, None, (rec.seq,),
+            ev.entry_id, shard.view.id, item.item_id, question, ev.answer, ev.reasoning, _intern(ev.category),
+            _intern(ev.model), _intern(ev.provider), ev.simulated, usage.prompt_tokens, usage.completion_tokens,
+            ev.latency_ms, _intern(ev.prompt_name), _intern(ev.prompt_hash), ev.source_chunk, ev.quality_score,
+            ev.quality, _intern(ev.difficulty), ev.metadata, rec.ts, rec.ts, _intern(ev.run_id), 1, None, False,
+            None, (rec.seq,),
         )  # fmt: skip
         v = shard.view
         if item.status == FAILED:
@@ -374,7 +387,7 @@ class Datasets(Projection):
             return
         entry.quality_score, entry.quality = ev.quality_score, ev.quality
         if ev.difficulty:
-            entry.difficulty = ev.difficulty
+            entry.difficulty = _intern(ev.difficulty)
         entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold
         entry.history += (rec.seq,)
 
@@ -386,7 +399,7 @@ class Datasets(Projection):
         entry.answer, entry.reasoning = ev.answer, ev.reasoning
         if ev.question is not None:
             entry.question = ev.question
-        entry.model, entry.provider, entry.simulated = ev.model, ev.provider, ev.simulated
+        entry.model, entry.provider, entry.simulated = _intern(ev.model), _intern(ev.provider), ev.simulated
         entry.prompt_tokens, entry.completion_tokens = ev.usage.prompt_tokens, ev.usage.completion_tokens
         entry.regeneration_job_id = ev.job_id
         entry.revision += 1
@@ -428,6 +441,8 @@ class Datasets(Projection):
                 return  # another thread got here first
             body = _body_decoder.decode(shard.body)
             shard.items = {it.item_id: it for it in body.items}
+            for e in body.entries:
+                _intern_entry(e)
             shard.entries = {e.id: e for e in body.entries}
             shard.runs = {r.run_id: r for r in body.runs}
             deferred, shard.deferred = shard.deferred, []

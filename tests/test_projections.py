@@ -255,6 +255,22 @@ def test_catch_up_reads_only_the_bytes_appended(tmp_path: Path, monkeypatch: pyt
     assert sum(n for _, n in reads) < 64 * 1024 + (rm.offset - before) * 2
 
 
+def test_entries_share_their_repeated_strings(tmp_path: Path) -> None:
+    """Millions of entries name a handful of models, prompts and runs: one string each, however they were
+    folded (from the log, or from a snapshot), and an entry's question is its item's when they are equal."""
+    run = {"model": "deepseek-chat", "provider": "deepseek", "prompt_name": "answer", "prompt_hash": "3f9a1c",
+           "run_id": "run-1", "category": "Science", "difficulty": "easy"}
+    append(tmp_path, created(), *[queued(f"q{i}") for i in range(3)], *[generated(f"q{i}", **run) for i in range(3)])
+    for opened in ("log", "snapshot"):
+        rm = ReadModel.open(tmp_path, use_snapshot=opened == "snapshot")
+        a, b, c = rm.datasets.entries(DS)
+        for field in run:
+            assert getattr(a, field) is getattr(b, field) is getattr(c, field), (opened, field)
+        if opened == "log":
+            assert a.question is rm.datasets.item(DS, "q0").question  # type: ignore[union-attr]
+            rm.save_snapshot()
+
+
 def test_catch_up_sees_what_another_process_appended(tmp_path: Path) -> None:
     append(tmp_path, created())
     rm = ReadModel.open(tmp_path)
