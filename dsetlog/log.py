@@ -281,14 +281,13 @@ def read_batches(
                     good, why = count_checked(data, n)
                     if why:
                         raise CorruptLogError(path, seq + 1 + good, why)
-                end = pos + n
                 if until_seq is not None and recs[-1].seq >= until_seq:
                     keep = until_seq - seq
                     if keep > 0:
                         yield recs[:keep], pos + _nth_line_end(data, keep)
                     return
                 seq = recs[-1].seq
-                yield recs, end
+                yield recs, pos + n
         finally:
             if checker is not None:
                 checker.stop()
