@@ -73,6 +73,7 @@ def routes(ctx: Context) -> list[Route]:
         Route(f"{d}/{{dataset_id}}/feedback", FeedbackResource(ctx)),
         Route(f"{d}/{{dataset_id}}/regenerate", RegenerateResource(submitter)),
         Route(f"{d}/{{dataset_id}}/download", DownloadResource(ctx)),
+        Route(f"{d}/{{dataset_id}}/benchmark-answers", datasets, "benchmark_answers"),
         Route(f"{d}/config/high-level-prompts", config, "high_level"),
         Route(f"{d}/config/default-prompts", config, "default_prompts"),
         Route(f"{d}/parameters", parameters),

@@ -13,6 +13,9 @@ from api.schemas import (
     INLINE_ENTRIES,
     AsOfQuery,
     Benchmark,
+    BenchmarkAnswer,
+    BenchmarkAnswers,
+    BenchmarkAnswersQuery,
     Dataset,
     DatasetList,
     DatasetsQuery,
@@ -52,7 +55,7 @@ def summary_of(v: DatasetView) -> DatasetSummary:
 
 
 class DatasetsResource:
-    """GET /datasets and GET /datasets/{dataset_id}."""
+    """GET /datasets, GET /datasets/{dataset_id} and GET /datasets/{dataset_id}/benchmark-answers."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -90,6 +93,36 @@ class DatasetsResource:
                                       completed_at=b.completed_at) for b in rm.evaluations.benchmarks(dataset_id)],
                 params=msgspec.to_builtins(v.params), seq=rm.seq)
         resp.media = doc
+
+
+    @operation("What a benchmarked model answered to each test question, with its scores",
+               query=BenchmarkAnswersQuery, response=BenchmarkAnswers, tags=("datasets",),
+               description="The latest answer of the model in the suite to each entry (a later benchmark reuses it "
+                           "while the entry is unchanged). Without suite and model: those answered last.")
+    def on_get_benchmark_answers(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
+        q: BenchmarkAnswersQuery = req.context.query
+        rm = self.ctx.model()
+        with rm.lock:
+            dataset_or_404(rm, dataset_id)
+            pairs = rm.evaluations.benchmarked(dataset_id)
+            wanted = [(s, m) for s, m in pairs if q.suite in (None, s) and q.model in (None, m)]
+            if not wanted:
+                known = ", ".join(f"{s} / {m}" for s, m in pairs) or "none yet (generate with run_benchmarks)"
+                raise not_found(f"no benchmark answers for suite {q.suite or 'any'} and model {q.model or 'any'} "
+                                f"in dataset {dataset_id}; benchmarked: {known}")
+            suite, model = wanted[-1]
+            answers = rm.evaluations.benchmark_answers(dataset_id, suite=suite, model=model)
+            out = []
+            for e in rm.datasets.entries(dataset_id):  # dataset order
+                a = answers.get(e.id)
+                if a is not None:
+                    out.append(BenchmarkAnswer(entry_id=e.id, question=e.question, reference=e.answer, answer=a.answer,
+                                               scores=dict(a.scores), current=a.revision == e.revision,
+                                               job_id=a.job_id))
+        start = (q.page - 1) * q.per_page
+        resp.media = BenchmarkAnswers(dataset_id=dataset_id, suite=suite, model=model,
+                                      answers=out[start : start + q.per_page], total=len(out), page=q.page,
+                                      per_page=q.per_page)
 
 
 class EntriesResource:

@@ -438,6 +438,31 @@ class PageQuery(Query):
     per_page: Annotated[int, msgspec.Meta(ge=1, le=MAX_PER_PAGE)] = 50
 
 
+class BenchmarkAnswersQuery(PageQuery):
+    suite: str | None = None  # default: the suite of the latest answers
+    model: str | None = None  # default: the model of the latest answers
+
+
+class BenchmarkAnswer(Struct):
+    entry_id: str
+    question: str
+    reference: str  # the entry's answer now
+    answer: str  # the benchmarked model's
+    scores: dict[str, float]
+    current: bool  # scored against the entry as it is now (False: it was edited or regenerated since)
+    job_id: str
+
+
+class BenchmarkAnswers(Struct):
+    dataset_id: str
+    suite: str
+    model: str
+    answers: list[BenchmarkAnswer]
+    total: int
+    page: int
+    per_page: int
+
+
 class TaxonomyCreate(Body):
     project_id: str | int
     name: Name

@@ -29,6 +29,7 @@ class BenchmarkAnswerView(msgspec.Struct, gc=False):
     model: str
     entry_id: str
     revision: int
+    answer: str
     scores: dict[str, float]
     job_id: str
     seq: int
@@ -77,7 +78,7 @@ class Evaluations(Projection):
     @handles(BenchmarkAnswered)
     def _answered(self, rec: Recorded, ev: BenchmarkAnswered) -> None:
         self._answers.setdefault((ev.dataset_id, ev.suite, ev.model), {})[ev.entry_id] = BenchmarkAnswerView(
-            ev.dataset_id, ev.suite, ev.model, ev.entry_id, ev.revision, dict(ev.scores), ev.job_id, rec.seq)
+            ev.dataset_id, ev.suite, ev.model, ev.entry_id, ev.revision, ev.answer, dict(ev.scores), ev.job_id, rec.seq)
 
     def splits(self, dataset_id: str) -> dict[str, str]:
         """entry_id -> split name; empty when the dataset has no evaluation sets."""
@@ -95,6 +96,12 @@ class Evaluations(Projection):
     def benchmark_answers(self, dataset_id: str, *, suite: str, model: str) -> dict[str, BenchmarkAnswerView]:
         """entry_id -> the last answer ``model`` gave to that entry in ``suite``."""
         return dict(self._answers.get((dataset_id, suite, model), {}))
+
+    def benchmarked(self, dataset_id: str) -> list[tuple[str, str]]:
+        """The (suite, model) pairs with answers for this dataset, the most recently answered last."""
+        pairs = [(max(a.seq for a in answers.values()), suite, model)
+                 for (ds, suite, model), answers in self._answers.items() if ds == dataset_id and answers]
+        return [(suite, model) for _, suite, model in sorted(pairs)]
 
     def snapshot_state(self) -> EvaluationsState:
         return EvaluationsState(list(self._splits.values()),

@@ -758,6 +758,31 @@ def test_download_zips_split_files(data: Path, make_client: Callable[..., Any]) 
     assert split["total"] == 10 and {e["split"] for e in split["entries"]} == {"test"}
 
 
+def test_benchmark_answers_can_be_inspected(sim_client: testing.TestClient, simulator: Simulator) -> None:
+    dataset_id, status = generated(sim_client, sections=6, datasets_per_chunk=2, include_evaluation_sets=True,
+                                   run_benchmarks=True, benchmark_suite="reference_qa",
+                                   benchmark_model="simulated:student")
+    bench = status["result"]["benchmark"]
+    url = f"{API}/datasets/{dataset_id}/benchmark-answers"
+    doc = sim_client.simulate_get(url).json
+    assert (doc["suite"], doc["model"], doc["total"]) == ("reference_qa", "student", bench["questions"])
+    asked = {r["messages"][-1]["content"]: r for r in simulator.requests() if r["model"] == "student"}
+    first = doc["answers"][0]
+    assert first["current"] and set(first["scores"]) == {"exact_match", "token_f1", "rouge_l"}
+    assert any(first["question"] in text for text in asked)  # the question the model was asked
+    entry = sim_client.simulate_get(f"{API}/datasets/{dataset_id}/entries/{first['entry_id']}").json
+    assert first["reference"] == entry["answer"] and first["answer"]
+    mean = sum(a["scores"]["token_f1"] for a in doc["answers"]) / doc["total"]
+    assert round(mean, 4) == bench["token_f1"]  # the run's figure is the mean of these
+
+    sim_client.simulate_put(f"{API}/datasets/{dataset_id}/entries/{first['entry_id']}", json={"answer": "Changed."})
+    again = sim_client.simulate_get(url, params={"suite": "reference_qa", "model": "student", "per_page": 1}).json
+    assert again["answers"][0]["current"] is False and again["answers"][0]["reference"] == "Changed."
+    assert len(again["answers"]) == 1 and again["total"] == doc["total"]
+    assert_error(sim_client.simulate_get(url, params={"suite": "negative_rejection"}), 404, "reference_qa / student")
+    assert_error(sim_client.simulate_get(f"{API}/datasets/nope/benchmark-answers"), 404, "nope")
+
+
 # --- regeneration -------------------------------------------------------------------------------------------
 
 
