@@ -149,7 +149,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert doc["chunks"] == 6
         accepted = server.post("/datasets/generate", {
             "project_id": project["id"], "datasets_per_chunk": 3, "concurrency": 3, "quality_threshold": 0.0,
-            "include_evaluation_sets": True, "dataset_name": "med_qa"})
+            "include_evaluation_sets": True, "dataset_name": "med_qa", "run_benchmarks": True,
+            "benchmark_suite": "reference_qa"})
         done = server.wait_job(accepted["job_id"])
         assert done["status"] == "completed" and done["result"]["entries_count"] == 18, done
         yield Served(server, done["result"]["dataset_id"], project["id"])
@@ -243,6 +244,22 @@ def test_the_page_lists_datasets_jobs_and_entries_and_downloads(page: Page, serv
     with page.expect_download() as info:
         page.locator('#download-buttons button[data-format="csv"]').click()
     assert info.value.suggested_filename == f"{served.dataset_id}.zip"
+
+
+def test_the_benchmark_figures_and_answers_show_in_the_dataset_head(page: Page, served: Served) -> None:
+    open_dataset(page, served)
+    (run,) = served.server.get(f"/datasets/{served.dataset_id}")["benchmarks"]
+    box = page.locator(f'#benchmarks details.benchmark[data-suite="reference_qa"][data-model="{run["model"]}"]')
+    summary = box.locator("summary")
+    expect(summary).to_contain_text(f"F1 {run['results']['token_f1']:.2f}")
+    expect(summary).to_contain_text(f"({run['results']['questions']} questions)")
+    expect(box.locator("ol.bench-answers li")).to_have_count(0)  # loaded when opened
+    summary.click()
+    answers = served.server.get(f"/datasets/{served.dataset_id}/benchmark-answers")["answers"]
+    items = box.locator("ol.bench-answers li")
+    expect(items).to_have_count(len(answers))
+    expect(items.first).to_contain_text(answers[0]["question"])
+    expect(items.first).to_contain_text(answers[0]["answer"][:40])
 
 
 def test_filters_sort_search_and_paging_match_the_api(page: Page, served: Served) -> None:

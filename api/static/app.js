@@ -306,9 +306,41 @@
     }
     cat.value = state.query.category;
 
+    renderBenchmarks(d);
+
     $("download-buttons").replaceChildren(...FORMATS.map((f) =>
       el("button", { type: "button", class: "small", "data-format": f, "aria-label": `Download as ${f}`,
         onclick: () => download(f) }, f)));
+  }
+
+  const METRICS = { exact_match: "exact", token_f1: "F1", rouge_l: "ROUGE-L", rejection_accuracy: "rejection" };
+
+  // The latest run of each suite and model, its figures, and what the model answered (loaded when opened).
+  function renderBenchmarks(d) {
+    const latest = new Map();
+    for (const b of d.benchmarks || []) latest.set(`${b.suite}\u0000${b.model}`, b);
+    $("benchmarks").replaceChildren(...[...latest.values()].map((b) => {
+      const figures = Object.entries(METRICS).filter(([k]) => k in b.results)
+        .map(([k, label]) => `${label} ${fmtScore(b.results[k])}`).join(" · ");
+      const list = el("ol", { class: "bench-answers" });
+      const box = el("details", { class: "benchmark", "data-suite": b.suite, "data-model": b.model,
+        ontoggle: (ev) => { if (ev.target.open && !list.childElementCount) loadBenchmarkAnswers(d.id, b, list).catch(showError); } },
+        el("summary", {}, `Benchmark ${b.suite} · ${b.model}: ${figures} (${b.results.questions} questions)`),
+        list);
+      return box;
+    }));
+  }
+
+  async function loadBenchmarkAnswers(datasetId, b, list) {
+    const q = new URLSearchParams({ suite: b.suite, model: b.model, per_page: "500" });
+    const doc = await api("GET", `/datasets/${encodeURIComponent(datasetId)}/benchmark-answers?${q}`);
+    list.replaceChildren(...doc.answers.map((a) => el("li", { "data-entry": a.entry_id },
+      el("div", { class: "q" }, a.question),
+      el("div", {}, el("span", { class: "muted" }, "model: "), a.answer),
+      el("div", {}, el("span", { class: "muted" }, a.current ? "reference: " : "reference (edited since): "),
+        a.reference),
+      el("div", { class: "muted" }, Object.entries(a.scores)
+        .map(([k, v]) => `${METRICS[k] || k} ${fmtScore(v)}`).join(" · ")))));
   }
 
   async function download(format) {
