@@ -599,11 +599,8 @@ class DocumentRun:
         out = []
         for entry in self.rm.datasets.entries(self.dataset_id):
             answer = None if mode == "question" else entry.answer
-            comps = quality.structural_checks(entry.question, answer,
-                                              expect_question=mode in ("default", "question", "answer"))
             chunk = self.rm.projects.chunk(entry.source_chunk)
-            if answer is not None and chunk is not None:
-                comps["groundedness"] = quality.groundedness(answer, chunk.text)
+            comps = entry_components(entry.question, answer, chunk.text if chunk else None, mode=mode)
             duplicate_of = index.add(entry.id, f"{entry.question} {answer or ''}")
             if entry.metadata.get("variant_of"):
                 duplicate_of = None  # a marked augmentation variant is meant to be close to its source
@@ -612,15 +609,9 @@ class DocumentRun:
 
     def _scored(self, entry: EntryView, comps: dict[str, float], duplicate_of: str | None,
                 judge: tuple[int, int] | None) -> EntryScored:
-        score = quality.combine(comps, duplicate=duplicate_of is not None, judge=judge[0] if judge else None)
         answer = None if self.req.generation_mode == "question" else entry.answer
-        level = quality.difficulty(entry.question, answer, judge_score=judge[1] if judge else None)
-        components = dict(comps)
-        if judge:
-            components["judge"] = float(judge[0])
-        return EntryScored(dataset_id=self.dataset_id, entry_id=entry.id, quality_score=score, quality=components,
-                           difficulty=level, duplicate_of=duplicate_of,
-                           below_threshold=score < self.req.quality_threshold)
+        return entry_scored(entry, entry.question, answer, comps, duplicate_of=duplicate_of, judge=judge,
+                            threshold=self.req.quality_threshold)
 
     async def _score(self) -> tuple[str, str] | None:
         from dsetlog.llm import CallFailure
@@ -762,6 +753,26 @@ class DocumentRun:
                                                model=provider.model, results=results))
             self.rm.catch_up()
         return {"suite": suite, "model": provider.model, **results}, stop
+
+
+def entry_components(question: str, answer: str | None, chunk: str | None, *, mode: str) -> dict[str, float]:
+    """An entry's structural checks, and its groundedness in its chunk (``answer`` None: a question-only mode)."""
+    comps = quality.structural_checks(question, answer, expect_question=mode in ("default", "question", "answer"))
+    if answer is not None and chunk is not None:
+        comps["groundedness"] = quality.groundedness(answer, chunk)
+    return comps
+
+
+def entry_scored(entry: EntryView, question: str, answer: str | None, comps: dict[str, float], *,
+                 duplicate_of: str | None, judge: tuple[int, int] | None, threshold: float) -> EntryScored:
+    """The EntryScored of an entry with this question and answer: ``judge`` is the judge's (score, difficulty)."""
+    score = quality.combine(comps, duplicate=duplicate_of is not None, judge=judge[0] if judge else None)
+    level = quality.difficulty(question, answer, judge_score=judge[1] if judge else None)
+    components = dict(comps)
+    if judge:
+        components["judge"] = float(judge[0])
+    return EntryScored(dataset_id=entry.dataset_id, entry_id=entry.id, quality_score=score, quality=components,
+                       difficulty=level, duplicate_of=duplicate_of, below_threshold=score < threshold)
 
 
 def _stopped(result: Any) -> tuple[str, str] | None:

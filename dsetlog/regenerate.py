@@ -30,6 +30,7 @@ from typing import Annotated, Any
 import msgspec
 
 from dsetlog import prompts, quality
+from dsetlog.docgen import entry_components, entry_scored
 from dsetlog.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.log import LOG_NAME, EventLog, parse_line
 from dsetlog.progress import Budget, Progress
@@ -223,17 +224,10 @@ def regenerated_by(data_dir: str | os.PathLike[str], job_id: str) -> set[str]:
 def _rescored(entry: EntryView, *, question: str, answer: str, mode: str, chunk: str | None,
               threshold: float, judge: tuple[int, int] | None = None) -> EntryScored:
     """The entry's new score; ``judge`` is the judge's (score, difficulty) verdict when it rated it."""
-    checks_answer = None if mode == "question" else answer
-    comps = quality.structural_checks(question, checks_answer,
-                                      expect_question=mode in ("default", "question", "answer"))
-    if checks_answer is not None and chunk is not None:
-        comps["groundedness"] = quality.groundedness(checks_answer, chunk)
-    score = quality.combine(comps, duplicate=entry.duplicate_of is not None, judge=judge[0] if judge else None)
-    if judge:
-        comps["judge"] = float(judge[0])
-    return EntryScored(dataset_id=entry.dataset_id, entry_id=entry.id, quality_score=score, quality=comps,
-                       difficulty=quality.difficulty(question, checks_answer, judge_score=judge[1] if judge else None),
-                       duplicate_of=entry.duplicate_of, below_threshold=score < threshold)
+    checked = None if mode == "question" else answer
+    comps = entry_components(question, checked, chunk, mode=mode)
+    return entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=judge,
+                        threshold=threshold)
 
 
 async def run_regeneration(
