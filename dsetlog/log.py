@@ -413,17 +413,8 @@ def _record_after(fd: int, pos: int, limit: int, *, line_start: bool = False) ->
     """The first whole line starting at or after ``pos`` (exactly at ``pos`` with ``line_start``) and before
     ``limit``: (its start, its end, its record's seq, or -1 when it is not a valid record); None if none."""
     block = 1 << 16
-    start = pos
-    if not line_start and pos > 0:  # pos falls inside a line: the next one starts after its newline
-        while True:
-            data = os.pread(fd, block, start)
-            if not data:
-                return None
-            nl = data.find(b"\n")
-            if nl >= 0:
-                start += nl + 1
-                break
-            start += len(data)
+    # pos falls inside a line unless told otherwise: the next one starts after its newline
+    start = pos if line_start or pos == 0 else _line_end_after(fd, pos, limit)
     if start >= limit:
         return None
     buf = b""
