@@ -33,6 +33,7 @@ from dsetlog.log import (
     Recorded,
     event_bytes,
     find_valid_end,
+    line_chunks,
     parse_line,
     read_batches,
     read_records,
@@ -123,27 +124,11 @@ class HistoryItem(msgspec.Struct):
 
 
 def _lines(fd: int, end: int) -> Iterator[tuple[int, bytes]]:
-    """(offset, line without its newline) for every line in [0, end); the last may lack a newline."""
-    pos = 0
-    pending = b""
-    pending_at = 0
-    while pos < end:
-        chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
-        if not chunk:
-            break  # the file got shorter: a writer cut a torn tail meanwhile
-        pos += len(chunk)
-        buf = pending + chunk if pending else chunk
-        lo = 0
-        while True:
-            nl = buf.find(b"\n", lo)
-            if nl < 0:
-                break
-            yield pending_at + lo, buf[lo:nl]
-            lo = nl + 1
-        pending_at += lo
-        pending = buf[lo:]
-    if pending:
-        yield pending_at, pending
+    """(offset, line without its newline) for every line in [0, end), which ends a line."""
+    for pos, data, n in line_chunks(fd, 0, end):
+        for line in data[:n].split(b"\n")[:-1]:
+            yield pos, line
+            pos += len(line) + 1
 
 
 def _describe_tail(tail: bytes) -> str:
