@@ -105,8 +105,7 @@ class ProjectsResource:
         body: ProjectCreate = req.context.body
         with ingest_errors():
             res = ingest.create_project(self.ctx.log, self.ctx.rm, name=body.name, description=body.description)
-        resp.media = Project(id=res.id, name=res.name, description=res.description, created_at=res.created_at,
-                             documents=res.documents, chunks=res.chunks, created=res.created)
+        resp.media = msgspec.convert(res, Project, from_attributes=True)  # the same fields as ingest's result
         _status(resp, res.created)
 
     @operation("List projects", response=ProjectList, tags=("projects",))
