@@ -32,6 +32,7 @@ from api.meta import HealthResource, OpenAPIResource
 from api.middleware import AuthMiddleware, BodyLimitMiddleware
 from api.spec import Route, openapi_document
 from api.ui import add_ui_routes
+from dsetlog import redaction
 
 API = "/api/v1"
 VERSION = "1.0.0"
@@ -124,6 +125,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int 
                   max_jobs=max_jobs, rpm=rpm, tpm=tpm)
     middleware: list[object] = [BodyLimitMiddleware(max_body)]
     if token:
+        redaction.register(token)  # never echoed back, logged or shown
         middleware.insert(0, AuthMiddleware(token))
     app = DsetApp(middleware=middleware)
     app.ctx = ctx

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dsetlog import redaction
 from dsetlog.log import LogError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -51,10 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UsageError as exc:
-        print(f"dset: error: {exc}", file=sys.stderr)
+        print(f"dset: error: {redaction.redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except LogError as exc:
-        print(f"dset: error: {exc}", file=sys.stderr)
+        print(f"dset: error: {redaction.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("dset: interrupted", file=sys.stderr)

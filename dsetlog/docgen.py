@@ -130,7 +130,6 @@ def check_output_dir(output_dir: str) -> PurePosixPath:
 
 REPAIR_PROMPT = """A model was asked for JSON but its reply is not usable ({problem}).
 Rewrite the reply as the JSON asked for, keeping its content; invent nothing.
-{schema}
 
 Reply to rewrite:
 {reply}"""
@@ -418,7 +417,8 @@ class DocumentRun:
         from dsetlog.runner import Engine
 
         self.progress.total += total
-        client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300, limiter=self._limiter(provider))
+        client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300, limiter=self._limiter(provider),
+                           learned=self.rm.endpoints.modes())
         return Engine(log=self.log, client=client, policy=self.retry,
                       make_events=make_events, progress=self.progress, run_id=self.job_id,
                       concurrency=self.req.concurrency, budget=self.budget, price=provider.price())
@@ -489,20 +489,19 @@ class DocumentRun:
             topic = chunk.heading or self._title(chunk.id)
             variables["chunk"] = f"[{topic}]\n{chunk.text}" if topic else chunk.text
             content = prompts.render(self.template, variables)
-            if not provider.json_schema or self.req.custom_prompt:
-                content += "\n\n" + prompts.format_instruction(mode, len(slots), self.categories)
             units.append(WorkItem(
                 self.dataset_id, slots[0].item_id, [{"role": "user", "content": content}],
                 prior_attempts=max(i.attempts for i in items),
-                response_format=prompts.response_format(mode, len(slots), self.categories,
-                                                         json_schema=provider.json_schema),
+                schema=prompts.reply_schema(mode, len(slots), self.categories,
+                                            describe=bool(self.req.custom_prompt)),
                 context=(chunk, slots, negatives), members=tuple(s.item_id for s in slots)))
         if not units:
             return "completed", ""
         from dsetlog.llm import LLMClient
 
         parser = LLMClient(self.models.parse, concurrency=self.req.concurrency, timeout=300,
-                           limiter=self._limiter(self.models.parse))
+                           limiter=self._limiter(self.models.parse), learned=self.rm.endpoints.modes(),
+                           on_learned=self.log.append)
 
         async def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
             chunk, slots, negatives = unit.context
@@ -519,10 +518,9 @@ class DocumentRun:
                 # the attempt failed (retryable) and the generation model is asked again.
                 try:
                     repaired = await parser.complete(
-                        [{"role": "user", "content": REPAIR_PROMPT.format(
-                            problem=first, schema=prompts.format_instruction(mode, len(slots), self.categories),
-                            reply=c.content[:20000])}],
-                        attempt=attempt, response_format={"type": "json_object"})
+                        [{"role": "user", "content": REPAIR_PROMPT.format(problem=first, reply=c.content[:20000])}],
+                        attempt=attempt, schema=prompts.reply_schema(mode, len(slots), self.categories,
+                                                                     describe=True))
                     items = parse(repaired.content)
                 except (prompts.InvalidOutput, CallFailure) as exc:
                     raise CallFailure("invalid_output", f"{first}; repair by {self.models.parse.model} failed: "
@@ -645,8 +643,7 @@ class DocumentRun:
             chunk = self.rm.projects.chunk(entry.source_chunk)
             units.append(WorkItem(self.dataset_id, entry.item_id,
                                   quality.judge_prompt(entry.question, entry.answer, chunk.text if chunk else ""),
-                                  response_format=quality.JUDGE_RESPONSE_FORMAT if judge.json_schema
-                                  else {"type": "json_object"},
+                                  schema=quality.JUDGE_SCHEMA,
                                   context=(entry, comps, dup), record_attempts=False))
 
         def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:

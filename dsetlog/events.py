@@ -357,6 +357,20 @@ class JobCancelled(Event, frozen=True, kw_only=True):
     reason: str = ""
 
 
+# --- providers ---------------------------------------------------------------
+
+
+class StructuredModeLearned(Event, frozen=True, kw_only=True):
+    """An endpoint refused a structured-output mode; calls to it use ``mode`` from now on (and after a
+    restart). ``endpoint`` is the base URL (secrets redacted), ``reason`` the server's refusal."""
+
+    endpoint: str
+    model: str
+    mode: str  # json_schema | json_object_schema | json_object | text (dsetlog.structured.MODES)
+    previous: str = ""
+    reason: str = ""
+
+
 def _all_event_types() -> tuple[type[Event], ...]:
     seen: list[type[Event]] = []
     stack = list(Event.__subclasses__())

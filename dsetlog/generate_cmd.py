@@ -164,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, dataset_id: str,  # noqa: ANN001
               provider: Provider, log: EventLog, rm: ReadModel, formats: list[str], budget: Budget) -> int:
-    from dsetlog.llm import Completion, LLMClient, RateLimiter, RetryPolicy
+    from dsetlog.llm import Completion, LLMClient, RetryPolicy
+    from dsetlog.ratelimit import controller_for
     from dsetlog.runner import Engine, EngineResult, WorkItem, run_engine
 
     datasets = rm.datasets
@@ -216,8 +217,8 @@ def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, datase
     result = EngineResult("completed")
     if todo:
         client = LLMClient(provider, timeout=args.timeout, concurrency=args.concurrency,
-                           limiter=RateLimiter(rpm=args.rpm, tpm=args.tpm), temperature=args.temperature,
-                           max_tokens=args.max_tokens)
+                           limiter=controller_for(provider.endpoint, rpm=args.rpm, tpm=args.tpm),
+                           temperature=args.temperature, max_tokens=args.max_tokens, learned=rm.endpoints.modes())
         engine = Engine(log=log, client=client, policy=RetryPolicy(max_retries=args.max_retries, backoff=args.backoff),
                         make_events=make_events, progress=progress, run_id=run_id, concurrency=args.concurrency,
                         budget=budget, price=price)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ ever touched by that thread (the HTTP threads read theirs). A job's life is in t
     JobCompleted | JobFailed | JobCancelled
 
 * **Per-job concurrency** comes from the request (``concurrency``); at most ``max_jobs`` jobs run at
-  once, the others wait as ``pending``. All jobs share **one RateLimiter per provider** (profile and
+  once, the others wait as ``pending``. All jobs share **one rate controller per endpoint** (profile and
   base URL), so two jobs against one account respect its requests/tokens per minute together.
 * **Resume**: on start the worker runs every job the log shows unfinished (``Jobs.unfinished()``). Work
   items already done are never requested again (the generation and regeneration cores skip them), so a
@@ -160,7 +160,6 @@ class JobWorker:
         self._live: dict[str, Live] = {}
         self._queued: set[str] = set()  # launched, not finished (waiting for a slot or running)
         self._cancel_requested: dict[str, str] = {}
-        self._limiters: dict[tuple[str, str], Any] = {}
         self._slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._lock_file: Any = None
@@ -281,14 +280,10 @@ class JobWorker:
         return self._rm
 
     def limiter_for(self, provider: Provider) -> Any:
-        """The RateLimiter of this provider's endpoint, shared by every job of this worker."""
-        from dsetlog.llm import RateLimiter  # the openai SDK loads only when a job runs
+        """The rate controller of this provider's endpoint, shared by every job (and every other client)."""
+        from dsetlog.ratelimit import controller_for
 
-        key = (provider.profile, provider.base_url)
-        limiter = self._limiters.get(key)
-        if limiter is None:
-            limiter = self._limiters[key] = RateLimiter(rpm=self.rpm, tpm=self.tpm)
-        return limiter
+        return controller_for(provider.endpoint, rpm=self.rpm, tpm=self.tpm)
 
     def _start_watching(self) -> None:
         self._watch_task = self._loop.create_task(self._watch())

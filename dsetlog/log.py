@@ -32,6 +32,7 @@ from pathlib import Path
 import msgspec
 import portalocker
 
+from dsetlog import redaction
 from dsetlog.events import AnyEvent, Event
 
 LOG_NAME = "events.jsonl"
@@ -168,7 +169,8 @@ def encode_records(events: Iterable[Event], *, first_seq: int, ts: str) -> bytes
     out = []
     seq = first_seq
     for event in events:
-        body = _encoder.encode(event)
+        # the last guard: no event carries a key or token the process knows, whoever made it
+        body = redaction.redact_bytes(_encoder.encode(event))
         out.append(b'{"seq":%d,"ts":"%s","crc":%d,"event":%s}\n' % (seq, ts_b, zlib.crc32(body), body))
         seq += 1
     return b"".join(out)

@@ -5,7 +5,7 @@
   JSON braces in a template are left alone.
 - ``ProjectParameters`` (POST /parameters) become template variables with
   ``variables_from``: styles, extraction rules and negatives become instructions.
-- ``output_schema`` / ``response_format`` ask for exactly ``n`` items in one call;
+- ``output_schema`` / ``reply_schema`` ask for exactly ``n`` items in one call;
   ``parse_items`` decodes the reply strictly and raises ``InvalidOutput`` (a
   retryable failure for the caller) on anything else.
 - ``plan_negatives`` and ``augment`` implement negativity_ratio and data_augmentation.
@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 import msgspec
+
+from dsetlog.structured import Structured
 
 NEGATIVE_ANSWER = "The text does not say."
 
@@ -438,23 +440,15 @@ def output_schema(mode: str, n: int, categories: Sequence[str] = ()) -> dict[str
     }
 
 
-def response_format(
-    mode: str, n: int, categories: Sequence[str] = (), *, json_schema: bool = True
-) -> dict[str, Any]:
-    """The ``response_format`` of a chat completion: the schema, or plain JSON for providers without it."""
-    if not json_schema:
-        return {"type": "json_object"}  # the prompt must then describe the shape: see format_instruction
-    name = f"{normalize_mode(mode)}_items"
-    return {
-        "type": "json_schema",
-        "json_schema": {"name": name, "strict": True, "schema": output_schema(mode, n, categories)},
-    }
+def reply_schema(mode: str, n: int, categories: Sequence[str] = (), *, describe: bool = False) -> Structured:
+    """What a generation call's reply must be: ``n`` items of ``mode``; the client sends it in the endpoint's
+    structured mode. ``describe``: the prompt states the shape in every mode (custom prompts)."""
+    return Structured(f"{normalize_mode(mode)}_items", output_schema(mode, n, categories), always_describe=describe)
 
 
 def format_instruction(mode: str, n: int, categories: Sequence[str] = ()) -> str:
-    """A sentence giving the reply's JSON Schema, for custom prompts sent with ``json_object``."""
-    schema = msgspec.json.encode(output_schema(mode, n, categories)).decode()
-    return f"Reply with JSON only, matching this JSON Schema: {schema}"
+    """The sentence that describes the reply's JSON in a prompt (an example and the JSON Schema)."""
+    return reply_schema(mode, n, categories).describe()
 
 
 class GeneratedItem(msgspec.Struct, frozen=True, kw_only=True):

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from dotenv import load_dotenv
 
+from dsetlog import redaction, structured
+
 
 class ProviderError(ValueError):
     """A provider cannot be used as configured; the message says what to set."""
@@ -27,13 +29,14 @@ class Profile:
     base_url: str
     model: str
     needs_key: bool = True
-    json_schema: bool = True  # accepts response_format json_schema; else json_object with the schema in the prompt
+    # the structured-output mode calls start in (dsetlog.structured); an endpoint that refuses it moves down
+    structured: str = structured.JSON_SCHEMA
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner", json_schema=False),
+        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner", structured=structured.JSON_OBJECT),
         Profile("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
         Profile("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash"),
         Profile("grok", "https://api.x.ai/v1", "grok-3-mini"),
@@ -65,10 +68,17 @@ class Provider:
     model: str
     api_key: str = field(repr=False, default="")
     simulated: bool = False
+    structured_forced: str | None = None  # <PROFILE>_STRUCTURED: this mode and no other
 
     @property
-    def json_schema(self) -> bool:
-        return PROFILES[self.profile].json_schema
+    def endpoint(self) -> str:
+        """The base URL as it may be shown and recorded (a key in it redacted): one rate controller and one
+        structured-output mode per endpoint."""
+        return redaction.redact(self.base_url.rstrip("/"))
+
+    @property
+    def structured_default(self) -> str:
+        return PROFILES[self.profile].structured
 
     def price(self) -> tuple[float, float] | None:
         return PRICES.get(self.model)
@@ -84,6 +94,7 @@ def load_env(path: str | os.PathLike[str] | None = None) -> None:
         load_dotenv(Path(path), override=False)
     else:
         load_dotenv(Path.cwd() / ".env", override=False)
+    redaction.register_env()  # every key and token the environment holds, used or not, is never shown
 
 
 def resolve(
@@ -104,8 +115,12 @@ def resolve(
     prefix = profile.upper()
     url = base_url or env.get(f"{prefix}_BASE_URL") or simulator_url or spec.base_url
     chosen_model = model or env.get(f"{prefix}_MODEL") or spec.model
+    try:
+        forced = structured.forced_mode(profile, env)
+    except structured.StructuredModeError as exc:
+        raise ProviderError(f"{prefix}_STRUCTURED: {exc}") from None
     if profile == "simulated":
-        return Provider(profile, url, chosen_model, api_key="simulated", simulated=True)
+        return Provider(profile, url, chosen_model, api_key="simulated", simulated=True, structured_forced=forced)
     key = env.get(f"{prefix}_API_KEY") or env.get("DSET_API_KEY") or ""
     if base_url and env.get("DSET_API_KEY"):
         key = env["DSET_API_KEY"]  # a generic --base-url takes the generic key first
@@ -114,7 +129,8 @@ def resolve(
             f"no API key for the {profile} profile: set {prefix}_API_KEY in .env or the environment "
             f"(or DSET_API_KEY), or run with --simulate to use the built-in simulator"
         )
-    return Provider(profile, url, chosen_model, api_key=key or "none")
+    redaction.register(key)
+    return Provider(profile, url, chosen_model, api_key=key or "none", structured_forced=forced)
 
 
 def resolve_spec(spec: str, *, default_profile: str = "deepseek", env: Mapping[str, str] | None = None,

@@ -19,6 +19,7 @@ import msgspec
 from rapidfuzz import fuzz
 
 from dsetlog.prompts import NEGATIVE_ANSWER, InvalidOutput, strip_wrapping
+from dsetlog.structured import Structured
 
 # --- words -----------------------------------------------------------------------------
 
@@ -289,22 +290,15 @@ class JudgeVerdict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     difficulty: Rating
 
 
-JUDGE_RESPONSE_FORMAT = {
-    "type": "json_schema",
-    "json_schema": {
-        "name": "judge_verdict",
-        "strict": True,
-        "schema": {
-            "type": "object",
-            "properties": {
-                "score": {"type": "integer", "minimum": 1, "maximum": 5},
-                "difficulty": {"type": "integer", "minimum": 1, "maximum": 5},
-            },
-            "required": ["score", "difficulty"],
-            "additionalProperties": False,
-        },
+JUDGE_SCHEMA = Structured("judge_verdict", {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "difficulty": {"type": "integer", "minimum": 1, "maximum": 5},
     },
-}
+    "required": ["score", "difficulty"],
+    "additionalProperties": False,
+})
 
 
 def parse_verdict(content: str) -> JudgeVerdict:

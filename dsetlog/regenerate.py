@@ -282,7 +282,8 @@ async def run_regeneration(
     async def run(provider: Provider, units: list[Any], make_events: Any, step: str, **sampling: Any) -> Any:
         progress.total += len(units)
         limiter = limiter_for(provider) if limiter_for is not None else None
-        client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter, **sampling)
+        client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter,
+                           learned=rm.endpoints.modes(), **sampling)
         engine = Engine(log=log, client=client, policy=policy, make_events=make_events, progress=progress,
                         run_id=job_id, concurrency=config.concurrency, budget=budget or Budget(),
                         price=provider.price())
@@ -341,8 +342,7 @@ async def run_regeneration(
         current = [rm.datasets.entry(dataset_id, e.id) for e in entries if e.id not in failed]
         unjudged = [e for e in current if e is not None and "judge" not in e.quality]
         units = [WorkItem(dataset_id, e.item_id, quality.judge_prompt(e.question, e.answer, chunk_of(e) or ""),
-                          response_format=quality.JUDGE_RESPONSE_FORMAT if judge.json_schema
-                          else {"type": "json_object"}, context=e, record_attempts=False)
+                          schema=quality.JUDGE_SCHEMA, context=e, record_attempts=False)
                  for e in unjudged]
 
         def make_verdict(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dsetlog.events import AttemptFailed, AttemptStarted, Event, ItemBookmarked
-from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy, call_with_retries
+from dsetlog.llm import MAX_TOKENS_CAP, CallFailure, Completion, LLMClient, RetryPolicy, call_with_retries
 from dsetlog.log import EventLog
 from dsetlog.progress import Budget, Progress
+from dsetlog.structured import Structured
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class WorkItem:
     prior_attempts: int = 0  # attempts made by earlier runs: numbering goes on from there
     response_format: dict[str, Any] | None = None
     max_tokens: int | None = None
+    schema: Structured | None = None  # the reply is this JSON; sent in the endpoint's structured mode
     context: Any = None  # whatever ``make_events`` needs (the question, the chunk, ...)
     members: tuple[str, ...] = ()  # the items one call serves (several slots of a chunk); default: item_id
     # Attempt and bookmark events are written for the dataset's own work items only; a helper call
@@ -112,6 +114,7 @@ class Engine:
     async def run(self, items: Sequence[WorkItem]) -> EngineResult:
         writer = EventWriter(self.log)
         writer.start()
+        self.client.on_learned = writer.put  # a structured mode the endpoint refused is a fact for the log
         pending = deque(items)
         result = EngineResult("completed")
         state = {"stop": ""}  # why workers stop taking items: "", "budget", "fatal", "interrupted"
@@ -184,10 +187,15 @@ class Engine:
                                          reason=str(failure), status_code=failure.status_code,
                                          retryable=delay is not None, run_id=self.run_id))
 
+        limit = {"max_tokens": item.max_tokens, "grown": False}
+
         async def call(attempt: int) -> tuple[Completion, Sequence[Event]]:
-            completion = await self.client.complete(item.messages, attempt=attempt,
-                                                    response_format=item.response_format,
-                                                    max_tokens=item.max_tokens)
+            try:
+                completion = await self.client.complete(item.messages, attempt=attempt, schema=item.schema,
+                                                        response_format=item.response_format,
+                                                        max_tokens=limit["max_tokens"])
+            except CallFailure as failure:
+                raise _more_room(failure, limit, self.client.max_tokens) if failure.cut else failure from None
             self._count_usage(completion)
             events = self.make_events(item, completion, attempt)
             if inspect.isawaitable(events):
@@ -219,6 +227,17 @@ class Engine:
         p.completion_tokens += c.completion_tokens
         if self.price is not None:
             p.cost += (c.prompt_tokens * self.price[0] + c.completion_tokens * self.price[1]) / 1e6
+
+
+def _more_room(failure: CallFailure, limit: dict[str, Any], default: int | None) -> CallFailure:
+    """A reply cut inside its JSON: one more try with twice the max_tokens, if that stays within the cap."""
+    current = limit["max_tokens"] or default
+    if limit["grown"] or (current is not None and current >= MAX_TOKENS_CAP):
+        return CallFailure("cut", f"{failure.message}; raise --max-tokens (or shorten the request)")
+    limit["grown"] = True
+    limit["max_tokens"] = min(MAX_TOKENS_CAP, current * 2) if current else MAX_TOKENS_CAP
+    return CallFailure("cut", f"{failure.message}; trying once more with max_tokens={limit['max_tokens']}",
+                       retryable=True, free=True)
 
 
 async def run_reporting(engine: Engine, items: Sequence[WorkItem], report: Callable[[int, int], None], *,

@@ -15,6 +15,30 @@ It is the provider behind ``--simulate``, the test fixture, and ``dset simulate`
   the last chat requests (a bounded log of ``SimConfig.request_log`` bodies), to see what a client sent.
 * Everything it says is labelled: ``"system_fingerprint": "dset-simulator"`` in bodies and an
   ``X-Dset-Simulated: 1`` header on every response.
+* ``max_tokens`` / ``max_completion_tokens`` are honoured: a longer answer is cut to fit (by ``_tokens``)
+  and ends with ``finish_reason: "length"``; a cut JSON answer is unfinished JSON, as from real servers.
+
+Quirks of real servers, each a ``SimConfig`` switch whose default is the plain behaviour above, so a
+client can be tested offline against each:
+
+* ``structured``: ``"openai"`` accepts json_schema and json_object.  ``"llamacpp"`` is llama-cpp-python's
+  server (``llama_cpp.server``): its request model only knows ``{"type": "text" | "json_object",
+  "schema": ...}``, so json_schema fails pydantic validation, which its error route turns into a 500
+  (``_llamacpp_refusal`` has the exact body); json_object with a ``schema`` is grammar-constrained, so the
+  answer is an instance of it; fields it has no slot for (``max_completion_tokens``, ``n``,
+  ``stream_options``) are ignored.  ``"text"`` has no structured output: any response_format but text is
+  a 400, and JSON comes only when the prompt shows a schema or an example, as plain content.
+* ``reasoning_field``: where a reasoner's reasoning goes: ``reasoning_content`` (DeepSeek),
+  ``reasoning`` (vLLM, OpenRouter), ``think`` (inline ``<think>...</think>`` before the content, as
+  ollama and llama.cpp templates give it) or ``none`` (hidden; only usage counts it).
+* ``rate_limit_rps``: a provider-style token bucket over all chat requests; an empty bucket answers 429
+  at once with ``Retry-After`` / ``retry-after-ms``, and (``rate_limit_headers``) every chat answer carries
+  OpenAI's ``x-ratelimit-{limit,remaining,reset}-requests``.  These 429s are not attempts.
+* ``echo_key``: a wrong key's 401 echoes it (in full, masked, URL-encoded, and in ``x-echo-key``), as some
+  providers do, so tests can prove the client redacts secrets.
+* ``not_openai``: ``"html"`` answers every API path with a web server's default page, ``"404"`` with a
+  plain-text ``404 page not found``: what a wrong base URL gives.
+* ``context_tokens`` / ``max_body_bytes``: OpenAI's 400 ``context_length_exceeded``, and a 413.
 
 Attempt numbering: the attempt index is 0-based internally.  By default it is the number of
 chat-completion requests this server has already seen for the same prompt key (model + messages).
@@ -35,6 +59,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import random
 import re
 import signal
@@ -42,6 +67,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -56,6 +82,9 @@ __all__ = ["SimConfig", "Simulator", "fault_for", "prompt_key", "serve_forever"]
 FINGERPRINT = "dset-simulator"
 FAULT_KINDS: tuple[str, ...] = ("429", "500", "hang", "malformed", "empty", "reset")
 _STAT_FAULTS: tuple[str, ...] = (*FAULT_KINDS, "401", "402")
+STRUCTURED_MODES: tuple[str, ...] = ("openai", "llamacpp", "text")
+REASONING_FIELDS: tuple[str, ...] = ("reasoning_content", "reasoning", "think", "none")
+NOT_OPENAI_MODES: tuple[str, ...] = ("", "html", "404")
 
 
 class SimConfig(msgspec.Struct, kw_only=True):
@@ -78,6 +107,16 @@ class SimConfig(msgspec.Struct, kw_only=True):
     quota_exhausted: bool = False
     models: tuple[str, ...] = ("sim-chat", "deepseek-chat", "deepseek-reasoner")
     request_log: int = 256  # chat request bodies kept for requests(); 0 keeps none
+    # Quirks of real servers (see the module docstring); the defaults are the plain behaviour.
+    structured: str = "openai"  # one of STRUCTURED_MODES
+    reasoning_field: str = "reasoning_content"  # one of REASONING_FIELDS
+    rate_limit_rps: float = 0.0  # token bucket refill rate; 0 = no rate limit
+    rate_limit_burst: float = 0.0  # bucket capacity; 0 = max(1, rate_limit_rps), one second's worth
+    rate_limit_headers: bool = True  # x-ratelimit-* on every chat answer while rate limited
+    echo_key: bool = False  # a wrong key's 401 echoes it (needs require_api_key)
+    not_openai: str = ""  # "", "html" or "404"
+    context_tokens: int = 0  # prompt + max_tokens above this is a 400; 0 = unlimited
+    max_body_bytes: int = 0  # a larger chat request body is a 413; 0 = unlimited
 
     def __post_init__(self) -> None:
         for kind in FAULT_KINDS:
@@ -91,6 +130,23 @@ class SimConfig(msgspec.Struct, kw_only=True):
             raise ValueError("max_faults_per_prompt must not be negative")
         if self.request_log < 0:
             raise ValueError("request_log must not be negative")
+        for name, allowed in (("structured", STRUCTURED_MODES), ("reasoning_field", REASONING_FIELDS),
+                              ("not_openai", NOT_OPENAI_MODES)):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                choices = ", ".join(map(repr, allowed))
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if not 0.0 <= self.rate_limit_rps < float("inf"):
+            raise ValueError("rate_limit_rps must be a finite number, 0 or more")
+        if self.rate_limit_burst != 0.0 and not 1.0 <= self.rate_limit_burst < float("inf"):
+            # A bucket smaller than one token would never let a request through.
+            raise ValueError("rate_limit_burst must be 0 (one second's worth) or at least 1")
+        if self.rate_limit_burst and not self.rate_limit_rps:
+            raise ValueError("rate_limit_burst needs rate_limit_rps")
+        if self.echo_key and self.require_api_key is None:
+            raise ValueError("echo_key needs require_api_key (only a wrong key is echoed)")
+        for name in ("context_tokens", "max_body_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 means unlimited)")
 
     def rates(self) -> tuple[tuple[str, float], ...]:
         """(kind, rate) in the order faults are drawn."""
@@ -915,8 +971,11 @@ def _is_reasoner(model: str) -> bool:
     return "reasoner" in low or "r1" in low
 
 
-def _build_content(seed: int, key: str, req: dict[str, Any]) -> tuple[str, str | None]:
-    """(content, reasoning_content) for a request; depends only on seed, key and the request."""
+def _build_content(
+    seed: int, key: str, req: dict[str, Any], structured: str = "openai"
+) -> tuple[str, str | None]:
+    """(content, reasoning_content) for a request; depends only on seed, key, the request and the
+    ``structured`` mode (refusals the mode makes are ``_structured_refusal``'s, done before this)."""
     messages = req["messages"]
     rng = random.Random(
         int.from_bytes(hashlib.blake2b(f"{seed}|{key}|answer".encode(), digest_size=8).digest(), "big")
@@ -924,32 +983,44 @@ def _build_content(seed: int, key: str, req: dict[str, Any]) -> tuple[str, str |
     src = _Source(messages, rng)
     fmt = req.get("response_format")
     fmt_type = fmt.get("type") if isinstance(fmt, dict) else None
+    as_json = True
     if fmt_type == "json_schema":
         spec = fmt.get("json_schema")
         schema = spec.get("schema") if isinstance(spec, dict) else None
         if not isinstance(schema, dict):
             raise _BadRequest("response_format.json_schema.schema must be an object", "response_format")
         value = _SchemaGen(schema, src).instance()
-        content = msgspec.json.encode(value).decode()
     elif fmt_type == "json_object":
-        found = _json_in_prompt(messages)
-        if found is None:
-            value = {"answer": src.plain_answer()}
-        elif found[1]:
-            value = _SchemaGen(found[0], src).instance()
+        schema = fmt.get("schema") if structured == "llamacpp" else None
+        if isinstance(schema, dict):
+            # llama.cpp compiles the schema into a grammar: constrained decoding yields an instance.
+            value = _SchemaGen(schema, src).instance()
         else:
-            value = _SchemaGen({}, src).from_example(found[0])
-        content = msgspec.json.encode(value).decode()
+            value = _prompt_json(_json_in_prompt(messages), src)
     elif fmt_type in (None, "text"):
-        content = src.plain_answer()
+        # A server without structured output still gets JSON from a model whose prompt asks for it.
+        found = _json_in_prompt(messages) if structured == "text" else None
+        as_json = found is not None
+        value = _prompt_json(found, src) if as_json else None
     else:
         raise _BadRequest(f"Invalid response_format type: {fmt_type!r}", "response_format")
-    if fmt_type in ("json_schema", "json_object"):
-        content = _follow_negatives(messages, content)
+    if as_json:
+        content = _follow_negatives(messages, msgspec.json.encode(value).decode())
         if _is_sloppy(str(req.get("model", ""))):
             content = _sloppy(content)
+    else:
+        content = src.plain_answer()
     reasoning = src.reasoning() if _is_reasoner(str(req.get("model", ""))) else None
     return content, reasoning
+
+
+def _prompt_json(found: tuple[Any, bool] | None, src: _Source) -> Any:
+    """The JSON answer to a prompt that shows a schema (an instance) or an example (one like it)."""
+    if found is None:
+        return {"answer": src.plain_answer()}
+    if found[1]:
+        return _SchemaGen(found[0], src).instance()
+    return _SchemaGen({}, src).from_example(found[0])
 
 
 _NEGATIVES_RE = re.compile(
@@ -1007,6 +1078,155 @@ def _validate(req: Any) -> dict[str, Any]:
 
 def _error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
     return msgspec.json.encode({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+# --------------------------------------------------------------------------------------------------
+# Quirks of real servers
+
+# Where llama-cpp-python's server (v0.3.x, FastAPI >= 0.120) says a validation error came from: FastAPI
+# names the endpoint's file and first line (its decorator, line 375 of llama_cpp/server/app.py).
+_LLAMACPP_ENDPOINT = (
+    '  File "/usr/local/lib/python3.12/site-packages/llama_cpp/server/app.py", line 375, '
+    "in create_chat_completion\n"
+    "    POST /v1/chat/completions"
+)
+_LLAMACPP_TYPES = "'text' or 'json_object'"
+# Body fields llama-cpp-python's request model has no slot for (pydantic drops them) or excludes.
+_LLAMACPP_IGNORED = ("max_completion_tokens", "n", "stream_options")
+
+
+def _llamacpp_refusal(fmt: dict[str, Any]) -> _Reply | None:
+    """What llama-cpp-python's server answers to a response_format its request model rejects.
+
+    Its ``response_format`` is a TypedDict ``{"type": Literal["text", "json_object"], "schema": ...}``, so
+    FastAPI raises RequestValidationError; its ``RouteErrorHandler`` catches every exception, matches
+    none of its known messages, and answers 500 ``{"error": {"message": str(exc), "type":
+    "internal_server_error", "param": null, "code": null}}``, where ``str(exc)`` lists pydantic's error
+    dicts and then the endpoint.
+    """
+    if "type" not in fmt:
+        err: dict[str, Any] = {"type": "missing", "loc": ("body", "response_format", "type"),
+                               "msg": "Field required", "input": fmt}  # fmt: skip
+    elif fmt["type"] in ("text", "json_object"):
+        return None
+    else:
+        err = {"type": "literal_error", "loc": ("body", "response_format", "type"),
+               "msg": f"Input should be {_LLAMACPP_TYPES}", "input": fmt["type"],
+               "ctx": {"expected": _LLAMACPP_TYPES}}  # fmt: skip
+    message = f"1 validation error:\n  {err!r}\n\n{_LLAMACPP_ENDPOINT}"
+    return _Reply(500, _error_body(message, "internal_server_error"))
+
+
+def _structured_refusal(structured: str, fmt: dict[str, Any]) -> _Reply | None:
+    """The refusal a ``structured`` mode makes of a response_format (not called in "openai" mode)."""
+    if structured == "llamacpp":
+        return _llamacpp_refusal(fmt)
+    if fmt.get("type") == "text":
+        return None
+    message = "Unsupported parameter: 'response_format' is not supported by this server."
+    return _Reply(400, _error_body(message, "invalid_request_error", "unsupported_parameter", "response_format"))
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The messages' token estimate: the usage's prompt_tokens, and what context_tokens is checked on."""
+    return max(1, (sum(len(t) for _, t in _message_texts(messages)) + 3) // 4)
+
+
+def _context_refusal(window: int, prompt: int, completion: int | None) -> _Reply | None:
+    """OpenAI's 400 for a request that does not fit the model's context window, or None if it fits."""
+    if prompt + (completion or 0) <= window:
+        return None
+    if completion is None:
+        message = (f"This model's maximum context length is {window} tokens. However, your messages resulted "
+                   f"in {prompt} tokens. Please reduce the length of the messages.")  # fmt: skip
+    else:
+        message = (f"This model's maximum context length is {window} tokens. However, you requested "
+                   f"{prompt + completion} tokens ({prompt} in the messages, {completion} in the completion). "
+                   "Please reduce the length of the messages or completion.")  # fmt: skip
+    return _Reply(400, _error_body(message, "invalid_request_error", "context_length_exceeded", "messages"))
+
+
+def _mask_key(key: str) -> str:
+    """A key as providers show it in a 401: its start and its last four characters."""
+    return f"{key[:8]}...{key[-4:]}" if len(key) > 12 else f"{key[:2]}..."
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's ``x-ratelimit-reset-*`` format (Go's time.Duration, to the ms): 250ms, 1.5s, 1m30s, 1h0m0s."""
+    ms = math.ceil(seconds * 1000 - 1e-6)
+    if ms <= 0:
+        return "0s"
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    if hours:
+        return f"{hours}h{minutes}m{secs}"
+    return f"{minutes}m{secs}" if minutes else secs
+
+
+class _Bucket:
+    """A provider's request rate limit: a token bucket of ``capacity`` refilling continuously at ``rps``.
+
+    Only touched on the server's loop thread, so it needs no lock."""
+
+    __slots__ = ("rps", "capacity", "tokens", "stamp", "limit_text", "headers")
+
+    def __init__(self, rps: float, burst: float, headers: bool) -> None:
+        self.rps = rps
+        self.capacity = burst if burst > 0 else max(1.0, rps)
+        self.tokens = self.capacity  # starts full, as a provider's quota does
+        self.stamp = time.monotonic()
+        self.limit_text = f"{self.capacity:g}"
+        self.headers = headers
+
+    def take(self) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until there is (nothing is taken)."""
+        now = time.monotonic()
+        tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rps)
+        self.stamp = now
+        if tokens >= 1.0 - 1e-9:  # float dust must not turn away a client that waited exactly retry-after-ms
+            self.tokens = max(0.0, tokens - 1.0)
+            return 0.0
+        self.tokens = tokens
+        return (1.0 - tokens) / self.rps
+
+    def header_lines(self) -> str:
+        """OpenAI's x-ratelimit-*-requests headers for the state after this request."""
+        return (
+            f"x-ratelimit-limit-requests: {self.limit_text}\r\n"
+            f"x-ratelimit-remaining-requests: {int(self.tokens + 1e-9)}\r\n"
+            f"x-ratelimit-reset-requests: {_duration((self.capacity - self.tokens) / self.rps)}\r\n"
+        )
+
+    def refusal(self, wait: float) -> _Reply:
+        """The 429 for a request that found the bucket empty, ``wait`` seconds before the next token."""
+        message = (
+            f"Rate limit reached for requests in organization org-dset-simulator on requests per second "
+            f"(RPS): Limit {self.limit_text}, Used {self.limit_text}, Requested 1. "
+            f"Please try again in {_duration(wait)}. (simulated)"
+        )
+        # Retry-After is whole seconds (rounded up, as real servers send it); retry-after-ms is exact.
+        lines = (
+            f"Retry-After: {max(1, math.ceil(wait - 1e-9))}\r\n"
+            f"retry-after-ms: {max(1, math.ceil(wait * 1000))}\r\n"
+        )
+        if self.headers:
+            lines += self.header_lines()
+        return _Reply(429, _error_body(message, "requests", "rate_limit_exceeded"), headers=lines)
+
+
+_HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html>\n<head><title>Welcome!</title></head>\n<body>\n<h1>It works!</h1>\n"
+    b"<p>This is the default web page for this server.</p>\n</body>\n</html>\n"
+)
+
+
+def _not_openai_reply(mode: str) -> _Reply:
+    if mode == "html":
+        return _Reply(200, _HTML_PAGE, content_type="text/html")
+    return _Reply(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1074,6 +1294,7 @@ class _Stats:
     def clear(self) -> None:
         self.requests = 0
         self.completions = 0
+        self.rate_limited = 0
         self.faults = dict.fromkeys(_STAT_FAULTS, 0)
         self.by_prompt: dict[str, int] = {}
         self.max_in_flight = self.in_flight  # requests still being served when cleared stay counted
@@ -1084,6 +1305,7 @@ class _Stats:
             return {
                 "requests": self.requests,
                 "completions": self.completions,
+                "rate_limited": self.rate_limited,
                 "faults": dict(self.faults),
                 "by_prompt": dict(self.by_prompt),
                 "max_in_flight": self.max_in_flight,
@@ -1296,7 +1518,8 @@ class Simulator:
 
     ``stats()``: ``requests`` counts chat-completion requests received (whatever their outcome);
     ``completions`` counts 200 answers with content actually written; ``faults`` counts injected
-    faults and 401/402 refusals; ``by_prompt`` maps prompt key to requests seen for it (this is also
+    faults and 401/402 refusals; ``rate_limited`` counts 429s from the ``rate_limit_rps`` bucket (not
+    faults, and not attempts); ``by_prompt`` maps prompt key to requests seen for it (this is also
     the counter behind server-side attempt numbering, so ``reset_stats()`` restarts attempts too).
     """
 
@@ -1311,6 +1534,14 @@ class Simulator:
         self._models_body = msgspec.json.encode(
             {"object": "list", "data": [_model_obj(m) for m in self.config.models]}
         )
+        cfg = self.config
+        # Switches are resolved once here so that, when off, they cost the hot path one test each.
+        self._bucket = (
+            _Bucket(cfg.rate_limit_rps, cfg.rate_limit_burst, cfg.rate_limit_headers)
+            if cfg.rate_limit_rps
+            else None
+        )
+        self._reasoning_key = None if cfg.reasoning_field in ("think", "none") else cfg.reasoning_field
 
     # -- lifecycle
 
@@ -1406,6 +1637,8 @@ class Simulator:
 
     def _dispatch(self, method: str, target: str, headers: dict[str, str], body: bytes) -> _Reply:
         path = target.split("?", 1)[0].rstrip("/") or "/"
+        if self.config.not_openai and not path.startswith("/_sim/"):
+            return _not_openai_reply(self.config.not_openai)
         if path in ("/v1/chat/completions", "/chat/completions"):
             if method != "POST":
                 return _not_allowed("POST")
@@ -1446,9 +1679,22 @@ class Simulator:
         want = self.config.require_api_key
         if want is None:
             return None
-        scheme, _, token = headers.get("authorization", "").partition(" ")
+        raw = headers.get("authorization", "")
+        scheme, _, token = raw.partition(" ")
         if scheme.lower() == "bearer" and token.strip() == want:
             return None
+        sent = token.strip() if scheme.lower() == "bearer" else raw
+        if self.config.echo_key and sent:
+            # Real providers put (part of) the key they were sent in the message; some proxies echo it
+            # whole.  Full, masked and URL-encoded, so a client's redaction is tested on every form.
+            # The header parser split on CRLF, so the key can't smuggle a header line in.
+            message = (
+                f"Incorrect API key provided: {_mask_key(sent)}. "
+                f"(sent: {sent}, url: {urllib.parse.quote(sent, safe='')})"
+            )
+            return _error(
+                401, message, "invalid_request_error", "invalid_api_key", headers=f"x-echo-key: {sent}\r\n"
+            )
         return _error(
             401, "Incorrect API key provided (simulated).", "invalid_request_error", "invalid_api_key"
         )
@@ -1469,11 +1715,30 @@ class Simulator:
         cfg, stats = self.config, self._stats
         with stats.lock:
             stats.requests += 1
+        if cfg.max_body_bytes and len(body) > cfg.max_body_bytes:
+            message = f"Request body too large: {len(body)} bytes; the limit is {cfg.max_body_bytes} bytes."
+            return _error(413, message, "invalid_request_error", "request_too_large")
         denied = self._auth(headers)
         if denied is not None:
             with stats.lock:
                 stats.faults["401"] += 1
             return denied
+        bucket = self._bucket
+        if bucket is None:
+            return self._answer(headers, body)
+        wait = bucket.take()
+        if wait:
+            # At once, before the body is read: a provider's limiter sits in front of the model.
+            with stats.lock:
+                stats.rate_limited += 1
+            return bucket.refusal(wait)
+        lines = bucket.header_lines() if bucket.headers else ""
+        reply = self._answer(headers, body)
+        reply.headers += lines
+        return reply
+
+    def _answer(self, headers: dict[str, str], body: bytes) -> _Reply:
+        cfg, stats = self.config, self._stats
         if cfg.quota_exhausted:
             with stats.lock:
                 stats.faults["402"] += 1
@@ -1493,6 +1758,19 @@ class Simulator:
             )
         except _BadRequest as exc:
             return _Reply(400, _error_body(exc.message, "invalid_request_error", None, exc.param))
+        structured = cfg.structured
+        if structured != "openai":
+            fmt = req.get("response_format")
+            refused = _structured_refusal(structured, fmt) if fmt is not None else None
+            if refused is not None:
+                return refused
+            if structured == "llamacpp":
+                req = {k: v for k, v in req.items() if k not in _LLAMACPP_IGNORED}
+        if cfg.context_tokens:
+            limit = req.get("max_completion_tokens") or req.get("max_tokens")
+            refused = _context_refusal(cfg.context_tokens, _prompt_tokens(req["messages"]), limit)
+            if refused is not None:
+                return refused
 
         model = req["model"]
         key = prompt_key(model, req["messages"])
@@ -1534,13 +1812,17 @@ class Simulator:
             delay = cfg.hang_s
 
         try:
-            content, reasoning = _build_content(cfg.seed, key, req)
+            content, reasoning = _build_content(cfg.seed, key, req, structured)
         except _BadRequest as exc:
             return _Reply(400, _error_body(exc.message, "invalid_request_error", None, exc.param))
         finish = "stop"
         if fault == "empty":
             content = ""
         else:
+            if reasoning is not None and cfg.reasoning_field == "think":
+                # Inline, the reasoning is part of the content: max_tokens counts it, usage has no split.
+                content = f"<think>\n{reasoning}\n</think>\n\n{content}"
+                reasoning = None
             limit = req.get("max_completion_tokens") or req.get("max_tokens")
             if limit is not None and _tokens(content) > limit:
                 content = content[: limit * 4]
@@ -1559,18 +1841,20 @@ class Simulator:
         delay: float,
     ) -> _Reply:
         model = req["model"]
-        prompt_chars = sum(len(t) for _, t in _message_texts(req["messages"]))
+        prompt_tokens = _prompt_tokens(req["messages"])
         completion_tokens = _tokens(content) + (_tokens(reasoning) if reasoning else 0)
         usage: dict[str, Any] = {
-            "prompt_tokens": max(1, (prompt_chars + 3) // 4),
+            "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            "total_tokens": max(1, (prompt_chars + 3) // 4) + completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
         if reasoning:
+            # Counted even when reasoning_field is "none": hidden reasoning is still billed.
             usage["completion_tokens_details"] = {"reasoning_tokens": _tokens(reasoning)}
+        reasoning_key = self._reasoning_key if reasoning is not None else None
         message: dict[str, Any] = {"role": "assistant", "content": content}
-        if reasoning is not None:
-            message["reasoning_content"] = reasoning
+        if reasoning_key is not None:
+            message[reasoning_key] = reasoning
         n = req.get("n") or 1
         ident = f"chatcmpl-sim-{key}-{attempt}"
         created = int(time.time())
@@ -1593,8 +1877,8 @@ class Simulator:
         base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": model,
                 "system_fingerprint": FINGERPRINT}  # fmt: skip
         first_delta: dict[str, Any] = {"role": "assistant", "content": ""}
-        if reasoning is not None:
-            first_delta["reasoning_content"] = reasoning
+        if reasoning_key is not None:
+            first_delta[reasoning_key] = reasoning
         chunks: list[dict[str, Any]] = []
         for i in range(n):
             chunks.append({**base, "choices": [{"index": i, "delta": first_delta, "finish_reason": None}]})

@@ -30,6 +30,7 @@ import msgspec
 from dsetlog.log import LOG_NAME, parse_line, read_batches
 from projections.base import ProjectionProtocol, event_classes, gc_paused
 from projections.datasets import Datasets
+from projections.endpoints import Endpoints
 from projections.evaluations import Evaluations
 from projections.jobs import Jobs
 from projections.projects import Projects
@@ -72,7 +73,7 @@ _encoder = msgspec.msgpack.Encoder()
 
 def standard_projections() -> list[ProjectionProtocol]:
     """New, empty instances of every standard projection."""
-    return [EventStats(), Datasets(), Projects(), Jobs(), Evaluations()]
+    return [EventStats(), Datasets(), Projects(), Jobs(), Evaluations(), Endpoints()]
 
 
 def fingerprint(projections: Iterable[ProjectionProtocol]) -> str:
@@ -371,6 +372,10 @@ class ReadModel:
     @property
     def stats(self) -> EventStats:
         return self.get(EventStats)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return self.get(Endpoints)
 
     def __repr__(self) -> str:
         until = f" until {self._until}" if self._until is not None else ""

@@ -31,3 +31,16 @@ def make_simulator() -> Iterator[Callable[..., Simulator]]:
     yield make
     for sim in started:
         sim.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_endpoints() -> Iterator[None]:
+    """Each test meets endpoints as a new process would: no learned modes, rates or secrets from another."""
+    from dsetlog import ratelimit, redaction, structured
+
+    structured.BOOK.clear()
+    ratelimit.forget_all()
+    yield
+    structured.BOOK.clear()
+    ratelimit.forget_all()
+    redaction.clear()

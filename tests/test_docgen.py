@@ -119,14 +119,14 @@ def kind_of(body: dict[str, Any]) -> str:
     fmt = body.get("response_format") or {}
     name = (fmt.get("json_schema") or {}).get("name", "")
     text = "\n".join(str(m.get("content", "")) for m in body["messages"])
+    if text.startswith(REPAIR_PROMPT[:40]):
+        return "repair"  # asked for in the generation's own schema
     if name in GEN_SCHEMAS:
         return "generate"
     if name == "judge_verdict" or JUDGE_SYSTEM[:60] in text:
         return "judge"
     if text.startswith(TITLE_PROMPT[:40]):
         return "title"
-    if text.startswith(REPAIR_PROMPT[:40]):
-        return "repair"
     if "Question:" in text and body["messages"][0]["role"] == "system":
         return "benchmark"
     if fmt.get("type") == "json_object":

@@ -27,7 +27,7 @@ from dsetlog.prompts import (
     plan_negatives,
     prompt_hash,
     render,
-    response_format,
+    reply_schema,
     select_template,
     variables_from,
 )
@@ -228,12 +228,14 @@ def test_output_schema_asks_for_exactly_n_items_of_the_modes_shape() -> None:
     assert taxonomy["enum"] == ["A", "B", "Other"]
 
 
-def test_response_format_and_format_instruction() -> None:
-    fmt = response_format("question", 3)
-    assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
-    assert fmt["json_schema"]["schema"] == output_schema("question", 3)
-    assert response_format("question", 3, json_schema=False) == {"type": "json_object"}
+def test_reply_schema_and_format_instruction() -> None:
+    spec = reply_schema("question", 3)
+    assert spec.name == "question_items" and spec.schema == output_schema("question", 3)
+    messages, fmt = spec.request("json_schema", [{"role": "user", "content": "q"}])
+    assert fmt is not None and fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+    assert messages == [{"role": "user", "content": "q"}]  # the schema is in the request, not the prompt
     assert '"maxItems":3' in format_instruction("question", 3)
+    assert reply_schema("question", 3, describe=True).always_describe
 
 
 def _reply(*items: dict) -> str:

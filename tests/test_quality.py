@@ -9,7 +9,7 @@ import pytest
 from dsetlog.prompts import NEGATIVE_ANSWER, InvalidOutput
 from dsetlog.quality import (
     DIFFICULTIES,
-    JUDGE_RESPONSE_FORMAT,
+    JUDGE_SCHEMA,
     NearDuplicates,
     combine,
     content_words,
@@ -174,7 +174,7 @@ def test_judge_prompt_carries_the_entry_and_the_rubric() -> None:
         and ANSWER in messages[1]["content"]
         and CHUNK in messages[1]["content"]
     )
-    assert JUDGE_RESPONSE_FORMAT["json_schema"]["schema"]["required"] == ["score", "difficulty"]
+    assert JUDGE_SCHEMA.schema["required"] == ["score", "difficulty"]
 
 
 def test_parse_judge_is_strict() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from http.client import HTTPConnection
 from typing import Annotated, Any
 
 import msgspec
@@ -621,3 +623,420 @@ def test_serve_forever_stops_cleanly_on_sigterm() -> None:
         hanging.close()
     finally:
         proc.kill()
+
+
+# ----------------------------------------------------------------------------------------------
+# Quirks of real servers
+
+
+def raw_http(
+    sim: Simulator, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """(status, lower-cased headers, raw body) of one request, whatever its content type."""
+    port = int(sim.base_url.rsplit(":", 1)[1].split("/")[0])
+    conn = HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def chat(text: str = "hello there friend", model: str = "sim-chat", **kw: Any) -> bytes:
+    return json.dumps({"model": model, "messages": [{"role": "user", "content": text}], **kw}).encode()
+
+
+def post_chat(sim: Simulator, body: bytes, **headers: str) -> tuple[int, dict[str, str], Any]:
+    status, hdrs, raw = raw_http(sim, "POST", "/v1/chat/completions", body, headers)
+    return status, hdrs, json.loads(raw)
+
+
+def sse_chunks(raw: bytes) -> list[dict[str, Any]]:
+    lines = [line.removeprefix(b"data: ") for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
+    assert lines[-1] == b"[DONE]"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+QA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "items": {
+            "type": "array",
+            "minItems": 3,
+            "maxItems": 3,
+            "items": {
+                "type": "object",
+                "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+                "required": ["question", "answer"],
+                "additionalProperties": False,
+            },
+        }
+    },
+    "required": ["items"],
+    "additionalProperties": False,
+}
+JSON_SCHEMA_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {"name": "qa", "schema": QA_SCHEMA, "strict": True},
+}
+
+
+def test_llamacpp_refuses_json_schema_with_its_500(make_simulator: MakeSim) -> None:
+    sim = make_simulator(structured="llamacpp")
+    status, headers, body = post_chat(sim, chat(CHUNK, response_format=JSON_SCHEMA_FORMAT))
+    assert status == 500 and headers["content-type"] == "application/json"
+    # llama-cpp-python's RouteErrorHandler wraps FastAPI's RequestValidationError, str() and all.
+    assert body == {
+        "error": {
+            "message": "1 validation error:\n"
+            "  {'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+            "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+            "'ctx': {'expected': \"'text' or 'json_object'\"}}\n\n"
+            '  File "/usr/local/lib/python3.12/site-packages/llama_cpp/server/app.py", line 375, '
+            "in create_chat_completion\n    POST /v1/chat/completions",
+            "type": "internal_server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+    with pytest.raises(openai.InternalServerError):
+        ask(client(sim), CHUNK, response_format=JSON_SCHEMA_FORMAT)
+    status, _, body = post_chat(sim, chat(response_format={}))
+    assert status == 500 and "'type': 'missing'" in body["error"]["message"]
+    assert post_chat(sim, chat(response_format={"type": "text"}))[0] == 200
+    # The refusal is deterministic, before any seeded fault, and not an attempt.
+    assert sim.stats()["by_prompt"] == {
+        prompt_key("sim-chat", [{"role": "user", "content": "hello there friend"}]): 1
+    }
+    # The default server takes the same request.
+    assert post_chat(make_simulator(), chat(CHUNK, response_format=JSON_SCHEMA_FORMAT))[0] == 200
+
+
+def test_llamacpp_json_object_with_schema_is_constrained(make_simulator: MakeSim) -> None:
+    fmt = {"type": "json_object", "schema": QA_SCHEMA}
+    prompt = "Write question-answer pairs about this text:\n" + CHUNK
+    content = (
+        ask(client(make_simulator(structured="llamacpp")), prompt, response_format=fmt)
+        .choices[0]
+        .message.content
+    )
+    data = json.loads(content)
+    check(data, QA_SCHEMA)
+    assert len({item["question"] for item in data["items"]}) == 3
+    # OpenAI's json_object has no schema slot: the same request gets the default object.
+    plain = json.loads(ask(client(make_simulator()), prompt, response_format=fmt).choices[0].message.content)
+    with pytest.raises(AssertionError):
+        check(plain, QA_SCHEMA)
+    bare = ask(client(make_simulator(structured="llamacpp")), prompt, response_format={"type": "json_object"})
+    assert isinstance(json.loads(bare.choices[0].message.content), dict)
+
+
+def test_llamacpp_ignores_fields_it_has_no_slot_for(make_simulator: MakeSim) -> None:
+    sim = make_simulator(structured="llamacpp")
+    status, _, body = post_chat(sim, chat(CHUNK, max_completion_tokens=5, n=3))
+    assert status == 200 and len(body["choices"]) == 1 and body["choices"][0]["finish_reason"] == "stop"
+    status, _, body = post_chat(sim, chat(CHUNK, max_tokens=5))
+    assert body["choices"][0]["finish_reason"] == "length"
+    status, _, raw = raw_http(sim, "POST", "/v1/chat/completions",
+                              chat(CHUNK, stream=True, stream_options={"include_usage": True}))  # fmt: skip
+    assert status == 200 and all("usage" not in c for c in sse_chunks(raw))
+    # The default server honours all three.
+    status, _, body = post_chat(make_simulator(), chat(CHUNK, max_completion_tokens=5, n=3))
+    assert len(body["choices"]) == 3 and body["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.mark.parametrize(
+    "fmt", [{"type": "json_object"}, JSON_SCHEMA_FORMAT, {"type": "json_object", "schema": QA_SCHEMA}]
+)
+def test_text_server_refuses_response_format(make_simulator: MakeSim, fmt: dict[str, Any]) -> None:
+    sim = make_simulator(structured="text")
+    status, _, body = post_chat(sim, chat(CHUNK, response_format=fmt))
+    assert status == 400
+    assert body["error"]["param"] == "response_format" and body["error"]["type"] == "invalid_request_error"
+    assert "'response_format' is not supported" in body["error"]["message"]
+    with pytest.raises(openai.BadRequestError):
+        ask(client(sim), CHUNK, response_format=fmt)
+    assert post_chat(sim, chat(CHUNK, response_format={"type": "text"}))[0] == 200
+
+
+def test_text_server_answers_json_asked_for_in_the_prompt(make_simulator: MakeSim) -> None:
+    prompt = f"Write three Q/A pairs about the text.\n\n{CHUNK}\n\nJSON schema: {json.dumps(QA_SCHEMA)}"
+    content = ask(client(make_simulator(structured="text")), prompt).choices[0].message.content
+    check(json.loads(content), QA_SCHEMA)
+    fenced = f'Text:\n{CHUNK}\nReply with JSON like:\n```json\n{{"summary": "...", "tags": ["..."]}}\n```'
+    content = ask(client(make_simulator(structured="text")), fenced).choices[0].message.content
+    assert set(json.loads(content)) == {"summary", "tags"}
+    assert (
+        ask(client(make_simulator(structured="text")), CHUNK)
+        .choices[0]
+        .message.content.startswith("Simulated answer: ")
+    )
+    # The default server answers a prompt without response_format in prose, JSON request or not.
+    assert ask(client(make_simulator()), prompt).choices[0].message.content.startswith("Simulated answer: ")
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning", "think", "none"])
+def test_reasoning_field(make_simulator: MakeSim, field: str) -> None:
+    sim = make_simulator(reasoning_field=field)
+    body = chat("Why is the sky blue?", model="deepseek-reasoner")
+    _, _, resp = post_chat(sim, body)
+    msg, usage = resp["choices"][0]["message"], resp["usage"]
+    others = {"reasoning_content", "reasoning"} - {field}
+    assert not others & set(msg)
+    content = msg["content"]
+    if field in ("reasoning_content", "reasoning"):
+        assert "(simulated reasoning)" in msg[field] and content.startswith("Simulated answer: ")
+        assert usage["completion_tokens_details"]["reasoning_tokens"] > 0
+    elif field == "think":
+        assert content.startswith("<think>\n") and "(simulated reasoning)\n</think>\n\n" in content
+        assert content.split("</think>\n\n", 1)[1].startswith("Simulated answer: ")
+    else:
+        assert content.startswith("Simulated answer: ") and "simulated reasoning" not in content
+        assert usage["completion_tokens_details"]["reasoning_tokens"] > 0  # hidden, still billed
+    # Streaming puts it in the same place.
+    _, _, raw = raw_http(sim, "POST", "/v1/chat/completions",
+                         chat("Why is the sky blue?", model="deepseek-reasoner", stream=True))  # fmt: skip
+    deltas = [c["choices"][0]["delta"] for c in sse_chunks(raw)]
+    assert "".join(d.get("content", "") for d in deltas) == content
+    streamed = (
+        "".join(d.get(field, "") for d in deltas) if field in ("reasoning_content", "reasoning") else None
+    )
+    assert streamed == msg.get(field)
+    assert not any(others & set(d) for d in deltas)
+    # A model that does not reason gets none of it.
+    plain = post_chat(sim, chat("Why is the sky blue?"))[2]["choices"][0]["message"]
+    assert set(plain) == {"role", "content"} and "<think>" not in plain["content"]
+
+
+def fire_at_once(sim: Simulator, bodies: list[bytes]) -> list[tuple[int, dict[str, str], Any]]:
+    """Send each request on its own connection, all before reading any answer."""
+    port = int(sim.base_url.rsplit(":", 1)[1].split("/")[0])
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in bodies]
+    try:
+        for sock, body in zip(socks, bodies, strict=True):
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))  # fmt: skip
+        replies = []
+        for sock in socks:
+            with sock.makefile("rb") as f:
+                status = int(f.readline().split()[1])
+                headers: dict[str, str] = {}
+                while (line := f.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                replies.append((status, headers, json.loads(f.read(int(headers["content-length"])))))
+        return replies
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+DURATION_RE = r"^(\d+h)?(\d+m)?(\d+(\.\d+)?s|\d+ms)$"
+
+
+def test_rate_limit_bucket(make_simulator: MakeSim) -> None:
+    # 2 per second refills a token every 500 ms, far slower than 30 loopback requests take.
+    sim = make_simulator(rate_limit_rps=2.0, rate_limit_burst=5)
+    t0 = time.monotonic()
+    replies = fire_at_once(sim, [chat("the same prompt each time")] * 30)
+    assert time.monotonic() - t0 < 0.4
+    ok = [r for r in replies if r[0] == 200]
+    limited = [r for r in replies if r[0] == 429]
+    assert len(ok) == 5 and len(limited) == 25
+    assert sorted(int(h["x-ratelimit-remaining-requests"]) for _, h, _ in ok) == [0, 1, 2, 3, 4]
+    for _, headers, _ in ok:
+        assert headers["x-ratelimit-limit-requests"] == "5"
+        assert re.match(DURATION_RE, headers["x-ratelimit-reset-requests"])
+    for _, headers, body in limited:
+        assert headers["retry-after"] == "1"  # whole seconds, rounded up
+        assert 0 < int(headers["retry-after-ms"]) <= 500
+        assert headers["x-ratelimit-limit-requests"] == "5"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        reset = headers["x-ratelimit-reset-requests"]
+        assert re.match(DURATION_RE, reset) and 2.0 <= float(reset.removesuffix("s")) <= 2.5
+        assert body["error"]["type"] == "requests" and body["error"]["code"] == "rate_limit_exceeded"
+        assert body["error"]["message"].startswith("Rate limit reached for requests")
+    stats = sim.stats()
+    assert stats["rate_limited"] == 25 and stats["requests"] == 30
+    assert sum(stats["faults"].values()) == 0
+    # The 429s were no attempts: only the five answered requests count for the prompt.
+    assert list(stats["by_prompt"].values()) == [5]
+    # Waiting retry-after-ms is enough for one more request, and only one.
+    time.sleep(min(int(h["retry-after-ms"]) for _, h, _ in limited) / 1000)
+    status, headers, _ = post_chat(sim, chat())
+    assert status == 200 and headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(openai.RateLimitError) as info:
+        ask(client(sim), "hello there friend")
+    assert int(info.value.response.headers["retry-after-ms"]) > 0
+
+
+def test_rate_limit_is_apart_from_seeded_429s(make_simulator: MakeSim) -> None:
+    sim = make_simulator(rate_limit_rps=1.0, rate_429=1.0, max_faults_per_prompt=1)
+    status, headers, _ = post_chat(sim, chat())
+    # Through the bucket, then the seeded fault: its Retry-After, the bucket's headers.
+    assert (
+        status == 429 and headers["retry-after"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
+    )
+    assert sim.stats()["faults"]["429"] == 1 and sim.stats()["rate_limited"] == 0
+    status, _, _ = post_chat(sim, chat())
+    assert status == 429 and sim.stats()["rate_limited"] == 1 and sim.stats()["faults"]["429"] == 1
+    time.sleep(1.0)
+    # The prompt's second attempt (the bucket's 429 was none) is past the fault budget.
+    assert post_chat(sim, chat())[0] == 200
+    assert list(sim.stats()["by_prompt"].values()) == [2]
+
+
+def test_rate_limit_without_headers(make_simulator: MakeSim) -> None:
+    sim = make_simulator(rate_limit_rps=0.5, rate_limit_headers=False)  # burst 1: one at a time
+    status, headers, _ = post_chat(sim, chat())
+    assert status == 200 and not any(h.startswith("x-ratelimit") for h in headers)
+    status, headers, body = post_chat(sim, chat())
+    assert status == 429 and body["error"]["code"] == "rate_limit_exceeded"
+    assert headers["retry-after"] == "2" and 1900 <= int(headers["retry-after-ms"]) <= 2000
+    assert not any(h.startswith("x-ratelimit") for h in headers)
+    assert post_chat(make_simulator(), chat())[1].keys().isdisjoint({"x-ratelimit-remaining-requests"})
+
+
+def test_reset_duration_format() -> None:
+    from dsetlog.simulator import _duration
+
+    assert [_duration(s) for s in (0, 0.0004, 0.25, 1, 1.5, 59.9996, 90, 3600, 3725.5)] == [
+        "0s", "1ms", "250ms", "1s", "1.5s", "1m0s", "1m30s", "1h0m0s", "1h2m5.5s"
+    ]  # fmt: skip
+
+
+def test_echo_key_in_401(make_simulator: MakeSim) -> None:
+    sim = make_simulator(require_api_key="sk-right", echo_key=True)
+    key = "sk-live_abc123+/=wxyz"
+    with pytest.raises(openai.AuthenticationError) as info:
+        ask(client(sim, api_key=key), "hello there friend")
+    message = info.value.body["message"]  # type: ignore[index]
+    assert message == (
+        "Incorrect API key provided: sk-live_...wxyz. (sent: sk-live_abc123+/=wxyz, url: sk-live_abc123%2B%2F%3Dwxyz)"
+    )
+    assert info.value.response.headers["x-echo-key"] == key
+    assert info.value.body["code"] == "invalid_api_key"  # type: ignore[index]
+    with pytest.raises(openai.AuthenticationError) as info:
+        client(sim, api_key=key).models.list()
+    assert info.value.response.headers["x-echo-key"] == key
+    assert ask(client(sim, api_key="sk-right"), "hello there friend").choices[0].message.content
+    # Without the switch the key is not repeated.
+    with pytest.raises(openai.AuthenticationError) as info:
+        ask(client(make_simulator(require_api_key="sk-right"), api_key=key), "hello there friend")
+    assert "abc123" not in str(info.value.body) and "x-echo-key" not in info.value.response.headers
+
+
+def test_not_openai_html(make_simulator: MakeSim) -> None:
+    sim = make_simulator(not_openai="html")
+    for method, path, body in (("POST", "/v1/chat/completions", chat()), ("GET", "/v1/models", None),
+                               ("POST", "/chat/completions", chat())):  # fmt: skip
+        status, headers, raw = raw_http(sim, method, path, body)
+        assert status == 200 and headers["content-type"] == "text/html"
+        assert raw.startswith(b"<!DOCTYPE html>") and b"It works!" in raw
+    assert http(sim, "GET", "/_sim/stats")[0] == 200  # the simulator's own endpoints still answer
+    assert sim.stats()["completions"] == 0
+
+
+def test_not_openai_404(make_simulator: MakeSim) -> None:
+    sim = make_simulator(not_openai="404")
+    status, headers, raw = raw_http(sim, "POST", "/v1/chat/completions", chat())
+    assert status == 404 and headers["content-type"].startswith("text/plain")
+    assert raw.decode().strip() == "404 page not found"
+    with pytest.raises(openai.NotFoundError):
+        ask(client(sim), "hello there friend")
+
+
+def test_context_tokens(make_simulator: MakeSim) -> None:
+    sim = make_simulator(context_tokens=100)
+    text = "x" * 360  # 90 tokens by the simulator's estimate
+    status, _, body = post_chat(sim, chat(text, max_tokens=20))
+    assert status == 400
+    assert body["error"] == {
+        "message": "This model's maximum context length is 100 tokens. However, you requested 110 tokens "
+        "(90 in the messages, 20 in the completion). Please reduce the length of the messages or completion.",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+    assert post_chat(sim, chat(text, max_tokens=10))[0] == 200
+    assert post_chat(sim, chat(text, max_completion_tokens=11))[0] == 400
+    status, _, body = post_chat(sim, chat("x" * 404))
+    assert status == 400 and "your messages resulted in 101 tokens" in body["error"]["message"]
+    with pytest.raises(openai.BadRequestError):
+        ask(client(sim), text, max_tokens=20)
+    assert post_chat(make_simulator(), chat(text, max_tokens=20))[0] == 200
+
+
+def test_max_body_bytes(make_simulator: MakeSim) -> None:
+    sim = make_simulator(max_body_bytes=300)
+    small, big = chat("x" * 100), chat("x" * 400)
+    assert len(small) <= 300 < len(big)
+    assert post_chat(sim, small)[0] == 200
+    status, _, body = post_chat(sim, big)
+    assert status == 413 and body["error"]["code"] == "request_too_large"
+    assert post_chat(sim, small)[0] == 200  # the connection's stream was kept in step
+    assert post_chat(make_simulator(), big)[0] == 200
+
+
+def test_max_tokens_cuts_json_with_finish_length(simulator: Simulator) -> None:
+    for limit in ({"max_tokens": 10}, {"max_completion_tokens": 10}):
+        _, _, body = post_chat(simulator, chat(CHUNK, response_format=JSON_SCHEMA_FORMAT, **limit))
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "length" and 30 < len(choice["message"]["content"]) <= 40
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(choice["message"]["content"])  # unfinished JSON, as from a real server
+        assert body["usage"]["completion_tokens"] == 10
+    _, _, raw = raw_http(simulator, "POST", "/v1/chat/completions", chat(CHUNK, max_tokens=3, stream=True))
+    chunks = sse_chunks(raw)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert len("".join(c["choices"][0]["delta"].get("content", "") for c in chunks)) <= 12
+    _, _, body = post_chat(simulator, chat(CHUNK, max_tokens=4000))
+    assert body["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"structured": "vllm"},
+        {"reasoning_field": "thoughts"},
+        {"not_openai": "500"},
+        {"rate_limit_rps": -1.0},
+        {"rate_limit_rps": float("inf")},
+        {"rate_limit_rps": 5.0, "rate_limit_burst": 0.5},
+        {"rate_limit_burst": 3.0},
+        {"echo_key": True},
+        {"context_tokens": -1},
+        {"max_body_bytes": -1},
+    ],
+)
+def test_quirk_config_is_validated(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        SimConfig(**bad)
+
+
+def test_simulate_flags_make_the_config() -> None:
+    import argparse
+
+    from dsetlog import simulate_cmd
+
+    parser = argparse.ArgumentParser()
+    simulate_cmd.register(parser.add_subparsers())
+    args = parser.parse_args(["simulate"])
+    assert simulate_cmd.config_from_args(args) == SimConfig()
+    args = parser.parse_args(
+        ["simulate", "--structured", "llamacpp", "--reasoning-field", "think", "--rate-limit", "20",
+         "--rate-limit-burst", "5", "--no-rate-limit-headers", "--require-api-key", "sk-x", "--echo-key",
+         "--not-openai", "404", "--context-tokens", "4096", "--max-body-bytes", "1000"]
+    )  # fmt: skip
+    cfg = simulate_cmd.config_from_args(args)
+    assert (cfg.structured, cfg.reasoning_field, cfg.rate_limit_rps, cfg.rate_limit_burst) == (
+        "llamacpp",
+        "think",
+        20,
+        5,
+    )
+    assert (cfg.rate_limit_headers, cfg.echo_key, cfg.not_openai) == (False, True, "404")
+    assert (cfg.context_tokens, cfg.max_body_bytes) == (4096, 1000)
+    args = parser.parse_args(["simulate", "--echo-key"])
+    assert simulate_cmd.run(args) == 2  # refused before serving: echo_key needs require_api_key
