@@ -292,3 +292,58 @@ def test_a_reply_cut_inside_its_json_is_tried_once_with_more_room(
         with EventLog.in_dir(tmp_path) as log:
             [mark] = [r.event for r in log.read() if isinstance(r.event, ItemBookmarked)]
         assert "finish_reason length" in mark.reason and "raise --max-tokens" in mark.reason
+
+
+def test_a_key_the_provider_echoes_never_reaches_the_api_or_the_snapshot(
+        tmp_path: Path, make_simulator: Callable[..., Simulator]) -> None:
+    from test_api_server import Server, clean_env, markdown
+
+    sim = make_simulator(require_api_key="sk-the-right-key-0000000000", echo_key=True)
+    token = "dset-token-0123456789-abcdef"
+    env = clean_env(VLLM_BASE_URL=sim.base_url, VLLM_API_KEY=KEY, VLLM_MODEL="sim-chat", DSET_API_TOKEN=token)
+    data = tmp_path / "data"
+    server = Server(data, tmp_path / "server.log", env=env)
+    try:
+        server_call = _authorized(server, token)
+        _, project, _ = server_call("POST", "/projects", {"name": "med"})
+        server_call("POST", f"/projects/{project['id']}/documents", {"filename": "n.md", "content": markdown(2)})
+        _, accepted, _ = server_call("POST", "/datasets/generate", {
+            "project_id": project["id"], "classification_model": "vllm", "parsing_model": "vllm",
+            "chunking_model": "vllm"})
+        job_id = accepted["job_id"]
+        for _ in range(300):
+            _, status, _ = server_call("GET", f"/datasets/generate/{job_id}/status", None)
+            if status["status"] in ("completed", "failed"):
+                break
+            import time
+
+            time.sleep(0.1)
+        assert status["status"] == "failed" and "refused the key" in status["error"], status
+        responses = [json.dumps(status)]
+        for path in ("/jobs", f"/jobs/{job_id}", f"/datasets/generate/{job_id}/status"):
+            code, body, _ = server_call("GET", path, None)
+            responses.append(json.dumps(body))
+    finally:
+        server.stop()
+    texts = [("responses", "\n".join(responses)), ("server stderr", server.log_text()), *_files(data)]
+    assert any(p.endswith("readmodel.msgpack") for p, _ in texts)  # the clean stop saved a snapshot
+    for where, text in texts:
+        for form in (KEY, "SECRETwxyz", "0123456789abcdef", token):
+            assert form not in text, (where, form)
+
+
+def _authorized(server: Any, token: str) -> Callable[..., tuple[int, Any, dict[str, str]]]:
+    import urllib.error
+    import urllib.request
+
+    def call(method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(server.base + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read()), dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read()), dict(exc.headers)
+
+    return call
