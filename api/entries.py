@@ -3,8 +3,12 @@
 A dataset's entries at one log seq are an :class:`EntryIndex`; its sort orders and the results of
 recent queries (filters + sort) are computed once and kept, so paging through a 100,000-entry dataset,
 or many clients asking the same page, costs a slice and the encoding of one page. Any new event in the
-log moves the seq; the next request then checks the dataset's :func:`signature` and builds a fresh index
-only when the dataset itself changed.
+log moves the seq; the next request asks the dataset's change journal what changed since
+(``Datasets.changes_since``): nothing (a job on another dataset) keeps the index as it is; edits, ratings
+and scores of existing entries are followed in place, re-encoding those entries and dropping only the
+orders and results they can have moved (an edited answer keeps every order but "updated", and a filtered
+result stays when each changed entry is still in or out of it as before); a new entry, new splits or a
+journal that no longer reaches back build a fresh index.
 
 Sorting is stable: entries that compare equal are ordered by id. ``quality`` sorts high to low and
 ``category`` / ``difficulty`` (beginner < intermediate < advanced < expert) / ``position`` (the
@@ -66,13 +70,56 @@ class EntryIndex:
         self.seq = rm.seq
         self.entries: list[EntryView] = rm.datasets.entries(dataset_id)
         self.splits: dict[str, str] = dict(rm.evaluations.splits(dataset_id))
-        self.signature = signature(rm, dataset_id, self.entries)
+        self.split_seq = _split_seq(rm, dataset_id)
         self.summary = quality_summary(rm.datasets.quality_summary(dataset_id))
         self.flagged = sum(1 for e in self.entries if e.flagged)
+        self._position = {e.id: i for i, e in enumerate(self.entries)}
+        self._keys = [_sort_keys(e) for e in self.entries]  # what each order was sorted by, to see it move
         self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
         self._orders: dict[tuple[str, str], list[int]] = {}
         self._results: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+        self._members: dict[tuple[Any, ...], set[int]] = {}  # a filtered result's positions, made when needed
         self._lock = threading.Lock()
+
+    def follow(self, rm: ReadModel) -> bool:
+        """Bring this index to ``rm.seq`` in place if only existing entries changed; False: build a new one."""
+        changes = rm.datasets.changes_since(self.dataset_id, self.seq)
+        if changes is None or _split_seq(rm, self.dataset_id) != self.split_seq:
+            return False
+        changed_ids, added_seq = changes
+        if added_seq > self.seq:
+            return False
+        moved: set[str] = set()
+        positions = {self._position[i] for i in changed_ids if i in self._position}
+        for i in positions:
+            self._encoded[i] = None
+            new = _sort_keys(self.entries[i])
+            moved.update(name for name, old, now in zip(_KEY_NAMES, self._keys[i], new, strict=True) if old != now)
+            self._keys[i] = new
+        with self._lock:
+            for key in [k for k in self._orders if k[0] in moved]:
+                del self._orders[key]
+            for key in list(self._results):
+                if key[0] in moved or not self._still_holds(key, positions):
+                    del self._results[key]
+                    self._members.pop(key, None)
+        if moved & {"quality", "category"}:
+            self.summary = quality_summary(rm.datasets.quality_summary(self.dataset_id))
+        if "flagged" in moved:
+            self.flagged = sum(1 for e in self.entries if e.flagged)
+        self.seq = rm.seq
+        return True
+
+    def _still_holds(self, key: tuple[Any, ...], positions: set[int]) -> bool:
+        """Is each changed entry still in (or out of) this cached result, as it was?"""
+        filters = key[2:]
+        if filters == _NO_FILTER or not positions:
+            return True
+        members = self._members.get(key)
+        if members is None:
+            members = self._members[key] = set(self._results[key])
+        keep = self._predicate(*filters)
+        return all(keep(self.entries[i]) == (i in members) for i in positions)
 
     def page(self, positions: list[int]) -> list[msgspec.Raw]:
         """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes)."""
@@ -128,7 +175,7 @@ class EntryIndex:
                 self._results.move_to_end(key)
                 return found, direction
         order = self.order(q.sort_by, direction)
-        if filters == (0.0, None, None, None, None, None, None):
+        if filters == _NO_FILTER:
             result = order
         else:
             keep = self._predicate(*filters)
@@ -165,13 +212,18 @@ class EntryIndex:
         return keep
 
 
-def signature(rm: ReadModel, dataset_id: str, entries: list[EntryView] | None = None) -> tuple[int, int, int]:
-    """Changes whenever the dataset's entries or splits do: every event that touches an entry adds its seq to
-    the entry's history. O(entries), far cheaper than an index; lets an index outlive appends to other datasets."""
-    if entries is None:
-        entries = rm.datasets.entries(dataset_id)
+_NO_FILTER = (0.0, None, None, None, None, None, None)
+_KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged")
+
+
+def _sort_keys(e: EntryView) -> tuple[Any, ...]:
+    """An entry's values that orders and summaries depend on, in _KEY_NAMES' order."""
+    return e.quality_score, e.category, e.difficulty, e.updated_at, e.flagged
+
+
+def _split_seq(rm: ReadModel, dataset_id: str) -> int:
     split = rm.evaluations.split_view(dataset_id)
-    return len(entries), sum(len(e.history) for e in entries), split.seq if split is not None else 0
+    return split.seq if split is not None else 0
 
 
 class EntryCache:
@@ -189,9 +241,8 @@ class EntryCache:
             if found is not None and found.seq == rm.seq:
                 self._indexes.move_to_end(key)
                 return found
-        if found is not None and found.signature == signature(rm, dataset_id):
-            found.seq = rm.seq  # the log moved on, this dataset did not (a job on another one, say)
-            return found
+        if found is not None and found.seq < rm.seq and found.follow(rm):
+            return found  # the log moved on, and this dataset's entries could be followed in place
         index = EntryIndex(rm, dataset_id)
         with self._lock:
             self._indexes[key] = index

@@ -2,7 +2,9 @@
 
 Each command module exposes ``register(subparsers)`` that adds its parser and
 sets ``func``; ``func(args) -> int`` returns the exit code. Exit codes: 0 done,
-1 the work did not all succeed (details printed), 2 bad input or usage.
+1 the work did not all succeed (details printed), 2 bad input or usage, 3 the log
+could not be written (disk full, read-only, I/O error: the message says what to
+free; run the same command again after), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dsetlog import redaction
-from dsetlog.log import LogError
+from dsetlog.log import LogError, LogWriteError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE = 0, 1, 2, 3
 
 
 class UsageError(Exception):
@@ -54,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"dset: error: {redaction.redact(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except LogWriteError as exc:
+        lost = (f" {exc.lost_entries} answer(s) received at that moment could not be recorded; the next run asks "
+                "for them again." if exc.lost_entries else "")
+        print(f"dset: stopped: {redaction.redact(str(exc))}{lost}", file=sys.stderr)
+        return EXIT_WRITE
     except LogError as exc:
         print(f"dset: error: {redaction.redact(str(exc))}", file=sys.stderr)
         return EXIT_FAILED

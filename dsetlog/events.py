@@ -357,6 +357,20 @@ class JobCancelled(Event, frozen=True, kw_only=True):
     reason: str = ""
 
 
+# --- the log itself --------------------------------------------------------------
+
+
+class TornTailSetAside(Event, frozen=True, kw_only=True):
+    """On opening, the log's last ``lines`` whole, newline-terminated lines (``bytes`` bytes from ``offset``)
+    failed their checksum and were moved to ``torn_file``: possibly an acknowledged write damaged on disk."""
+
+    bytes: int
+    lines: int = 0
+    torn_file: str = ""
+    complete: bool = True
+    offset: int = 0
+
+
 # --- providers ---------------------------------------------------------------
 
 

@@ -41,7 +41,7 @@ import portalocker
 
 from dsetlog.docgen import DocGenError, DocumentRun, GenerateRequest, Models, Stage
 from dsetlog.events import JobCancelled, JobCompleted, JobFailed, JobStarted
-from dsetlog.log import EventLog
+from dsetlog.log import EventLog, LogWriteError
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import Provider, ProviderError
 from dsetlog.regenerate import RegenerateError, RegenerationConfig, regenerated_by, run_regeneration
@@ -54,6 +54,7 @@ GENERATE_KINDS = ("generate", "generate-evaluation")
 JOB_KINDS = (*GENERATE_KINDS, "regenerate")
 DATASET_VERSION_KEY = "dataset_version"  # kept beside the request in JobSubmitted: the version a job makes
 WATCH_INTERVAL = 1.0  # seconds between looks at the log for other servers' jobs, and at the worker lock
+WRITE_RETRY_S = 5.0  # a job stopped by a log that cannot be written is tried again this often
 
 # Where each stage sits on the 0-100 scale: (start, end), by the first words of the step.
 _STAGES: tuple[tuple[str, float, float], ...] = (
@@ -160,6 +161,8 @@ class JobWorker:
         self._live: dict[str, Live] = {}
         self._queued: set[str] = set()  # launched, not finished (waiting for a slot or running)
         self._cancel_requested: dict[str, str] = {}
+        # jobs stopped because the log could not be written: (the message, when to try again)
+        self._write_failures: dict[str, tuple[str, float]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._stopping = False
         self._lock_file: Any = None
@@ -233,6 +236,11 @@ class JobWorker:
             if status is not None:
                 out[job_id] = status
         return out
+
+    def write_failure(self, job_id: str) -> str | None:
+        """Why this job is stopped until the log can be written again (disk full, read-only), if it is."""
+        failure = self._write_failures.get(job_id)
+        return failure[0] if failure is not None else None
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._queued
@@ -318,6 +326,9 @@ class JobWorker:
     def _launch(self, job_id: str) -> None:
         if job_id in self._queued or self._stopping:
             return
+        failure = self._write_failures.get(job_id)
+        if failure is not None and time.monotonic() < failure[1]:
+            return  # the log could not be written a moment ago: the watcher launches it again later
         self._queued.add(job_id)
         self._loop.create_task(self._guarded(job_id))
 
@@ -335,6 +346,13 @@ class JobWorker:
     async def _guarded(self, job_id: str) -> None:
         try:
             await self._run(job_id)
+            self._write_failures.pop(job_id, None)
+        except LogWriteError as exc:
+            # Nothing can be recorded, not even the job's end: it stays unfinished in the log and is tried again
+            # every WRITE_RETRY_S (the watcher relaunches it), so it resumes by itself once writes work again.
+            if job_id not in self._write_failures:
+                _log.error("job %s stopped: %s", job_id, exc)
+            self._write_failures[job_id] = (str(exc), time.monotonic() + WRITE_RETRY_S)
         except Exception:  # noqa: BLE001 - a job must never take the worker down
             _log.exception("job %s: unexpected error in the worker", job_id)
         finally:
@@ -379,6 +397,8 @@ class JobWorker:
                 else:
                     _log.info("job %s interrupted by the shutdown; it resumes at the next start", job_id)
                 return
+            except LogWriteError:
+                raise  # not the job's failure: it cannot even be recorded (see _guarded)
             except (DocGenError, RegenerateError, ProviderError, msgspec.ValidationError) as exc:
                 self.log.append(JobFailed(job_id=job_id, error=str(exc)))
                 _log.info("job %s failed: %s", job_id, exc)

@@ -17,6 +17,7 @@ readers refuse it with :class:`CorruptLogError`, and ``dset log repair`` fixes i
 
 from __future__ import annotations
 
+import errno
 import itertools
 import operator
 import os
@@ -26,14 +27,14 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import msgspec
 import portalocker
 
 from dsetlog import redaction
-from dsetlog.events import AnyEvent, Event
+from dsetlog.events import AnyEvent, Event, TornTailSetAside
 
 LOG_NAME = "events.jsonl"
 _READ_CHUNK = 1 << 23  # 8 MiB: few calls into C, bounded memory while replaying
@@ -58,6 +59,28 @@ class Recorded(msgspec.Struct, frozen=True):
 
 class LogError(Exception):
     """Base of the log's errors; the message says what to do."""
+
+
+class LogWriteError(LogError):
+    """An append could not be made durable (disk full, quota, read-only, I/O error). Nothing of it is in
+    the log, and the log is as it was before it: the message says what to free or fix."""
+
+    lost_entries = 0  # answers a run had received and could not record (set by the engine)
+
+    def __init__(self, path: Path, exc: OSError | None, *, what: str = "append to", detail: str = "") -> None:
+        self.path, self.errno = path, exc.errno if exc is not None else None
+        where = path.parent
+        if self.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = f"Free space on the disk holding {where} (`df -h {where}`)"
+        elif self.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            advice = f"Make {where} writable"
+        elif self.errno == errno.EIO:
+            advice = f"The disk reported an I/O error: check it (`dmesg`) and copy {where} to a sound disk"
+        else:
+            advice = "Fix the cause"
+        cause = f": {exc.strerror or exc} (errno {exc.errno})" if exc is not None else ""
+        super().__init__(f"could not {what} {path}{cause}{detail}. {advice}, then run the same command again: "
+                         "everything in the log is kept, and nothing recorded there is requested again.")
 
 
 class CorruptLogError(LogError):
@@ -443,18 +466,41 @@ def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[Recor
         yield from recs
 
 
+class _Ticket:
+    """One caller's batch waiting for a group commit."""
+
+    __slots__ = ("events", "seqs", "error", "done")
+
+    def __init__(self, events: list[Event]) -> None:
+        self.events = events
+        self.seqs: range | None = None
+        self.error: BaseException | None = None
+        self.done = False
+
+
 class EventLog:
-    """The writer (and a convenient reader) of one log file, safe across threads and processes."""
+    """The writer (and a convenient reader) of one log file, safe across threads and processes.
+
+    Appends from many threads are group-committed: whoever holds the writer's mutex writes every batch
+    that is waiting, in one write and one fsync, and each caller returns only once its batch is durable
+    (the API's request threads share fsyncs this way).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.torn_path = self.path.with_name(self.path.name + ".torn")
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        self._lock_file = open(self.lock_path, "a+b")  # noqa: SIM115 - held for the log's lifetime
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._lock_file = open(self.lock_path, "a+b")  # noqa: SIM115 - held for the log's lifetime
+        except OSError as exc:
+            raise LogWriteError(self.path, exc, what="open for writing") from None
         self._mutex = threading.Lock()
+        self._waiting: list[_Ticket] = []
+        self._waiting_lock = threading.Lock()
         self._size = -1  # forces a tail check under the lock
+        self._valid_end = 0  # where the last whole valid record ends (< _size: a tail not set aside yet)
         self._last_seq = 0
         self.torn_bytes = 0  # bytes this instance cut off as a torn tail
         with self._mutex, self._locked():
@@ -471,22 +517,73 @@ class EventLog:
         return self.append_many((event,)).stop - 1
 
     def append_many(self, events: Iterable[Event]) -> range:
-        """Durably append several events with one write and one fsync (group commit); returns their seqs."""
-        batch = list(events)
-        if not batch:
+        """Durably append several events with one write and one fsync (group commit); returns their seqs.
+
+        Raises :class:`LogWriteError` when the disk refuses the write: the log is then exactly as before.
+        """
+        ticket = _Ticket(list(events))
+        if not ticket.events:
             return range(self._last_seq + 1, self._last_seq + 1)
-        with self._mutex, self._locked():
-            self._sync_tail()
-            first = self._last_seq + 1
-            data = encode_records(batch, first_seq=first, ts=utc_now())
+        with self._waiting_lock:
+            self._waiting.append(ticket)
+        with self._mutex:
+            if not ticket.done:  # nobody wrote it while we waited: write everything waiting, ours included
+                with self._waiting_lock:
+                    group, self._waiting = self._waiting, []
+                self._commit(group)
+        if ticket.error is not None:
+            raise ticket.error
+        assert ticket.seqs is not None
+        return ticket.seqs
+
+    def _commit(self, group: list[_Ticket]) -> None:
+        """Under the mutex: one write and one fsync for the whole group; each ticket learns its seqs or error."""
+        try:
+            with self._locked():
+                self._sync_tail()
+                if self._valid_end < self._size:
+                    raise LogWriteError(self.path, None, detail=(
+                        f": it ends in {self._size - self._valid_end} bytes that are not a whole record (a write "
+                        f"cut off), which could not be set aside in {self.torn_path.name}"))
+                chunks, first = [], self._last_seq + 1
+                for ticket in group:
+                    try:
+                        data = encode_records(ticket.events, first_seq=first, ts=utc_now())
+                    except Exception as exc:  # noqa: BLE001 - that caller's events cannot be encoded: theirs alone fail
+                        ticket.error = exc
+                        continue
+                    chunks.append(data)
+                    ticket.seqs = range(first, first + len(ticket.events))
+                    first += len(ticket.events)
+                self._write(b"".join(chunks))
+                self._last_seq = first - 1
+        except BaseException as exc:
+            for ticket in group:
+                if ticket.error is None:
+                    ticket.error, ticket.seqs = exc, None
+        finally:
+            for ticket in group:
+                ticket.done = True
+
+    def _write(self, data: bytes) -> None:
+        """Write and fdatasync ``data`` at the end, or leave the file as it was and raise LogWriteError."""
+        if not data:
+            return
+        try:
             view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
             os.fdatasync(self._fd)
-            self._size += len(data)
-            self._last_seq = first + len(batch) - 1
-        return range(first, self._last_seq + 1)
+        except OSError as exc:
+            # a partial write (ENOSPC midway) or one the disk could not make durable: nobody was told "done",
+            # so none of it may stay for a reader to fold (truncating needs no free space)
+            with suppress(OSError):
+                os.ftruncate(self._fd, self._valid_end)
+                os.fsync(self._fd)
+            raise LogWriteError(self.path, exc) from None
+        self._size += len(data)
+        self._valid_end = self._size
 
     # -- reading -------------------------------------------------------------
 
@@ -550,19 +647,51 @@ class EventLog:
             st = os.fstat(fd)
             self._size = -1
         size = st.st_size
-        if size == self._size:
+        if size == self._size and self._valid_end == size:
             return
         valid_end, last_seq = find_valid_end(self._fd, size)
+        self._size, self._valid_end, self._last_seq = size, valid_end, last_seq
         if valid_end < size:
             self._set_aside(valid_end, size)
-        self._size, self._last_seq = valid_end, last_seq
 
     def _set_aside(self, valid_end: int, size: int) -> None:
+        """Move the bytes after the last valid record into ``.torn``, then cut them off the log.
+
+        When ``.torn`` cannot be written (the disk is full) the bytes stay where they are and appends are
+        refused saying so: readers skip a torn tail, and nothing is thrown away that might be a record.
+        A tail that is one or more whole, newline-terminated lines failing their checksum is no crash in
+        the middle of a write: its append may have returned. That is said loudly, on stderr and as a
+        TornTailSetAside event after the recovery.
+        """
         torn = os.pread(self._fd, size - valid_end, valid_end)
-        with open(self.torn_path, "ab") as fh:
-            fh.write(torn)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(self.torn_path, "ab") as fh:
+                fh.write(torn)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            print(f"dset: warning: {self.path} ends in {len(torn)} bytes that are not a whole record; they could "
+                  f"not be set aside in {self.torn_path} ({exc.strerror or exc}), so they stay in place and "
+                  "nothing can be appended until there is room for them", file=sys.stderr)
+            return
         os.ftruncate(self._fd, valid_end)
         os.fsync(self._fd)
         self.torn_bytes += len(torn)
+        self._size = valid_end
+        complete = torn.count(b"\n") if torn.endswith(b"\n") else 0
+        if complete:
+            self._report_complete_tail(torn, complete)
+
+    def _report_complete_tail(self, torn: bytes, lines: int) -> None:
+        print(f"dset: WARNING: the last {lines} line(s) of {self.path} ({len(torn)} bytes) were complete but "
+              f"failed their checksum: that may be an acknowledged write damaged on disk, not a crash mid-write. "
+              f"They are kept in {self.torn_path}; look at them there (`dset log verify` checks the log).",
+              file=sys.stderr)
+        event = TornTailSetAside(bytes=len(torn), lines=lines, torn_file=self.torn_path.name,
+                                 complete=True, offset=self._valid_end)
+        data = encode_records([event], first_seq=self._last_seq + 1, ts=utc_now())
+        try:
+            self._write(data)
+        except LogWriteError:
+            return  # said on stderr already; the next recovery cannot see it again (the bytes are aside)
+        self._last_seq += 1

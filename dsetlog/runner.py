@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsetlog.events import AttemptFailed, AttemptStarted, Event, ItemBookmarked
+from dsetlog.events import AttemptFailed, AttemptStarted, EntryGenerated, Event, ItemBookmarked
 from dsetlog.llm import MAX_TOKENS_CAP, CallFailure, Completion, LLMClient, RetryPolicy, call_with_retries
-from dsetlog.log import EventLog
+from dsetlog.log import EventLog, LogWriteError
 from dsetlog.progress import Budget, Progress
 from dsetlog.structured import Structured
 
@@ -60,14 +60,23 @@ class EngineResult:
 
 
 class EventWriter:
-    """One task that appends queued events in batches: many events, one write, one fsync."""
+    """One task that appends queued events in batches: many events, one write, one fsync.
 
-    def __init__(self, log: EventLog, *, max_batch: int = 5000) -> None:
+    When an append fails (disk full, read-only, I/O error) nothing more is written: ``failure`` holds the
+    error, ``on_failure`` is called at once (the engine stops calling the model), and what is still queued
+    is counted in ``lost_entries`` (answers received but never recorded: the next run asks for them again).
+    """
+
+    def __init__(self, log: EventLog, *, max_batch: int = 5000,
+                 on_failure: Callable[[LogWriteError], None] = lambda exc: None) -> None:
         self.log = log
         self.max_batch = max_batch
+        self.on_failure = on_failure
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.committed = 0
+        self.failure: LogWriteError | None = None
+        self.lost_entries = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -88,9 +97,21 @@ class EventWriter:
                     closing = True
                     break
                 batch.append(event)
-            # fsync off the event loop: calls keep flowing while the disk works, and the next batch grows.
-            await asyncio.to_thread(self.log.append_many, batch)
+            if self.failure is not None:
+                self._lose(batch)
+                continue
+            try:
+                # fsync off the event loop: calls keep flowing while the disk works, and the next batch grows.
+                await asyncio.to_thread(self.log.append_many, batch)
+            except LogWriteError as exc:
+                self.failure = exc
+                self._lose(batch)
+                self.on_failure(exc)
+                continue
             self.committed += len(batch)
+
+    def _lose(self, batch: list[Event]) -> None:
+        self.lost_entries += sum(isinstance(e, EntryGenerated) for e in batch)
 
     async def close(self) -> None:
         """Commit everything queued so far, then stop."""
@@ -112,7 +133,7 @@ class Engine:
     price: tuple[float, float] | None = None  # USD per million input/output tokens
 
     async def run(self, items: Sequence[WorkItem]) -> EngineResult:
-        writer = EventWriter(self.log)
+        writer = EventWriter(self.log, on_failure=lambda exc: write_failed())
         writer.start()
         self.client.on_learned = writer.put  # a structured mode the endpoint refused is a fact for the log
         pending = deque(items)
@@ -140,6 +161,11 @@ class Engine:
             for task in tasks:
                 task.cancel()  # in-flight calls are abandoned: their items stay pending for the next run
 
+        def write_failed() -> None:
+            # nothing more can be recorded: every further call would be paid for and lost
+            interrupt()
+            state["stop"] = "write_failed"
+
         handled = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -159,6 +185,9 @@ class Engine:
             tick.cancel()
             await writer.close()
             self.progress.close()
+        if writer.failure is not None:
+            writer.failure.lost_entries = writer.lost_entries
+            raise writer.failure
         result.not_started = len(pending)
         if state["stop"]:
             result.outcome = state["stop"]

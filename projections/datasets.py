@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,6 +58,7 @@ PENDING, DONE, FAILED = "pending", "done", "failed"
 ITEM_STATUSES = (PENDING, DONE, FAILED)
 FLAGGING_FEEDBACK = frozenset({"content_error", "quality_issue"})
 FEEDBACK_COMMENTS_KEPT = 10  # the last comments of an entry; counts and ratings are kept in full
+JOURNAL_KEPT = 4096  # changes to existing entries remembered per dataset (see _Shard.journal)
 HIGH_QUALITY, MEDIUM_QUALITY = 0.8, 0.5  # quality_summary's distribution: >= 0.8 high, >= 0.5 medium
 
 
@@ -198,7 +200,7 @@ _body_encoder = msgspec.msgpack.Encoder()
 class _Shard:
     """One dataset's state; ``body`` is not None while it is still the encoded snapshot."""
 
-    __slots__ = ("view", "declared", "items", "entries", "runs", "body", "deferred")
+    __slots__ = ("view", "declared", "items", "entries", "runs", "body", "deferred", "journal", "added_seq")
 
     def __init__(self, view: DatasetView, declared: bool, body: bytes | memoryview | None = None) -> None:
         self.view = view
@@ -208,6 +210,11 @@ class _Shard:
         self.runs: dict[str, RunView] = {}
         self.body = body
         self.deferred: list[Recorded] = []  # records for this shard that arrived while it was encoded
+        # (seq, entry id) of the latest changes to existing entries, and the seq of the last entry added: what
+        # lets a reader's index of this dataset follow an edit without rebuilding (api/entries.py). Bounded;
+        # not part of the snapshot (an index is never older than the process).
+        self.journal: deque[tuple[int, str]] = deque(maxlen=JOURNAL_KEPT)
+        self.added_seq = 0
 
 
 class Datasets(Projection):
@@ -362,6 +369,7 @@ class Datasets(Projection):
         item.entry_id = ev.entry_id
         v.done += 1
         v.entries += 1
+        shard.added_seq = rec.seq
 
     @handles(EntryEdited)
     def _entry_edited(self, shard: _Shard, rec: Recorded, ev: EntryEdited) -> None:
@@ -379,6 +387,7 @@ class Datasets(Projection):
         entry.revision += 1
         entry.updated_at = rec.ts
         entry.history += (rec.seq,)
+        shard.journal.append((rec.seq, entry.id))
 
     @handles(EntryScored)
     def _entry_scored(self, shard: _Shard, rec: Recorded, ev: EntryScored) -> None:
@@ -390,6 +399,7 @@ class Datasets(Projection):
             entry.difficulty = _intern(ev.difficulty)
         entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold
         entry.history += (rec.seq,)
+        shard.journal.append((rec.seq, entry.id))
 
     @handles(EntryRegenerated)
     def _entry_regenerated(self, shard: _Shard, rec: Recorded, ev: EntryRegenerated) -> None:
@@ -405,6 +415,7 @@ class Datasets(Projection):
         entry.revision += 1
         entry.updated_at = rec.ts
         entry.history += (rec.seq,)
+        shard.journal.append((rec.seq, entry.id))
 
     @handles(FeedbackGiven)
     def _feedback_given(self, shard: _Shard, rec: Recorded, ev: FeedbackGiven) -> None:
@@ -417,6 +428,7 @@ class Datasets(Projection):
             if flags:
                 entry.flagged = True
             entry.history += (rec.seq,)
+            shard.journal.append((rec.seq, entry.id))
 
     @handles(RegenerationRequested)
     def _regeneration_requested(self, shard: _Shard, rec: Recorded, ev: RegenerationRequested) -> None:
@@ -426,6 +438,7 @@ class Datasets(Projection):
                 continue
             entry.regeneration_job_id = ev.job_id
             entry.history += (rec.seq,)
+            shard.journal.append((rec.seq, entry.id))
 
     # -- reading ---------------------------------------------------------------
 
@@ -492,6 +505,22 @@ class Datasets(Projection):
             return []
         by_id = shard.entries
         return [by_id[it.entry_id] for it in shard.items.values() if it.entry_id is not None]
+
+    def changes_since(self, dataset_id: str, seq: int) -> tuple[list[str], int] | None:
+        """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when
+        the journal no longer reaches back to ``seq`` (a reader must then look at everything again)."""
+        shard = self._shard(dataset_id)
+        if shard is None:
+            return None
+        journal = shard.journal
+        changed: list[str] = []
+        for change_seq, entry_id in reversed(journal):
+            if change_seq <= seq:
+                return changed, shard.added_seq
+            changed.append(entry_id)
+        if len(journal) == journal.maxlen:
+            return None  # older changes were dropped: some may be after seq
+        return changed, shard.added_seq
 
     def entry(self, dataset_id: str, entry_id: str) -> EntryView | None:
         shard = self._shard(dataset_id)

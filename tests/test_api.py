@@ -634,7 +634,40 @@ def test_an_entries_index_outlives_appends_to_other_datasets(seeded: testing.Tes
     found = seeded.simulate_get(f"{API}/datasets/{DS}/entries", params={"category": "zoology"}).json
     assert [e["id"] for e in found["entries"]] == ["entry_0007"]
     with ctx.rm.lock:
-        assert ctx.entries.index(ctx.rm, DS) is not first
+        assert ctx.entries.index(ctx.rm, DS) is first  # an edit is followed in place, not a rebuild
+
+
+def test_an_index_followed_through_edits_answers_as_a_fresh_one(seeded: testing.TestClient) -> None:
+    import random
+
+    from api.entries import EntryIndex
+    from api.schemas import EntriesQuery
+
+    ctx = seeded.app.ctx  # type: ignore[attr-defined]
+    queries = [EntriesQuery(sort_by=s, **f) for s in ("quality", "category", "difficulty", "position", "updated")
+               for f in ({}, {"q": "zebra"}, {"category": "Zoology"}, {"flagged": True}, {"filter_quality": 0.5})]
+    rng = random.Random(3)
+    for step in range(40):
+        for q in queries:  # every order and result cached before the next change
+            seeded.simulate_get(f"{API}/datasets/{DS}/entries", params={
+                k: v for k, v in {"sort_by": q.sort_by, "q": q.q, "category": q.category,
+                                  "flagged": "true" if q.flagged else None,
+                                  "filter_quality": q.filter_quality}.items() if v is not None})
+        entry = f"entry_{rng.randrange(N):04d}"
+        if step % 3 == 0:
+            seeded.simulate_put(f"{API}/datasets/{DS}/entries/{entry}", json={"answer": f"a zebra {step}"})
+        elif step % 3 == 1:
+            seeded.simulate_put(f"{API}/datasets/{DS}/entries/{entry}", json={"category": rng.choice(["Zoology", "X"])})
+        else:
+            seeded.simulate_post(f"{API}/datasets/{DS}/feedback", json={
+                "entry_ids": [entry], "feedback_type": "quality_issue", "comments": "check"})
+        rm = ctx.model()
+        with rm.lock:
+            followed, fresh = ctx.entries.index(rm, DS), EntryIndex(rm, DS)
+            for q in queries:
+                assert followed.query(q) == fresh.query(q), (step, q)
+            assert followed.summary == fresh.summary and followed.flagged == fresh.flagged
+            assert followed.page(fresh.query(queries[0])[0][:50]) == fresh.page(fresh.query(queries[0])[0][:50])
 
 
 def test_dataset_inlines_a_bounded_number_of_entries(data: Path, make_client: Callable[..., Any]) -> None:

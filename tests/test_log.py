@@ -20,7 +20,15 @@ import msgspec
 import pytest
 
 import dsetlog.log as log_module
-from dsetlog.events import EVENT_TYPES, EntryEdited, EntryGenerated, Event, QuestionQueued, Usage
+from dsetlog.events import (
+    EVENT_TYPES,
+    EntryEdited,
+    EntryGenerated,
+    Event,
+    QuestionQueued,
+    TornTailSetAside,
+    Usage,
+)
 from dsetlog.log import LOG_NAME, CorruptLogError, EventLog, read_batches, read_records, seek_seq
 from dsetlog.logtools import repair, verify
 
@@ -146,22 +154,29 @@ def test_unknown_extra_fields_are_tolerated(tmp_path: Path) -> None:
 
 
 def check_recovers(directory: Path, good: bytes, tail: bytes, n_good: int) -> None:
-    """A log of ``good`` (n_good records) plus ``tail``: opening cuts exactly the tail, and appending goes on."""
+    """A log of ``good`` (n_good records) plus ``tail``: opening cuts exactly the tail, and appending goes on.
+
+    A tail of whole lines (newline-terminated) failing their checksum is reported: a TornTailSetAside record
+    follows the good ones."""
     directory.mkdir()
     path = directory / LOG_NAME
     path.write_bytes(good + tail)
     torn = directory / (LOG_NAME + ".torn")
+    loud = int(tail.endswith(b"\n"))
     with EventLog(path) as log:
-        assert log.last_seq == n_good
-        assert path.read_bytes() == good
+        assert log.last_seq == n_good + loud
+        assert path.read_bytes().startswith(good)
         if tail:
             assert torn.read_bytes() == tail
         else:
             assert not torn.exists()
-        assert log.append(qq(999, "after")) == n_good + 1
+        assert log.append(qq(999, "after")) == n_good + loud + 1
     records = [r for r in read_records(path)]
-    assert [r.seq for r in records] == list(range(1, n_good + 2))
+    assert [r.seq for r in records] == list(range(1, n_good + loud + 2))
     assert records[-1].event == qq(999, "after")
+    if loud:
+        assert records[n_good].event == TornTailSetAside(bytes=len(tail), lines=tail.count(b"\n"),
+                                                         torn_file=torn.name, offset=len(good))
     report = verify(path)
     assert report.ok, report
 
