@@ -9,6 +9,7 @@ the log writes them, so no event, snapshot, response, progress line or stderr me
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -72,6 +73,18 @@ def redact_bytes(data: bytes) -> bytes:
         if cleaned != text:
             data = cleaned.encode("utf-8", "surrogateescape")
     return data
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter for a handler: the message and any traceback text pass through :func:`redact`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        return True
 
 
 def clear() -> None:

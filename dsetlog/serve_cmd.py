@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from dsetlog import redaction
 from dsetlog.cli import EXIT_OK, UsageError, add_data_option, data_dir
 
 _log = logging.getLogger("dsetlog.serve")
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--threads and --max-jobs must be >= 1, --max-body-mb > 0, --port 0-65535")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # keys and tokens never reach the server's output either
+        handler.addFilter(redaction.RedactingFilter())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     import waitress
 

@@ -58,3 +58,19 @@ def test_the_log_never_writes_a_registered_secret(tmp_path: Path) -> None:
 def test_env_keys_and_tokens_are_registered() -> None:
     redaction.register_env({"OPENAI_API_KEY": KEY, "DSET_API_TOKEN": "tok-0123456789abcdef", "HOME": "/root/home"})
     assert redaction.redact(f"{KEY} tok-0123456789abcdef /root/home") == f"{redaction.MASK} {redaction.MASK} /root/home"
+
+
+def test_log_records_and_tracebacks_are_redacted() -> None:
+    import logging
+
+    redaction.register(KEY)
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, "calling with %s", (KEY,), None)
+    try:
+        raise RuntimeError(f"the provider said {KEY}")
+    except RuntimeError:
+        import sys
+
+        record.exc_info = sys.exc_info()
+    assert redaction.RedactingFilter().filter(record)
+    text = logging.Formatter().format(record)
+    assert KEY not in text and text.count(redaction.MASK) == 2
