@@ -4,12 +4,18 @@ Documents come as a multipart upload (a ``file`` part, plus optional ``strategy`
 ``overlap`` fields) or as JSON (``filename`` with ``content`` text or ``content_base64`` bytes). The
 original of every document (uploaded here or ingested by `dset ingest`) is kept under
 ``<data>/uploads/<document_id>/``, which is what POST .../documents/{document_id}/chunk re-chunks.
+
+A filename is stored as :func:`dsetlog.ingest.safe_filename` makes it (a NUL byte is a 422 naming the
+field). Extraction is bounded by :class:`dsetlog.extract.ExtractLimits` (413 naming the limit) and at most
+EXTRACTION_SLOTS run at once, with EXTRACTION_QUEUE more waiting up to EXTRACTION_WAIT_SECONDS; an upload
+beyond that is a 503 with Retry-After, so documents can never hold every request thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,6 +58,44 @@ from projections.projects import DocumentView, ProjectView, flat_categories
 from projections.readmodel import ReadModel
 
 API = "/api/v1"
+EXTRACTION_SLOTS = 2  # documents extracted and chunked at once (CPU-bound: more would only share the cores)
+EXTRACTION_QUEUE = 2  # uploads that may wait for a slot; beyond them an upload is answered 503 at once
+EXTRACTION_WAIT_SECONDS = 10.0  # how long an upload waits for a slot before its 503
+RETRY_AFTER_SECONDS = 5
+
+
+class ExtractionSlots:
+    """At most ``running`` extractions at once and ``waiting`` more queued for a while: the request threads
+    left over (waitress runs 8 by default) keep answering everything else."""
+
+    def __init__(self, running: int | None = None, waiting: int | None = None,
+                 wait_seconds: float | None = None) -> None:
+        self.running = EXTRACTION_SLOTS if running is None else running  # the module's settings when the app is made
+        waiting = EXTRACTION_QUEUE if waiting is None else waiting
+        self.wait_seconds = EXTRACTION_WAIT_SECONDS if wait_seconds is None else wait_seconds
+        self._running = threading.BoundedSemaphore(self.running)
+        self._admitted = threading.BoundedSemaphore(self.running + waiting)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if not self._admitted.acquire(blocking=False):
+            raise _busy(self.running)
+        try:
+            if not self._running.acquire(timeout=self.wait_seconds):
+                raise _busy(self.running)
+            try:
+                yield
+            finally:
+                self._running.release()
+        finally:
+            self._admitted.release()
+
+
+def _busy(running: int) -> falcon.HTTPServiceUnavailable:
+    return falcon.HTTPServiceUnavailable(
+        title="Service Unavailable", retry_after=RETRY_AFTER_SECONDS,
+        description=f"the server is extracting as many documents as it may at once ({running}); "
+                    f"send this upload again in {RETRY_AFTER_SECONDS} seconds")
 
 
 @contextmanager
@@ -135,13 +179,14 @@ class DocumentsResource:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.slots = ExtractionSlots()
 
     def _kept(self, document_id: str, filename: str) -> Path:
         return ingest.original_path(self.ctx.data_dir, document_id, filename)
 
     @operation("Upload a document (multipart ``file``, or JSON); its text is extracted and chunked",
                body=DocumentUpload, multipart=ChunkingOptions, response=Document, status=201,
-               also={200: Document}, tags=("documents",),
+               also={200: Document}, errors=(503,), tags=("documents",),
                description="Uploading the same content again with the same chunking changes nothing (200); with "
                            "other chunking settings the document is re-chunked. Types: .txt .md .html .pdf .docx.")
     def on_post(self, req: falcon.Request, resp: falcon.Response, project_id: str) -> None:
@@ -162,7 +207,7 @@ class DocumentsResource:
         _status(resp, not res.skipped)
 
     def _ingest(self, project_id: str, options: ChunkingOptions, **source: Any) -> ingest.IngestResult:
-        with ingest_errors():
+        with self.slots.hold(), ingest_errors():
             return ingest.ingest_file(self.ctx.log, self.ctx.rm, project_id=project_id, strategy=options.strategy,
                                       chunk_size=options.chunk_size, overlap=options.overlap,
                                       max_bytes=self.ctx.max_body, **source)
@@ -179,7 +224,9 @@ class DocumentsResource:
             except (binascii.Error, ValueError):
                 raise unprocessable("content_base64 is not valid base64") from None
         options = ChunkingOptions(strategy=body.strategy, chunk_size=body.chunk_size, overlap=body.overlap)
-        return data, body.filename, options
+        with ingest_errors():
+            filename = ingest.safe_filename(body.filename, field="filename")
+        return data, filename, options
 
     @staticmethod
     def _from_form(req: falcon.Request) -> tuple[bytes, str, ChunkingOptions]:
@@ -191,8 +238,9 @@ class DocumentsResource:
             if part.name == "file":
                 if data is not None:
                     raise unprocessable("one file per upload")
+                with ingest_errors():
+                    filename = ingest.safe_filename(part.filename or "", field="file (its filename)")
                 data = part.stream.read()
-                filename = part.filename or ""
             elif part.name in ChunkingOptions.__struct_fields__:
                 text = part.stream.read(1024).decode("utf-8", "replace").strip()
                 if text:
@@ -218,7 +266,7 @@ class DocumentsResource:
         resp.media = DocumentList(documents=out, total=len(out))
 
     @operation("Chunk a document again with other settings (from the original the server kept)",
-               body=ChunkingOptions, response=Document, errors=(409,), tags=("documents",))
+               body=ChunkingOptions, response=Document, errors=(409, 503), tags=("documents",))
     def on_post_chunk(self, req: falcon.Request, resp: falcon.Response, project_id: str, document_id: str) -> None:
         options: ChunkingOptions = req.context.body
         rm = self.ctx.model()

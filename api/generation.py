@@ -11,7 +11,7 @@ import falcon
 import msgspec
 
 from api.context import Context
-from api.errors import bad_request, conflict, not_found
+from api.errors import bad_request, conflict, not_found, unprocessable
 from api.schemas import (
     CancelRequest,
     GenerateEvaluationRequest,
@@ -24,6 +24,7 @@ from api.spec import operation
 from dsetlog.docgen import DocGenError, DocumentRun, GenerateRequest, Models
 from dsetlog.events import JobCancelled, JobSubmitted, RegenerationRequested
 from dsetlog.jobs import DATASET_VERSION_KEY, GENERATE_KINDS, LiveStatus
+from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.regenerate import RegenerateError, RegenerateRequest, UnknownEntries, check_request
 from projections.jobs import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, JOB_PENDING, JobView
 from projections.readmodel import ReadModel
@@ -34,12 +35,22 @@ CANCEL_WAIT = 5.0  # seconds POST /jobs/{id}/cancel waits for the job to stop be
 _FINAL_STEP = {JOB_COMPLETED: "Finished", JOB_FAILED: "Failed", JOB_CANCELLED: "Cancelled"}
 
 
-def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None) -> JobStatus:
-    """A job's status from the projection, with the worker's live stage while it runs (under rm.lock)."""
+def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None, write_failure: str | None = None) -> JobStatus:
+    """A job's status from the projection, with the worker's live stage while it runs (under rm.lock).
+
+    ``write_failure``: the worker could not write the log for this job (disk full, read-only). The log cannot
+    say so (nothing can be appended), so the status does: failed, with that message, until writes work again
+    and the worker resumes the job by itself.
+    """
     result = job.result
     eta = None
     tokens, cost = 0, 0.0
-    if job.status == JOB_COMPLETED:
+    status, error = job.status, job.error
+    if write_failure is not None and not job.finished:
+        status, error = JOB_FAILED, write_failure
+        progress = _progress_from_counts(rm, job)
+        step = "Stopped: the log cannot be written; the job goes on by itself once it can"
+    elif job.status == JOB_COMPLETED:
         progress, step = 100, "Finished"
     elif live is not None:
         progress, step, eta = live.progress, live.step, live.estimated_completion
@@ -54,8 +65,8 @@ def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None) -> JobStatu
         tokens = int(result.get("tokens") or 0) or int(result.get("prompt_tokens") or 0) + int(
             result.get("completion_tokens") or 0)
         cost = float(result.get("cost") or 0.0)
-    return JobStatus(job_id=job.id, status=job.status, progress=progress, current_step=step,  # type: ignore[arg-type]
-                     estimated_completion=eta, result=result, error=job.error, kind=job.kind,
+    return JobStatus(job_id=job.id, status=status, progress=progress, current_step=step,  # type: ignore[arg-type]
+                     estimated_completion=eta, result=result, error=error, kind=job.kind,
                      dataset_id=job.dataset_id, submitted_at=job.submitted_at, started_at=job.started_at,
                      finished_at=job.finished_at, attempts=job.starts, tokens=tokens, cost=cost,
                      cancel_reason=job.cancel_reason)
@@ -81,6 +92,7 @@ class Submitter:
     def generation(self, req: GenerateRequest, kind: str) -> tuple[str, str]:
         ctx = self.ctx
         job_id = str(uuid.uuid4())
+        self._check_output_dir(req)
         with self.lock:
             rm = ctx.model()
             with rm.lock:
@@ -104,6 +116,7 @@ class Submitter:
                                       job_id=job_id)
                 except DocGenError as exc:
                     raise bad_request(str(exc)) from None
+                self._check_output_dir(req, run.dataset_id)
                 for other in rm.jobs.unfinished():
                     if other.dataset_id == run.dataset_id:
                         raise conflict(f"job {other.id} is already making dataset {run.dataset_id} "
@@ -115,6 +128,14 @@ class Submitter:
             ctx.log.append(JobSubmitted(job_id=job_id, kind=kind, request=request, dataset_id=run.dataset_id))
         ctx.worker.submit(job_id)
         return job_id, run.dataset_id
+
+    def _check_output_dir(self, req: GenerateRequest, dataset_id: str | None = None) -> None:
+        """The job's export folder, as the job will check it (:func:`dsetlog.paths.export_dir`): 422 before
+        anything is appended."""
+        try:
+            export_dir(self.ctx.data_dir, req.output_dir, dataset_id)
+        except OutputDirError as exc:
+            raise unprocessable(str(exc)) from None
 
     def regeneration(self, dataset_id: str, req: RegenerateRequest) -> tuple[str, int]:
         ctx = self.ctx
@@ -199,7 +220,7 @@ def _status_or_404(ctx: Context, job_id: str) -> JobStatus:
         job = rm.jobs.job(job_id)
         if job is None:
             raise not_found(f"no job {job_id!r}")
-        return job_status(rm, job, live if not job.finished else None)
+        return job_status(rm, job, live if not job.finished else None, ctx.worker.write_failure(job_id))
 
 
 class JobsResource:
@@ -216,7 +237,8 @@ class JobsResource:
         with rm.lock:
             jobs = rm.jobs.jobs(status=q.status, kind=q.kind)
             total = len(jobs)
-            out = [job_status(rm, j, None if j.finished else lives.get(j.id)) for j in jobs[: q.limit]]
+            out = [job_status(rm, j, None if j.finished else lives.get(j.id), self.ctx.worker.write_failure(j.id))
+                   for j in jobs[: q.limit]]
         resp.media = JobList(jobs=out, total=total)
 
     @operation("One job (as its status)", response=JobStatus, tags=("jobs",))

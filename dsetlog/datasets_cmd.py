@@ -22,6 +22,7 @@ from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_
 from dsetlog.docgen import EXPORT_FORMATS, DocGenError, DocRunResult, GenerateRequest, export_dataset
 from dsetlog.events import JobCompleted, JobFailed, JobStarted, JobSubmitted
 from dsetlog.log import EventLog
+from dsetlog.paths import OutputDirError, cli_export_dir, export_dir
 from dsetlog.progress import Progress
 from dsetlog.providers import load_env
 from projections.readmodel import ReadModel
@@ -89,7 +90,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     exp.add_argument("dataset_id")
     exp.add_argument("--format", dest="format_type", choices=EXPORT_FORMATS,
                      help="(default: the dataset's own format_type)")
-    exp.add_argument("--output-dir", default="exports", help="a folder inside the data dir (default: exports)")
+    exp.add_argument("--output-dir", default="exports",
+                     help="a folder inside the data dir (default: exports), or an absolute path anywhere; "
+                          "the files go into its DATASET_ID folder")
     exp.add_argument("--as-of", type=int, metavar="SEQ", help="the dataset as it was at this log sequence number")
     exp.set_defaults(func=export)
 
@@ -128,6 +131,10 @@ def run_generation_job(*, log: EventLog, rm: ReadModel, data: Path, req: Generat
     models = Models.resolve(req, simulator_url=sim_url)
     run = DocumentRun(log=log, rm=rm, data_dir=data, req=req, models=models, job_id=job_id, progress=progress,
                       budget=budget, **({"on_stage": on_stage} if on_stage else {}))
+    try:  # before the job is in the log, and again for a job resumed with a request from an older version
+        export_dir(data, req.output_dir, run.dataset_id)
+    except OutputDirError as exc:
+        raise DocGenError(str(exc)) from None
     rm.catch_up()
     if rm.jobs.job(job_id) is None:
         log.append(JobSubmitted(job_id=job_id, kind=kind, request=msgspec.to_builtins(req),
@@ -218,9 +225,13 @@ def show_dataset(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     rm = _read_model(args)
     try:
-        files, n = export_dataset(rm, args.dataset_id, data_dir=data_dir(args), output_dir=args.output_dir,
+        folder = cli_export_dir(data_dir(args), args.output_dir, args.dataset_id)
+        files, n = export_dataset(rm, args.dataset_id, data_dir=folder, output_dir=".",
                                   format_type=args.format_type or rm.datasets.dataset(args.dataset_id).format_type)
     except (DocGenError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # an absolute --output-dir the user cannot write to
+        raise UsageError(f"--output-dir {args.output_dir}: cannot write there ({exc.strerror or exc}); "
+                         "give a folder you can write to") from None
     print(f"{n} entries written to {', '.join(str(f) for f in files)}")
     return EXIT_OK

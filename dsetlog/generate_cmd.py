@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="the first row is a header (default: detected)")
     header.add_argument("--no-header", dest="header", action="store_false", help="the first row is a question")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    from dsetlog.questions import MAX_INPUT_BYTES
+
+    p.add_argument("--max-input-mb", type=float, default=MAX_INPUT_BYTES / 2**20, metavar="MB",
+                   help=f"refuse a questions file larger than this (default {MAX_INPUT_BYTES // 2**20} MB)")
     sim = p.add_argument_group("simulator (with --simulate)")
     sim.add_argument("--sim-latency-ms", type=float, default=20.0)
     sim.add_argument("--sim-fault-rate", type=float, default=0.0,
@@ -149,14 +153,30 @@ def run(args: argparse.Namespace) -> int:
     budget = parse_budget(args.budget)
     if args.concurrency < 1 or args.max_retries < 0 or args.backoff < 0 or args.timeout <= 0:
         raise UsageError("--concurrency must be >= 1, --max-retries and --backoff >= 0, --timeout > 0")
+    if not args.max_input_mb > 0:
+        raise UsageError("--max-input-mb must be greater than 0")
     try:
-        qfile = read_questions(args.questions, header=args.header)
+        qfile = read_questions(args.questions, header=args.header, max_bytes=int(args.max_input_mb * 2**20))
     except QuestionsFileError as exc:
         raise UsageError(str(exc)) from None
     csv_path = Path(args.questions).resolve()
     name = args.dataset or csv_path.stem
     dataset_id = "ds_" + _hash("questions", args.dataset or str(csv_path))
     data = data_dir(args)
+    from dsetlog.log import LOG_NAME
+    from dsetlog.paths import check_writable
+
+    try:  # before any call is paid for: a read-only data dir or --out would only fail at the end
+        check_writable(data, "--data")
+        if (data / LOG_NAME).exists():
+            with open(data / LOG_NAME, "ab"):
+                pass
+        check_writable(args.out, "--out")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--data {data}: cannot write its log {data / LOG_NAME} ({exc.strerror or exc}); "
+                         "give a data dir you can write to") from None
     with provider_for(args) as provider, EventLog.in_dir(data) as log, dataset_lock(data, dataset_id):
         rm = ReadModel.open(data)
         return _generate(args, qfile, csv_path, name, dataset_id, provider, log, rm, formats, budget)

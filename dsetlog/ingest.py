@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -46,14 +47,24 @@ from dsetlog.events import (
     PromptSaved,
     TaxonomyCreated,
 )
-from dsetlog.extract import MEDIA_TYPES, SUPPORTED_EXTENSIONS, ExtractError, content_hash, extract_bytes
+from dsetlog.extract import (
+    DEFAULT_LIMITS,
+    MEDIA_TYPES,
+    SUPPORTED_EXTENSIONS,
+    ExtractError,
+    ExtractLimitError,
+    ExtractLimits,
+    content_hash,
+    extract_bytes,
+)
 from dsetlog.fsutil import atomic_write_bytes
 from dsetlog.log import EventLog
 from dsetlog.prompts import ProjectParameters, normalize_mode, placeholders, prompt_hash
 from projections.projects import CATEGORY_PATH_SEP, ChunkView, ProjectView
 from projections.readmodel import ReadModel
 
-MAX_FILE_BYTES = 50 * 1024 * 1024  # files larger than this are refused (``max_bytes`` changes it)
+MAX_FILE_BYTES = DEFAULT_LIMITS.max_input_bytes  # files larger than this are refused (``max_bytes`` changes it)
+MAX_FILENAME_BYTES = 200  # a stored filename's UTF-8 length at most (the file system's limit is 255 per name)
 
 # (chunk_size, overlap) per strategy; units as in dsetlog.chunking (tokens for "tokens", paragraphs
 # for the overlap of "paragraphs", characters otherwise)
@@ -83,7 +94,11 @@ class NotFoundError(IngestError):
 
 
 class TooLargeError(IngestError):
-    """A file over the size limit."""
+    """A file over a limit: its size, or one of extraction's (``limit`` names it; 413 on HTTP)."""
+
+    def __init__(self, message: str, *, limit: str = "max_input_bytes") -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 # --- results --------------------------------------------------------------------------------
@@ -277,14 +292,18 @@ def ingest_file(
     chunk_size: int | None = None,
     overlap: int | None = None,
     max_bytes: int = MAX_FILE_BYTES,
+    limits: ExtractLimits = DEFAULT_LIMITS,
 ) -> IngestResult:
     """Extract, hash and chunk one document into the project: from ``path``, or ``data`` (an upload) named ``filename``.
 
     The same content with the same chunking again is a no-op (``skipped``); with other chunking
     settings the document is re-chunked (new ChunkCreated + DocumentChunked, not re-ingested).
+    ``filename`` is stored as :func:`safe_filename` makes it. A document beyond ``max_bytes`` or one of
+    ``limits`` raises :class:`TooLargeError` naming the limit, before anything is appended.
     """
     size, overlap = resolve_chunking(strategy, chunk_size, overlap)
     raw, filename = _read_input(path, data, filename, max_bytes)
+    limits = msgspec.structs.replace(limits, max_input_bytes=max_bytes)
     rm.catch_up()
     _require_project(rm, project_id)
     digest = content_hash(raw)
@@ -305,7 +324,7 @@ def ingest_file(
         else:
             document_id, was_chunked, old = document_id_for(project_id, digest), False, ""
             stored_name = filename
-    extracted = _extract(raw, filename)
+    extracted = _extract(raw, filename, limits)
     chunks = chunk_text(extracted.text, strategy=strategy, chunk_size=size, overlap=overlap)
     if not chunks:  # extract_bytes refuses blank text, so this is only a safeguard
         raise IngestError(f"{filename}: no text to chunk")
@@ -377,7 +396,7 @@ def _read_input(
         raise IngestError("give either a file path or the file's bytes, not both or neither")
     if path is not None:
         path = Path(path)
-        filename = filename or path.name
+        filename = safe_filename(filename or path.name)
         _check_type(filename)
         try:
             st = path.stat()
@@ -392,15 +411,46 @@ def _read_input(
         except OSError as exc:
             raise IngestError(f"{path}: cannot read: {exc.strerror or exc}") from None
     else:
-        if not filename or not filename.strip():
-            raise IngestError("an uploaded document needs a filename (its extension picks the extractor)")
-        filename = Path(filename.strip().replace("\\", "/")).name  # never a path from the client
+        filename = safe_filename(filename or "")  # never a path from the client
         _check_type(filename)
         raw = bytes(data)  # type: ignore[arg-type]
     _check_size(filename, len(raw), max_bytes)
     if not raw:
         raise IngestError(f"{filename}: the file is empty; nothing to ingest")
     return raw, filename
+
+
+def safe_filename(name: str, *, field: str = "filename") -> str:
+    """A document's name as it is stored (in the log and under uploads/): its last path component, control
+    characters replaced by ``_``, at most MAX_FILENAME_BYTES of UTF-8 with its extension kept. A NUL byte or
+    no name at all is an IngestError naming ``field``."""
+    if "\x00" in name:
+        raise IngestError(f"{field}: the filename contains a NUL byte, which no file name may hold; "
+                          "rename the file and send it again")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes of a local file name (surrogate escapes)
+        name = name.encode("utf-8", "surrogateescape" if _escaped_only(name) else "replace").decode("utf-8", "replace")
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join("_" if c in _BIDI_CONTROLS or unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+                   for c in name).strip()
+    if name in ("", ".", ".."):
+        raise IngestError(f"{field}: an uploaded document needs a filename (its extension picks the extractor)")
+    encoded = name.encode("utf-8")
+    if len(encoded) <= MAX_FILENAME_BYTES:
+        return name
+    suffix = Path(name).suffix
+    suffix = suffix if len(suffix.encode("utf-8")) <= 16 else ""
+    room = MAX_FILENAME_BYTES - len(suffix.encode("utf-8"))
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return stem.encode("utf-8")[:room].decode("utf-8", "ignore").rstrip() + suffix
+
+
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")  # "gpj.exe"
+
+
+def _escaped_only(name: str) -> bool:
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in name)
 
 
 def _check_type(filename: str) -> None:
@@ -414,13 +464,16 @@ def _check_type(filename: str) -> None:
 def _check_size(filename: str, size: int, max_bytes: int) -> None:
     if size > max_bytes:
         raise TooLargeError(
-            f"{filename}: {size / 2**20:.1f} MB is over the {max_bytes / 2**20:.1f} MB limit; split the document"
+            f"{filename}: {size / 2**20:.1f} MB is over the {max_bytes / 2**20:.1f} MB limit for one file "
+            "(max_input_bytes); split the document"
         )
 
 
-def _extract(raw: bytes, filename: str):  # noqa: ANN202 - dsetlog.extract.Extracted
+def _extract(raw: bytes, filename: str, limits: ExtractLimits):  # noqa: ANN202 - dsetlog.extract.Extracted
     try:
-        return extract_bytes(raw, filename)
+        return extract_bytes(raw, filename, limits)
+    except ExtractLimitError as exc:
+        raise TooLargeError(str(exc), limit=exc.limit) from None
     except ExtractError as exc:
         raise IngestError(str(exc)) from None
     except Exception as exc:  # a damaged file can trip a parser anywhere (zipfile.BadZipFile, RecursionError, ...)

@@ -8,7 +8,10 @@
     dset parameters set --project handbook --purpose fine-tuning --audience nurses --dataset-format jsonl
 
 Ingesting the same file again changes nothing; other chunking settings re-chunk it.
-Exit codes: 0 all done, 1 some files failed (the others are ingested), 2 bad usage.
+Extraction is bounded (--max-mb, --max-unzipped-mb, --max-chars, --extract-timeout): a file beyond a
+limit is refused with one line naming it, and the others are ingested.
+Exit codes: 0 all done, 1 some files failed (the others are ingested), 2 bad usage or a file refused
+for a limit (the others are ingested).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from typing import Any
 import msgspec
 
 from dsetlog.chunking import STRATEGIES
-from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_dir
+from dsetlog.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, add_data_option, data_dir
 from dsetlog.events import Category
-from dsetlog.extract import SUPPORTED_EXTENSIONS
+from dsetlog.extract import DEFAULT_LIMITS, SUPPORTED_EXTENSIONS, ExtractLimits
 from dsetlog.ingest import (
     DEFAULT_CHUNKING,
     DEFAULT_STRATEGY,
     MAX_FILE_BYTES,
     IngestError,
+    TooLargeError,
     create_project,
     create_taxonomy,
     find_project,
@@ -88,6 +92,13 @@ def _register_ingest(sub: Sub) -> None:
     p.add_argument("--description", default="", help="description of a project created here")
     p.add_argument("--max-mb", type=float, default=MAX_FILE_BYTES / 2**20,
                    help=f"refuse files larger than this (default {MAX_FILE_BYTES // 2**20} MB)")
+    p.add_argument("--max-unzipped-mb", type=float, default=DEFAULT_LIMITS.max_unzipped_bytes / 2**20,
+                   help="refuse a .docx whose document part unzips to more than this "
+                        f"(default {DEFAULT_LIMITS.max_unzipped_bytes // 2**20} MB: zip bombs)")
+    p.add_argument("--max-chars", type=int, default=DEFAULT_LIMITS.max_chars,
+                   help=f"refuse a document of more characters of text (default {DEFAULT_LIMITS.max_chars:,})")
+    p.add_argument("--extract-timeout", type=float, default=DEFAULT_LIMITS.max_seconds, metavar="SECONDS",
+                   help=f"give up extracting one document after this long (default {DEFAULT_LIMITS.max_seconds:g} s)")
     add_data_option(p)
     p.set_defaults(func=run_ingest)
 
@@ -249,9 +260,11 @@ def run_ingest(args: argparse.Namespace) -> int:
         size, overlap = resolve_chunking(args.strategy, args.chunk_size, args.overlap)
     except IngestError as exc:
         raise UsageError(str(exc)) from None
-    if args.max_mb <= 0:
-        raise UsageError("--max-mb must be greater than 0")
+    if args.max_mb <= 0 or args.max_unzipped_mb <= 0 or args.max_chars <= 0 or args.extract_timeout <= 0:
+        raise UsageError("--max-mb, --max-unzipped-mb, --max-chars and --extract-timeout must be greater than 0")
     max_bytes = int(args.max_mb * 2**20)
+    limits = ExtractLimits(max_input_bytes=max_bytes, max_unzipped_bytes=int(args.max_unzipped_mb * 2**20),
+                           max_chars=args.max_chars, max_seconds=args.extract_timeout)
     data = data_dir(args)
     with EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
@@ -275,7 +288,11 @@ def run_ingest(args: argparse.Namespace) -> int:
                 continue
             try:
                 result = ingest_file(log, rm, project_id=project.id, path=path, strategy=args.strategy,
-                                     chunk_size=size, overlap=overlap, max_bytes=max_bytes)
+                                     chunk_size=size, overlap=overlap, max_bytes=max_bytes, limits=limits)
+            except TooLargeError as exc:
+                print(f"{shown}: refused: {_without_name(str(exc), path.name)}{_LIMIT_OPTIONS.get(exc.limit, '')}")
+                counts["refused"] += 1
+                continue
             except IngestError as exc:
                 print(f"{shown}: error: {_without_name(str(exc), path.name)}")
                 counts["failed"] += 1
@@ -299,13 +316,26 @@ def run_ingest(args: argparse.Namespace) -> int:
                 chunks_written += result.chunks
                 print(f"{shown}: completed {_plural(result.chunks, 'chunk')} ({result.reason})")
     parts = [f"{counts[k]} {label}" for k, label in (("ingested", "ingested"), ("rechunked", "re-chunked"),
-             ("completed", "completed"), ("unchanged", "unchanged"), ("failed", "failed")) if counts[k]]
+             ("completed", "completed"), ("unchanged", "unchanged"), ("failed", "failed"),
+             ("refused", "refused for a limit")) if counts[k]]
     print(f"project {project.name}: {', '.join(parts) or 'nothing to do'}; {chunks_written} chunks written "
           f"({args.strategy} {size}/{overlap})")
+    if counts["refused"]:
+        print(f"dset: {counts['refused']} file(s) refused for a limit (see above); the others were ingested",
+              file=sys.stderr)
+        return EXIT_USAGE
     if counts["failed"]:
         print(f"dset: {counts['failed']} file(s) failed; the others were ingested", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+_LIMIT_OPTIONS = {  # the option that raises each limit, added to its message
+    "max_input_bytes": " (--max-mb raises the limit)",
+    "max_unzipped_bytes": " (--max-unzipped-mb raises the limit)",
+    "max_chars": " (--max-chars raises the limit)",
+    "max_seconds": " (--extract-timeout raises the limit)",
+}
 
 
 def _without_name(message: str, name: str) -> str:

@@ -1,16 +1,20 @@
 """Reading a questions CSV (questions in the first column) and writing bookmarks back into it.
 
-The CSV is the user's file: we read it tolerantly (BOM, blank lines, a header
-or not, any common delimiter), and when we write the ``status`` column back we
-re-read it first and change only the status cells, atomically, so a concurrent
-edit or an unrelated column is never lost.
+The CSV is the user's file: we read it tolerantly (UTF-8 with or without a BOM,
+UTF-16 or UTF-32 with one, blank lines, a header or not, any common delimiter),
+and when we write the ``status`` column back we re-read it first and change only
+the status cells, in the file's own encoding, atomically, so a concurrent edit or
+an unrelated column is never lost. Only a regular file is read, and at most
+``max_bytes`` of it: a device (/dev/zero), a FIFO or a directory is refused at once.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,17 @@ from dsetlog.fsutil import atomic_write_bytes
 ERROR = "ERROR"
 _HEADER_NAMES = {"question", "questions", "prompt", "prompts", "query", "queries", "input", "instruction", "text", "q"}
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_ \-]{0,40}$")
+MAX_INPUT_BYTES = 512 * 2**20  # a questions file larger than this is refused (`dset generate --max-input-mb`)
+# byte order marks, longest first (UTF-32 LE starts like UTF-16 LE): (BOM, codec of what follows it)
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"),
+    (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16-le"),
+    (b"\xfe\xff", "utf-16-be"),
+)
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"))
 
 
 class QuestionsFileError(ValueError):
@@ -53,33 +68,78 @@ class _Parsed:
     rows: list[list[str]]
     line_numbers: list[int]
     dialect: type[csv.Dialect] | csv.Dialect
-    bom: bool
+    bom: bytes  # the file's byte order mark (b"" without one), written back as it was
     newline: str
+    encoding: str = "utf-8"
 
 
-def _read_text(path: Path) -> tuple[str, bool]:
-    if not path.exists():
-        raise QuestionsFileError(f"{path}: no such file. Give the path of a CSV with questions in the first column.")
-    if path.is_dir():
-        raise QuestionsFileError(f"{path} is a directory, not a CSV file.")
+def _read_bytes(path: Path, max_bytes: int | None) -> bytes:
+    """At most ``max_bytes`` (None: no bound but the file's size) of a regular file; anything else is refused
+    before a byte is read (opening a FIFO does not wait for a writer: O_NONBLOCK)."""
     try:
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise QuestionsFileError(f"{path}: no such file. Give the path of a CSV with questions in the first column.") \
+            from None
+    except IsADirectoryError:
+        raise QuestionsFileError(f"{path} is a directory, not a CSV file.") from None
     except OSError as exc:
         raise QuestionsFileError(f"{path}: cannot be read ({exc.strerror}).") from None
-    if b"\x00" in raw[:8192]:
-        raise QuestionsFileError(f"{path} is not a CSV file (it holds binary data).")
-    bom = raw.startswith(b"\xef\xbb\xbf")
     try:
-        text = raw.decode("utf-8-sig")
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise QuestionsFileError(f"{path}: cannot be read ({exc.strerror}).") from None
+    kind = next((name for test, name in _KINDS if test(st.st_mode)), None)
+    if kind or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise QuestionsFileError(f"{path} is {kind or 'not a regular file'}, not a CSV file; give the path of "
+                                 "a CSV file with questions in the first column.")
+    with os.fdopen(fd, "rb") as fh:
+        limit = max_bytes if max_bytes is not None else st.st_size
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise QuestionsFileError(_too_big(path, st.st_size, max_bytes))
+        try:
+            raw = fh.read(limit + 1)  # the file may grow while it is read: never more than the limit
+        except OSError as exc:
+            raise QuestionsFileError(f"{path}: cannot be read ({exc.strerror}).") from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise QuestionsFileError(_too_big(path, len(raw), max_bytes))
+    return raw
+
+
+def _too_big(path: Path, size: int, max_bytes: int) -> str:
+    return (f"{path} is {_size(size)}, over the limit for a questions file ({_size(max_bytes)}); split it, or raise "
+            "the limit with --max-input-mb.")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def _read_text(path: Path, max_bytes: int | None = MAX_INPUT_BYTES) -> tuple[str, bytes, str]:
+    """(text, BOM, codec): UTF-8 with or without a BOM, or UTF-16/UTF-32 with one."""
+    raw = _read_bytes(path, max_bytes)
+    bom, codec = next(((b, c) for b, c in _BOMS if raw.startswith(b)), (b"", "utf-8"))
+    body = raw[len(bom):]
+    if codec == "utf-8" and b"\x00" in body[:8192]:
+        raise QuestionsFileError(f"{path} is not a CSV file (it holds binary data; a UTF-16 or UTF-32 file needs "
+                                 "its byte order mark, or save it as UTF-8).")
+    try:
+        text = body.decode(codec)
     except UnicodeDecodeError as exc:
+        name = codec.upper().replace("-LE", "").replace("-BE", "")
         raise QuestionsFileError(
-            f"{path} is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8 and run again."
+            f"{path} is not {name} (byte 0x{body[exc.start]:02x} at offset {exc.start + len(bom)}); "
+            "save it as UTF-8 and run again."
         ) from None
-    return text, bom
+    if "\x00" in text[:8192]:
+        raise QuestionsFileError(f"{path} is not a CSV file (it holds binary data).")
+    return text, bom, codec
 
 
-def _parse(path: Path) -> _Parsed:
-    text, bom = _read_text(path)
+def _parse(path: Path, max_bytes: int | None = MAX_INPUT_BYTES) -> _Parsed:
+    text, bom, codec = _read_text(path, max_bytes)
     newline = "\r\n" if "\r\n" in text[:65536] else "\n"
     sample = text[:65536]
     try:
@@ -97,7 +157,7 @@ def _parse(path: Path) -> _Parsed:
             line = reader.line_num + 1
     except csv.Error as exc:
         raise QuestionsFileError(f"{path}: not a valid CSV near line {reader.line_num} ({exc}).") from None
-    return _Parsed(rows, line_numbers, dialect, bom, newline)
+    return _Parsed(rows, line_numbers, dialect, bom, newline, codec)
 
 
 def _looks_like_header(rows: list[list[str]]) -> bool:
@@ -126,10 +186,11 @@ def _layout(rows: list[list[str]], header: bool | None) -> tuple[bool, int | Non
     return False, None
 
 
-def read_questions(path: str | Path, *, header: bool | None = None) -> QuestionsFile:
-    """Parse the file; ``header`` forces (True/False) or auto-detects (None) a header row."""
+def read_questions(path: str | Path, *, header: bool | None = None, max_bytes: int = MAX_INPUT_BYTES) -> QuestionsFile:
+    """Parse the file; ``header`` forces (True/False) or auto-detects (None) a header row. QuestionsFileError
+    for anything but a regular file of at most ``max_bytes``, or one that is not text."""
     path = Path(path)
-    parsed = _parse(path)
+    parsed = _parse(path, max_bytes)
     rows = parsed.rows
     if not any(any(c.strip() for c in r) for r in rows):
         raise QuestionsFileError(f"{path} holds no questions. Put one question per row in the first column.")
@@ -163,7 +224,7 @@ def write_statuses(path: str | Path, failed: set[str], *, header: bool | None = 
     the file was rewritten (it is not when nothing changes).
     """
     path = Path(path)
-    parsed = _parse(path)
+    parsed = _parse(path, None)  # the file read_questions accepted: a regular file, as large as it is
     rows = [list(r) for r in parsed.rows]
     has_header, col = _layout(rows, header)
     changed = False
@@ -189,6 +250,6 @@ def write_statuses(path: str | Path, failed: set[str], *, header: bool | None = 
     out = io.StringIO(newline="")
     writer = csv.writer(out, dialect=parsed.dialect, lineterminator=parsed.newline)
     writer.writerows(rows)
-    data = out.getvalue().encode("utf-8")
-    atomic_write_bytes(path, (b"\xef\xbb\xbf" if parsed.bom else b"") + data)
+    data = out.getvalue().encode(parsed.encoding)
+    atomic_write_bytes(path, parsed.bom + data)
     return True

@@ -180,3 +180,38 @@ def test_the_engine_stops_calling_the_model_when_the_log_cannot_be_written(
     assert sim.stats()["completions"] < 100  # stopped at once, not 500 paid calls into the void
     assert caught.value.lost_entries >= 0
     log.close()
+
+
+def test_a_server_job_stopped_by_a_full_disk_resumes_once_there_is_room(
+        tmp_path: Path, tmpfs: Callable[[str], Path]) -> None:
+    from test_api_server import Server, markdown
+
+    disk = tmpfs("2m")
+    data = disk / "data"
+    server = Server(data, tmp_path / "server.log", "--simulate", "--sim-latency-ms", "5")
+    try:
+        _, project, _ = server.call("POST", "/projects", {"name": "med"})
+        _, doc, _ = server.call("POST", f"/projects/{project['id']}/documents",
+                                {"filename": "notes.md", "content": markdown(400), "strategy": "markdown"})
+        assert doc["chunks"] == 400
+        _, accepted, _ = server.call("POST", "/datasets/generate", {"project_id": project["id"], "concurrency": 4,
+                                                                  "datasets_per_chunk": 3})
+        job_id = accepted["job_id"]
+        deadline = time.monotonic() + 120
+        while True:  # the disk fills up: the job stops, saying why
+            status = server.get(f"/datasets/generate/{job_id}/status")
+            if status["status"] == "failed":
+                break
+            assert status["status"] != "completed" and time.monotonic() < deadline, status
+            time.sleep(0.2)
+        assert "No space left on device" in status["error"] and "Free space" in status["error"]
+        assert server.get("/health")["status"] == "ok"  # the server stays up
+        subprocess.run(["mount", "-o", "remount,size=256m", str(disk)], check=True)
+        deadline = time.monotonic() + 240
+        while (done := server.get(f"/datasets/generate/{job_id}/status"))["status"] != "completed":
+            assert time.monotonic() < deadline, (done, server.log_text()[-3000:])  # tried again every 5 s
+            time.sleep(0.5)
+        per_item = entries(data)
+        assert len(per_item) == 1200 and max(per_item.values()) == 1
+    finally:
+        server.stop()
