@@ -22,17 +22,19 @@ from api.catalog import (
     PromptsResource,
     TaxonomyResource,
 )
-from api.context import Context
+from api.context import WRITE_WAIT, Context
 from api.datasets import DatasetsResource, EntriesResource, FeedbackResource
 from api.download import DownloadResource
 from api.errors import handle_unexpected, serialize_error
 from api.generation import GenerateResource, JobsResource, RegenerateResource, Submitter
 from api.media import MsgspecJSONHandler
 from api.meta import HealthResource, OpenAPIResource
-from api.middleware import AuthMiddleware, BodyLimitMiddleware
+from api.middleware import AuthMiddleware, BodyLimitMiddleware, JSONDepthMiddleware, WriteGateMiddleware
 from api.spec import Route, openapi_document
 from api.ui import add_ui_routes
 from dsetlog import redaction
+from dsetlog.limits import RecordLimitError
+from dsetlog.log import CorruptLogError
 
 API = "/api/v1"
 VERSION = "1.0.0"
@@ -49,6 +51,16 @@ class DsetApp(falcon.App):
 
     def close(self, *, save_snapshot: bool = False) -> None:
         self.ctx.close(save_snapshot=save_snapshot)
+
+
+def _corrupt_log(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, object]) -> None:
+    """Corruption met while answering (reading a record's history, a catch-up): 503 with what to run."""
+    raise falcon.HTTPServiceUnavailable(title="Service Unavailable", description=str(exc))
+
+
+def _record_limit(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, object]) -> None:
+    """An event the log refused to append (too deep, too big, would not read back): nothing was written."""
+    raise falcon.HTTPUnprocessableEntity(title="Unprocessable Entity", description=str(exc))
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -111,19 +123,21 @@ def _remove_stale_downloads(tmp: Path, older_than: float = 3600.0) -> None:
 
 def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int = DEFAULT_MAX_BODY,
                simulator_url: str | None = None, start_worker: bool = True, max_jobs: int = 4, rpm: int = 0,
-               tpm: int = 0) -> DsetApp:
+               tpm: int = 0, write_wait: float = WRITE_WAIT) -> DsetApp:
     """The WSGI app over ``data_dir``; with ``start_worker`` its job worker runs (and resumes unfinished jobs).
 
     ``token``: when given, every request needs ``Authorization: Bearer <token>``. ``simulator_url``: every
     model name resolves to the simulator there. ``rpm``/``tpm``: limits per provider, shared by all jobs.
+    ``write_wait``: how long a write waits for the start-up check of the log (from a snapshot) before a 503.
     """
     if max_body < 1:
         raise ValueError("max_body must be at least 1 byte")
     data_dir = Path(data_dir)
     _remove_stale_downloads(data_dir / "tmp")
     ctx = Context(data_dir, max_body=max_body, simulator_url=simulator_url, start_worker=start_worker,
-                  max_jobs=max_jobs, rpm=rpm, tpm=tpm)
-    middleware: list[object] = [BodyLimitMiddleware(max_body)]
+                  max_jobs=max_jobs, rpm=rpm, tpm=tpm, write_wait=write_wait)
+    # size, then depth (nothing too deep reaches a resource), then whether the log may be written
+    middleware: list[object] = [BodyLimitMiddleware(max_body), JSONDepthMiddleware(), WriteGateMiddleware(ctx)]
     if token:
         redaction.register(token)  # never echoed back, logged or shown
         middleware.insert(0, AuthMiddleware(token))
@@ -135,6 +149,8 @@ def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int 
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(CorruptLogError, _corrupt_log)
+    app.add_error_handler(RecordLimitError, _record_limit)
     table = routes(ctx)
     openapi = OpenAPIResource()
     table.append(Route(f"{API}/openapi.json", openapi))

@@ -1,4 +1,13 @@
-"""What every resource shares: the data dir, the log, the read model, the job worker, the caches."""
+"""What every resource shares: the data dir, the log, the read model, the job worker, the caches.
+
+Writes wait for the log to be known sound. Started from a snapshot, the read model checks the records the
+snapshot stands for in the background (:meth:`ReadModel.wait_verified`); reads are served meanwhile, while
+every write (:meth:`Context.wait_writable`, called by ``api.middleware.WriteGateMiddleware`` before any
+POST, PUT, PATCH or DELETE) waits for the verdict, at most ``write_wait`` seconds. The job worker starts,
+and resumes unfinished jobs, only once the log has passed. If the check (or a later catch-up) finds
+corruption, every write is refused with the CorruptLogError's message and /health says so; reads go on
+from the model as it stands.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +16,86 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+import falcon
+
 from api.entries import EntryCache
 from api.errors import bad_request
 from dsetlog.jobs import JobWorker
-from dsetlog.log import EventLog
+from dsetlog.log import CorruptLogError, EventLog, LogError
 from projections.readmodel import ReadModel
 
 _log = logging.getLogger("api")
 
 AS_OF_MODELS = 4  # read models of the past kept for ?as_of= (each is a replay up to its seq)
+WRITE_WAIT = 30.0  # seconds a write waits for the start-up check of the log before it is answered 503
 
 
 class Context:
     def __init__(self, data_dir: str | Path, *, max_body: int, simulator_url: str | None = None,
                  start_worker: bool = True, max_jobs: int = 4, rpm: int = 0, tpm: int = 0,
-                 rm: ReadModel | None = None) -> None:
+                 rm: ReadModel | None = None, write_wait: float = WRITE_WAIT) -> None:
         self.data_dir = Path(data_dir)
         self.max_body = max_body
         self.simulator_url = simulator_url
+        self.write_wait = write_wait
         self.log = EventLog.in_dir(self.data_dir)
-        self.rm = rm if rm is not None else ReadModel.open(self.data_dir)
+        self.rm = rm if rm is not None else ReadModel.open(self.data_dir, verify=True)
         self.entries = EntryCache()
         self._as_of: OrderedDict[int, ReadModel] = OrderedDict()
         self._as_of_lock = threading.Lock()
+        self._reported: LogError | None = None  # the last corruption logged (each is logged once)
         self.worker = JobWorker(self.data_dir, self.log, simulator_url=simulator_url, max_jobs=max_jobs,
                                 rpm=rpm, tpm=tpm, after_job=self._after_job, jobs_model=self.rm)
-        if start_worker:
-            with self.rm.lock:
-                unfinished = [j.id for j in self.rm.jobs.unfinished()]
-            if self.worker.start(resume=unfinished) and unfinished:
-                _log.info("resuming %d unfinished job(s): %s", len(unfinished), ", ".join(unfinished))
+        self._start_worker = start_worker
+        self._closing = False
+        self._writes_ready = threading.Event()  # set once the start-up check has its verdict (and the worker runs)
+        if self.rm.verification().state == "checking":
+            threading.Thread(target=self._when_verified, name="dset-writes-ready", daemon=True).start()
+        else:
+            self._when_verified()
+
+    def _when_verified(self) -> None:
+        """Once the log has passed: start the job worker (resuming unfinished jobs), then let writes in."""
+        try:
+            self.rm.wait_verified()
+        except LogError as exc:
+            if not self._closing:  # (closing stops the check: no verdict, nothing to report)
+                self._report(exc)
+            self._writes_ready.set()  # the verdict is in: every write is refused with it
+            return
+        try:
+            if self._start_worker and not self._closing:
+                with self.rm.lock:
+                    unfinished = [j.id for j in self.rm.jobs.unfinished()]
+                if self.worker.start(resume=unfinished) and unfinished:
+                    _log.info("resuming %d unfinished job(s): %s", len(unfinished), ", ".join(unfinished))
+        finally:
+            self._writes_ready.set()
+
+    def wait_writable(self, timeout: float | None = None) -> None:
+        """Return when a write may be made: once the log is known sound (waiting at most ``timeout`` seconds,
+        ``write_wait`` by default). Raises ``TimeoutError`` while it is still being checked, and the
+        :class:`~dsetlog.log.CorruptLogError` found when it is corrupt."""
+        if not self._writes_ready.wait(self.write_wait if timeout is None else timeout):
+            self.rm.wait_verified(0)  # raises TimeoutError saying how far the check is
+            self._writes_ready.wait(5)  # it just finished: the worker is starting
+        problem = self.rm.problem
+        if problem is not None:
+            self._report(problem)
+            raise problem
+
+    def _report(self, problem: LogError) -> None:
+        if problem is not self._reported:
+            self._reported = problem
+            _log.error("writes are refused: %s", problem)
 
     def model(self, as_of: int | None = None) -> ReadModel:
         """The read model, caught up; with ``as_of``: the projections as they were at that seq."""
         rm = self.rm
-        rm.catch_up()
+        try:
+            rm.catch_up()
+        except CorruptLogError as exc:  # writes are refused from now on; reads go on from the model as it stands
+            self._report(exc)
         if as_of is None or as_of >= rm.seq:
             if as_of is not None and as_of > rm.seq:
                 raise bad_request(f"as_of {as_of} is past the end of the log (its last seq is {rm.seq})")
@@ -49,7 +103,10 @@ class Context:
         with self._as_of_lock:
             past = self._as_of.get(as_of)
             if past is None:
-                past = rm.as_of(as_of)
+                try:
+                    past = rm.as_of(as_of)
+                except CorruptLogError as exc:
+                    raise falcon.HTTPServiceUnavailable(title="Service Unavailable", description=str(exc)) from None
                 self._as_of[as_of] = past
                 while len(self._as_of) > AS_OF_MODELS:
                     self._as_of.popitem(last=False)
@@ -64,12 +121,15 @@ class Context:
             _log.info("read model snapshot saved at seq %d", self.rm.seq)
 
     def close(self, *, save_snapshot: bool = False) -> None:
+        self._closing = True
+        self.rm.stop_check()
+        self._writes_ready.wait(5)  # a worker starting as the check ends is started, and stopped next
         self.worker.stop()
         if save_snapshot:
             try:
                 self.rm.catch_up()
                 if self.rm.maybe_save_snapshot(min_new_records=1):
                     _log.info("read model snapshot saved at seq %d", self.rm.seq)
-            except OSError as exc:
+            except (OSError, LogError) as exc:
                 _log.warning("could not save the read model snapshot: %s", exc)
         self.log.close()

@@ -5,11 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import falcon
+import msgspec
 
 from api.context import Context
 from api.media import encode
 from api.schemas import Health
 from api.spec import operation
+from projections.readmodel import LogCheckStatus, SkippedRecord
+
+
+class LogHealth(msgspec.Struct):
+    """Whether the log may be written: its check, and the records that passed their checksum but were not folded."""
+
+    check: LogCheckStatus  # "checking" (a start-up from a snapshot checks the log in the background), "ok", "corrupt"
+    writable: bool  # False while checking (writes wait for it) and when corrupt (writes are refused: see check.error)
+    skipped_records: int  # records the read model could not fold (logged on the server; see projections.readmodel)
+    skipped: list[SkippedRecord] = []  # the first of them
+
+
+class HealthStatus(Health):
+    """Health, with the log's state. ``status``: "ok"; "checking" while the log is being checked (reads are
+    served, writes wait); "corrupt" when it is (reads are served, writes refused until `dset log repair`)."""
+
+    log: LogHealth | None = None
 
 
 class OpenAPIResource:
@@ -31,10 +49,13 @@ class HealthResource:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    @operation("The server is up: the log's last seq and whether its job worker runs", response=Health,
-               tags=("meta",))
+    @operation("The server is up: the log's last seq, whether it may be written, whether its job worker runs",
+               response=HealthStatus, tags=("meta",))
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         rm = self.ctx.model()
         worker = self.ctx.worker
-        resp.media = Health(status="ok", seq=rm.seq, jobs_running=worker.running, worker=worker.enabled,
-                            simulated=self.ctx.simulator_url is not None)
+        check = rm.verification()
+        log = LogHealth(check=check, writable=check.state == "ok", skipped_records=rm.skipped_count,
+                        skipped=rm.skipped[:10])
+        resp.media = HealthStatus(status=check.state, seq=rm.seq, jobs_running=worker.running,
+                                  worker=worker.enabled, simulated=self.ctx.simulator_url is not None, log=log)

@@ -31,8 +31,11 @@ ERROR_TEXT = {
     404: "Not found",
     409: "Conflict with the current state",
     413: "Body larger than the server accepts",
+    405: "Method not allowed (an id that is also the name of a route, such as `parameters`, meets that route)",
     415: "Unsupported content type",
     422: "A field is missing, unknown or of the wrong type (the description names it)",
+    503: "Writes wait while the log's checksums are checked after a start from a snapshot, and are refused when "
+         "it is corrupt (the description says which, and what to run)",
 }
 
 
@@ -231,7 +234,9 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str, descr
         if op.query is not None:
             errors.add(422)
         if "{" in path:
-            errors.add(404)
+            errors |= {404, 405}
+        if method != "get":
+            errors.add(503)
         for status in sorted(errors):
             responses[str(status)] = {"description": ERROR_TEXT.get(status, "Error"),
                                       "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}

@@ -2,6 +2,7 @@
 
     python bench/bench_rebuild.py                   # 1,000,000 events, 3 runs of each measurement
     python bench/bench_rebuild.py --events 200000 --runs 1
+    python bench/bench_rebuild.py --only verify     # the background check alone (a snapshot is saved first)
 
 Each measurement runs in a fresh interpreter (so peak RSS, from getrusage's
 ru_maxrss, belongs to that measurement alone) and prints its best and median:
@@ -13,6 +14,10 @@ ru_maxrss, belongs to that measurement alone) and prints its best and median:
 * save snapshot   : ReadModel.open() from scratch, then save_snapshot() (the save alone is timed)
 * from snapshot   : ReadModel.open() with a valid snapshot and --tail records appended after it
 * first read      : after that, the first read of the dataset the tail touched (decodes its shard)
+* verify          : ReadModel.open(verify=True) from that snapshot, then wait_verified(): the background check
+                   of every record the snapshot stands for (what `dset serve` does before its first write),
+                   timed from the open; and a small read (a dataset's summary, under the model's lock) every
+                   ms meanwhile, the delay from its arrival to its answer (p50/p99) next to the same after the check
 * catch_up idle   : catch_up() with nothing new, per call
 
 The log is written once per --events/--seed into --cache (bench/make_log.py)
@@ -127,6 +132,44 @@ def measure(kind: str, data: Path) -> dict[str, float]:
             "entries": n_entries,
             "peak_mb": _peak_mb(),
         }
+    if kind == "verify":
+        t0 = time.perf_counter()
+        rm = ReadModel.open(data, verify=True)
+        opened = time.perf_counter() - t0
+        if not rm.snapshot_used:
+            raise SystemExit("the snapshot was not used: run the 'save' measurement first")
+        ds = rm.datasets.datasets()[0].id
+
+        def small_read() -> float:
+            """A request arriving 1 ms after the last: how long after its arrival it is answered."""
+            t = time.perf_counter()
+            time.sleep(0.001)  # the wait for the GIL after this is the request's too
+            with rm.lock:
+                rm.datasets.dataset(ds)
+            return time.perf_counter() - t - 0.001
+
+        during: list[float] = []
+        while rm.verification().state == "checking":
+            during.append(small_read())
+        rm.wait_verified()
+        checked = time.perf_counter() - t0
+        after = [small_read() for _ in range(max(200, len(during)))]
+        during.sort()
+        after.sort()
+
+        def pct(xs: list[float], q: float) -> float:
+            return xs[min(len(xs) - 1, int(q * len(xs)))] * 1e3 if xs else 0.0
+
+        return {
+            "seconds": checked,
+            "cpu": _cpu() - c0,
+            "opened": opened,
+            "checked_mb": rm.verification().total_bytes / 1e6,
+            "reads": len(during),
+            "p50_during": pct(during, 0.5), "p99_during": pct(during, 0.99),
+            "p50_after": pct(after, 0.5), "p99_after": pct(after, 0.99),
+            "peak_mb": _peak_mb(),
+        }
     if kind == "idle":
         rm = ReadModel.open(data)
         calls = 20_000
@@ -192,14 +235,15 @@ def append_tail(data: Path, n: int) -> None:
         log.append_many(events)
 
 
-def summarise(name: str, results: list[dict[str, float]], unit: float = 1.0, fmt: str = "{:.3f} s") -> str:
+def summarise(name: str, results: list[dict[str, float]], unit: float = 1.0, fmt: str = "{:.3f} s",
+              children: str = "the checksum worker") -> str:
     secs = [r["seconds"] * unit for r in results]
     cpu = [r["cpu"] * unit for r in results]
     peak = max(r["peak_mb"] for r in results)
     worker = max(r.get("worker_cpu", 0.0) for r in results)
     return (
         f"{name:<14} wall best {fmt.format(min(secs))} median {fmt.format(statistics.median(secs))}"
-        f"  cpu best {fmt.format(min(cpu))}" + (f" (+{worker:.2f} s in the checksum worker)" if worker else "")
+        f"  cpu best {fmt.format(min(cpu))}" + (f" (+{worker:.2f} s in {children})" if worker else "")
         + f"  peak RSS {peak:.0f} MB"
     )
 
@@ -214,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gc-compare", action="store_true", help="also rebuild once with the cyclic GC left on"
     )
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "dsetlog-bench")
+    parser.add_argument("--only", choices=["verify"], help="only this measurement (and the snapshot it needs)")
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
@@ -234,27 +279,44 @@ def main(argv: list[str] | None = None) -> int:
             f"load {os.getloadavg()[0]:.1f}; each measurement in a fresh process; cpu: its user+system seconds"
         )
         runs = range(args.runs)
-        print(summarise("decode only", [run_child("decode", work) for _ in runs]), flush=True)
-        print(summarise("read only", [run_child("read", work) for _ in runs]), flush=True)
-        print(summarise("rebuild", [run_child("rebuild", work) for _ in runs]), flush=True)
+        everything = args.only is None
+        if everything:
+            print(summarise("decode only", [run_child("decode", work) for _ in runs]), flush=True)
+            print(summarise("read only", [run_child("read", work) for _ in runs]), flush=True)
+            print(summarise("rebuild", [run_child("rebuild", work) for _ in runs]), flush=True)
         if args.gc_compare:
             print(summarise("rebuild, GC on", [run_child("rebuild-gc-on", work)]), flush=True)
-        saves = [run_child("save", work) for _ in runs]
+        saves = [run_child("save", work) for _ in (runs if everything else range(1))]
         print(summarise("save snapshot", saves) + f"  ({saves[-1]['mb']:.0f} MB)", flush=True)
         append_tail(work, args.tail)
-        snaps = [run_child("snapshot", work) for _ in runs]
+        if everything:
+            snaps = [run_child("snapshot", work) for _ in runs]
+            print(
+                summarise("from snapshot", snaps) + f"  (+{int(snaps[-1]['tail'])} records of tail)", flush=True
+            )
+            first = [
+                {"seconds": s["first_read_seconds"], "cpu": s["first_read_cpu"], "peak_mb": s["peak_mb"]}
+                for s in snaps
+            ]
+            print(
+                summarise("first read", first) + f"  (entries() of a {int(snaps[-1]['entries'])}-entry dataset)"
+            )
+        checks = [run_child("verify", work) for _ in runs]
+        last = checks[-1]
         print(
-            summarise("from snapshot", snaps) + f"  (+{int(snaps[-1]['tail'])} records of tail)", flush=True
+            summarise("verify", checks, children="the check's child process and its checksum worker")
+            + f"  (the {last['checked_mb']:.0f} MB the snapshot stands for, in the "
+            f"background; open {min(c['opened'] for c in checks):.2f} s)", flush=True
         )
-        first = [
-            {"seconds": s["first_read_seconds"], "cpu": s["first_read_cpu"], "peak_mb": s["peak_mb"]}
-            for s in snaps
-        ]
         print(
-            summarise("first read", first) + f"  (entries() of a {int(snaps[-1]['entries'])}-entry dataset)"
+            f"{'':<14} a small read meanwhile: p50 {last['p50_during']:.3f} ms, p99 {last['p99_during']:.2f} ms "
+            f"({int(last['reads'])} reads); after the check: p50 {last['p50_after']:.3f} ms, "
+            f"p99 {last['p99_after']:.2f} ms",
+            flush=True,
         )
-        idle = [run_child("idle", work) for _ in runs]
-        print(summarise("catch_up idle", idle, unit=1e6, fmt="{:.1f} us"), flush=True)
+        if everything:
+            idle = [run_child("idle", work) for _ in runs]
+            print(summarise("catch_up idle", idle, unit=1e6, fmt="{:.1f} us"), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -165,6 +165,7 @@ def generate(args: argparse.Namespace) -> int:
     job_id = "job_" + uuid.uuid4().hex[:12]
     with simulator_url(args.simulate) as sim_url, EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
+        rm.wait_verified()  # opened from a snapshot: the whole log's checksums hold before anything is added
         progress = Progress(total=0, enabled=not args.no_progress)
         try:
             result = run_generation_job(log=log, rm=rm, data=data, req=req, job_id=job_id, kind="generate",

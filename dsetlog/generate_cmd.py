@@ -179,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
                          "give a data dir you can write to") from None
     with provider_for(args) as provider, EventLog.in_dir(data) as log, dataset_lock(data, dataset_id):
         rm = ReadModel.open(data)
+        rm.wait_verified()  # opened from a snapshot: the whole log's checksums hold before anything is added
         return _generate(args, qfile, csv_path, name, dataset_id, provider, log, rm, formats, budget)
 
 

@@ -35,6 +35,7 @@ import portalocker
 
 from dsetlog import redaction
 from dsetlog.events import AnyEvent, Event, TornTailSetAside
+from dsetlog.limits import check_decodable
 
 LOG_NAME = "events.jsonl"
 _READ_CHUNK = 1 << 23  # 8 MiB: few calls into C, bounded memory while replaying
@@ -106,7 +107,8 @@ class _Envelope(msgspec.Struct, gc=False):
 _decoder = msgspec.json.Decoder(Recorded)
 _envelope_decoder = msgspec.json.Decoder(_Envelope)
 _encoder = msgspec.json.Encoder()
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# RecursionError: a line nested too deep to decode (none can be written now: dsetlog.limits), from an old log
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 
 
 def parse_line(line: bytes | memoryview) -> Recorded | None:
@@ -549,7 +551,8 @@ class EventLog:
                 for ticket in group:
                     try:
                         data = encode_records(ticket.events, first_seq=first, ts=utc_now())
-                    except Exception as exc:  # noqa: BLE001 - that caller's events cannot be encoded: theirs alone fail
+                        check_decodable(data)  # nothing goes in that replay could not read back
+                    except Exception as exc:  # noqa: BLE001 - that caller's events cannot be written: theirs alone fail
                         ticket.error = exc
                         continue
                     chunks.append(data)
