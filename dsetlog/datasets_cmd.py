@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     gen.add_argument("--simulate", action="store_true", help="every model role answered by the built-in simulator")
     gen.add_argument("--budget", metavar="N|$X", help="stop cleanly after N tokens or $X of estimated cost")
     gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument("--wait", action="store_true",
+                     help="if another run (a command or a server job) is generating this dataset, wait for it and "
+                          "then continue where it stopped (default: stop at once, naming it, with exit code 2)")
     gen.set_defaults(func=generate)
 
     lst = dsub.add_parser("list", help="list datasets")
@@ -124,35 +127,41 @@ def simulator_url(enabled: bool) -> Iterator[str | None]:
 
 def run_generation_job(*, log: EventLog, rm: ReadModel, data: Path, req: GenerateRequest, job_id: str,
                        kind: str, sim_url: str | None, progress: Progress, budget: Any = None,
-                       on_stage: Any = None) -> DocRunResult:
+                       on_stage: Any = None, wait: bool = True) -> DocRunResult:
     """Submit (if new), start, run and finish one generation job: the CLI's and the server's way to run one."""
     from dsetlog.docgen import DocumentRun, Models
 
     models = Models.resolve(req, simulator_url=sim_url)
     run = DocumentRun(log=log, rm=rm, data_dir=data, req=req, models=models, job_id=job_id, progress=progress,
-                      budget=budget, **({"on_stage": on_stage} if on_stage else {}))
+                      budget=budget, wait=wait, **({"on_stage": on_stage} if on_stage else {}))
     try:  # before the job is in the log, and again for a job resumed with a request from an older version
         export_dir(data, req.output_dir, run.dataset_id)
     except OutputDirError as exc:
         raise DocGenError(str(exc)) from None
-    rm.catch_up()
-    if rm.jobs.job(job_id) is None:
-        log.append(JobSubmitted(job_id=job_id, kind=kind, request=msgspec.to_builtins(req),
-                                dataset_id=run.dataset_id))
-        rm.catch_up()
-    job = rm.jobs.job(job_id)
-    log.append(JobStarted(job_id=job_id, attempt=(job.starts + 1) if job else 1))
+    # one generator per dataset: refused (or waiting) here, before anything is written; held until the job's
+    # end is in the log
+    run.claim(notify=lambda step: print(step, file=sys.stderr, flush=True))
     try:
-        result = asyncio.run(run.run())
-    except Exception as exc:
-        log.append(JobFailed(job_id=job_id, error=str(exc)))
-        raise
-    if result.outcome == "completed":
-        log.append(JobCompleted(job_id=job_id, result=result.as_dict()))
-    elif result.outcome != "interrupted":
-        log.append(JobFailed(job_id=job_id, error=result.message or f"stopped: {result.outcome}"))
-    rm.catch_up()
-    return result
+        rm.catch_up()
+        if rm.jobs.job(job_id) is None:
+            log.append(JobSubmitted(job_id=job_id, kind=kind, request=msgspec.to_builtins(req),
+                                    dataset_id=run.dataset_id))
+            rm.catch_up()
+        job = rm.jobs.job(job_id)
+        log.append(JobStarted(job_id=job_id, attempt=(job.starts + 1) if job else 1))
+        try:
+            result = asyncio.run(run.run())
+        except Exception as exc:
+            log.append(JobFailed(job_id=job_id, error=str(exc)))
+            raise
+        if result.outcome == "completed":
+            log.append(JobCompleted(job_id=job_id, result=result.as_dict()))
+        elif result.outcome != "interrupted":
+            log.append(JobFailed(job_id=job_id, error=result.message or f"stopped: {result.outcome}"))
+        rm.catch_up()
+        return result
+    finally:
+        run.release()
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -169,7 +178,7 @@ def generate(args: argparse.Namespace) -> int:
         progress = Progress(total=0, enabled=not args.no_progress)
         try:
             result = run_generation_job(log=log, rm=rm, data=data, req=req, job_id=job_id, kind="generate",
-                                        sim_url=sim_url, progress=progress, budget=budget)
+                                        sim_url=sim_url, progress=progress, budget=budget, wait=args.wait)
         except DocGenError as exc:
             raise UsageError(str(exc)) from None
     print(f"job {job_id}\ndataset {result.dataset_id} ({result.name}{' v' + result.version if result.version else ''})")

@@ -4,6 +4,14 @@ benchmarked and exported, every step an event so that a run can stop anywhere an
 One call per chunk asks for all of that chunk's missing slots at once (``datasets_per_chunk`` distinct
 items in one structured reply), never N identical calls. The stages after generation (augmentation,
 quality, splits, benchmark, export) each skip what the log says is already done.
+
+One generator per dataset at a time, across processes: a run holds the dataset's lock (dsetlog.locks) from
+planning to export. A second run of the same dataset waits for it (server jobs, whose stage then names the
+holder; `dset datasets generate --wait`) or is refused at once with a message naming the holder (the CLI
+without --wait: exit 2). Once it holds the lock it catches up with the log, so it requests only what the
+first left undone, and it checks again before writing that no slot it answered became done meanwhile.
+Chunk titles belong to the project: runs of different datasets take turns titling under the project's
+titles lock, and each titles only the chunks still untitled once it holds it.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from dsetlog import prompts, quality, scoring, splits
+from dsetlog import locks, prompts, quality, scoring, splits
 from dsetlog.events import (
     BenchmarkAnswered,
     BenchmarkCompleted,
@@ -32,6 +40,7 @@ from dsetlog.events import (
 from dsetlog.exporters import FORMATS
 from dsetlog.fsutil import atomic_writer
 from dsetlog.log import EventLog
+from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import Provider, ProviderError, resolve_spec
 from projections.datasets import DONE, EntryView
@@ -147,6 +156,14 @@ class DocGenError(ValueError):
     """The request cannot run as asked; the message says what to change."""
 
 
+class DatasetBusy(locks.LockBusy, DocGenError):
+    """Another run is generating this dataset and this one was told not to wait; the message names it."""
+
+
+# what a refused `dset datasets generate` is told (only the CLI runs without waiting)
+BUSY_ADVICE = "run the same command with --wait to start once it has finished"
+
+
 def _hash(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:16]
 
@@ -225,8 +242,12 @@ class DocumentRun:
     def __init__(self, *, log: EventLog, rm: ReadModel, data_dir: Path, req: GenerateRequest, models: Models,
                  job_id: str = "", progress: Progress | None = None, budget: Budget | None = None,
                  on_stage: Callable[[Stage], None] = lambda stage: None, retry: RetryPolicy | None = None,
-                 limiter_for: Callable[[Provider], Any] | None = None) -> None:
+                 limiter_for: Callable[[Provider], Any] | None = None, wait: bool = True) -> None:
+        """``wait``: when another run holds this dataset, wait for it (server jobs) rather than refuse at once
+        with :class:`DatasetBusy` (`dset datasets generate` without --wait)."""
         self.log, self.rm, self.data_dir, self.req, self.models = log, rm, data_dir.resolve(), req, models
+        self.wait = wait
+        self._lock: locks.FileLock | None = None
         # the server passes one RateLimiter per provider, shared by all its jobs; None: one per client
         self.limiter_for = limiter_for
         if retry is None:
@@ -379,8 +400,70 @@ class DocumentRun:
         self.stage = Stage(step, done, total)
         self.on_stage(self.stage)
 
+    # -- the dataset's lock --------------------------------------------------------
+
+    def _dataset_lock(self) -> locks.FileLock:
+        # made when first needed: the job worker may point the run at the dataset its job was submitted for
+        if self._lock is None or self._lock.path != locks.lock_path(self.data_dir, self.dataset_id):
+            self._lock = locks.dataset(self.data_dir, self.dataset_id, job_id=self.job_id)
+        return self._lock
+
+    def _waiting(self, holder: locks.Holder | None, what: str) -> str:
+        who = holder.describe() if holder else "another run (it has not written who it is yet)"
+        step = f"Waiting for {who} to finish {what}"
+        self._set_stage(step)
+        return step
+
+    def claim(self, *, wait: bool | None = None, notify: Callable[[str], None] | None = None) -> None:
+        """Take this dataset's lock now, before anything of the run is written (the CLI calls it before it
+        records its job, so a refused run leaves nothing behind). ``wait`` (default: the run's own) False:
+        :class:`DatasetBusy` naming the holder if another run has it; True: block until it is free, telling
+        ``notify`` whom it waits for. The claimer releases it (:meth:`release`), after recording the job's
+        end: until then the server's worker sees the job's lock held and leaves the job to its own process."""
+        lock = self._dataset_lock()
+        if lock.held:
+            return
+
+        def waiting(holder: locks.Holder | None) -> None:
+            step = self._waiting(holder, f"dataset {self.dataset_id}")
+            if notify is not None:
+                notify(step)
+
+        try:
+            lock.acquire(wait=self.wait if wait is None else wait, what=f"dataset {self.dataset_id}",
+                         advice=BUSY_ADVICE, on_wait=waiting)
+        except locks.LockBusy as exc:
+            raise DatasetBusy(str(exc), exc.holder) from None
+        except locks.LockError as exc:
+            raise DocGenError(str(exc)) from None
+
+    def release(self) -> None:
+        """Release the dataset's lock taken by :meth:`claim` (a no-op when not held)."""
+        if self._lock is not None:
+            self._lock.release()
+
     async def run(self) -> DocRunResult:
-        self.queue()
+        """The whole run under the dataset's lock: claimed already (:meth:`claim`; the claimer releases it),
+        else taken here (waited for without blocking the loop, or refused at once when the run must not
+        wait) and released at the end."""
+        lock = self._dataset_lock()
+        if lock.held:
+            return await self._run_locked()
+        if not self.wait:
+            self.claim(wait=False)
+        elif not await _acquire(lock, on_wait=lambda holder: self._waiting(holder, f"dataset {self.dataset_id}"),
+                                stop=lambda: self.budget.reached(self.progress)):
+            # cancelled while waiting: nothing was done, the job ends as stopped
+            self._set_stage("Stopped: interrupted")
+            return DocRunResult(self.dataset_id, self.name, self.version, outcome="interrupted",
+                                message=f"stopped while waiting for dataset {self.dataset_id}")
+        try:
+            return await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> DocRunResult:
+        self.queue()  # catches up first: what another run made while this one waited is done, not planned
         result = DocRunResult(self.dataset_id, self.name, self.version)
         stopped = await self._title_chunks()
         result.outcome, result.message = stopped or await self._generate()
@@ -438,24 +521,43 @@ class DocumentRun:
         from dsetlog.llm import CallFailure
         from dsetlog.runner import WorkItem
 
-        self.rm.catch_up()
-        untitled = [c for c in self.chunks if not c.heading and not self._title(c.id)]
-        if not untitled:
+        def untitled() -> list[Chunk]:
+            self.rm.catch_up()
+            return [c for c in self.chunks if not c.heading and not self._title(c.id)]
+
+        if not untitled():
             return None
-        provider = self.models.chunk_topics
+        # Titles are the project's: runs of other datasets on this project title the same chunks. They take
+        # turns under the project's lock, and each asks only for what is still untitled once it holds it.
+        lock = locks.project_titles(self.data_dir, self.project.id, job_id=self.job_id)
+        if not await _acquire(
+                lock, on_wait=lambda holder: self._waiting(holder, f"titling the chunks of project {self.project.name}"),
+                stop=lambda: self.budget.reached(self.progress)):
+            return "interrupted", ""
+        try:
+            todo = untitled()
+            if not todo:
+                return None  # another run titled them while this one waited
+            provider = self.models.chunk_topics
 
-        def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
-            title = " ".join(c.content.strip().strip('"').split())[:120]
-            if not title:
-                raise CallFailure("empty", "no topic", retryable=True)
-            return [ChunkTitled(project_id=self.project.id, chunk_id=unit.item_id, title=title, model=c.model)]
+            def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
+                title = " ".join(c.content.strip().strip('"').split())[:120]
+                if not title:
+                    raise CallFailure("empty", "no topic", retryable=True)
+                self.rm.catch_up()
+                if self._title(unit.item_id):
+                    return []  # titled meanwhile by a writer outside the lock: one title per chunk
+                return [ChunkTitled(project_id=self.project.id, chunk_id=unit.item_id, title=title, model=c.model)]
 
-        units = [WorkItem(self.dataset_id, c.id, [{"role": "user", "content": TITLE_PROMPT.format(text=c.text[:6000])}],
-                          max_tokens=32, record_attempts=False) for c in untitled]
-        engine = self._engine(provider, make_events, len(units))
-        result = await self._run_engine(engine, units, lambda done, total: f"Titling chunk {done} of {total}")
-        self.rm.catch_up()
-        return _stopped(result)
+            units = [WorkItem(self.dataset_id, c.id,
+                              [{"role": "user", "content": TITLE_PROMPT.format(text=c.text[:6000])}],
+                              max_tokens=32, record_attempts=False) for c in todo]
+            engine = self._engine(provider, make_events, len(units))
+            result = await self._run_engine(engine, units, lambda done, total: f"Titling chunk {done} of {total}")
+            self.rm.catch_up()
+            return _stopped(result)
+        finally:
+            lock.release()
 
     def _title(self, chunk_id: str) -> str | None:
         view = self.rm.projects.chunk(chunk_id)
@@ -539,7 +641,10 @@ class DocumentRun:
                     prompt_name=self.template_name, prompt_hash=self.template_hash, source_chunk=chunk.id,
                     metadata={"mode": mode, "negative": item.negative, "chunk_length": len(chunk.text),
                               "slot": slot.slot, "job_id": self.job_id}))
-            return events
+            # The lock keeps other runs of this dataset out; this guards the write itself against any writer
+            # that does not take it: a slot done meanwhile keeps its one entry.
+            self.rm.catch_up()
+            return [e for e in events if not self._done(e.item_id)]
 
         engine = self._engine(provider, make_events, len(units))
         try:
@@ -550,6 +655,10 @@ class DocumentRun:
         if result.fatal is not None:
             return "fatal", result.fatal.message
         return result.outcome, ""
+
+    def _done(self, item_id: str) -> bool:
+        item = self.rm.datasets.item(self.dataset_id, item_id)
+        return item is not None and item.status == DONE
 
     def _chunk_from_log(self, chunk_id: str) -> Chunk:
         view = self.rm.projects.chunk(chunk_id)
@@ -652,6 +761,10 @@ class DocumentRun:
                 verdict = quality.parse_verdict(c.content)
             except prompts.InvalidOutput as exc:
                 raise CallFailure("invalid_output", str(exc), retryable=True) from None
+            self.rm.catch_up()
+            now = self.rm.datasets.entry(self.dataset_id, entry.id)
+            if now is not None and "judge" in now.quality:
+                return []  # graded meanwhile by a writer outside the lock: one grade per entry
             return [self._scored(entry, comps, dup, (verdict.score, verdict.difficulty))]
 
         engine = self._engine(judge, make_events, len(units))
@@ -772,6 +885,15 @@ def entry_scored(entry: EntryView, question: str, answer: str | None, comps: dic
                        difficulty=level, duplicate_of=duplicate_of, below_threshold=score < threshold)
 
 
+async def _acquire(lock: locks.FileLock, *, on_wait: Callable[[locks.Holder | None], Any],
+                   stop: Callable[[], bool]) -> bool:
+    """``lock.acquire_async``, a lock file that cannot be made being a DocGenError (a job fails with its message)."""
+    try:
+        return await lock.acquire_async(on_wait=on_wait, stop=stop)
+    except locks.LockError as exc:
+        raise DocGenError(str(exc)) from None
+
+
 def _stopped(result: Any) -> tuple[str, str] | None:
     """(outcome, message) when a helper stage's engine run means the whole run must stop, else None."""
     if result.fatal is not None:
@@ -818,7 +940,10 @@ def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir
     test) when it has splits, else ``dataset``; ``batch_size`` entries per file at most. Streamed and atomic."""
     if format_type not in EXPORT_FORMATS:
         raise DocGenError(f"format_type {format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
-    base = data_dir.resolve() / check_output_dir(output_dir) / dataset_id
+    try:  # resolved and checked where it leads (a job resumed from a log older than the API's own check)
+        base = export_dir(data_dir, output_dir, dataset_id) / dataset_id
+    except OutputDirError as exc:
+        raise DocGenError(str(exc)) from None
     fmt = FORMATS[format_type]
     suffix = EXPORT_SUFFIX[format_type]
     assignment = rm.evaluations.splits(dataset_id)

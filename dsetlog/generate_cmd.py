@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import portalocker
-
 from dsetlog.cli import EXIT_FAILED, EXIT_OK, UsageError, add_data_option, data_dir
 from dsetlog.events import (
     DatasetCreated,
@@ -29,6 +27,7 @@ from dsetlog.events import (
     Usage,
 )
 from dsetlog.exporters import FORMATS, SEED_FORMATS, export
+from dsetlog.locks import dataset_lock
 from dsetlog.log import EventLog
 from dsetlog.progress import Budget, Progress
 from dsetlog.providers import PROFILES, Provider, ProviderError, load_env, resolve
@@ -109,23 +108,6 @@ def _hash(*parts: str) -> str:
 
 def item_id_for(dataset_id: str, question: str) -> str:
     return "q_" + _hash(dataset_id, normalize(question))
-
-
-@contextmanager
-def dataset_lock(data: Path, dataset_id: str) -> Iterator[None]:
-    """One process at a time per dataset: two runs of the same CSV would pay twice for each answer."""
-    lock_dir = data / "locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(lock_dir / f"{dataset_id}.lock", "a+b") as fh:
-        try:
-            portalocker.lock(fh, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            raise UsageError(f"another `dset generate` is already working on this dataset ({dataset_id}); "
-                             "wait for it to finish or stop it first") from None
-        try:
-            yield
-        finally:
-            portalocker.unlock(fh)
 
 
 @contextmanager

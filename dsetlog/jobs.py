@@ -39,6 +39,7 @@ from typing import Any
 import msgspec
 import portalocker
 
+from dsetlog import locks
 from dsetlog.docgen import DocGenError, DocumentRun, GenerateRequest, Models, Stage
 from dsetlog.events import JobCancelled, JobCompleted, JobFailed, JobStarted
 from dsetlog.log import EventLog, LogWriteError
@@ -375,6 +376,8 @@ class JobWorker:
             job = rm.jobs.job(job_id)
             if job is None or job.finished:
                 return
+            if job.dataset_id and locks.running_elsewhere(self.data_dir, job.dataset_id, job_id):
+                return  # the `dset datasets generate` that recorded it runs it; resumed here only if that one dies
             if job_id in self._cancel_requested:
                 self.log.append(JobCancelled(job_id=job_id, reason=self._cancel_requested[job_id]))
                 return

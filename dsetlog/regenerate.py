@@ -17,6 +17,10 @@ makes it the entry's current revision; the old content stays in the log and in `
 Calls go through the same Engine as generation (retries, backoff, attempts logged under the entry's
 work item, group commit), so a killed server resumes the job: entries the job already regenerated are
 found in the log (:func:`regenerated_by`) and not requested again.
+
+A regeneration holds its dataset's lock (dsetlog.locks), like a generation run: it rewrites and rescores
+entries that a run of the same dataset may be scoring, judging or benchmarking, so it waits for that run to
+finish (its stage names the holder) and the two never grade one entry twice or grade stale content.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from dsetlog import prompts, quality
+from dsetlog import locks, prompts, quality
 from dsetlog.docgen import entry_components, entry_scored
 from dsetlog.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.log import LOG_NAME, EventLog, parse_line
@@ -245,7 +249,39 @@ async def run_regeneration(
     skip: set[str] | None = None,
     progress: Progress | None = None,
 ) -> RegenResult:
-    """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened."""
+    """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened.
+
+    Holds the dataset's lock throughout, waiting for a run that has it (``on_stage`` names it meanwhile);
+    a budget reached while waiting (a cancelled job) ends it "interrupted" with nothing done."""
+    lock = locks.dataset(log.path.parent, dataset_id, job_id=job_id)
+
+    def waiting(holder: locks.Holder | None) -> None:
+        who = holder.describe() if holder else "another run (it has not written who it is yet)"
+        on_stage(f"Waiting for {who} to finish dataset {dataset_id}", 0, 0)
+
+    stop_progress = progress or Progress(total=0, enabled=False)
+    try:
+        acquired = await lock.acquire_async(on_wait=waiting,
+                                            stop=lambda: budget is not None and budget.reached(stop_progress))
+    except locks.LockError as exc:
+        raise RegenerateError(str(exc)) from None
+    if not acquired:
+        on_stage("Stopped: interrupted", 0, 0)
+        return RegenResult(dataset_id, outcome="interrupted", message=f"stopped while waiting for dataset {dataset_id}")
+    try:
+        # caught up once the lock is held: what the holder wrote meanwhile is what gets regenerated
+        return await _regenerate(log=log, rm=rm, job_id=job_id, dataset_id=dataset_id, entry_ids=entry_ids,
+                                 config=config, simulator_url=simulator_url, limiter_for=limiter_for, budget=budget,
+                                 on_stage=on_stage, skip=skip, progress=stop_progress)
+    finally:
+        lock.release()
+
+
+async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: str, entry_ids: Iterable[str],
+                      config: RegenerationConfig, simulator_url: str | None,
+                      limiter_for: Callable[[Provider], Any] | None, budget: Budget | None,
+                      on_stage: Callable[[str, int, int], None], skip: set[str] | None,
+                      progress: Progress) -> RegenResult:
     from dsetlog.llm import CallFailure, Completion, LLMClient, RetryPolicy
     from dsetlog.runner import Engine, WorkItem, run_reporting
 
@@ -272,7 +308,6 @@ async def run_regeneration(
     except ProviderError as exc:
         raise RegenerateError(f"the dataset's judge_model: {exc}") from None
     settings = msgspec.to_builtins(config)
-    progress = progress or Progress(total=0, enabled=False)
     policy = RetryPolicy(max_retries=3, backoff=2.0)
 
     def chunk_of(entry: EntryView) -> str | None:

@@ -464,3 +464,17 @@ def test_read_only_data_or_out_dir_is_one_line_naming_the_path(tmp_path: Path) -
             assert proc.returncode == 2, proc.stderr
             (line,) = proc.stderr.strip().splitlines()
             assert option in line and str(target) in line and "cannot write" in line, line
+
+
+def test_a_job_from_an_older_log_with_a_bad_output_dir_fails_saying_so(tmp_path: Path) -> None:
+    """The API checks output_dir before it accepts a job; a job recorded before that check existed meets the
+    same check when it exports, as a clear job failure instead of an OSError."""
+    from dsetlog.docgen import DocGenError, export_dataset
+    from projections.readmodel import ReadModel
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rm = ReadModel.open(data)
+    for bad in ("locks", "events.jsonl", "a/" * 40):
+        with pytest.raises(DocGenError, match="output_dir"):
+            export_dataset(rm, "ds_x", data_dir=data, output_dir=bad)
