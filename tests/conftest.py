@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,3 +45,29 @@ def _fresh_endpoints() -> Iterator[None]:
     structured.BOOK.clear()
     ratelimit.forget_all()
     redaction.clear()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """A data dir (not created: the app or the command makes it)."""
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_client(data: Path) -> Iterator[Callable[..., Any]]:
+    """Factory: ``make_client(**create_app kwargs)`` -> a falcon TestClient over ``data`` (worker off by default)."""
+    from falcon import testing
+
+    from api.app import create_app
+
+    apps: list[Any] = []
+
+    def make(**kwargs: Any) -> testing.TestClient:
+        kwargs.setdefault("start_worker", False)
+        app = create_app(data, **kwargs)
+        apps.append(app)
+        return testing.TestClient(app)
+
+    yield make
+    for app in apps:
+        app.close()

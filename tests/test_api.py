@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 from falcon import testing
 
-from api import create_app
 from api.app import DsetApp
 from dsetlog import logtools
 from dsetlog.events import (
@@ -132,26 +131,6 @@ def assert_error(resp: Any, status: int, *words: str) -> None:
 
 
 # --- fixtures --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def make_client(data: Path) -> Iterator[Callable[..., testing.TestClient]]:
-    apps: list[DsetApp] = []
-
-    def make(**kwargs: Any) -> testing.TestClient:
-        kwargs.setdefault("start_worker", False)
-        app = create_app(data, **kwargs)
-        apps.append(app)
-        return testing.TestClient(app)
-
-    yield make
-    for app in apps:
-        app.close()
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ import docx
 import pytest
 from falcon import testing
 
-from api import catalog, create_app
-from api.app import DsetApp
+from api import catalog
 from dsetlog.events import DatasetCreated, EntryGenerated, Event, SlotQueued
 from dsetlog.extract import ExtractError, ExtractLimitError, ExtractLimits, extract_bytes
 from dsetlog.ingest import MAX_FILENAME_BYTES
@@ -102,26 +101,6 @@ def dset(*args: str, cwd: Path, data: Path | None = None, timeout: float = 120) 
                           env=clean_env(data), cwd=cwd, timeout=timeout)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc
-
-
-@pytest.fixture
-def data(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def make_client(data: Path) -> Iterator[Callable[..., testing.TestClient]]:
-    apps: list[DsetApp] = []
-
-    def make(**kwargs: Any) -> testing.TestClient:
-        kwargs.setdefault("start_worker", False)
-        app = create_app(data, **kwargs)
-        apps.append(app)
-        return testing.TestClient(app)
-
-    yield make
-    for app in apps:
-        app.close()
 
 
 @pytest.fixture
