@@ -409,8 +409,7 @@ class DocumentRun:
         return self._lock
 
     def _waiting(self, holder: locks.Holder | None, what: str) -> str:
-        who = holder.describe() if holder else "another run (it has not written who it is yet)"
-        step = f"Waiting for {who} to finish {what}"
+        step = f"Waiting for {locks.who(holder)} to finish {what}"
         self._set_stage(step)
         return step
 

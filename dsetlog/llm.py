@@ -33,7 +33,6 @@ from dsetlog.structured import Structured
 
 SIMULATOR_FINGERPRINT = "dset-simulator"
 _THINK = re.compile(r"^\s*<think>(.*?)</think>\s*", re.DOTALL)
-_FENCE = re.compile(r"^\s*```[\w-]*[ \t]*\n?(.*?)```\s*$", re.DOTALL)
 # A 5xx whose body says the request did not validate (FastAPI/pydantic servers such as llama-cpp-python
 # answer 500 for it) is the request's fault: sending it again changes nothing.
 _VALIDATION = re.compile(r"validation error|input should be|field required|literal_error|extra_forbidden|"
@@ -264,9 +263,8 @@ def split_reasoning(message: _Message) -> tuple[str, str]:
 
 
 def _unfinished_json(content: str) -> bool:
-    fenced = _FENCE.match(content)
     try:
-        msgspec.json.decode((fenced.group(1) if fenced else content).strip())
+        msgspec.json.decode(structured.fenced_json(content))
     except msgspec.DecodeError:
         return True
     return False

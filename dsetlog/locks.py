@@ -80,6 +80,11 @@ class Holder(msgspec.Struct, kw_only=True, frozen=True):
         return f"stop it first (pid {self.pid} on {self.host})"
 
 
+def who(holder: Holder | None) -> str:
+    """The holder as a message names it (a lock just taken may not have its identity written yet)."""
+    return holder.describe() if holder else "another run (it has not written who it is yet)"
+
+
 def command_line(argv: list[str] | None = None) -> str:
     """This process's command as a user typed it ("dset datasets generate --project med ..."), secrets
     redacted and bounded: it is shown to other users of the data dir."""
@@ -189,9 +194,8 @@ class FileLock:
 
     def busy_message(self, what: str, advice: str) -> str:
         holder = self.holder()
-        who = holder.describe() if holder else "another process (it has not written who it is yet)"
         stop = holder.how_to_stop() if holder else "stop it first"
-        return f"{what} is busy: {who} holds it; {advice}, or {stop}"
+        return f"{what} is busy: {who(holder)} holds it; {advice}, or {stop}"
 
     def acquire(self, *, wait: bool = False, what: str = "", advice: str = "wait for it to finish",
                 on_wait: Callable[[Holder | None], None] | None = None, timeout: float | None = None) -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from dsetlog.structured import Structured
+from dsetlog.structured import Structured, fenced_json
 
 NEGATIVE_ANSWER = "The text does not say."
 
@@ -497,7 +497,6 @@ _REPLY_TYPES = {
 }
 
 _THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
-_FENCE_RE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.DOTALL)
 
 
 def strip_wrapping(content: str) -> str:
@@ -505,8 +504,7 @@ def strip_wrapping(content: str) -> str:
     text = _THINK_RE.sub("", content)
     if re.search(r"<think>", text, re.IGNORECASE):
         raise InvalidOutput("the reply's <think> block is never closed (truncated output?)")
-    fenced = _FENCE_RE.search(text)
-    return (fenced.group(1) if fenced else text).strip()
+    return fenced_json(text)
 
 
 def parse_items(

@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
 
 _MIN_RATE = 0.2  # requests/s: a floor, so a run always moves
 _DECREASE = 0.85  # AIMD: the rate after a 429, as a share of what was getting through
@@ -212,9 +211,6 @@ class RateController:
     def seen(self) -> None:
         """Some HTTP answer came back (even an error): the endpoint exists."""
         self.reached = True
-
-    def describe(self) -> dict[str, Any]:
-        return {"rate": self.rate, "sent": self.sent, "limited": self.limited, "rpm": self.rpm, "tpm": self.tpm}
 
 
 _controllers: dict[str, RateController] = {}

@@ -256,8 +256,7 @@ async def run_regeneration(
     lock = locks.dataset(log.path.parent, dataset_id, job_id=job_id)
 
     def waiting(holder: locks.Holder | None) -> None:
-        who = holder.describe() if holder else "another run (it has not written who it is yet)"
-        on_stage(f"Waiting for {who} to finish dataset {dataset_id}", 0, 0)
+        on_stage(f"Waiting for {locks.who(holder)} to finish dataset {dataset_id}", 0, 0)
 
     stop_progress = progress or Progress(total=0, enabled=False)
     try:

@@ -16,6 +16,7 @@ the server's next job start in the learned mode. ``<PROFILE>_STRUCTURED`` forces
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ def example_of(schema: Any, name: str = "value") -> Any:
     if kind == "boolean":
         return False
     return f"<{name}>"
+
+
+_FENCE = re.compile(r"```[\w-]*[ \t]*\n?(.*?)```", re.DOTALL)
+
+
+def fenced_json(text: str) -> str:
+    """The JSON of a reply: the body of its first ``` fenced block if it has one, else the text, stripped."""
+    fenced = _FENCE.search(text)
+    return (fenced.group(1) if fenced else text).strip()
 
 
 def lower(mode: str) -> str | None:

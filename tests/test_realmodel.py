@@ -25,9 +25,7 @@ import importlib.util
 import json
 import os
 import re
-import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -40,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_api_server import Server
 
 from dsetlog.events import (
     AttemptFailed,
@@ -208,62 +207,6 @@ def shown(proc: subprocess.CompletedProcess[str], llama: Llama) -> str:
     """What to read when an assertion on a dset run fails: its command, exit code, output, the server's log."""
     return (f"$ {' '.join(proc.args[2:])}\nexit {proc.returncode}\n--- stdout ---\n{proc.stdout}\n"
             f"--- stderr ---\n{proc.stderr}\n{llama.tail()}")
-
-
-class Server:
-    """`dset serve --port 0` in ``cwd``; the first stdout line is the banner naming its URL."""
-
-    def __init__(self, data: Path, cwd: Path, log_file: Path, env: dict[str, str]) -> None:
-        self.log_file = log_file
-        with open(log_file, "ab") as err:
-            self.proc = subprocess.Popen([*DSET, "serve", "--data", str(data), "--port", "0"], cwd=cwd,
-                                         stdout=subprocess.PIPE, stderr=err, env=env, text=True)
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
-        line = self.proc.stdout.readline() if ready else ""
-        assert line.startswith("dset serve: http://"), (line, self.log_text())
-        self.base = line.split()[2]
-
-    def log_text(self) -> str:
-        return self.log_file.read_text(errors="replace")
-
-    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
-    def get(self, path: str) -> Any:
-        status, body = self.call("GET", path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def wait_job(self, job_id: str, timeout: float = 900) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        status: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            status = self.get(f"/datasets/generate/{job_id}/status")
-            if status["status"] in ("completed", "failed", "cancelled"):
-                return status
-            time.sleep(0.5)
-        raise AssertionError(f"job {job_id} not finished in {timeout:.0f} s: {status}\n{self.log_text()}")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=30)
-        finally:
-            if self.proc.stdout:
-                self.proc.stdout.close()
 
 
 # --- what the log says ------------------------------------------------------------------------------------
@@ -448,11 +391,11 @@ def test_the_same_job_over_the_api_a_regeneration_and_a_second_server(tmp_path: 
     env = dset_env(llama)
     body = {"project_id": "geo", "concurrency": 2, **JOB}
     before = len(llama.statuses())
-    first = Server(data, tmp_path, tmp_path / "serve1.log", env)
+    first = Server(data, tmp_path / "serve1.log", env=env)
     try:
-        status, accepted = first.call("POST", "/datasets/generate", body)
+        status, accepted, _ = first.call("POST", "/datasets/generate", body)
         assert status == 200 and accepted["message"] == "Dataset generation started", (status, accepted)
-        done = first.wait_job(accepted["job_id"])
+        done = first.wait_job(accepted["job_id"], timeout=900)
         dataset_id = accepted["dataset_id"]
         ds = ReadModel.open(data).datasets.dataset(dataset_id)
         # completed when every slot got its entry; failed (naming why) when some are bookmarked for the next run
@@ -462,10 +405,10 @@ def test_the_same_job_over_the_api_a_regeneration_and_a_second_server(tmp_path: 
         ids = [e["id"] for e in page["entries"]]
         assert len(ids) == ds.entries, page
 
-        status, regen = first.call("POST", f"/datasets/{dataset_id}/regenerate", {
+        status, regen, _ = first.call("POST", f"/datasets/{dataset_id}/regenerate", {
             "entry_ids": [ids[0]], "regeneration_config": {"improve_quality": True, "max_tokens": 64}})
         assert status == 200, regen
-        regen_done = first.wait_job(regen["job_id"])
+        regen_done = first.wait_job(regen["job_id"], timeout=900)
         assert regen_done["status"] == "completed", (regen_done, first.log_text())
         entry = first.get(f"/datasets/{dataset_id}/entries/{ids[0]}")
         assert entry["revision"] == 2 and entry["answer"].strip(), entry
@@ -487,17 +430,17 @@ def test_the_same_job_over_the_api_a_regeneration_and_a_second_server(tmp_path: 
     # A second server on the same data dir: the same job (any slot bookmarked by the first is retried), and a
     # regeneration whose judge call is structured. Both start in the mode the log learned: no 500, no new event.
     before = len(llama.statuses())
-    second = Server(data, tmp_path, tmp_path / "serve2.log", env)
+    second = Server(data, tmp_path / "serve2.log", env=env)
     try:
-        status, accepted = second.call("POST", "/datasets/generate", body)
+        status, accepted, _ = second.call("POST", "/datasets/generate", body)
         assert status == 200 and accepted["dataset_id"] == dataset_id, (status, accepted)
-        again = second.wait_job(accepted["job_id"])
+        again = second.wait_job(accepted["job_id"], timeout=900)
         ds = ReadModel.open(data).datasets.dataset(dataset_id)
         assert again["status"] == ("failed" if ds.failed else "completed"), (again, ds, second.log_text())
-        status, regen = second.call("POST", f"/datasets/{dataset_id}/regenerate", {
+        status, regen, _ = second.call("POST", f"/datasets/{dataset_id}/regenerate", {
             "entry_ids": [ids[-1]], "regeneration_config": {"max_tokens": 64}})
         assert status == 200, regen
-        assert second.wait_job(regen["job_id"])["status"] == "completed", second.log_text()
+        assert second.wait_job(regen["job_id"], timeout=900)["status"] == "completed", second.log_text()
         assert second.get(f"/datasets/{dataset_id}/entries/{ids[-1]}")["revision"] == 2
         assert second.stop() == 0, second.log_text()
     finally:
