@@ -25,7 +25,7 @@ from api.catalog import (
 from api.context import WRITE_WAIT, Context
 from api.datasets import DatasetsResource, EntriesResource, FeedbackResource
 from api.download import DownloadResource
-from api.errors import handle_unexpected, serialize_error
+from api.errors import handle_dset_error, handle_unexpected, serialize_error
 from api.generation import GenerateResource, JobsResource, RegenerateResource, Submitter
 from api.media import MsgspecJSONHandler
 from api.meta import HealthResource, OpenAPIResource
@@ -33,8 +33,7 @@ from api.middleware import AuthMiddleware, BodyLimitMiddleware, JSONDepthMiddlew
 from api.spec import Route, openapi_document
 from api.ui import add_ui_routes
 from dsetlog import redaction
-from dsetlog.limits import RecordLimitError
-from dsetlog.log import CorruptLogError
+from dsetlog.errors import DsetError
 
 API = "/api/v1"
 VERSION = "1.0.0"
@@ -51,16 +50,6 @@ class DsetApp(falcon.App):
 
     def close(self, *, save_snapshot: bool = False) -> None:
         self.ctx.close(save_snapshot=save_snapshot)
-
-
-def _corrupt_log(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, object]) -> None:
-    """Corruption met while answering (reading a record's history, a catch-up): 503 with what to run."""
-    raise falcon.HTTPServiceUnavailable(title="Service Unavailable", description=str(exc))
-
-
-def _record_limit(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, object]) -> None:
-    """An event the log refused to append (too deep, too big, would not read back): nothing was written."""
-    raise falcon.HTTPUnprocessableEntity(title="Unprocessable Entity", description=str(exc))
 
 
 def routes(ctx: Context) -> list[Route]:
@@ -149,8 +138,7 @@ def create_app(data_dir: str | Path, *, token: str | None = None, max_body: int 
     app.resp_options.media_handlers[falcon.MEDIA_JSON] = handler
     app.set_error_serializer(serialize_error)
     app.add_error_handler(Exception, handle_unexpected)
-    app.add_error_handler(CorruptLogError, _corrupt_log)
-    app.add_error_handler(RecordLimitError, _record_limit)
+    app.add_error_handler(DsetError, handle_dset_error)
     table = routes(ctx)
     openapi = OpenAPIResource()
     table.append(Route(f"{API}/openapi.json", openapi))

@@ -5,8 +5,8 @@ Documents come as a multipart upload (a ``file`` part, plus optional ``strategy`
 original of every document (uploaded here or ingested by `dset ingest`) is kept under
 ``<data>/uploads/<document_id>/``, which is what POST .../documents/{document_id}/chunk re-chunks.
 
-A filename is stored as :func:`dsetlog.ingest.safe_filename` makes it (a NUL byte is a 422 naming the
-field). Extraction is bounded by :class:`dsetlog.extract.ExtractLimits` (413 naming the limit) and at most
+A filename is stored as :func:`dsetlog.catalog.catalog.safe_filename` makes it (a NUL byte is a 422 naming the
+field). Extraction is bounded by :class:`dsetlog.catalog.extract.ExtractLimits` (413 naming the limit) and at most
 EXTRACTION_SLOTS run at once, with EXTRACTION_QUEUE more waiting up to EXTRACTION_WAIT_SECONDS; an upload
 beyond that is a 503 with Retry-After, so documents can never hold every request thread.
 """
@@ -52,8 +52,8 @@ from api.schemas import (
     TaxonomyList,
 )
 from api.spec import operation
-from dsetlog import ingest
-from dsetlog.prompts import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters, default_prompts
+from dsetlog.catalog import catalog as ingest
+from dsetlog.prompts.templates import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters, default_prompts
 from projections.projects import DocumentView, ProjectView, flat_categories
 from projections.readmodel import ReadModel
 

@@ -20,8 +20,8 @@ import falcon
 
 from api.entries import EntryCache
 from api.errors import bad_request
-from dsetlog.jobs import JobWorker
-from dsetlog.log import CorruptLogError, EventLog, LogError
+from dsetlog.jobs.worker import JobWorker
+from dsetlog.store.log import CorruptLogError, EventLog, LogError
 from projections.readmodel import ReadModel
 
 _log = logging.getLogger("api")
@@ -75,7 +75,7 @@ class Context:
     def wait_writable(self, timeout: float | None = None) -> None:
         """Return when a write may be made: once the log is known sound (waiting at most ``timeout`` seconds,
         ``write_wait`` by default). Raises ``TimeoutError`` while it is still being checked, and the
-        :class:`~dsetlog.log.CorruptLogError` found when it is corrupt."""
+        :class:`~dsetlog.store.log.CorruptLogError` found when it is corrupt."""
         if not self._writes_ready.wait(self.write_wait if timeout is None else timeout):
             self.rm.wait_verified(0)  # raises TimeoutError saying how far the check is
             self._writes_ready.wait(5)  # it just finished: the worker is starting

@@ -32,8 +32,8 @@ from api.schemas import (
     HistoryEvent,
 )
 from api.spec import operation
-from dsetlog.events import EntryEdited, FeedbackGiven
-from dsetlog.log import LOG_NAME
+from dsetlog.store.events import EntryEdited, FeedbackGiven
+from dsetlog.store.log import LOG_NAME
 from projections.datasets import DatasetView
 from projections.readmodel import ReadModel
 

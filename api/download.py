@@ -1,6 +1,6 @@
 """GET /datasets/{dataset_id}/download: the dataset's file, or a ZIP of its files, streamed.
 
-The export is written by :func:`dsetlog.docgen.export_dataset` (one file per split, batches of
+The export is written by :func:`dsetlog.generation.document.export_dataset` (one file per split, batches of
 100,000 entries) into a temporary folder, from the entries as they stand at one seq (the read model's
 lock is held only to take the list). One file is streamed as it is, with its format's content type;
 several are zipped on the fly into the response (zipfile in streaming mode: no second copy on disk,
@@ -25,8 +25,8 @@ from api.datasets import dataset_or_404
 from api.errors import bad_request
 from api.schemas import DownloadQuery
 from api.spec import operation
-from dsetlog.docgen import EXPORT_FORMATS, DocGenError, export_dataset
-from dsetlog.exporters import FORMATS
+from dsetlog.export.formats import FORMATS
+from dsetlog.generation.document import EXPORT_FORMATS, DocGenError, export_dataset
 
 BLOCK = 1 << 20
 ZIP_TYPE = "application/zip"

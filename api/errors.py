@@ -13,6 +13,7 @@ from typing import Any
 import falcon
 
 from api.media import encode
+from dsetlog.errors import DsetError, Kind
 
 _log = logging.getLogger("api")
 
@@ -29,6 +30,26 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTP
         else:
             description = title
     resp.data = encode({"title": title, "description": description})
+
+
+# An error's kind decides the HTTP status, here and nowhere else.
+STATUSES = {
+    Kind.INVALID: falcon.HTTP_422,
+    Kind.NOT_FOUND: falcon.HTTP_404,
+    Kind.CONFLICT: falcon.HTTP_409,
+    Kind.TOO_LARGE: falcon.HTTP_413,
+    Kind.UNAVAILABLE: falcon.HTTP_503,  # the log cannot be written now: the same request works later
+    Kind.FATAL: falcon.HTTP_503,  # a damaged log: nothing is written until it is repaired (the message says how)
+}
+RETRY_AFTER_UNAVAILABLE = 5  # seconds
+
+
+def handle_dset_error(req: falcon.Request, resp: falcon.Response, exc: DsetError, params: dict[str, Any]) -> None:
+    """Any engine error a responder lets through: its kind's status, its message as the description."""
+    status = STATUSES[exc.kind]
+    raise falcon.HTTPError(status, title=falcon.code_to_http_status(status)[4:], description=str(exc),
+                           headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE)}
+                           if exc.kind is Kind.UNAVAILABLE else None)
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:

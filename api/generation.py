@@ -1,5 +1,5 @@
 """Jobs: POST /datasets/generate, /generate-evaluation and /{dataset_id}/regenerate answer at once with a
-job id; the server's worker (:mod:`dsetlog.jobs`) runs the job. Status, listing and cancel."""
+job id; the server's worker (:mod:`dsetlog.jobs.worker`) runs the job. Status, listing and cancel."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from api.schemas import (
     JobStatus,
 )
 from api.spec import operation
-from dsetlog.docgen import DocGenError, DocumentRun, GenerateRequest, Models
-from dsetlog.events import JobCancelled, JobSubmitted, RegenerationRequested
-from dsetlog.jobs import DATASET_VERSION_KEY, GENERATE_KINDS, LiveStatus
+from dsetlog.generation.document import DocGenError, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.regeneration import RegenerateError, RegenerateRequest, UnknownEntries, check_request
+from dsetlog.jobs.worker import DATASET_VERSION_KEY, GENERATE_KINDS, LiveStatus
 from dsetlog.paths import OutputDirError, export_dir
-from dsetlog.regenerate import RegenerateError, RegenerateRequest, UnknownEntries, check_request
+from dsetlog.store.events import JobCancelled, JobSubmitted, RegenerationRequested
 from projections.jobs import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, JOB_PENDING, JobView
 from projections.readmodel import ReadModel
 

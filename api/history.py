@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from dsetlog.log import Recorded, parse_line
+from dsetlog.store.log import Recorded, parse_line
 
 _PREFIX = b'{"seq":'
 _WINDOW = 1 << 16

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from api.errors import too_large, unprocessable
-from dsetlog.limits import MAX_BODY_DEPTH, deeper_than
-from dsetlog.log import LogError
+from dsetlog.store.limits import MAX_BODY_DEPTH, deeper_than
+from dsetlog.store.log import LogError
 
 if TYPE_CHECKING:
     from api.context import Context
@@ -70,7 +70,7 @@ def _is_json(req: falcon.Request) -> bool:
 
 class JSONDepthMiddleware:
     """A JSON body nested more than ``max_depth`` levels (objects and arrays) is refused with 422 before any
-    resource or hook reads it, for every route: nothing it would make can reach the log (see dsetlog.limits).
+    resource or hook reads it, for every route: nothing it would make can reach the log (see dsetlog.store.limits).
 
     The body is read here (within the size limit, which :class:`BodyLimitMiddleware` checked first) and put
     back as the request's input, so the resource reads the same bytes.

@@ -2,9 +2,9 @@
 
 The same classes decode and validate requests (``forbid_unknown_fields``: an unknown field is a 422
 naming it), encode responses, and make the OpenAPI document (``msgspec.json.schema_components``).
-Request types of the core are reused as they are: :class:`dsetlog.docgen.GenerateRequest` (POST
-/datasets/generate), :class:`dsetlog.regenerate.RegenerateRequest`, and
-:class:`dsetlog.prompts.ProjectParameters` (the body of POST /datasets/parameters, with project_id).
+Request types of the core are reused as they are: :class:`dsetlog.generation.document.GenerateRequest` (POST
+/datasets/generate), :class:`dsetlog.generation.regeneration.RegenerateRequest`, and
+:class:`dsetlog.prompts.templates.ProjectParameters` (the body of POST /datasets/parameters, with project_id).
 
 Response types allow fields beyond the guide's (clients ignore what they do not know).
 """
@@ -15,9 +15,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from dsetlog.docgen import GenerateRequest
-from dsetlog.events import Category
-from dsetlog.prompts import ProjectParameters
+from dsetlog.generation.document import GenerateRequest
+from dsetlog.prompts.templates import ProjectParameters
+from dsetlog.store.events import Category
 
 MAX_PER_PAGE = 500
 INLINE_ENTRIES = 100  # entries GET /datasets/{id} includes; the rest through /entries

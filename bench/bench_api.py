@@ -59,8 +59,8 @@ SCENARIOS = [
 
 
 def write_dataset(data: Path, n: int, *, seed: int = 11) -> None:
-    from dsetlog.events import DatasetCreated, EntryGenerated, EntryScored, Event, SlotQueued
-    from dsetlog.log import LOG_NAME, encode_records
+    from dsetlog.store.events import DatasetCreated, EntryGenerated, EntryScored, Event, SlotQueued
+    from dsetlog.store.log import LOG_NAME, encode_records
 
     rng = random.Random(seed)
     path = data / LOG_NAME

@@ -7,7 +7,7 @@ A real `dset serve` subprocess (waitress, --threads, no job worker) serves a dat
 bench/bench_api.py's maker. A second process keeps --connections keep-alive connections busy: each
 request is, at random, a GET of an entries page (80%: the default sort, a quality filter, a category) or a
 PUT of one entry's answer (20%, an EntryEdited appended and fsync'd before the answer). Every write is
-durable when answered; concurrent writes share fsyncs (group commit in dsetlog.log.EventLog). It prints
+durable when answered; concurrent writes share fsyncs (group commit in dsetlog.store.log.EventLog). It prints
 requests/s, p50/p99 of reads and of writes, and the load process's CPU (so a client-bound figure shows).
 
 Targets (issue 11): >= 1,000 requests/s and p99 <= 50 ms.

@@ -57,8 +57,8 @@ def _peak_mb() -> float:
 
 
 def write_log(data: Path, entries: int, *, seed: int = 11, batch: int = 20_000) -> None:
-    from dsetlog.events import DatasetCreated, EntryGenerated, SlotQueued, Usage
-    from dsetlog.log import EventLog
+    from dsetlog.store.events import DatasetCreated, EntryGenerated, SlotQueued, Usage
+    from dsetlog.store.log import EventLog
 
     rng = random.Random(seed)
 
@@ -85,7 +85,7 @@ def write_log(data: Path, entries: int, *, seed: int = 11, batch: int = 20_000) 
 
 
 def ensure_log(cache: Path, entries: int) -> Path:
-    from dsetlog.log import LOG_NAME
+    from dsetlog.store.log import LOG_NAME
 
     data = cache / f"export-{entries}"
     if not (data / LOG_NAME).exists():
@@ -103,7 +103,7 @@ def ensure_log(cache: Path, entries: int) -> Path:
 
 
 def measure(data: Path, format_type: str) -> dict[str, float]:
-    from dsetlog.docgen import export_dataset
+    from dsetlog.generation.document import export_dataset
     from projections.readmodel import ReadModel
 
     t0 = time.perf_counter()
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(Path(args.measure[0]), args.measure[1])))
         return 0
 
-    from dsetlog.docgen import EXPORT_BATCH
+    from dsetlog.generation.document import EXPORT_BATCH
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")]
     formats = [f.strip() for f in args.formats.split(",")]

@@ -10,7 +10,7 @@ never shares an interpreter or a GIL with the client being measured), for each c
                   The reference of the issue's target;
 * bare aiohttp    the same loop over the SDK's aiohttp transport (`openai.DefaultAioHttpClient`, needs
                   aiohttp installed; shown as unavailable otherwise);
-* bare LLMClient  the same loop over dset's own `dsetlog.llm.LLMClient.complete()`, persisting nothing:
+* bare LLMClient  the same loop over dset's own `dsetlog.llm.client.LLMClient.complete()`, persisting nothing:
                   `dset generate` / this is what durability (events, fsyncs, projections, outputs) costs;
 * dset generate   a real `dset generate Q.csv --base-url URL --model deepseek-chat --concurrency C
                   --no-progress --data TMP/data --out TMP/out` subprocess (DSET_API_KEY=x), on an empty
@@ -75,8 +75,8 @@ def bare_main(base_url: str, concurrency: int, questions_csv: str, variant: str)
 
     async def main() -> dict[str, object]:
         if variant == "llmclient":
-            from dsetlog.llm import LLMClient
-            from dsetlog.providers import resolve
+            from dsetlog.llm.client import LLMClient
+            from dsetlog.llm.providers import resolve
 
             llm = LLMClient(resolve("deepseek", model=MODEL, base_url=base_url), concurrency=concurrency,
                             timeout=300.0)

@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dsetlog.events import EntryGenerated, Usage
-from dsetlog.log import EventLog, encode_records, utc_now
+from dsetlog.store.events import EntryGenerated, Usage
+from dsetlog.store.log import EventLog, encode_records, utc_now
 
 LINE_TARGET = 300
 

@@ -58,7 +58,7 @@ def _cpu(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def measure(kind: str, data: Path) -> dict[str, float]:
-    from dsetlog.log import LOG_NAME, read_batches
+    from dsetlog.store.log import LOG_NAME, read_batches
     from projections import ReadModel
 
     c0 = _cpu()
@@ -66,7 +66,7 @@ def measure(kind: str, data: Path) -> dict[str, float]:
         # the floor under any replay in Python: msgspec turning every line into Python objects, nothing else
         import msgspec
 
-        from dsetlog.log import Recorded, line_chunks
+        from dsetlog.store.log import Recorded, line_chunks
         from projections import gc_paused
 
         decode_lines = msgspec.json.Decoder(Recorded).decode_lines
@@ -189,7 +189,7 @@ def run_child(kind: str, data: Path) -> dict[str, float]:
         [sys.executable, __file__, "--measure", kind, str(data)], check=True, capture_output=True, text=True
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    # the checksum worker (dsetlog.crc_worker) a big replay starts is a child of the measured process
+    # the checksum worker (dsetlog.store.crc_worker) a big replay starts is a child of the measured process
     result["worker_cpu"] = json.loads(out.stdout.strip().splitlines()[-2])["worker_cpu"]
     return result
 
@@ -200,7 +200,7 @@ def run_child(kind: str, data: Path) -> dict[str, float]:
 def ensure_log(cache: Path, events: int, seed: int) -> Path:
     from make_log import write_log
 
-    from dsetlog.log import LOG_NAME
+    from dsetlog.store.log import LOG_NAME
 
     src = cache / f"log-{events}-{seed}"
     if not (src / LOG_NAME).exists():
@@ -215,8 +215,8 @@ def ensure_log(cache: Path, events: int, seed: int) -> Path:
 
 def append_tail(data: Path, n: int) -> None:
     """``n`` more events for the last dataset, as a run resumed after the snapshot would write."""
-    from dsetlog.events import AttemptStarted, EntryGenerated, QuestionQueued
-    from dsetlog.log import EventLog
+    from dsetlog.store.events import AttemptStarted, EntryGenerated, QuestionQueued
+    from dsetlog.store.log import EventLog
     from projections import ReadModel
 
     rm = ReadModel.open(data)
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
 
-    from dsetlog.log import LOG_NAME
+    from dsetlog.store.log import LOG_NAME
 
     src = ensure_log(args.cache, args.events, args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench-rebuild-", dir=args.cache))

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsetlog.events import (
+from dsetlog.store.events import (
     AttemptFailed,
     AttemptStarted,
     DatasetCreated,
@@ -36,7 +36,7 @@ from dsetlog.events import (
     RunStarted,
     Usage,
 )
-from dsetlog.log import LOG_NAME, encode_records
+from dsetlog.store.log import LOG_NAME, encode_records
 
 _WORDS = (
     "the a model data training set answer question system process energy water cell protein market price "

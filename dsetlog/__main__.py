@@ -2,6 +2,6 @@
 
 import sys
 
-from dsetlog.cli import main
+from dsetlog.cli.main import main
 
 sys.exit(main())

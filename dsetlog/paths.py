@@ -15,6 +15,8 @@ import tempfile
 import unicodedata
 from pathlib import Path, PurePosixPath
 
+from dsetlog.errors import UsageError
+
 # the data dir's own entries (first component of a path inside it, compared case-insensitively); names
 # starting with events.jsonl (the log, its .lock, .torn, .bak-*, .rejected-*) or a dot are refused too
 RESERVED_NAMES = frozenset({"events.jsonl", "locks", "snapshots", "uploads", "tmp"})
@@ -23,7 +25,7 @@ MAX_COMPONENT_BYTES = 128  # one folder name (file systems allow 255; the datase
 MAX_OUTPUT_DIR_DEPTH = 16  # folders in output_dir
 
 
-class OutputDirError(ValueError):
+class OutputDirError(UsageError, ValueError):
     """An output_dir that cannot be used; the message names the field and says what to give instead."""
 
 
@@ -102,11 +104,11 @@ def check_writable(folder: str | os.PathLike[str], what: str) -> None:
         while not probe.exists() and probe.parent != probe:
             probe = probe.parent
         if not probe.is_dir():
-            raise ValueError(f"{what} {path}: {probe} is a file, not a folder; give a folder")
+            raise OutputDirError(f"{what} {path}: {probe} is a file, not a folder; give a folder")
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise ValueError(f"{what} {path}: cannot write there ({exc.strerror or exc}); give a folder you can "
+        raise OutputDirError(f"{what} {path}: cannot write there ({exc.strerror or exc}); give a folder you can "
                          "write to") from None
 
 

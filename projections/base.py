@@ -32,8 +32,8 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
 import msgspec
 
-from dsetlog.events import Event
-from dsetlog.log import Recorded
+from dsetlog.store.events import Event
+from dsetlog.store.log import Recorded
 
 Handler = Callable[[Recorded, Any], None]
 _encoder = msgspec.msgpack.Encoder()

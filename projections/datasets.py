@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from dsetlog.events import (
+from dsetlog.store.events import (
     AttemptFailed,
     AttemptStarted,
     DatasetCreated,
@@ -51,7 +51,7 @@ from dsetlog.events import (
     RunStarted,
     SlotQueued,
 )
-from dsetlog.log import Recorded
+from dsetlog.store.log import Recorded
 from projections.base import Projection, gc_paused, handles
 
 PENDING, DONE, FAILED = "pending", "done", "failed"

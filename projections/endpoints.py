@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from dsetlog.events import StructuredModeLearned
-from dsetlog.log import Recorded
+from dsetlog.store.events import StructuredModeLearned
+from dsetlog.store.log import Recorded
 from projections.base import Projection, handles
 
 

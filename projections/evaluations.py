@@ -6,8 +6,8 @@ from typing import Any
 
 import msgspec
 
-from dsetlog.events import BenchmarkAnswered, BenchmarkCompleted, EvaluationSetsCreated
-from dsetlog.log import Recorded
+from dsetlog.store.events import BenchmarkAnswered, BenchmarkCompleted, EvaluationSetsCreated
+from dsetlog.store.log import Recorded
 from projections.base import Projection, handles
 
 

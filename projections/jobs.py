@@ -22,8 +22,8 @@ from typing import Any
 
 import msgspec
 
-from dsetlog.events import JobCancelled, JobCompleted, JobFailed, JobStarted, JobSubmitted
-from dsetlog.log import Recorded
+from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted, JobSubmitted
+from dsetlog.store.log import Recorded
 from projections.base import Projection, handles
 
 JOB_PENDING, JOB_RUNNING = "pending", "running"

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from dsetlog.events import (
+from dsetlog.store.events import (
     Category,
     ChunkCreated,
     ChunkTitled,
@@ -47,7 +47,7 @@ from dsetlog.events import (
     PromptSaved,
     TaxonomyCreated,
 )
-from dsetlog.log import Recorded
+from dsetlog.store.log import Recorded
 from projections.base import Projection, handles
 
 CATEGORY_PATH_SEP = " > "

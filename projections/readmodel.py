@@ -16,11 +16,11 @@ means a replay from the first record. Deleting it changes start-up time only.
 
 A snapshot stands for records nobody checked in this process. Start-up from one still checks the whole
 log: ``ReadModel.open(data, verify=True)`` starts a background check (:class:`LogCheck`) that reads the
-records the snapshot covers with every check of a replay (:func:`dsetlog.log.read_batches`: checksums,
+records the snapshot covers with every check of a replay (:func:`dsetlog.store.log.read_batches`: checksums,
 seqs, layout, decoding), in a child process for a big log (so on the second core, its checksums on a
-``dsetlog.crc_worker`` of its own), while reads are served from the snapshot. Whoever writes first calls
+``dsetlog.store.crc_worker`` of its own), while reads are served from the snapshot. Whoever writes first calls
 :meth:`ReadModel.wait_verified`, which waits for that verdict and raises
-:class:`~dsetlog.log.CorruptLogError` (naming the line, saying to run `dset log verify` / `dset log
+:class:`~dsetlog.store.log.CorruptLogError` (naming the line, saying to run `dset log verify` / `dset log
 repair`) if the log is corrupt there, or if a catch-up met corruption after it. A full replay checks as it
 folds, so a model opened without a snapshot is verified at once.
 
@@ -29,7 +29,7 @@ read it (nested too deep: ``RecursionError``) or a projection's handler raises o
 *skipped*: logged as an error, counted (:attr:`ReadModel.skipped_count`, :attr:`ReadModel.skipped`, kept in
 the snapshot, shown by the API's /health), and the fold goes on with the next record. Refusing writes
 instead would brick the data dir for good: its checksum holds, so it is not corruption and no repair
-would ever remove it (and the writer now refuses to append such a record: :mod:`dsetlog.limits`). A record
+would ever remove it (and the writer now refuses to append such a record: :mod:`dsetlog.store.limits`). A record
 that cannot be decoded is skipped by every projection; one whose handler raised, by that projection only
 (its effect on it may be partial). Skipping is deterministic: a rebuild, a snapshot and a catch-up skip
 the same records. A record that fails its checksum is corruption, as ever.
@@ -53,8 +53,8 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
-from dsetlog.limits import json_depth
-from dsetlog.log import (
+from dsetlog.store.limits import json_depth
+from dsetlog.store.log import (
     LOG_NAME,
     PARALLEL_CHECK_BYTES,
     CorruptLogError,
@@ -160,7 +160,7 @@ def record_ends_at(path: Path, offset: int, *, seq: int, crc: int) -> bool:
 
 # -- reading records that passed their checksum but do not decode ------------------------------------------
 
-# the fixed layout the writer uses (dsetlog.log.encode_records), to check the checksum and seq of a line the
+# the fixed layout the writer uses (dsetlog.store.log.encode_records), to check the checksum and seq of a line the
 # decoder cannot read at all: {"seq":N,"ts":"...","crc":C,"event":{...}}
 _LAYOUT = re.compile(rb'\{"seq":(\d{1,20}),"ts":"[^"\\]{0,64}","crc":(\d{1,10}),"event":(.*)\}\Z', re.S)
 _TYPE = re.compile(rb'\{"type":"([A-Za-z0-9_]{1,64})"')
@@ -246,7 +246,7 @@ class _Batch(NamedTuple):
 
 def _batches(path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None,
              end: int | None = None) -> Iterator[_Batch]:
-    """:func:`~dsetlog.log.read_batches`, with its every check and error, except that a record which passed
+    """:func:`~dsetlog.store.log.read_batches`, with its every check and error, except that a record which passed
     its checksum but which the decoder cannot read (``RecursionError``) comes as a skipped one instead."""
     while True:
         try:
@@ -298,7 +298,7 @@ class LogCheck:
     It reads with :func:`_batches` and holds no lock of the read model: reads go on meanwhile. A small log
     is read by a thread; one of :data:`CHILD_CHECK_BYTES` or more by a child process (``python -c`` running
     :func:`check_child_main` on the log's descriptor, so the very file opened here), whose replay hands the
-    checksums on to its own ``dsetlog.crc_worker``: decoding hundreds of MB in this process would hold its
+    checksums on to its own ``dsetlog.store.crc_worker``: decoding hundreds of MB in this process would hold its
     GIL ~45 ms per 8 MiB chunk and stall the requests served meanwhile. If the child cannot start or dies
     without a verdict, the thread checks everything itself. :meth:`wait` waits for the verdict.
     """
@@ -521,7 +521,7 @@ class ReadModel:
 
         Records folded from the log were checked as they were read; those a snapshot stands for are checked
         by a background thread (started here if :meth:`open` did not). Raises
-        :class:`~dsetlog.log.CorruptLogError` (its message names the line and says to run `dset log verify` /
+        :class:`~dsetlog.store.log.CorruptLogError` (its message names the line and says to run `dset log verify` /
         `dset log repair`) when that check or a catch-up found corruption, and ``TimeoutError`` when the
         check has no verdict within ``timeout`` seconds (None: wait as long as it takes).
         """

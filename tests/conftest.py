@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import Server
 
-from dsetlog.simulator import SimConfig, Simulator
+from dsetlog.simulator.server import SimConfig, Simulator
 
 
 @pytest.fixture
@@ -37,7 +39,8 @@ def make_simulator() -> Iterator[Callable[..., Simulator]]:
 @pytest.fixture(autouse=True)
 def _fresh_endpoints() -> Iterator[None]:
     """Each test meets endpoints as a new process would: no learned modes, rates or secrets from another."""
-    from dsetlog import ratelimit, redaction, structured
+    from dsetlog import redaction
+    from dsetlog.llm import ratelimit, structured
 
     structured.BOOK.clear()
     ratelimit.forget_all()
@@ -71,3 +74,13 @@ def make_client(data: Path) -> Iterator[Callable[..., Any]]:
     yield make
     for app in apps:
         app.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Server]]:
+    """`dset serve` processes a test starts (harness.Server); any still running at its end are killed."""
+    started: list[Server] = []
+    yield started
+    for server in started:
+        if server.proc.poll() is None:
+            server.stop(signal.SIGKILL)

@@ -7,8 +7,8 @@ from pathlib import Path
 from fpdf import FPDF
 from fpdf.enums import EncryptionMethod
 
-from dsetlog.events import Event
-from dsetlog.log import EventLog
+from dsetlog.store.events import Event
+from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsetlog import redaction
-from dsetlog.events import AttemptFailed, JobFailed
-from dsetlog.llm import CallFailure
+from dsetlog.llm.client import CallFailure
+from dsetlog.store.events import AttemptFailed, JobFailed
 
 KEY = "sk-proj-Ab12Cd34Ef56Gh78Ij90wxyz"
 
@@ -42,7 +42,7 @@ def test_call_failures_are_redacted_when_made() -> None:
 
 
 def test_the_log_never_writes_a_registered_secret(tmp_path: Path) -> None:
-    from dsetlog.log import EventLog, read_records
+    from dsetlog.store.log import EventLog, read_records
 
     redaction.register(KEY)
     with EventLog.in_dir(tmp_path) as log:

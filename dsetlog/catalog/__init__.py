@@ -1,0 +1,1 @@
+"""Projects and their documents: extraction, chunking, taxonomies, saved parameters and prompts."""

@@ -1,0 +1,1 @@
+"""The `dset` command line: argument parsing and printing over the core; a leaf nothing imports."""

@@ -1,0 +1,254 @@
+"""`dset datasets generate|list|show` and `dset export`: document-grounded datasets on the command line.
+
+The options of `dset datasets generate` are derived from GenerateRequest, the same Struct that
+validates POST /api/v1/datasets/generate, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
+
+import msgspec
+
+from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
+from dsetlog.engine.progress import Progress
+from dsetlog.errors import UsageError
+from dsetlog.generation.document import (
+    EXPORT_FORMATS,
+    DocGenError,
+    DocRunResult,
+    GenerateRequest,
+    export_dataset,
+)
+from dsetlog.llm.providers import load_env
+from dsetlog.paths import OutputDirError, cli_export_dir, export_dir
+from dsetlog.store.events import JobCompleted, JobFailed, JobStarted, JobSubmitted
+from dsetlog.store.log import EventLog
+from projections.readmodel import ReadModel
+
+
+def _option_type(annotation: Any) -> tuple[Any, str]:
+    """argparse type and kind ("bool", "list" or "value") for a GenerateRequest field's annotation."""
+    if get_origin(annotation) in (Union, UnionType):
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if annotation is bool:
+        return bool, "bool"
+    if get_origin(annotation) is list:
+        return get_args(annotation)[0], "list"
+    return (annotation if annotation in (int, float) else str), "value"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    datasets = sub.add_parser("datasets", help="document-grounded datasets: generate, list, show")
+    dsub = datasets.add_subparsers(dest="datasets_command", metavar="COMMAND", required=True)
+
+    gen = dsub.add_parser("generate", help="generate a dataset from a project's chunks (options of POST /generate)",
+                          description=GenerateRequest.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_option(gen)
+    gen.add_argument("--project", dest="project_id", required=True, metavar="NAME_OR_ID")
+    defaults = GenerateRequest(project_id="-", questions=["-"], generation_mode="answer")
+    for f in msgspec.structs.fields(GenerateRequest):
+        if f.name in ("project_id", "evaluation"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind_type, kind = _option_type(f.type)
+        default = getattr(defaults, f.name) if f.name != "questions" else None
+        if f.name == "generation_mode":
+            default = "default"
+        if f.name == "format_type":
+            gen.add_argument(flag, dest=f.name, help=f"{', '.join(EXPORT_FORMATS)} (default: the project's saved "
+                                                     "dataset_format, else jsonl)")
+            continue
+        if kind == "bool":
+            gen.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                             help=f"(default: {default})")
+        elif kind == "list":
+            gen.add_argument(flag, dest=f.name, type=kind_type, nargs="+", default=default, help=f"(default: {default})")
+        else:
+            gen.add_argument(flag, dest=f.name, type=kind_type, default=default, help=f"(default: {default})")
+    gen.add_argument("--questions-file", type=Path, help='"answer" mode: a file with one question per line')
+    gen.add_argument("--evaluation-sets", dest="evaluation", action="store_true",
+                     help="like POST /generate-evaluation: splits plus difficulty buckets")
+    gen.add_argument("--simulate", action="store_true", help="every model role answered by the built-in simulator")
+    gen.add_argument("--budget", metavar="N|$X", help="stop cleanly after N tokens or $X of estimated cost")
+    gen.add_argument("--no-progress", action="store_true")
+    gen.add_argument("--wait", action="store_true",
+                     help="if another run (a command or a server job) is generating this dataset, wait for it and "
+                          "then continue where it stopped (default: stop at once, naming it, with exit code 2)")
+    gen.set_defaults(func=generate)
+
+    lst = dsub.add_parser("list", help="list datasets")
+    add_data_option(lst)
+    lst.set_defaults(func=list_datasets)
+
+    show = dsub.add_parser("show", help="a dataset's summary (as of now or --as-of SEQ)")
+    add_data_option(show)
+    show.add_argument("dataset_id")
+    show.add_argument("--as-of", type=int, metavar="SEQ")
+    show.set_defaults(func=show_dataset)
+
+    exp = sub.add_parser("export", help="write a dataset's files, as of now or --as-of a log sequence number")
+    add_data_option(exp)
+    exp.add_argument("dataset_id")
+    exp.add_argument("--format", dest="format_type", choices=EXPORT_FORMATS,
+                     help="(default: the dataset's own format_type)")
+    exp.add_argument("--output-dir", default="exports",
+                     help="a folder inside the data dir (default: exports), or an absolute path anywhere; "
+                          "the files go into its DATASET_ID folder")
+    exp.add_argument("--as-of", type=int, metavar="SEQ", help="the dataset as it was at this log sequence number")
+    exp.set_defaults(func=export)
+
+
+def request_from_args(args: argparse.Namespace) -> GenerateRequest:
+    values = {f.name: getattr(args, f.name) for f in msgspec.structs.fields(GenerateRequest)
+              if hasattr(args, f.name) and getattr(args, f.name) is not None}
+    if args.questions_file is not None:
+        try:
+            values["questions"] = [q.strip() for q in args.questions_file.read_text().splitlines() if q.strip()]
+        except OSError as exc:
+            raise UsageError(f"{args.questions_file}: {exc.strerror}") from None
+    try:
+        return msgspec.convert(values, GenerateRequest)
+    except msgspec.ValidationError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@contextmanager
+def simulator_url(enabled: bool) -> Iterator[str | None]:
+    if not enabled:
+        yield None
+        return
+    from dsetlog.simulator.server import SimConfig, Simulator
+
+    with Simulator(SimConfig(latency_ms=5)) as sim:
+        yield sim.base_url
+
+
+def run_generation_job(*, log: EventLog, rm: ReadModel, data: Path, req: GenerateRequest, job_id: str,
+                       kind: str, sim_url: str | None, progress: Progress, budget: Any = None,
+                       on_stage: Any = None, wait: bool = True) -> DocRunResult:
+    """Submit (if new), start, run and finish one generation job: the CLI's and the server's way to run one."""
+    from dsetlog.generation.document import DocumentRun, Models
+
+    models = Models.resolve(req, simulator_url=sim_url)
+    run = DocumentRun(log=log, rm=rm, data_dir=data, req=req, models=models, job_id=job_id, progress=progress,
+                      budget=budget, wait=wait, **({"on_stage": on_stage} if on_stage else {}))
+    try:  # before the job is in the log, and again for a job resumed with a request from an older version
+        export_dir(data, req.output_dir, run.dataset_id)
+    except OutputDirError as exc:
+        raise DocGenError(str(exc)) from None
+    # one generator per dataset: refused (or waiting) here, before anything is written; held until the job's
+    # end is in the log
+    run.claim(notify=lambda step: print(step, file=sys.stderr, flush=True))
+    try:
+        rm.catch_up()
+        if rm.jobs.job(job_id) is None:
+            log.append(JobSubmitted(job_id=job_id, kind=kind, request=msgspec.to_builtins(req),
+                                    dataset_id=run.dataset_id))
+            rm.catch_up()
+        job = rm.jobs.job(job_id)
+        log.append(JobStarted(job_id=job_id, attempt=(job.starts + 1) if job else 1))
+        try:
+            result = asyncio.run(run.run())
+        except Exception as exc:
+            log.append(JobFailed(job_id=job_id, error=str(exc)))
+            raise
+        if result.outcome == "completed":
+            log.append(JobCompleted(job_id=job_id, result=result.as_dict()))
+        elif result.outcome != "interrupted":
+            log.append(JobFailed(job_id=job_id, error=result.message or f"stopped: {result.outcome}"))
+        rm.catch_up()
+        return result
+    finally:
+        run.release()
+
+
+def generate(args: argparse.Namespace) -> int:
+    load_env()
+    req = request_from_args(args)
+    from dsetlog.cli.generate import parse_budget
+
+    budget = parse_budget(args.budget)
+    data = data_dir(args)
+    job_id = "job_" + uuid.uuid4().hex[:12]
+    with simulator_url(args.simulate) as sim_url, EventLog.in_dir(data) as log:
+        rm = ReadModel.open(data)
+        rm.wait_verified()  # opened from a snapshot: the whole log's checksums hold before anything is added
+        progress = Progress(total=0, enabled=not args.no_progress)
+        try:
+            result = run_generation_job(log=log, rm=rm, data=data, req=req, job_id=job_id, kind="generate",
+                                        sim_url=sim_url, progress=progress, budget=budget, wait=args.wait)
+        except DocGenError as exc:
+            raise UsageError(str(exc)) from None
+    print(f"job {job_id}\ndataset {result.dataset_id} ({result.name}{' v' + result.version if result.version else ''})")
+    print(f"{result.entries_count} entries, {result.exported_count} exported to "
+          f"{', '.join(result.files) or '(no files)'}; {result.prompt_tokens + result.completion_tokens:,} tokens")
+    if result.quality_summary.get("average_score") is not None and args.analyze_quality:
+        print(f"quality: {msgspec.json.encode(result.quality_summary).decode()}")
+    if result.splits:
+        print(f"splits: {result.splits}")
+    if result.benchmark:
+        print(f"benchmark: {msgspec.json.encode(result.benchmark).decode()}")
+    if result.outcome == "interrupted":
+        print("interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+    if result.outcome != "completed":
+        print(f"stopped: {result.outcome} {result.message}".rstrip(), file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def list_datasets(args: argparse.Namespace) -> int:
+    rm = ReadModel.open(data_dir(args))
+    for d in rm.datasets.datasets():
+        version = f" v{d.version}" if d.version else ""
+        print(f"{d.id}  {d.name}{version}  {d.kind}  {d.entries} entries  {d.done}/{d.items} done  {d.failed} failed")
+    return EXIT_OK
+
+
+def _read_model(args: argparse.Namespace) -> ReadModel:
+    rm = ReadModel.open(data_dir(args))
+    if getattr(args, "as_of", None) is not None:
+        if not 0 <= args.as_of <= rm.seq:
+            raise UsageError(f"--as-of {args.as_of}: the log holds seqs 1 to {rm.seq}")
+        rm = rm.as_of(args.as_of)
+    if rm.datasets.dataset(args.dataset_id) is None:
+        raise UsageError(f"no dataset {args.dataset_id!r}{' at seq ' + str(args.as_of) if args.as_of else ''}; "
+                         "`dset datasets list` shows them")
+    return rm
+
+
+def show_dataset(args: argparse.Namespace) -> int:
+    rm = _read_model(args)
+    d = rm.datasets.dataset(args.dataset_id)
+    doc = msgspec.to_builtins(d)
+    doc["quality_summary"] = rm.datasets.quality_summary(args.dataset_id)
+    doc["splits"] = rm.evaluations.splits(args.dataset_id) and {
+        name: sum(1 for v in rm.evaluations.splits(args.dataset_id).values() if v == name)
+        for name in ("train", "validation", "test")}
+    doc["benchmarks"] = msgspec.to_builtins(rm.evaluations.benchmarks(args.dataset_id))
+    print(msgspec.json.format(msgspec.json.encode(doc)).decode())
+    return EXIT_OK
+
+
+def export(args: argparse.Namespace) -> int:
+    rm = _read_model(args)
+    try:
+        folder = cli_export_dir(data_dir(args), args.output_dir, args.dataset_id)
+        files, n = export_dataset(rm, args.dataset_id, data_dir=folder, output_dir=".",
+                                  format_type=args.format_type or rm.datasets.dataset(args.dataset_id).format_type)
+    except (DocGenError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:  # an absolute --output-dir the user cannot write to
+        raise UsageError(f"--output-dir {args.output_dir}: cannot write there ({exc.strerror or exc}); "
+                         "give a folder you can write to") from None
+    print(f"{n} entries written to {', '.join(str(f) for f in files)}")
+    return EXIT_OK

@@ -1,0 +1,459 @@
+"""Per-entry quality: structural checks, groundedness, near-duplicates, an LLM judge, difficulty.
+
+Each component is a number in [0, 1] kept with the entry, so a score can always
+be explained; ``combine`` folds them into one quality_score and ``summarize``
+makes the guide's quality_summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import struct
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Annotated
+
+import msgspec
+from rapidfuzz import fuzz
+
+from dsetlog.llm.structured import Structured
+from dsetlog.prompts.templates import NEGATIVE_ANSWER, InvalidOutput, strip_wrapping
+
+# --- words -----------------------------------------------------------------------------
+
+STOPWORDS = frozenset(
+    """
+    a about above after again against all also am an and any are as at be because been before being
+    below between both but by can could did do does doing down during each few for from further had
+    has have having he her here hers herself him himself his how i if in into is it its itself just
+    me more most my myself no nor not now of off on once only or other our ours ourselves out over own
+    same she should so some such than that the their theirs them themselves then there these they this
+    those through to too under until up very was we were what when where which while who whom why will
+    with would you your yours yourself yourselves
+    """.split()
+)
+_WORD_RE = re.compile(r"[a-z0-9]+")
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "ly", "s")
+
+
+def stem(word: str) -> str:
+    """A crude suffix stripper: enough to match "symptoms"/"symptom" or "causes"/"caused"/"cause"."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            base = word[: -len(suffix)]
+            return base + "y" if suffix in ("ies", "ied") else base
+    return word
+
+
+def content_words(text: str) -> set[str]:
+    """Stemmed words of ``text`` that carry meaning (stopwords removed), numbers included."""
+    return {stem(w) for w in _WORD_RE.findall(text.lower()) if w not in STOPWORDS}
+
+
+# --- structural checks ----------------------------------------------------------------
+
+_INTERROGATIVES = frozenset(
+    """
+    what who whom whose when where why how which is are was were am do does did can could should would
+    will shall may might must has have had explain describe name list define compare identify summarize
+    summarise outline give state
+    """.split()
+)
+_REFUSAL_RE = re.compile(
+    r"\bas an ai\b|\bas a (?:large )?language model\b|\bi (?:cannot|can't|can not|am unable|'m unable)\b"
+    r"|\bi(?:'m| am) sorry\b|\bi apologi[sz]e\b|\bi (?:do not|don't) have (?:access|enough information)\b",
+    re.IGNORECASE,
+)
+
+
+def _normalised(text: str) -> str:
+    return " ".join(_WORD_RE.findall(text.lower()))
+
+
+def is_question(text: str) -> bool:
+    """Ends with "?" or opens with an interrogative (or a question-like imperative such as "Explain")."""
+    words = _WORD_RE.findall(text.lower())
+    return text.rstrip().endswith("?") or (bool(words) and words[0] in _INTERROGATIVES)
+
+
+def structural_checks(
+    question: str,
+    answer: str | None,
+    *,
+    min_question_chars: int = 10,
+    max_question_chars: int = 500,
+    min_answer_chars: int = 2,
+    max_answer_chars: int = 4000,
+    copy_threshold: float = 0.85,
+    expect_question: bool = True,
+) -> dict[str, float]:
+    """Cheap checks, each 1.0 (pass) or 0.0 (fail).
+
+    ``answer`` is None for questions-only entries: the answer checks are then left
+    out. ``expect_question=False`` leaves out is_question, for instructions and
+    summarization requests.
+    """
+    q, a = question.strip(), (answer.strip() if answer is not None else None)
+    checks = {
+        "non_empty": float(bool(q) and (a is None or bool(a))),
+        "length_ok": float(
+            min_question_chars <= len(q) <= max_question_chars
+            and (a is None or min_answer_chars <= len(a) <= max_answer_chars)
+        ),
+        "no_refusal": float(not _REFUSAL_RE.search(q) and not (a and _REFUSAL_RE.search(a))),
+    }
+    if expect_question:
+        checks["is_question"] = float(is_question(q))
+    if a is not None:
+        checks["not_copy"] = float(not _is_copy(q, a, copy_threshold))
+    return checks
+
+
+def _is_copy(question: str, answer: str, threshold: float) -> bool:
+    """The answer repeats the question (exactly, or nearly: rapidfuzz similarity at or above threshold)."""
+    q, a = _normalised(question), _normalised(answer)
+    return q == a or fuzz.ratio(q, a) >= threshold * 100
+
+
+# --- groundedness ----------------------------------------------------------------------
+
+
+def groundedness(answer: str, chunk: str) -> float:
+    """Share of the answer's content words (stemmed, stopwords removed) that occur in the chunk.
+
+    The unanswerable-question answer (NEGATIVE_ANSWER) claims an absence, so it has
+    nothing to ground and scores 1.0; whether the text really is silent is the
+    judge's call. An answer without content words ("Yes.") scores 0.0: nothing in
+    it can be shown to come from the chunk.
+    """
+    if _normalised(answer) == _normalised(NEGATIVE_ANSWER):
+        return 1.0
+    words = content_words(answer)
+    if not words:
+        return 0.0
+    return round(len(words & content_words(chunk)) / len(words), 4)
+
+
+# --- near-duplicates ---------------------------------------------------------------------
+
+_PERMUTATIONS = 40  # MinHash values per text
+_ROWS = 4  # values per LSH band: 10 bands of 4
+_BANDS = _PERMUTATIONS // _ROWS
+_WORD_HASH_CACHE_LIMIT = 500_000
+
+
+class NearDuplicates:
+    """An incremental near-duplicate index over texts (say, question + answer).
+
+    Two texts are near-duplicates when rapidfuzz's token-sort similarity of their
+    normalised forms is at least ``threshold``. Comparing each new text with every
+    earlier one would be O(n^2), so candidates come from MinHash LSH blocking over
+    the text's stemmed content words: 40 MinHash values, 10 bands of 4; only texts
+    sharing a band are compared. A pair whose word sets have a Jaccard similarity
+    of 0.8 becomes a candidate with probability 0.995 (0.94 at 0.7, 0.04 at 0.3),
+    and texts 0.9 similar share nearly all their words.
+    """
+
+    def __init__(self, threshold: float = 0.9) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1] (got {threshold})")
+        self.threshold = threshold
+        self.comparisons = 0  # rapidfuzz comparisons made so far: what blocking keeps from growing as n^2
+        self._ids: list[str] = []
+        self._texts: list[str] = []  # token-sorted normalised text, compared by rapidfuzz
+        self._cluster: list[int] = []  # index of the first entry of each entry's cluster
+        self._index_of: dict[str, int] = {}
+        self._exact: dict[str, int] = {}
+        self._buckets: dict[int, int | list[int]] = {}  # band key -> entry index(es)
+        self._hashes = _WordHashes()
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, entry_id: str, text: str) -> str | None:
+        """Index ``text`` as ``entry_id``; return the id of the earlier entry it nearly duplicates, if any."""
+        if entry_id in self._index_of:
+            raise ValueError(f"entry {entry_id!r} is already indexed")
+        words = _WORD_RE.findall(text.lower())
+        sorted_text = " ".join(sorted(words))
+        index = len(self._ids)
+        match = self._exact.get(sorted_text)
+        keys = self._hashes.band_keys([w for w in words if w not in STOPWORDS] or words or [""])
+        if match is None:
+            match = self._best_candidate(sorted_text, keys)
+        self._store(entry_id, sorted_text, keys, match)
+        self._exact.setdefault(sorted_text, index)
+        return self._ids[match] if match is not None else None
+
+    def cluster_of(self, entry_id: str) -> str:
+        """The id of the first entry of ``entry_id``'s near-duplicate cluster (itself when it has none)."""
+        return self._ids[self._cluster[self._index_of[entry_id]]]
+
+    def _best_candidate(self, sorted_text: str, keys: list[int]) -> int | None:
+        cutoff = self.threshold * 100
+        best, best_score = None, -1.0
+        candidates = sorted(self._candidates(keys))  # ascending: ties go to the earliest entry
+        self.comparisons += len(candidates)
+        for candidate in candidates:
+            score = fuzz.ratio(sorted_text, self._texts[candidate], score_cutoff=cutoff)
+            if score > best_score and score >= cutoff:
+                best, best_score = candidate, score
+        return best
+
+    def _candidates(self, keys: list[int]) -> set[int]:
+        found: set[int] = set()
+        for key in keys:
+            members = self._buckets.get(key)
+            if isinstance(members, int):
+                found.add(members)
+            elif members:
+                found.update(members)
+        return found
+
+    def _store(self, entry_id: str, sorted_text: str, keys: list[int], match: int | None) -> None:
+        index = len(self._ids)
+        self._ids.append(entry_id)
+        self._texts.append(sorted_text)
+        self._cluster.append(self._cluster[match] if match is not None else index)
+        self._index_of[entry_id] = index
+        for key in keys:
+            members = self._buckets.get(key)
+            if members is None:
+                self._buckets[key] = index  # most buckets hold one entry: no list for them
+            elif isinstance(members, int):
+                self._buckets[key] = [members, index]
+            else:
+                members.append(index)
+
+
+class _WordHashes:
+    """Each word's MinHash values (one per permutation), cached: datasets reuse their vocabulary.
+
+    One shake_128 call gives all the values of a word at once, and ``min`` over
+    ``zip`` runs in C, which keeps a signature cheap in pure Python. shake_128
+    (not ``hash``) makes signatures the same in every process.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, ...]] = {}
+        self._format = struct.Struct(f"<{_PERMUTATIONS}I")
+
+    def signature(self, words: Iterable[str]) -> list[int]:
+        return list(map(min, zip(*(self._values(w) for w in set(words)), strict=True)))
+
+    def band_keys(self, words: list[str]) -> list[int]:
+        signature = self.signature(words)
+        return [hash((band, *signature[band * _ROWS : (band + 1) * _ROWS])) for band in range(_BANDS)]
+
+    def _values(self, word: str) -> tuple[int, ...]:
+        values = self._cache.get(word)
+        if values is None:  # stemmed, so "symptom" and "symptoms" count as one word
+            digest = hashlib.shake_128(stem(word).encode("utf-8")).digest(self._format.size)
+            values = self._format.unpack(digest)
+            if len(self._cache) < _WORD_HASH_CACHE_LIMIT:
+                self._cache[word] = values
+        return values
+
+
+# --- LLM judge -------------------------------------------------------------------------------
+
+JUDGE_SYSTEM = f"""\
+You grade entries of a question-answering dataset against the source text they were written from.
+Reply with JSON only: {{"score": <1-5>, "difficulty": <1-5>}}.
+
+score (quality):
+5 = a clear question, and an answer that is correct, complete and fully supported by the text
+4 = correct and supported, with a minor omission or wording problem
+3 = partly correct, or partly supported by the text
+2 = mostly unsupported by the text, or an unclear question
+1 = wrong, unsupported, or not a real question and answer
+An answer of "{NEGATIVE_ANSWER}" deserves 5 only when the text indeed does not answer the question.
+
+difficulty (for the intended reader):
+1 = recalls one stated fact; 2 = connects two stated facts; 3 = needs some domain knowledge or
+reasoning; 4 = multi-step reasoning over several parts of the text; 5 = expert-level synthesis."""
+
+
+def judge_prompt(question: str, answer: str, chunk: str) -> list[dict[str, str]]:
+    """Chat messages asking a judge model to grade one entry (see JUDGE_SYSTEM's rubric)."""
+    user = f"Source text:\n{chunk}\n\nQuestion:\n{question}\n\nAnswer:\n{answer}"
+    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
+
+
+Rating = Annotated[int, msgspec.Meta(ge=1, le=5)]
+
+
+class JudgeVerdict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    score: Rating
+    difficulty: Rating
+
+
+JUDGE_SCHEMA = Structured("judge_verdict", {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "minimum": 1, "maximum": 5},
+        "difficulty": {"type": "integer", "minimum": 1, "maximum": 5},
+    },
+    "required": ["score", "difficulty"],
+    "additionalProperties": False,
+})
+
+
+def parse_verdict(content: str) -> JudgeVerdict:
+    """The judge's reply decoded strictly (integers 1-5, nothing else), or InvalidOutput."""
+    try:
+        return msgspec.json.decode(strip_wrapping(content), type=JudgeVerdict)
+    except msgspec.DecodeError as exc:
+        raise InvalidOutput(f"the judge's reply is not the JSON asked for: {exc}") from None
+
+
+def parse_judge(content: str) -> int:
+    """The judge's quality score, 1-5."""
+    return parse_verdict(content).score
+
+
+# --- difficulty ---------------------------------------------------------------------------------
+
+DIFFICULTIES = ("beginner", "intermediate", "advanced", "expert")
+
+
+def flesch_kincaid_grade(text: str) -> float:
+    """The Flesch-Kincaid grade level: 0.39 * words/sentence + 11.8 * syllables/word - 15.59.
+
+    Computed here rather than with textstat: textstat 0.7.13 fetches NLTK's cmudict
+    over the network on first use and fails offline. Syllables are counted by the
+    usual vowel-group rule, which is what readability formulas were fitted with.
+    """
+    words = re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?", text)
+    if not words:
+        return 0.0
+    sentences = max(1, len(re.findall(r"[.!?]+(?=\s|$)", text.strip())))
+    syllables = sum(_syllables(w) for w in words)
+    return round(0.39 * len(words) / sentences + 11.8 * syllables / len(words) - 15.59, 2)
+
+
+def _syllables(word: str) -> int:
+    word = word.lower()
+    if len(word) > 2 and word.endswith("e") and not word.endswith(("le", "ee")):
+        word = word[:-1]  # a silent final e ("make"), but "table" and "agree" keep theirs
+    return max(1, len(re.findall(r"[aeiouy]+", word)))
+
+
+def difficulty(question: str, answer: str | None, *, judge_score: float | None) -> str:
+    """beginner / intermediate / advanced / expert.
+
+    The base level comes from the readability grade of question and answer
+    (below 6, below 10, below 14, above); a long answer (60+ words) adds a level
+    and a one-to-five-word answer takes one away. ``judge_score`` is the judge's
+    difficulty rating (1-5): when it is clearly above or below, it moves the
+    level one step towards it.
+    """
+    text = f"{question} {answer or ''}".strip()
+    grade = flesch_kincaid_grade(text)
+    level = 0 if grade < 6 else 1 if grade < 10 else 2 if grade < 14 else 3
+    answer_words = len((answer or "").split())
+    if answer_words >= 60:
+        level += 1
+    elif 0 < answer_words <= 5:
+        level -= 1
+    level = min(max(level, 0), 3)
+    if judge_score is not None:
+        level = _nudge(level, judge_score)
+    return DIFFICULTIES[level]
+
+
+def _nudge(level: int, judge_score: float) -> int:
+    if not 1 <= judge_score <= 5:
+        raise ValueError(f"judge_score must be between 1 and 5 (got {judge_score})")
+    judged = (judge_score - 1) * 3 / 4  # 1..5 onto the levels 0..3
+    if judged > level + 0.5:
+        return level + 1
+    if judged < level - 0.5:
+        return level - 1
+    return level
+
+
+# --- combining ----------------------------------------------------------------------------------
+
+GATES = ("non_empty", "no_refusal")  # a failed gate zeroes the score: such an entry is unusable
+DEFAULT_WEIGHTS = {"length_ok": 1.0, "is_question": 1.0, "not_copy": 1.0, "groundedness": 3.0}
+JUDGE_WEIGHT = 0.4  # share of the final score given to the judge when there is one
+DUPLICATE_FACTOR = 0.5
+
+
+def combine(
+    components: Mapping[str, float],
+    *,
+    weights: Mapping[str, float] | None = None,
+    duplicate: bool,
+    judge: int | None,
+) -> float:
+    """One quality_score in [0, 1] from the components.
+
+    Gates (non_empty, no_refusal) multiply; the other components are averaged with
+    ``weights`` (DEFAULT_WEIGHTS, 1.0 for others); a judge score (1-5 mapped to
+    0..1) takes JUDGE_WEIGHT of the result (or ``weights["judge"]``); a
+    near-duplicate is multiplied by DUPLICATE_FACTOR.
+    """
+    weights = dict(weights or {})
+    _check_components(components, weights, judge)
+    gate = math.prod(components[g] for g in GATES if g in components)
+    graded = {k: v for k, v in components.items() if k not in GATES}
+    score = _weighted_mean(graded, {**DEFAULT_WEIGHTS, **weights})
+    if judge is not None:
+        share = weights.get("judge", JUDGE_WEIGHT)
+        score = (1 - share) * score + share * (judge - 1) / 4
+    score *= gate
+    if duplicate:
+        score *= DUPLICATE_FACTOR
+    return round(score, 4)
+
+
+def _check_components(
+    components: Mapping[str, float], weights: Mapping[str, float], judge: int | None
+) -> None:
+    for name, value in components.items():
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"component {name!r} must be in [0, 1] (got {value})")
+    for name, weight in weights.items():
+        if name in GATES:
+            raise ValueError(f"{name!r} is a gate (a failure zeroes the score); it takes no weight")
+        if name != "judge" and name not in components:
+            raise ValueError(
+                f"weight for {name!r}, which is not among the components: {', '.join(components)}"
+            )
+        if weight < 0 or (name == "judge" and weight > 1):
+            raise ValueError(f"weight for {name!r} out of range (got {weight})")
+    if judge is not None and not 1 <= judge <= 5:
+        raise ValueError(f"judge must be between 1 and 5 (got {judge})")
+
+
+def _weighted_mean(values: Mapping[str, float], weights: Mapping[str, float]) -> float:
+    total = sum(weights.get(k, 1.0) for k in values)
+    if total == 0:
+        return 1.0  # nothing graded beyond the gates
+    return sum(v * weights.get(k, 1.0) for k, v in values.items()) / total
+
+
+def summarize(scores: Iterable[tuple[float | None, str]]) -> dict:
+    """The guide's quality_summary from (quality_score, category) pairs.
+
+    Entries without a score (quality not analysed) count in categories only;
+    average_score is None when no entry has a score.
+    """
+    distribution = {"high": 0, "medium": 0, "low": 0}
+    categories: Counter[str] = Counter()
+    total, count = 0.0, 0
+    for score, category in scores:
+        categories[category] += 1
+        if score is None:
+            continue
+        total, count = total + score, count + 1
+        distribution["high" if score >= 0.8 else "medium" if score >= 0.5 else "low"] += 1
+    return {
+        "average_score": round(total / count, 4) if count else None,
+        "distribution": distribution,
+        "categories": dict(sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }

@@ -1,0 +1,1 @@
+"""Writing datasets to files: the export formats."""

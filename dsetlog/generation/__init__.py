@@ -1,0 +1,1 @@
+"""Generating datasets: questions files, the document pipeline, regeneration."""

@@ -1,0 +1,1 @@
+"""Jobs: one lifecycle for every generation, the background worker of `dset serve`."""

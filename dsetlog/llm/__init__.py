@@ -1,0 +1,1 @@
+"""Talking to model servers: the client with retries, providers and profiles, rate control, structured output."""

@@ -1,0 +1,144 @@
+"""LLM provider profiles: where to send a call, with which model and key.
+
+Every profile reads ``<PROFILE>_API_KEY``, ``<PROFILE>_BASE_URL`` and
+``<PROFILE>_MODEL`` from the environment (``.env`` included), so any profile
+can point at any OpenAI-compatible server. ``DSET_API_KEY`` is the generic key
+for ``--base-url``. The key lives only in memory: it is never part of a repr,
+an event or an output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dotenv import load_dotenv
+
+from dsetlog import redaction
+from dsetlog.errors import UsageError
+from dsetlog.llm import structured
+
+
+class ProviderError(UsageError, ValueError):
+    """A provider cannot be used as configured; the message says what to set."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    base_url: str
+    model: str
+    needs_key: bool = True
+    # the structured-output mode calls start in (dsetlog.llm.structured); an endpoint that refuses it moves down
+    structured: str = structured.JSON_SCHEMA
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner", structured=structured.JSON_OBJECT),
+        Profile("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+        Profile("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash"),
+        Profile("grok", "https://api.x.ai/v1", "grok-3-mini"),
+        Profile("ollama", "http://127.0.0.1:11434/v1", "llama3.1", needs_key=False),
+        Profile("vllm", "http://127.0.0.1:8000/v1", "default", needs_key=False),
+        # The simulator's URL is only known once it listens on a free port.
+        Profile("simulated", "", "deepseek-reasoner", needs_key=False),
+    )
+}
+
+# USD per million (input, output) tokens, for the cost *estimate* shown to users.
+PRICES: dict[str, tuple[float, float]] = {
+    "deepseek-chat": (0.27, 1.10),
+    "deepseek-reasoner": (0.55, 2.19),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-pro": (1.25, 10.00),
+    "grok-3-mini": (0.30, 0.50),
+}
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A resolved endpoint. ``api_key`` is excluded from repr so it cannot leak into logs by accident."""
+
+    profile: str
+    base_url: str
+    model: str
+    api_key: str = field(repr=False, default="")
+    simulated: bool = False
+    structured_forced: str | None = None  # <PROFILE>_STRUCTURED: this mode and no other
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL as it may be shown and recorded (a key in it redacted): one rate controller and one
+        structured-output mode per endpoint."""
+        return redaction.redact(self.base_url.rstrip("/"))
+
+    @property
+    def structured_default(self) -> str:
+        return PROFILES[self.profile].structured
+
+    def price(self) -> tuple[float, float] | None:
+        return PRICES.get(self.model)
+
+    def describe(self) -> str:
+        label = " (simulated answers, not a real model)" if self.simulated else ""
+        return f"{self.profile}:{self.model} at {self.base_url}{label}"
+
+
+def load_env(path: str | os.PathLike[str] | None = None) -> None:
+    """Load ``.env`` (from the working directory up, or ``path``) without overriding real variables."""
+    if path is not None:
+        load_dotenv(Path(path), override=False)
+    else:
+        load_dotenv(Path.cwd() / ".env", override=False)
+    redaction.register_env()  # every key and token the environment holds, used or not, is never shown
+
+
+def resolve(
+    profile: str = "deepseek",
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    env: Mapping[str, str] | None = None,
+    simulator_url: str | None = None,
+) -> Provider:
+    """Explicit arguments win over ``<PROFILE>_*`` variables, which win over the profile's defaults."""
+    env = os.environ if env is None else env
+    if simulator_url is not None:
+        profile = "simulated"
+    if profile not in PROFILES:
+        raise ProviderError(f"unknown provider profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    spec = PROFILES[profile]
+    prefix = profile.upper()
+    url = base_url or env.get(f"{prefix}_BASE_URL") or simulator_url or spec.base_url
+    chosen_model = model or env.get(f"{prefix}_MODEL") or spec.model
+    try:
+        forced = structured.forced_mode(profile, env)
+    except structured.StructuredModeError as exc:
+        raise ProviderError(f"{prefix}_STRUCTURED: {exc}") from None
+    if profile == "simulated":
+        return Provider(profile, url, chosen_model, api_key="simulated", simulated=True, structured_forced=forced)
+    key = env.get(f"{prefix}_API_KEY") or env.get("DSET_API_KEY") or ""
+    if base_url and env.get("DSET_API_KEY"):
+        key = env["DSET_API_KEY"]  # a generic --base-url takes the generic key first
+    if not key and spec.needs_key and not base_url:
+        raise ProviderError(
+            f"no API key for the {profile} profile: set {prefix}_API_KEY in .env or the environment "
+            f"(or DSET_API_KEY), or run with --simulate to use the built-in simulator"
+        )
+    redaction.register(key)
+    return Provider(profile, url, chosen_model, api_key=key or "none", structured_forced=forced)
+
+
+def resolve_spec(spec: str, *, default_profile: str = "deepseek", env: Mapping[str, str] | None = None,
+                 simulator_url: str | None = None) -> Provider:
+    """A model field of the API: ``"gemini"`` (a profile), ``"gemini:gemini-2.5-pro"``, or a bare model name."""
+    name, _, model = spec.partition(":")
+    if name in PROFILES:
+        return resolve(name, model=model or None, env=env, simulator_url=simulator_url)
+    return resolve(default_profile, model=spec, env=env, simulator_url=simulator_url)

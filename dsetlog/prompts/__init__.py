@@ -1,0 +1,1 @@
+"""Prompt texts, the parameters that fill them, and parsing the replies they ask for."""

@@ -1,0 +1,1 @@
+"""The built-in OpenAI-compatible simulator, with the quirks of real servers as switches."""
