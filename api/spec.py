@@ -184,68 +184,14 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str, descr
             if t is not None and t not in types:
                 types.append(t)
     _, components = msgspec.json.schema_components(types, ref_template=REF)
-    query_types = {op.query.__name__ for _, _, op, _ in ops if op.query is not None}
-    multipart_types = {op.multipart.__name__ for _, _, op, _ in ops if op.multipart is not None}
     paths: dict[str, dict[str, Any]] = {}
     used_ids: set[str] = set()
     for method, path, op, _ in ops:
-        item = paths.setdefault(path, {})
         op_id = re.sub(r"\W+", "_", f"{method}_{path.strip('/')}").strip("_")
         assert op_id not in used_ids, op_id
         used_ids.add(op_id)
-        doc: dict[str, Any] = {"operationId": op_id, "summary": op.summary}
-        if op.description:
-            doc["description"] = op.description
-        if op.tags:
-            doc["tags"] = list(op.tags)
-        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
-                      for name in re.findall(r"{(\w+)}", path)]
-        if op.query is not None:
-            schema = components[op.query.__name__]
-            required = set(schema.get("required", ()))
-            for name, prop in schema.get("properties", {}).items():
-                param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
-                if "description" in prop:
-                    param["description"] = prop["description"]
-                parameters.append(param)
-        if parameters:
-            doc["parameters"] = parameters
-        if op.body is not None:
-            content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}}
-            if op.multipart is not None:
-                form = components[op.multipart.__name__]
-                content["multipart/form-data"] = {"schema": {
-                    "type": "object",
-                    "properties": {"file": {"type": "string", "format": "binary"}, **form.get("properties", {})},
-                    "required": ["file"],
-                }}
-            doc["requestBody"] = {"required": _body_required(components[op.body.__name__]), "content": content}
-        responses: dict[str, Any] = {}
-        if op.binary:
-            responses[str(op.status)] = {"description": "the file", "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in op.binary}}
-        else:
-            responses[str(op.status)] = _json_response(op.response, "OK")
-        for status, t in op.also.items():
-            responses[str(status)] = _json_response(t, "OK")
-        errors = set(op.errors) | {401}
-        if op.body is not None:
-            errors |= {400, 413, 415, 422}
-        if op.query is not None:
-            errors.add(422)
-        if "{" in path:
-            errors |= {404, 405}
-        if method != "get":
-            errors.add(503)
-        for status in sorted(errors):
-            responses[str(status)] = {"description": ERROR_TEXT.get(status, "Error"),
-                                      "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
-        doc["responses"] = responses
-        item[method] = doc
-    for name in query_types | multipart_types:
-        if not any(name == (op.body.__name__ if op.body else None) or
-                   name == (op.response.__name__ if op.response else None) for _, _, op, _ in ops):
-            components.pop(name, None)
+        paths.setdefault(path, {})[method] = _operation_doc(op_id, method, path, op, components)
+    _drop_inline_components(ops, components)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
@@ -256,6 +202,85 @@ def openapi_document(routes: Iterable[Route], *, title: str, version: str, descr
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         document["security"] = [{"bearer": []}]
     return document
+
+
+def _operation_doc(op_id: str, method: str, path: str, op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"operationId": op_id, "summary": op.summary}
+    if op.description:
+        doc["description"] = op.description
+    if op.tags:
+        doc["tags"] = list(op.tags)
+    parameters = _parameters(path, op, components)
+    if parameters:
+        doc["parameters"] = parameters
+    if op.body is not None:
+        doc["requestBody"] = _request_body(op, components)
+    doc["responses"] = _responses(method, path, op)
+    return doc
+
+
+def _parameters(path: str, op: Operation, components: dict[str, Any]) -> list[dict[str, Any]]:
+    """The path's {names}, then the query Struct's fields."""
+    parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+                  for name in re.findall(r"{(\w+)}", path)]
+    if op.query is not None:
+        schema = components[op.query.__name__]
+        required = set(schema.get("required", ()))
+        for name, prop in schema.get("properties", {}).items():
+            param: dict[str, Any] = {"name": name, "in": "query", "required": name in required, "schema": prop}
+            if "description" in prop:
+                param["description"] = prop["description"]
+            parameters.append(param)
+    return parameters
+
+
+def _request_body(op: Operation, components: dict[str, Any]) -> dict[str, Any]:
+    assert op.body is not None
+    content: dict[str, Any] = {"application/json": {"schema": {"$ref": REF.format(name=op.body.__name__)}}}
+    if op.multipart is not None:
+        form = components[op.multipart.__name__]
+        content["multipart/form-data"] = {"schema": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}, **form.get("properties", {})},
+            "required": ["file"],
+        }}
+    return {"required": _body_required(components[op.body.__name__]), "content": content}
+
+
+def _responses(method: str, path: str, op: Operation) -> dict[str, Any]:
+    """The success response, and every error status the operation can answer (each an Error)."""
+    responses: dict[str, Any] = {}
+    if op.binary:
+        responses[str(op.status)] = {"description": "the file", "content": {
+            t: {"schema": {"type": "string", "format": "binary"}} for t in op.binary}}
+    else:
+        responses[str(op.status)] = _json_response(op.response, "OK")
+    for status, t in op.also.items():
+        responses[str(status)] = _json_response(t, "OK")
+    errors = set(op.errors) | {401}
+    if op.body is not None:
+        errors |= {400, 413, 415, 422}
+    if op.query is not None:
+        errors.add(422)
+    if "{" in path:
+        errors |= {404, 405}
+    if method != "get":
+        errors.add(503)
+    for status in sorted(errors):
+        responses[str(status)] = {"description": ERROR_TEXT.get(status, "Error"),
+                                  "content": {"application/json": {"schema": {"$ref": REF.format(name="Error")}}}}
+    return responses
+
+
+def _drop_inline_components(ops: list[tuple[str, str, Operation, Any]], components: dict[str, Any]) -> None:
+    """Query and multipart Structs are inlined as parameters and form fields: no component of their own
+    unless an operation also takes or answers them as a body."""
+    inlined = {op.query.__name__ for _, _, op, _ in ops if op.query is not None} | {
+        op.multipart.__name__ for _, _, op, _ in ops if op.multipart is not None}
+    for name in inlined:
+        if not any(name == (op.body.__name__ if op.body else None) or
+                   name == (op.response.__name__ if op.response else None) for _, _, op, _ in ops):
+            components.pop(name, None)
 
 
 def _body_required(schema: dict[str, Any]) -> bool:
