@@ -23,8 +23,9 @@ from api.catalog import (
     TaxonomyResource,
 )
 from api.context import WRITE_WAIT, Context
-from api.datasets import DatasetsResource, EntriesResource, FeedbackResource
+from api.datasets import DatasetsResource
 from api.download import DownloadResource
+from api.entries import EntriesResource, FeedbackResource
 from api.errors import handle_dset_error, handle_unexpected, serialize_error
 from api.generation import GenerateResource, JobsResource, RegenerateResource, Submitter
 from api.media import MsgspecJSONHandler

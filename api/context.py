@@ -18,7 +18,7 @@ from pathlib import Path
 
 import falcon
 
-from api.entries import EntryCache
+from api.entry_index import EntryCache
 from api.errors import bad_request
 from dsetlog.jobs.worker import JobWorker
 from dsetlog.store.log import CorruptLogError, EventLog, LogError

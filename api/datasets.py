@@ -1,4 +1,4 @@
-"""Datasets and their entries: read (now or ``?as_of=SEQ``), edit, give feedback, follow an entry's history."""
+"""Datasets: list them, read one (now or ``?as_of=SEQ``), its benchmark answers. Their entries are in api.entries."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import falcon
 import msgspec
 
 from api.context import Context
-from api.entries import entry_out
-from api.errors import not_found, unprocessable
-from api.history import records_by_seq
+from api.errors import not_found
 from api.schemas import (
     INLINE_ENTRIES,
     AsOfQuery,
@@ -20,20 +18,8 @@ from api.schemas import (
     DatasetList,
     DatasetsQuery,
     DatasetSummary,
-    EntriesPage,
-    EntriesQuery,
-    Entry,
-    EntryEdit,
-    EntryFeedback,
-    EntryHistory,
-    EntryUpdated,
-    FeedbackAccepted,
-    FeedbackRequest,
-    HistoryEvent,
 )
 from api.spec import operation
-from dsetlog.store.events import EntryEdited, FeedbackGiven
-from dsetlog.store.log import LOG_NAME
 from projections.datasets import DatasetView
 from projections.readmodel import ReadModel
 
@@ -123,113 +109,3 @@ class DatasetsResource:
         resp.media = BenchmarkAnswers(dataset_id=dataset_id, suite=suite, model=model,
                                       answers=out[start : start + q.per_page], total=len(out), page=q.page,
                                       per_page=q.per_page)
-
-
-class EntriesResource:
-    """GET /datasets/{dataset_id}/entries, GET and PUT /datasets/{dataset_id}/entries/{entry_id}."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
-    @operation("A page of a dataset's entries: filters, stable sort, paging", query=EntriesQuery,
-               response=EntriesPage, errors=(400,), tags=("entries",),
-               description="filter_quality (or min_quality) and max_quality bound the quality score; category, "
-                           "difficulty, flagged and split select; q searches question and answer text "
-                           "(case-insensitive). sort_by quality (high first), category, difficulty, position "
-                           "(dataset order) or updated; ties are ordered by entry id.")
-    def on_get(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
-        q: EntriesQuery = req.context.query
-        rm = self.ctx.model(q.as_of)
-        with rm.lock:
-            dataset_or_404(rm, dataset_id, q.as_of)
-            index = self.ctx.entries.index(rm, dataset_id)
-            positions, direction = index.query(q)
-            start = (q.page - 1) * q.per_page
-            page = index.page(positions[start : start + q.per_page])  # pre-encoded: msgspec.Raw
-            seq = rm.seq
-        total = len(positions)
-        resp.media = EntriesPage(entries=page, total=total, page=q.page, per_page=q.per_page,
-                                 quality_summary=index.summary, pages=-(-total // q.per_page), sort_by=q.sort_by,
-                                 order=direction, seq=seq)
-
-    @operation("One entry", query=AsOfQuery, response=Entry,
-               errors=(400,), tags=("entries",))
-    def on_get_item(self, req: falcon.Request, resp: falcon.Response, dataset_id: str, entry_id: str) -> None:
-        as_of = req.context.query.as_of
-        rm = self.ctx.model(as_of)
-        with rm.lock:
-            dataset_or_404(rm, dataset_id, as_of)
-            entry = rm.datasets.entry(dataset_id, entry_id)
-            if entry is None:
-                raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
-            resp.media = entry_out(entry, rm.evaluations.splits(dataset_id).get(entry_id))
-
-    @operation("Edit an entry (an EntryEdited event: the history keeps every revision)", body=EntryEdit,
-               response=EntryUpdated, tags=("entries",))
-    def on_put_item(self, req: falcon.Request, resp: falcon.Response, dataset_id: str, entry_id: str) -> None:
-        edit: EntryEdit = req.context.body
-        if edit.question is None and edit.answer is None and edit.category is None and edit.feedback is None:
-            raise unprocessable("give at least one of question, answer, category, feedback")
-        ctx = self.ctx
-        rm = ctx.model()
-        with rm.lock:
-            dataset_or_404(rm, dataset_id)
-            if rm.datasets.entry(dataset_id, entry_id) is None:
-                raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
-        ctx.log.append(EntryEdited(dataset_id=dataset_id, entry_id=entry_id, question=edit.question,
-                                   answer=edit.answer, category=edit.category, feedback=edit.feedback))
-        rm = ctx.model()
-        with rm.lock:
-            entry = rm.datasets.entry(dataset_id, entry_id)
-            assert entry is not None
-            out = entry_out(entry, rm.evaluations.splits(dataset_id).get(entry_id))
-        resp.media = EntryUpdated(message=f"Entry {entry_id} updated successfully", entry=out)
-
-    @operation("Every event of the log that touched an entry, oldest first", response=EntryHistory,
-               tags=("entries",))
-    def on_get_history(self, req: falcon.Request, resp: falcon.Response, dataset_id: str, entry_id: str) -> None:
-        rm = self.ctx.model()
-        with rm.lock:
-            dataset_or_404(rm, dataset_id)
-            entry = rm.datasets.entry(dataset_id, entry_id)
-            if entry is None:
-                raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
-            seqs, revision = entry.history, entry.revision
-        events = []
-        for rec in records_by_seq(self.ctx.data_dir / LOG_NAME, seqs):
-            fields = msgspec.to_builtins(rec.event)
-            fields.pop("type", None)
-            events.append(HistoryEvent(seq=rec.seq, ts=rec.ts, type=rec.event.type, fields=fields))
-        resp.media = EntryHistory(dataset_id=dataset_id, entry_id=entry_id, revision=revision, events=events)
-
-
-class FeedbackResource:
-    """POST /datasets/{dataset_id}/feedback."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-
-    @operation("Feedback on entries: aggregated per entry; content_error and quality_issue flag them",
-               body=FeedbackRequest, response=FeedbackAccepted, tags=("entries",))
-    def on_post(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
-        fb: FeedbackRequest = req.context.body
-        ids = list(dict.fromkeys(fb.entry_ids))
-        ctx = self.ctx
-        rm = ctx.model()
-        with rm.lock:
-            dataset_or_404(rm, dataset_id)
-            missing = [i for i in ids if rm.datasets.entry(dataset_id, i) is None]
-        if missing:
-            shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
-            raise not_found(f"dataset {dataset_id} has no entries {shown}; no feedback was recorded")
-        ctx.log.append(FeedbackGiven(dataset_id=dataset_id, entry_ids=ids, feedback_type=fb.feedback_type,
-                                     comments=fb.comments, rating=fb.rating))
-        rm = ctx.model()
-        out = []
-        with rm.lock:
-            for entry_id in ids:
-                e = rm.datasets.entry(dataset_id, entry_id)
-                if e is not None and e.feedback is not None:
-                    out.append(EntryFeedback(entry_id=entry_id, count=e.feedback.count,
-                                             average_rating=e.feedback.average_rating, flagged=e.flagged))
-        resp.media = FeedbackAccepted(message=f"Feedback submitted for {len(ids)} entries", entries=out)

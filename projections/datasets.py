@@ -211,7 +211,7 @@ class _Shard:
         self.body = body
         self.deferred: list[Recorded] = []  # records for this shard that arrived while it was encoded
         # (seq, entry id) of the latest changes to existing entries, and the seq of the last entry added: what
-        # lets a reader's index of this dataset follow an edit without rebuilding (api/entries.py). Bounded;
+        # lets a reader's index of this dataset follow an edit without rebuilding (api/entry_index.py). Bounded;
         # not part of the snapshot (an index is never older than the process).
         self.journal: deque[tuple[int, str]] = deque(maxlen=JOURNAL_KEPT)
         self.added_seq = 0

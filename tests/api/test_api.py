@@ -619,7 +619,7 @@ def test_an_entries_index_outlives_appends_to_other_datasets(seeded: testing.Tes
 def test_an_index_followed_through_edits_answers_as_a_fresh_one(seeded: testing.TestClient) -> None:
     import random
 
-    from api.entries import EntryIndex
+    from api.entry_index import EntryIndex
     from api.schemas import EntriesQuery
 
     ctx = seeded.app.ctx  # type: ignore[attr-defined]

@@ -1,0 +1,252 @@
+"""Entries: their JSON shape, and fast filtered, sorted pages over datasets of any size.
+
+A dataset's entries at one log seq are an :class:`EntryIndex`; its sort orders and the results of
+recent queries (filters + sort) are computed once and kept, so paging through a 100,000-entry dataset,
+or many clients asking the same page, costs a slice and the encoding of one page. Any new event in the
+log moves the seq; the next request asks the dataset's change journal what changed since
+(``Datasets.changes_since``): nothing (a job on another dataset) keeps the index as it is; edits, ratings
+and scores of existing entries are followed in place, re-encoding those entries and dropping only the
+orders and results they can have moved (an edited answer keeps every order but "updated", and a filtered
+result stays when each changed entry is still in or out of it as before); a new entry, new splits or a
+journal that no longer reaches back build a fresh index.
+
+Sorting is stable: entries that compare equal are ordered by id. ``quality`` sorts high to low and
+``category`` / ``difficulty`` (beginner < intermediate < advanced < expert) / ``position`` (the
+dataset's order) low to high by default; ``order`` reverses that. Entries without a score, category
+or difficulty come last either way.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from api.schemas import EntriesQuery, Entry, FeedbackSummary, QualityDistribution, QualitySummary
+from projections.datasets import EntryView
+from projections.readmodel import ReadModel
+
+INDEXES_KEPT = 16  # (dataset, live or as_of) pairs
+RESULTS_KEPT = 32  # query results per index
+DIFFICULTY_RANK = {"beginner": 0, "basic": 0, "easy": 0, "intermediate": 1, "medium": 1, "advanced": 2,
+                   "hard": 2, "expert": 3}
+_encoder = msgspec.json.Encoder()
+DEFAULT_ORDER = {"quality": "desc", "category": "asc", "difficulty": "asc", "position": "asc", "updated": "desc"}
+
+
+def entry_out(e: EntryView, split: str | None = None) -> Entry:
+    """The API's shape of an entry (read it under the read model's lock)."""
+    meta = dict(e.metadata)
+    meta["model"] = e.model
+    meta["generation_time"] = e.created_at
+    fb = e.feedback
+    feedback = None if fb is None else FeedbackSummary(
+        count=fb.count, average_rating=fb.average_rating, ratings=list(fb.ratings), comments=list(fb.comments),
+        types=list(fb.types))
+    return Entry(id=e.id, question=e.question, answer=e.answer, category=e.category,
+                 quality_score=e.quality_score, difficulty=e.difficulty, source_chunk=e.source_chunk,
+                 metadata=meta, reasoning=e.reasoning, quality=dict(e.quality), flagged=e.flagged,
+                 feedback=feedback, revision=e.revision, split=split, below_threshold=e.below_threshold,
+                 duplicate_of=e.duplicate_of, model=e.model, provider=e.provider, simulated=e.simulated,
+                 item_id=e.item_id, created_at=e.created_at, updated_at=e.updated_at,
+                 regeneration_job_id=e.regeneration_job_id)
+
+
+def quality_summary(doc: dict[str, Any]) -> QualitySummary:
+    dist = doc["distribution"]
+    return QualitySummary(average_score=float(doc["average_score"]),
+                          distribution=QualityDistribution(high=dist["high"], medium=dist["medium"], low=dist["low"]),
+                          categories=dict(doc.get("categories", {})))
+
+
+class EntryIndex:
+    """One dataset's entries at one seq (see the module's description). Build and read it under rm.lock."""
+
+    def __init__(self, rm: ReadModel, dataset_id: str) -> None:
+        self.dataset_id = dataset_id
+        self.seq = rm.seq
+        self.entries: list[EntryView] = rm.datasets.entries(dataset_id)
+        self.splits: dict[str, str] = dict(rm.evaluations.splits(dataset_id))
+        self.split_seq = _split_seq(rm, dataset_id)
+        self.summary = quality_summary(rm.datasets.quality_summary(dataset_id))
+        self.flagged = sum(1 for e in self.entries if e.flagged)
+        self._position = {e.id: i for i, e in enumerate(self.entries)}
+        self._keys = [_sort_keys(e) for e in self.entries]  # what each order was sorted by, to see it move
+        self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
+        self._orders: dict[tuple[str, str], list[int]] = {}
+        self._results: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
+        self._members: dict[tuple[Any, ...], set[int]] = {}  # a filtered result's positions, made when needed
+        self._lock = threading.Lock()
+
+    def follow(self, rm: ReadModel) -> bool:
+        """Bring this index to ``rm.seq`` in place if only existing entries changed; False: build a new one."""
+        changes = rm.datasets.changes_since(self.dataset_id, self.seq)
+        if changes is None or _split_seq(rm, self.dataset_id) != self.split_seq:
+            return False
+        changed_ids, added_seq = changes
+        if added_seq > self.seq:
+            return False
+        moved: set[str] = set()
+        positions = {self._position[i] for i in changed_ids if i in self._position}
+        for i in positions:
+            self._encoded[i] = None
+            new = _sort_keys(self.entries[i])
+            moved.update(name for name, old, now in zip(_KEY_NAMES, self._keys[i], new, strict=True) if old != now)
+            self._keys[i] = new
+        with self._lock:
+            for key in [k for k in self._orders if k[0] in moved]:
+                del self._orders[key]
+            for key in list(self._results):
+                if key[0] in moved or not self._still_holds(key, positions):
+                    del self._results[key]
+                    self._members.pop(key, None)
+        if moved & {"quality", "category"}:
+            self.summary = quality_summary(rm.datasets.quality_summary(self.dataset_id))
+        if "flagged" in moved:
+            self.flagged = sum(1 for e in self.entries if e.flagged)
+        self.seq = rm.seq
+        return True
+
+    def _still_holds(self, key: tuple[Any, ...], positions: set[int]) -> bool:
+        """Is each changed entry still in (or out of) this cached result, as it was?"""
+        filters = key[2:]
+        if filters == _NO_FILTER or not positions:
+            return True
+        members = self._members.get(key)
+        if members is None:
+            members = self._members[key] = set(self._results[key])
+        keep = self._predicate(*filters)
+        return all(keep(self.entries[i]) == (i in members) for i in positions)
+
+    def page(self, positions: list[int]) -> list[msgspec.Raw]:
+        """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes)."""
+        encoded, entries, splits = self._encoded, self.entries, self.splits
+        out = []
+        for i in positions:
+            raw = encoded[i]
+            if raw is None:
+                e = entries[i]
+                raw = encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, splits.get(e.id))))
+            out.append(raw)
+        return out
+
+    def order(self, sort_by: str, direction: str) -> list[int]:
+        key = (sort_by, direction)
+        found = self._orders.get(key)
+        if found is None:
+            found = self._orders[key] = self._sort(sort_by, direction == "desc")
+        return found
+
+    def _sort(self, sort_by: str, descending: bool) -> list[int]:
+        entries = self.entries
+        if sort_by == "position":
+            idx = list(range(len(entries)))
+            return idx[::-1] if descending else idx
+        by_id = sorted(range(len(entries)), key=lambda i: entries[i].id)
+        primary: Callable[[EntryView], Any]
+        missing: Callable[[EntryView], bool]
+        if sort_by == "quality":
+            primary, missing = (lambda e: e.quality_score), (lambda e: e.quality_score is None)
+        elif sort_by == "category":
+            primary, missing = (lambda e: e.category.casefold()), (lambda e: not e.category)
+        elif sort_by == "difficulty":
+            primary, missing = (lambda e: DIFFICULTY_RANK.get(e.difficulty, 9)), (lambda e: not e.difficulty)
+        else:  # updated
+            primary, missing = (lambda e: e.updated_at), (lambda e: False)
+        known = [i for i in by_id if not missing(entries[i])]
+        unknown = [i for i in by_id if missing(entries[i])]
+        known.sort(key=lambda i: primary(entries[i]), reverse=descending)  # stable: ties stay in id order
+        return known + unknown
+
+    def query(self, q: EntriesQuery) -> tuple[list[int], str]:
+        """Positions of the matching entries in the requested order, and that order ("asc" / "desc")."""
+        direction = q.order or DEFAULT_ORDER[q.sort_by]
+        low = max(v for v in (q.filter_quality, q.min_quality, 0.0) if v is not None)
+        high = q.max_quality
+        filters = (low, high, q.category, q.difficulty, q.flagged, q.split,
+                   q.q.casefold() if q.q else None)
+        key = (q.sort_by, direction, *filters)
+        with self._lock:
+            found = self._results.get(key)
+            if found is not None:
+                self._results.move_to_end(key)
+                return found, direction
+        order = self.order(q.sort_by, direction)
+        if filters == _NO_FILTER:
+            result = order
+        else:
+            keep = self._predicate(*filters)
+            entries = self.entries
+            result = [i for i in order if keep(entries[i])]
+        with self._lock:
+            self._results[key] = result
+            while len(self._results) > RESULTS_KEPT:
+                self._results.popitem(last=False)
+        return result, direction
+
+    def _predicate(self, low: float, high: float | None, category: str | None, difficulty: str | None,
+                   flagged: bool | None, split: str | None, needle: str | None) -> Callable[[EntryView], bool]:
+        splits = self.splits
+        cat = category.casefold() if category is not None else None
+
+        def keep(e: EntryView) -> bool:
+            if low > 0.0 and (e.quality_score is None or e.quality_score < low):
+                return False
+            if high is not None and (e.quality_score is None or e.quality_score > high):
+                return False
+            if cat is not None and e.category.casefold() != cat:
+                return False
+            if difficulty is not None and e.difficulty != difficulty:
+                return False
+            if flagged is not None and e.flagged != flagged:
+                return False
+            if split is not None and splits.get(e.id) != split:
+                return False
+            if needle is not None and needle not in e.question.casefold() and needle not in e.answer.casefold():
+                return False
+            return True
+
+        return keep
+
+
+_NO_FILTER = (0.0, None, None, None, None, None, None)
+_KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged")
+
+
+def _sort_keys(e: EntryView) -> tuple[Any, ...]:
+    """An entry's values that orders and summaries depend on, in _KEY_NAMES' order."""
+    return e.quality_score, e.category, e.difficulty, e.updated_at, e.flagged
+
+
+def _split_seq(rm: ReadModel, dataset_id: str) -> int:
+    split = rm.evaluations.split_view(dataset_id)
+    return split.seq if split is not None else 0
+
+
+class EntryCache:
+    """The latest :class:`EntryIndex` of each (dataset, live or as_of) the API was asked about."""
+
+    def __init__(self) -> None:
+        self._indexes: OrderedDict[tuple[str, int | None], EntryIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def index(self, rm: ReadModel, dataset_id: str) -> EntryIndex:
+        """Call with ``rm.lock`` held."""
+        key = (dataset_id, rm.until_seq)
+        with self._lock:
+            found = self._indexes.get(key)
+            if found is not None and found.seq == rm.seq:
+                self._indexes.move_to_end(key)
+                return found
+        if found is not None and found.seq < rm.seq and found.follow(rm):
+            return found  # the log moved on, and this dataset's entries could be followed in place
+        index = EntryIndex(rm, dataset_id)
+        with self._lock:
+            self._indexes[key] = index
+            self._indexes.move_to_end(key)
+            while len(self._indexes) > INDEXES_KEPT:
+                self._indexes.popitem(last=False)
+        return index
