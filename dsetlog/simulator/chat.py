@@ -190,7 +190,7 @@ def build_content(
     seed: int, key: str, req: dict[str, Any], structured: str = "openai"
 ) -> tuple[str, str | None]:
     """(content, reasoning_content) for a request; depends only on seed, key, the request and the
-    ``structured`` mode (refusals the mode makes are ``_structured_refusal``'s, done before this)."""
+    ``structured`` mode (refusals the mode makes are ``faults.structured_refusal``'s, done before this)."""
     messages = req["messages"]
     rng = random.Random(
         int.from_bytes(hashlib.blake2b(f"{seed}|{key}|answer".encode(), digest_size=8).digest(), "big")

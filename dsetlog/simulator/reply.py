@@ -23,6 +23,9 @@ _REASONS = {
 
 
 class Reply:
+    """One response: its status and body, extra header lines, the seconds before it goes out, whether it
+    resets the connection instead, and whether it is a completion with content (counted when written)."""
+
     __slots__ = ("status", "body", "content_type", "headers", "delay", "reset", "completion", "tracked")
 
     def __init__(
