@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import msgspec  # noqa: E402
 
-from dsetlog.simulator.server import SimConfig, Simulator, serve_forever  # noqa: E402
+from dsetlog.simulator import SimConfig, Simulator  # noqa: E402
+from dsetlog.simulator.server import serve_forever  # noqa: E402
 
 PASSAGE = (
     "The mitochondrion is the site of aerobic respiration in eukaryotic cells. "

@@ -1,17 +1,22 @@
-"""`dset simulate`: run the built-in OpenAI-compatible simulator on loopback."""
+"""`dset simulate`: run the built-in OpenAI-compatible simulator on loopback.
+
+Its flags are named for ``SimConfig``'s fields (``dest`` where the flag reads better otherwise); it
+parses them, serves, and prints where it listens.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from dsetlog.simulator.server import (
+from dsetlog.simulator.config import (
+    FAULT_KINDS,
     NOT_OPENAI_MODES,
     REASONING_FIELDS,
     STRUCTURED_MODES,
-    SimConfig,
-    serve_forever,
+    config_from_options,
 )
+from dsetlog.simulator.server import serve_forever
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -21,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
-    for kind in ("429", "500", "hang", "malformed", "empty", "reset"):
+    for kind in FAULT_KINDS:
         p.add_argument(f"--rate-{kind}", type=float, default=0.0, metavar="P",
                        help=f"probability of a {kind} fault per (prompt, attempt)")
     p.add_argument("--retry-after-s", type=float, default=1.0)
@@ -55,24 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> SimConfig:
-    """The SimConfig the flags describe; raises ValueError for values it refuses."""
-    return SimConfig(
-        seed=args.seed, latency_ms=args.latency_ms, jitter_ms=args.jitter_ms,
-        rate_429=args.rate_429, rate_500=args.rate_500, rate_hang=args.rate_hang,
-        rate_malformed=args.rate_malformed, rate_empty=args.rate_empty, rate_reset=args.rate_reset,
-        retry_after_s=args.retry_after_s, hang_s=args.hang_s, max_faults_per_prompt=args.max_faults_per_prompt,
-        require_api_key=args.require_api_key, quota_exhausted=args.quota_exhausted,
-        structured=args.structured, reasoning_field=args.reasoning_field,
-        rate_limit_rps=args.rate_limit_rps, rate_limit_burst=args.rate_limit_burst,
-        rate_limit_headers=args.rate_limit_headers, echo_key=args.echo_key, not_openai=args.not_openai,
-        context_tokens=args.context_tokens, max_body_bytes=args.max_body_bytes,
-    )  # fmt: skip
-
-
 def run(args: argparse.Namespace) -> int:
     try:
-        config = config_from_args(args)
+        config = config_from_options(vars(args))  # the flags are named for its fields
     except ValueError as exc:
         print(f"dset simulate: {exc}", file=sys.stderr)
         return 2

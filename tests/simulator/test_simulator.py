@@ -22,7 +22,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dsetlog.simulator.server import FAULT_KINDS, SimConfig, Simulator, _build_content, fault_for, prompt_key
+from dsetlog.simulator import SimConfig, Simulator
+from dsetlog.simulator.chat import build_content
+from dsetlog.simulator.config import FAULT_KINDS
+from dsetlog.simulator.faults import fault_for, prompt_key
 
 CHUNK = (
     "Photosynthesis converts light energy into chemical energy in plants. "
@@ -511,7 +514,7 @@ def test_json_schema_keywords() -> None:
     }
     req = {"model": "m", "messages": [{"role": "user", "content": CHUNK}], "response_format": {
         "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}  # fmt: skip
-    content, _ = _build_content(0, "k", req)
+    content, _ = build_content(0, "k", req)
     data = json.loads(content)
     check(data, schema)
     assert isinstance(data["maybe"], int) and isinstance(data["pick"], bool)
@@ -550,7 +553,7 @@ def _compound(children: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[
 def test_schema_instances_validate(schema: dict[str, Any], text: str) -> None:
     req = {"model": "m", "messages": [{"role": "user", "content": text}],
            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}  # fmt: skip
-    content, _ = _build_content(1, "key", req)
+    content, _ = build_content(1, "key", req)
     check(json.loads(content), schema)
 
 
@@ -899,9 +902,9 @@ def test_rate_limit_without_headers(make_simulator: MakeSim) -> None:
 
 
 def test_reset_duration_format() -> None:
-    from dsetlog.simulator.server import _duration
+    from dsetlog.simulator.faults import duration
 
-    assert [_duration(s) for s in (0, 0.0004, 0.25, 1, 1.5, 59.9996, 90, 3600, 3725.5)] == [
+    assert [duration(s) for s in (0, 0.0004, 0.25, 1, 1.5, 59.9996, 90, 3600, 3725.5)] == [
         "0s", "1ms", "250ms", "1s", "1.5s", "1m0s", "1m30s", "1h0m0s", "1h2m5.5s"
     ]  # fmt: skip
 
@@ -1019,17 +1022,18 @@ def test_simulate_flags_make_the_config() -> None:
     import argparse
 
     from dsetlog.cli import simulate as simulate_cmd
+    from dsetlog.simulator.config import config_from_options
 
     parser = argparse.ArgumentParser()
     simulate_cmd.register(parser.add_subparsers())
     args = parser.parse_args(["simulate"])
-    assert simulate_cmd.config_from_args(args) == SimConfig()
+    assert config_from_options(vars(args)) == SimConfig()
     args = parser.parse_args(
         ["simulate", "--structured", "llamacpp", "--reasoning-field", "think", "--rate-limit", "20",
          "--rate-limit-burst", "5", "--no-rate-limit-headers", "--require-api-key", "sk-x", "--echo-key",
          "--not-openai", "404", "--context-tokens", "4096", "--max-body-bytes", "1000"]
     )  # fmt: skip
-    cfg = simulate_cmd.config_from_args(args)
+    cfg = config_from_options(vars(args))
     assert (cfg.structured, cfg.reasoning_field, cfg.rate_limit_rps, cfg.rate_limit_burst) == (
         "llamacpp",
         "think",

@@ -1,0 +1,265 @@
+"""The synthetic text the simulator writes: answer material drawn from a request's own messages.
+
+Answers are deterministic functions of ``(seed, prompt key)`` and are built from sentences and words of
+the prompt, so a later groundedness check over a source chunk finds support in them.  ``Source`` holds
+one request's material (its statements, questions and keywords, with a seeded RNG); when the prompt has
+no statements of its own, it writes filler sentences around the prompt's keywords.  Token counts are the
+usual four-characters-a-token estimate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import re
+from typing import Any
+
+FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)```", re.S)
+SCHEMA_LABEL_RE = re.compile(r"json[ _-]?schema\s*:", re.I)
+_SENT_SPLIT_RE = re.compile(r"(?<=[.!?])\s+")
+_BULLET_RE = re.compile(r"^\s*(?:[-*•>#]+|\d{1,3}[.)])\s*")
+_WORD_RE = re.compile(r"[^\W\d_][\w'-]*[^\W_]")
+_SALIENT_MIN = 4
+# Sentences that instruct the model rather than inform it; they make poor answer material.
+_INSTRUCTION_STARTS = frozenset(
+    "generate create write return respond answer use provide produce give list output make do don't "
+    "read based given each only format include avoid ensure keep consider here below follow please".split()
+)
+_INSTRUCTION_WORDS_RE = re.compile(r"\b(?:json|schema|you|your)\b")
+
+
+@functools.lru_cache(maxsize=8192)
+def _is_instruction(sentence: str) -> bool:
+    low = sentence.lower()
+    first = low.split(None, 1)[0].strip(",:;")
+    return (
+        first in _INSTRUCTION_STARTS
+        or low.startswith("the following")
+        or bool(_INSTRUCTION_WORDS_RE.search(low))
+    )
+
+
+_COUNT_RE = re.compile(
+    r"\b(\d{1,3}|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|twenty)\s+"
+    r"(?:[\w/&-]+\s+){0,3}?(?:questions?|items?|pairs?|examples?|entries|entry|q&as?|qas?|q/as?|"
+    r"samples?|records?|rows?)\b",
+    re.I,
+)
+_NUMBER_WORDS = {
+    "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20,
+}  # fmt: skip
+_STOPWORDS = frozenset(
+    """
+    about above after again against also although among another any anything are aren't around
+    because been before being below between both but can cannot could did does doing done down
+    during each either else enough even ever every few find first following for from further
+    generate given gives had has have having her here hers herself him himself his how however
+    into its itself just know like made make many may might more most much must near need neither
+    never next none nor not nothing now off often once one only onto other others otherwise our ours
+    ourselves out over own please provide question questions answer answers rather really same
+    several shall she should since some something such than that the their theirs them themselves
+    then there therefore these they thing things this those though through thus too toward under
+    until upon very was wasn't were what whatever when where whether which while who whom whose why
+    will with within without would yet you your yours yourself text based using used uses use
+    following write return respond json schema object field fields format output simulated
+    """.split()
+)
+
+_FILLER_TEMPLATES: tuple[str, ...] = (
+    "The main point concerns {a}, and it is best understood together with {b}.",
+    "A useful way to approach {a} is to start from {b} and work outward.",
+    "Most accounts describe {a} in relation to {b}.",
+    "The key facts are about {a}; the details of {b} follow from them.",
+    "Discussions of {a} usually also mention {b}.",
+    "It helps to separate what is known about {a} from what is assumed about {b}.",
+)
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return ""
+
+
+def message_texts(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(str(m.get("role", "")), _content_text(m.get("content"))) for m in messages]
+
+
+def _strip_json_bits(text: str) -> str:
+    """Drop fenced blocks and labelled schemas: they are format instructions, not content."""
+    text = FENCE_RE.sub("\n", text)
+    match = SCHEMA_LABEL_RE.search(text)
+    while match:
+        rest = text[match.end() :].lstrip()
+        try:
+            _, end = json.JSONDecoder().raw_decode(rest)
+        except ValueError:
+            text = text[: match.start()]
+            break
+        text = text[: match.start()] + "\n" + rest[end:]
+        match = SCHEMA_LABEL_RE.search(text)
+    return text
+
+
+def _sentences(text: str) -> tuple[list[str], list[str]]:
+    """Split text into (statements, questions), keeping only sentence-like pieces."""
+    statements: list[str] = []
+    questions: list[str] = []
+    for line in text.splitlines():
+        if line.strip():
+            # Huge single lines are not worth keeping in the cache.
+            s, q = _line_sentences(line) if len(line) < 4096 else _line_sentences.__wrapped__(line)
+            statements.extend(s)
+            questions.extend(q)
+    return statements, questions
+
+
+@functools.lru_cache(maxsize=8192)
+def _line_sentences(line: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # Cached per line because the same source chunk comes back in many prompts (slots, retries).
+    statements: list[str] = []
+    questions: list[str] = []
+    line = _BULLET_RE.sub("", line).strip()
+    if line:
+        for piece in _SENT_SPLIT_RE.split(line):
+            piece = piece.strip().strip('"').strip()
+            words = piece.split()
+            if len(words) < 4:
+                continue
+            if len(words) > 60:
+                piece = " ".join(words[:60]).rstrip(",;:") + "."
+            if piece.endswith("?"):
+                questions.append(piece)
+            else:
+                if piece[-1] not in ".!":
+                    piece += "."
+                statements.append(piece)
+    return tuple(statements), tuple(questions)
+
+
+def _keywords(text: str) -> list[str]:
+    seen: set[str] = set()
+    out: list[str] = []
+    for word in _WORD_RE.findall(text):
+        low = word.lower()
+        if len(low) < _SALIENT_MIN or low in _STOPWORDS or low in seen:
+            continue
+        seen.add(low)
+        out.append(word)
+    return out
+
+
+def salient(sentence: str) -> list[str]:
+    """Content words of a sentence, most telling (longest) first."""
+    words = _keywords(sentence)
+    return sorted(words, key=lambda w: (-len(w), words.index(w)))
+
+
+class Source:
+    """Answer material drawn from one request's messages, with a seeded RNG."""
+
+    def __init__(self, messages: list[dict[str, Any]], rng: random.Random) -> None:
+        self.rng = rng
+        texts = message_texts(messages)
+        users = [t for role, t in texts if role == "user"]
+        self.user_text = users[-1] if users else (texts[-1][1] if texts else "")
+        cleaned = _strip_json_bits(self.user_text)
+        statements, self.questions = _sentences(cleaned)
+        informative = [s for s in statements if not _is_instruction(s)]
+        statements = informative or statements
+        self._texts = texts
+        self._cleaned = cleaned
+        self._keywords: list[str] | None = None
+        if not statements:
+            # The last user message is only a question or an instruction: fall back on the rest
+            # of the conversation (a system prompt may carry the source text).
+            more, _ = _sentences(self._others())
+            statements = [s for s in more if not _is_instruction(s)]
+        self.grounded = bool(statements)
+        if not statements:
+            statements = self._filler(6)
+        self.statements = statements
+        # Anchors count from 0; the seeded start offset makes different prompts begin elsewhere.
+        self._start = rng.randrange(len(statements))
+        self._next_anchor = 0
+        self.used: set[str] = set()
+
+    def _others(self) -> str:
+        return "\n".join(_strip_json_bits(t) for _, t in self._texts if t is not self.user_text)
+
+    @property
+    def keywords(self) -> list[str]:
+        # Computed on demand: tokenising the whole prompt is the costliest step and plain answers
+        # built from statements never need it.
+        if self._keywords is None:
+            self._keywords = _keywords(self._cleaned) or _keywords(self._others())
+        return self._keywords
+
+    def _filler(self, n: int) -> list[str]:
+        kws = self.keywords or ["the topic", "its context"]
+        out = []
+        for i in range(n):
+            a = kws[i % len(kws)]
+            b = kws[(i + 1) % len(kws)] if len(kws) > 1 else "its context"
+            out.append(
+                _FILLER_TEMPLATES[(i + self.rng.randrange(len(_FILLER_TEMPLATES))) % 6].format(a=a, b=b)
+            )
+        return out
+
+    def next_anchor(self) -> int:
+        self._next_anchor += 1
+        return self._next_anchor - 1
+
+    def statement(self, index: int) -> str:
+        n = len(self.statements)
+        base = self.statements[(self._start + index) % n]
+        wrap = (index // n) % n if n > 1 else 0
+        if wrap:
+            # Past the end of the material: pair statements so repeated draws still differ.
+            return f"{base} {self.statements[(self._start + index + wrap) % n]}"
+        return base
+
+    def keyword(self, index: int) -> str:
+        if not self.keywords:
+            return "topic"
+        return self.keywords[index % len(self.keywords)]
+
+    def plain_answer(self) -> str:
+        n = len(self.statements)
+        k = min(n, self.rng.choice((2, 3)))
+        start = self.rng.randrange(n)
+        picked = [self.statements[(start + i) % n] for i in range(k)]
+        return "Simulated answer: " + " ".join(picked)
+
+    def reasoning(self) -> str:
+        topic = ", ".join(self.keywords[:3]) or "the request"
+        lead = f"The request is about {topic}."
+        if self.grounded:
+            lead += f" The most relevant statement is: {self.statement(0)}"
+        return f"{lead} I will answer briefly and stay close to the given text. (simulated reasoning)"
+
+    def requested_count(self) -> int | None:
+        match = _COUNT_RE.search(_strip_json_bits(self.user_text))
+        if not match:
+            return None
+        raw = match.group(1).lower()
+        value = _NUMBER_WORDS.get(raw) or int(raw)
+        return value if 0 < value <= 200 else None
+
+
+def tokens(text: str) -> int:
+    """A text's token estimate (four characters a token, at least one)."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """The messages' token estimate: the usage's prompt_tokens, and what context_tokens is checked on."""
+    return max(1, (sum(len(t) for _, t in message_texts(messages)) + 3) // 4)
