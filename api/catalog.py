@@ -53,7 +53,8 @@ from api.schemas import (
 )
 from api.spec import operation
 from dsetlog.catalog import catalog as ingest
-from dsetlog.prompts.templates import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters, default_prompts
+from dsetlog.prompts.parameters import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters
+from dsetlog.prompts.templates import default_prompts
 from projections.projects import DocumentView, ProjectView, flat_categories
 from projections.readmodel import ReadModel
 

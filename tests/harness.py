@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from dsetlog import prompts
 from dsetlog.catalog.catalog import create_project, ingest_file
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
@@ -32,7 +33,6 @@ from dsetlog.generation.document import (
     Models,
 )
 from dsetlog.llm.client import RetryPolicy
-from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel

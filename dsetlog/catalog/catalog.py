@@ -48,7 +48,8 @@ from dsetlog.catalog.extract import (
 )
 from dsetlog.errors import Kind, UsageError
 from dsetlog.fsutil import atomic_write_bytes
-from dsetlog.prompts.templates import ProjectParameters, normalize_mode, placeholders, prompt_hash
+from dsetlog.prompts.parameters import ProjectParameters
+from dsetlog.prompts.templates import normalize_mode, placeholders, prompt_hash
 from dsetlog.store.events import (
     Category,
     ChunkCreated,

@@ -46,14 +46,14 @@ from dsetlog.catalog.chunking import STRATEGIES
 from dsetlog.catalog.extract import DEFAULT_LIMITS, SUPPORTED_EXTENSIONS, ExtractLimits
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_data_option, data_dir
 from dsetlog.errors import UsageError
-from dsetlog.prompts.templates import (
+from dsetlog.prompts.parameters import (
     ANSWER_STYLES,
     AUGMENTATIONS,
     COMPLEXITY_LEVELS,
-    MODES,
     QUESTION_STYLES,
     ProjectParameters,
 )
+from dsetlog.prompts.templates import MODES
 from dsetlog.store.events import Category
 from dsetlog.store.log import EventLog, LogError
 from projections.readmodel import ReadModel

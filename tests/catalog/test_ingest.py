@@ -39,7 +39,7 @@ from dsetlog.catalog.catalog import (
 )
 from dsetlog.catalog.chunking import chunk_text
 from dsetlog.catalog.extract import content_hash, extract_text
-from dsetlog.prompts.templates import ProjectParameters
+from dsetlog.prompts.parameters import ProjectParameters
 from dsetlog.store.events import Category, ChunkCreated, DocumentChunked, DocumentIngested, ParametersSaved
 from dsetlog.store.log import LOG_NAME, EventLog
 from projections.projects import flat_categories
