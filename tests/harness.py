@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from dsetlog import prompts
-from dsetlog.catalog.catalog import create_project, ingest_file
+from dsetlog.catalog.documents import ingest_file
+from dsetlog.catalog.projects import create_project
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import JUDGE_SYSTEM

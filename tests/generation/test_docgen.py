@@ -30,7 +30,8 @@ from harness import GEN_SCHEMAS, ROOT, TOPICS, Env, html_doc, kind_of, markdown,
 from helpers import make_pdf
 
 from dsetlog import prompts
-from dsetlog.catalog.catalog import create_project, create_taxonomy, ingest_file, save_parameters, save_prompt
+from dsetlog.catalog.documents import ingest_file
+from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import DUPLICATE_FACTOR
