@@ -5,7 +5,7 @@ Documents come as a multipart upload (a ``file`` part, plus optional ``strategy`
 original of every document (uploaded here or ingested by `dset ingest`) is kept under
 ``<data>/uploads/<document_id>/``, which is what POST .../documents/{document_id}/chunk re-chunks.
 
-A filename is stored as :func:`dsetlog.catalog.catalog.safe_filename` makes it (a NUL byte is a 422 naming the
+A filename is stored as :func:`dsetlog.catalog.documents.safe_filename` makes it (a NUL byte is a 422 naming the
 field). Extraction is bounded by :class:`dsetlog.catalog.extract.ExtractLimits` (413 naming the limit) and at most
 EXTRACTION_SLOTS run at once, with EXTRACTION_QUEUE more waiting up to EXTRACTION_WAIT_SECONDS; an upload
 beyond that is a 503 with Retry-After, so documents can never hold every request thread.
@@ -25,7 +25,7 @@ import falcon
 import msgspec
 
 from api.context import Context
-from api.errors import conflict, not_found, too_large, unprocessable
+from api.errors import conflict, not_found, unprocessable
 from api.schemas import (
     Chunk,
     ChunkingOptions,
@@ -52,8 +52,10 @@ from api.schemas import (
     TaxonomyList,
 )
 from api.spec import operation
-from dsetlog.catalog import catalog as ingest
-from dsetlog.prompts.templates import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters, default_prompts
+from dsetlog.catalog.documents import IngestResult, ingest_file, original_path, safe_filename
+from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
+from dsetlog.prompts.parameters import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters
+from dsetlog.prompts.templates import default_prompts
 from projections.projects import DocumentView, ProjectView, flat_categories
 from projections.readmodel import ReadModel
 
@@ -98,19 +100,6 @@ def _busy(running: int) -> falcon.HTTPServiceUnavailable:
                     f"send this upload again in {RETRY_AFTER_SECONDS} seconds")
 
 
-@contextmanager
-def ingest_errors() -> Iterator[None]:
-    """The core's ingest errors as HTTP errors: unknown project 404, too large 413, other bad input 422."""
-    try:
-        yield
-    except ingest.NotFoundError as exc:
-        raise not_found(str(exc)) from None
-    except ingest.TooLargeError as exc:
-        raise too_large(str(exc)) from None
-    except ingest.IngestError as exc:
-        raise unprocessable(str(exc)) from None
-
-
 def project_or_404(rm: ReadModel, project: str) -> ProjectView:
     """By id or by name (under rm.lock)."""
     view = rm.projects.project(project) or rm.projects.project_by_name(project)
@@ -147,9 +136,8 @@ class ProjectsResource:
                body=ProjectCreate, response=Project, status=201, also={200: Project}, tags=("projects",))
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body: ProjectCreate = req.context.body
-        with ingest_errors():
-            res = ingest.create_project(self.ctx.log, self.ctx.rm, name=body.name, description=body.description)
-        resp.media = msgspec.convert(res, Project, from_attributes=True)  # the same fields as ingest's result
+        res = create_project(self.ctx.log, self.ctx.rm, name=body.name, description=body.description)
+        resp.media = msgspec.convert(res, Project, from_attributes=True)  # the same fields as the catalog's result
         _status(resp, res.created)
 
     @operation("List projects", response=ProjectList, tags=("projects",))
@@ -182,7 +170,7 @@ class DocumentsResource:
         self.slots = ExtractionSlots()
 
     def _kept(self, document_id: str, filename: str) -> Path:
-        return ingest.original_path(self.ctx.data_dir, document_id, filename)
+        return original_path(self.ctx.data_dir, document_id, filename)
 
     @operation("Upload a document (multipart ``file``, or JSON); its text is extracted and chunked",
                body=DocumentUpload, multipart=ChunkingOptions, response=Document, status=201,
@@ -206,11 +194,11 @@ class DocumentsResource:
             resp.media = document_out(doc, kept=True, status=res.status, message=res.reason)
         _status(resp, not res.skipped)
 
-    def _ingest(self, project_id: str, options: ChunkingOptions, **source: Any) -> ingest.IngestResult:
-        with self.slots.hold(), ingest_errors():
-            return ingest.ingest_file(self.ctx.log, self.ctx.rm, project_id=project_id, strategy=options.strategy,
-                                      chunk_size=options.chunk_size, overlap=options.overlap,
-                                      max_bytes=self.ctx.max_body, **source)
+    def _ingest(self, project_id: str, options: ChunkingOptions, **source: Any) -> IngestResult:
+        with self.slots.hold():
+            return ingest_file(self.ctx.log, self.ctx.rm, project_id=project_id, strategy=options.strategy,
+                               chunk_size=options.chunk_size, overlap=options.overlap, max_bytes=self.ctx.max_body,
+                               **source)
 
     @staticmethod
     def _from_json(body: DocumentUpload) -> tuple[bytes, str, ChunkingOptions]:
@@ -224,8 +212,7 @@ class DocumentsResource:
             except (binascii.Error, ValueError):
                 raise unprocessable("content_base64 is not valid base64") from None
         options = ChunkingOptions(strategy=body.strategy, chunk_size=body.chunk_size, overlap=body.overlap)
-        with ingest_errors():
-            filename = ingest.safe_filename(body.filename, field="filename")
+        filename = safe_filename(body.filename, field="filename")
         return data, filename, options
 
     @staticmethod
@@ -238,8 +225,7 @@ class DocumentsResource:
             if part.name == "file":
                 if data is not None:
                     raise unprocessable("one file per upload")
-                with ingest_errors():
-                    filename = ingest.safe_filename(part.filename or "", field="file (its filename)")
+                filename = safe_filename(part.filename or "", field="file (its filename)")
                 data = part.stream.read()
             elif part.name in ChunkingOptions.__struct_fields__:
                 text = part.stream.read(1024).decode("utf-8", "replace").strip()
@@ -347,9 +333,8 @@ class TaxonomyResource:
         rm = self.ctx.model()
         with rm.lock:
             project = project_or_404(rm, str(body.project_id))
-        with ingest_errors():
-            res = ingest.create_taxonomy(self.ctx.log, self.ctx.rm, project_id=project.id, name=body.name,
-                                         categories=body.categories, description=body.description)
+        res = create_taxonomy(self.ctx.log, self.ctx.rm, project_id=project.id, name=body.name,
+                              categories=body.categories, description=body.description)
         rm = self.ctx.model()
         with rm.lock:
             view = rm.projects.taxonomy_by_id(res.id)
@@ -380,9 +365,8 @@ class PromptsResource:
             rm = self.ctx.model()
             with rm.lock:
                 project_id = project_or_404(rm, str(body.project_id)).id
-        with ingest_errors():
-            res = ingest.save_prompt(self.ctx.log, self.ctx.rm, name=body.name, content=body.content,
-                                     project_id=project_id, mode=body.mode)
+        res = save_prompt(self.ctx.log, self.ctx.rm, name=body.name, content=body.content, project_id=project_id,
+                          mode=body.mode)
         rm = self.ctx.model()
         with rm.lock:
             view = rm.projects.prompt(res.id)
@@ -430,8 +414,7 @@ class ParametersResource:
             params = ProjectParameters(**fields)
         except ValueError as exc:
             raise unprocessable(str(exc)) from None
-        with ingest_errors():
-            parameter_id = ingest.save_parameters(self.ctx.log, self.ctx.rm, project_id=project.id, params=params)
+        parameter_id = save_parameters(self.ctx.log, self.ctx.rm, project_id=project.id, params=params)
         resp.media = ParametersSavedResponse(message="Dataset parameters saved successfully",
                                              parameter_id=parameter_id, project_id=project.id)
 

@@ -4,7 +4,7 @@ The same classes decode and validate requests (``forbid_unknown_fields``: an unk
 naming it), encode responses, and make the OpenAPI document (``msgspec.json.schema_components``).
 Request types of the core are reused as they are: :class:`dsetlog.generation.document.GenerateRequest` (POST
 /datasets/generate), :class:`dsetlog.generation.regeneration.RegenerateRequest`, and
-:class:`dsetlog.prompts.templates.ProjectParameters` (the body of POST /datasets/parameters, with project_id).
+:class:`dsetlog.prompts.parameters.ProjectParameters` (the body of POST /datasets/parameters, with project_id).
 
 Response types allow fields beyond the guide's (clients ignore what they do not know).
 """
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from dsetlog.generation.document import GenerateRequest
-from dsetlog.prompts.templates import ProjectParameters
+from dsetlog.prompts.parameters import ProjectParameters
 from dsetlog.store.events import Category
 
 MAX_PER_PAGE = 500

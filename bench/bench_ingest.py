@@ -6,7 +6,7 @@
 For each strategy, with its default chunk size and overlap, on a fresh data dir:
 
 * chunk only : extract_bytes + content_hash + chunk_text per file, nothing written (the floor)
-* ingest     : dsetlog.catalog.catalog.ingest_file per file: the above, plus the events (DocumentIngested, a
+* ingest     : dsetlog.catalog.documents.ingest_file per file: the above, plus the events (DocumentIngested, a
                ChunkCreated per chunk, DocumentChunked) encoded and appended in one append_many with one
                fsync per file, and the read model caught up
 * re-ingest  : the same files again: each is read, hashed and found unchanged (nothing appended)
@@ -29,9 +29,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from dsetlog.catalog.catalog import DEFAULT_CHUNKING, create_project, ingest_file  # noqa: E402
 from dsetlog.catalog.chunking import STRATEGIES, chunk_text  # noqa: E402
+from dsetlog.catalog.documents import DEFAULT_CHUNKING, ingest_file  # noqa: E402
 from dsetlog.catalog.extract import content_hash, extract_bytes  # noqa: E402
+from dsetlog.catalog.projects import create_project  # noqa: E402
 from dsetlog.store.log import LOG_NAME, EventLog  # noqa: E402
 from projections.readmodel import ReadModel  # noqa: E402
 

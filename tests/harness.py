@@ -19,7 +19,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dsetlog.catalog.catalog import create_project, ingest_file
+from dsetlog import prompts
+from dsetlog.catalog.documents import ingest_file
+from dsetlog.catalog.projects import create_project
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import JUDGE_SYSTEM
@@ -32,7 +34,6 @@ from dsetlog.generation.document import (
     Models,
 )
 from dsetlog.llm.client import RetryPolicy
-from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel

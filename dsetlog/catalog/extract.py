@@ -11,6 +11,9 @@ taken. A document beyond any of them is refused with :class:`ExtractLimitError`,
 limit, instead of holding a thread and memory for minutes. A .docx is read by streaming its
 ``word/document.xml`` (``xml.etree.ElementTree.iterparse``, each element freed once read), so its
 cost is linear in the document's size and its memory is that of one paragraph.
+
+Extraction's errors are the catalog's: :class:`ExtractError` is an IngestError (422, exit 2) and
+:class:`ExtractLimitError` a TooLargeError (413), so ingesting needs no translation of them.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from xml.etree import ElementTree
 
 import msgspec
 
-from dsetlog.errors import Kind, UsageError
+from dsetlog.catalog.errors import IngestError, TooLargeError
 
 if TYPE_CHECKING:  # the heavy libraries are imported only when such a file is extracted
     from pypdf import PdfReader
@@ -49,18 +52,15 @@ MEDIA_TYPES = {
 SUPPORTED_EXTENSIONS = tuple(MEDIA_TYPES)
 
 
-class ExtractError(UsageError):
+class ExtractError(IngestError):
     """A document whose text cannot be extracted; the message says why and what to do."""
 
 
-class ExtractLimitError(ExtractError):
+class ExtractLimitError(ExtractError, TooLargeError):
     """A document beyond one of the :class:`ExtractLimits`; ``limit`` is the field's name."""
 
-    kind = Kind.TOO_LARGE
-
     def __init__(self, message: str, *, limit: str) -> None:
-        super().__init__(message)
-        self.limit = limit
+        super().__init__(message, limit=limit)
 
 
 MB = 2**20

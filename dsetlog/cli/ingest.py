@@ -26,36 +26,41 @@ from typing import Any
 
 import msgspec
 
-from dsetlog.catalog.catalog import (
+from dsetlog.catalog.chunking import STRATEGIES
+from dsetlog.catalog.documents import (
     DEFAULT_CHUNKING,
     DEFAULT_STRATEGY,
     MAX_FILE_BYTES,
-    IngestError,
-    TooLargeError,
+    files_to_ingest,
+    ingest_file,
+    resolve_chunking,
+)
+from dsetlog.catalog.errors import IngestError, MissingParametersError, NotFoundError, TooLargeError
+from dsetlog.catalog.extract import DEFAULT_LIMITS, SUPPORTED_EXTENSIONS, ExtractLimits
+from dsetlog.catalog.projects import (
     create_project,
     create_taxonomy,
     find_project,
-    ingest_file,
+    list_prompts,
+    load_prompt_file,
     load_taxonomy_file,
-    parameters_from,
-    resolve_chunking,
-    save_parameters,
+    prompt_text,
     save_prompt,
+    update_parameters,
 )
-from dsetlog.catalog.chunking import STRATEGIES
-from dsetlog.catalog.extract import DEFAULT_LIMITS, SUPPORTED_EXTENSIONS, ExtractLimits
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_data_option, data_dir
 from dsetlog.errors import UsageError
-from dsetlog.prompts.templates import (
+from dsetlog.prompts.parameters import (
     ANSWER_STYLES,
     AUGMENTATIONS,
     COMPLEXITY_LEVELS,
-    MODES,
     QUESTION_STYLES,
     ProjectParameters,
 )
+from dsetlog.prompts.templates import MODES
 from dsetlog.store.events import Category
 from dsetlog.store.log import EventLog, LogError
+from projections.projects import ProjectView
 from projections.readmodel import ReadModel
 
 Sub = argparse._SubParsersAction  # type: ignore[type-arg]
@@ -209,13 +214,6 @@ def _read_model(args: argparse.Namespace) -> ReadModel:
     return ReadModel.open(data_dir(args))
 
 
-def _project(rm: ReadModel, name: str) -> Any:
-    try:
-        return find_project(rm, name)
-    except IngestError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def _print_json(value: Any) -> None:
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(value), indent=2).decode() + "\n")
 
@@ -231,91 +229,23 @@ def _mb(n: int) -> str:
 # --- dset ingest ----------------------------------------------------------------------------
 
 
-def _walk(paths: list[str]) -> Iterator[tuple[str, Path | None, str]]:
-    """(shown name, file or None, error) for each file to ingest, once each, directories walked in name order."""
-    seen: set[Path] = set()
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            found = sorted(
-                f for f in path.rglob("*")
-                if f.is_file() and f.suffix.lower() in SUPPORTED_EXTENSIONS
-                and not any(part.startswith(".") for part in f.relative_to(path).parts)
-            )  # fmt: skip
-            if not found:
-                yield given, None, f"no supported files in this directory ({', '.join(SUPPORTED_EXTENSIONS)})"
-            for f in found:
-                if f.resolve() not in seen:
-                    seen.add(f.resolve())
-                    yield str(f), f, ""
-        elif path.exists():
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                yield given, path, ""
-        else:
-            yield given, None, "no such file or directory"
-
-
 def run_ingest(args: argparse.Namespace) -> int:
-    try:
-        size, overlap = resolve_chunking(args.strategy, args.chunk_size, args.overlap)
-    except IngestError as exc:
-        raise UsageError(str(exc)) from None
-    if args.max_mb <= 0 or args.max_unzipped_mb <= 0 or args.max_chars <= 0 or args.extract_timeout <= 0:
-        raise UsageError("--max-mb, --max-unzipped-mb, --max-chars and --extract-timeout must be greater than 0")
-    max_bytes = int(args.max_mb * 2**20)
-    limits = ExtractLimits(max_input_bytes=max_bytes, max_unzipped_bytes=int(args.max_unzipped_mb * 2**20),
-                           max_chars=args.max_chars, max_seconds=args.extract_timeout)
+    size, overlap = resolve_chunking(args.strategy, args.chunk_size, args.overlap)
+    limits = _extract_limits(args)
     data = data_dir(args)
     with EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
-        try:
-            project = find_project(rm, args.project)
-        except IngestError:
-            if not args.create:
-                raise UsageError(f"no project {args.project!r}; leave out --no-create to create it") from None
-            try:
-                made = create_project(log, rm, name=args.project, description=args.description)
-            except IngestError as exc:
-                raise UsageError(str(exc)) from None
-            print(f"created project {made.name} ({made.id})")
-            project = find_project(rm, made.id)
+        project = _ingest_project(args, log, rm)
         counts: Counter[str] = Counter()
         chunks_written = 0
-        for shown, path, error in _walk(args.paths):
+        for shown, path, error in files_to_ingest(args.paths):
             if path is None:
                 print(f"{shown}: error: {error}")
                 counts["failed"] += 1
                 continue
-            try:
-                result = ingest_file(log, rm, project_id=project.id, path=path, strategy=args.strategy,
-                                     chunk_size=size, overlap=overlap, max_bytes=max_bytes, limits=limits)
-            except TooLargeError as exc:
-                print(f"{shown}: refused: {_without_name(str(exc), path.name)}{_LIMIT_OPTIONS.get(exc.limit, '')}")
-                counts["refused"] += 1
-                continue
-            except IngestError as exc:
-                print(f"{shown}: error: {_without_name(str(exc), path.name)}")
-                counts["failed"] += 1
-                continue
-            except LogError:
-                raise
-            except Exception as exc:  # an extractor's unforeseen failure on one odd file: the others go on
-                print(f"{shown}: error: could not extract it ({type(exc).__name__}: {exc})")
-                counts["failed"] += 1
-                continue
-            counts[result.status] += 1
-            if result.status == "ingested":
-                chunks_written += result.chunks
-                print(f"{shown}: ingested {_plural(result.chunks, 'chunk')} ({_mb(result.size)}, {result.chars} chars)")
-            elif result.status == "unchanged":
-                print(f"{shown}: unchanged ({result.reason})")
-            elif result.status == "rechunked":
-                chunks_written += result.chunks
-                print(f"{shown}: re-chunked into {_plural(result.chunks, 'chunk')} ({result.reason})")
-            else:
-                chunks_written += result.chunks
-                print(f"{shown}: completed {_plural(result.chunks, 'chunk')} ({result.reason})")
+            outcome, written = _ingest_one(log, rm, project.id, shown, path, args.strategy, size, overlap, limits)
+            counts[outcome] += 1
+            chunks_written += written
     parts = [f"{counts[k]} {label}" for k, label in (("ingested", "ingested"), ("rechunked", "re-chunked"),
              ("completed", "completed"), ("unchanged", "unchanged"), ("failed", "failed"),
              ("refused", "refused for a limit")) if counts[k]]
@@ -329,6 +259,55 @@ def run_ingest(args: argparse.Namespace) -> int:
         print(f"dset: {counts['failed']} file(s) failed; the others were ingested", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _extract_limits(args: argparse.Namespace) -> ExtractLimits:
+    if args.max_mb <= 0 or args.max_unzipped_mb <= 0 or args.max_chars <= 0 or args.extract_timeout <= 0:
+        raise UsageError("--max-mb, --max-unzipped-mb, --max-chars and --extract-timeout must be greater than 0")
+    return ExtractLimits(max_input_bytes=int(args.max_mb * 2**20), max_unzipped_bytes=int(args.max_unzipped_mb * 2**20),
+                         max_chars=args.max_chars, max_seconds=args.extract_timeout)
+
+
+def _ingest_project(args: argparse.Namespace, log: EventLog, rm: ReadModel) -> ProjectView:
+    """The project of --project, created here unless --no-create."""
+    try:
+        return find_project(rm, args.project)
+    except NotFoundError:
+        if not args.create:
+            raise UsageError(f"no project {args.project!r}; leave out --no-create to create it") from None
+    made = create_project(log, rm, name=args.project, description=args.description)
+    print(f"created project {made.name} ({made.id})")
+    return find_project(rm, made.id)
+
+
+def _ingest_one(log: EventLog, rm: ReadModel, project_id: str, shown: str, path: Path, strategy: str, size: int,
+                overlap: int, limits: ExtractLimits) -> tuple[str, int]:
+    """Ingest one file and print its line; returns what happened to it and the chunks written."""
+    try:
+        result = ingest_file(log, rm, project_id=project_id, path=path, strategy=strategy, chunk_size=size,
+                             overlap=overlap, max_bytes=limits.max_input_bytes, limits=limits)
+    except TooLargeError as exc:
+        print(f"{shown}: refused: {_without_name(str(exc), path.name)}{_LIMIT_OPTIONS.get(exc.limit, '')}")
+        return "refused", 0
+    except IngestError as exc:
+        print(f"{shown}: error: {_without_name(str(exc), path.name)}")
+        return "failed", 0
+    except LogError:
+        raise
+    except Exception as exc:  # an extractor's unforeseen failure on one odd file: the others go on
+        print(f"{shown}: error: could not extract it ({type(exc).__name__}: {exc})")
+        return "failed", 0
+    chunks = _plural(result.chunks, "chunk")
+    if result.status == "unchanged":
+        print(f"{shown}: unchanged ({result.reason})")
+        return result.status, 0
+    if result.status == "ingested":
+        print(f"{shown}: ingested {chunks} ({_mb(result.size)}, {result.chars} chars)")
+    elif result.status == "rechunked":
+        print(f"{shown}: re-chunked into {chunks} ({result.reason})")
+    else:
+        print(f"{shown}: completed {chunks} ({result.reason})")
+    return result.status, result.chunks
 
 
 _LIMIT_OPTIONS = {  # the option that raises each limit, added to its message
@@ -365,7 +344,7 @@ def run_projects_list(args: argparse.Namespace) -> int:
 
 def run_projects_show(args: argparse.Namespace) -> int:
     rm = _read_model(args)
-    project = _project(rm, args.project)
+    project = find_project(rm, args.project)
     with rm.lock:
         docs = [msgspec.structs.asdict(d) for d in rm.projects.documents(project.id)]
         taxonomies = [t.name for t in rm.projects.taxonomies(project.id)]
@@ -394,10 +373,7 @@ def run_projects_show(args: argparse.Namespace) -> int:
 def run_projects_create(args: argparse.Namespace) -> int:
     data = data_dir(args)
     with EventLog.in_dir(data) as log:
-        try:
-            made = create_project(log, ReadModel.open(data), name=args.project, description=args.description)
-        except IngestError as exc:
-            raise UsageError(str(exc)) from None
+        made = create_project(log, ReadModel.open(data), name=args.project, description=args.description)
     print(f"{'created' if made.created else 'exists:'} project {made.name} ({made.id})")
     return EXIT_OK
 
@@ -406,21 +382,15 @@ def run_projects_create(args: argparse.Namespace) -> int:
 
 
 def run_taxonomy_add(args: argparse.Namespace) -> int:
-    try:
-        spec = load_taxonomy_file(args.file)
-    except IngestError as exc:
-        raise UsageError(str(exc)) from None
+    spec = load_taxonomy_file(args.file)
     name = args.name or spec.name or Path(args.file).stem
     description = args.description if args.description is not None else spec.description
     data = data_dir(args)
     with EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
-        project = _project(rm, args.project)
-        try:
-            made = create_taxonomy(log, rm, project_id=project.id, name=name, categories=spec.categories,
-                                   description=description)
-        except IngestError as exc:
-            raise UsageError(str(exc)) from None
+        project = find_project(rm, args.project)
+        made = create_taxonomy(log, rm, project_id=project.id, name=name, categories=spec.categories,
+                               description=description)
     state = "saved" if made.created else "unchanged:"
     print(f"{state} taxonomy {made.name} ({made.id}) in project {project.name}: "
           f"{_count(made.categories)} categories")
@@ -441,7 +411,7 @@ def _tree(categories: list[Category], depth: int = 1) -> Iterator[str]:
 
 def run_taxonomy_list(args: argparse.Namespace) -> int:
     rm = _read_model(args)
-    project_id = _project(rm, args.project).id if args.project else None
+    project_id = find_project(rm, args.project).id if args.project else None
     with rm.lock:
         names = {p.id: p.name for p in rm.projects.projects()}
         taxonomies = [msgspec.structs.replace(t) for t in rm.projects.taxonomies(project_id)]
@@ -463,21 +433,12 @@ def run_taxonomy_list(args: argparse.Namespace) -> int:
 
 
 def run_prompts_add(args: argparse.Namespace) -> int:
-    try:
-        raw = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
-        content = raw.decode("utf-8-sig").replace("\r\n", "\n")
-    except OSError as exc:
-        raise UsageError(f"{args.file}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{args.file}: not UTF-8 text; save it as UTF-8") from None
+    content = prompt_text(sys.stdin.buffer.read(), args.file) if args.file == "-" else load_prompt_file(args.file)
     data = data_dir(args)
     with EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
-        project_id = _project(rm, args.project).id if args.project else None
-        try:
-            saved = save_prompt(log, rm, name=args.name, content=content, project_id=project_id, mode=args.mode)
-        except IngestError as exc:
-            raise UsageError(str(exc)) from None
+        project_id = find_project(rm, args.project).id if args.project else None
+        saved = save_prompt(log, rm, name=args.name, content=content, project_id=project_id, mode=args.mode)
     scope = f"project {args.project}" if project_id else "global"
     if saved.created:
         print(f"saved prompt {saved.name} version {saved.version} ({scope}, hash {saved.content_hash}, id {saved.id})")
@@ -492,17 +453,10 @@ def run_prompts_add(args: argparse.Namespace) -> int:
 
 def run_prompts_list(args: argparse.Namespace) -> int:
     rm = _read_model(args)
-    project_id = _project(rm, args.project).id if args.project else None
+    project_id = find_project(rm, args.project).id if args.project else None
+    rows = [msgspec.structs.asdict(p) for p in list_prompts(rm, project_id, versions=args.versions)]
     with rm.lock:
         names = {p.id: p.name for p in rm.projects.projects()}
-        current = rm.projects.prompts(project_id)
-        if args.versions:
-            wanted = {(p.name, p.project_id) for p in current}
-            prompts = [v for name in dict.fromkeys(p.name for p in current)
-                       for v in rm.projects.prompt_versions(name) if (v.name, v.project_id) in wanted]
-        else:
-            prompts = current
-        rows = [msgspec.structs.asdict(p) for p in prompts]
     if args.json:
         _print_json({"prompts": rows})
         return EXIT_OK
@@ -525,21 +479,12 @@ def run_parameters_set(args: argparse.Namespace) -> int:
     data = data_dir(args)
     with EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
-        project = _project(rm, args.project)
-        with rm.lock:
-            latest = rm.projects.latest_parameters(project.id)
-            base = dict(latest.parameters) if latest else {}
-        known = {f.name for f in msgspec.structs.fields(ProjectParameters)}
-        fields = {k: v for k, v in base.items() if k in known} | given
-        missing = [f.name for f in msgspec.structs.fields(ProjectParameters) if f.required and f.name not in fields]
-        if missing:
-            raise UsageError(f"give {', '.join('--' + m.replace('_', '-') for m in missing)} "
-                             f"(required the first time parameters are set for project {project.name})")
+        project = find_project(rm, args.project)
         try:
-            params = parameters_from(fields)
-            parameter_id = save_parameters(log, rm, project_id=project.id, params=params)
-        except IngestError as exc:
-            raise UsageError(str(exc)) from None
+            parameter_id, params = update_parameters(log, rm, project_id=project.id, changes=given)
+        except MissingParametersError as exc:  # said as the options that give them
+            raise UsageError(f"give {', '.join('--' + m.replace('_', '-') for m in exc.fields)} "
+                             f"(required the first time parameters are set for project {project.name})") from None
     print(f"saved parameters {parameter_id} for project {project.name}")
     for name, value in msgspec.structs.asdict(params).items():
         print(f"  {name}: {value if value is not None else '-'}")
@@ -548,7 +493,7 @@ def run_parameters_set(args: argparse.Namespace) -> int:
 
 def run_parameters_show(args: argparse.Namespace) -> int:
     rm = _read_model(args)
-    project = _project(rm, args.project)
+    project = find_project(rm, args.project)
     with rm.lock:
         views = rm.projects.parameter_history(project.id) if args.history else []
         latest = rm.projects.latest_parameters(project.id)

@@ -19,7 +19,8 @@ import msgspec
 from rapidfuzz import fuzz
 
 from dsetlog.llm.structured import Structured
-from dsetlog.prompts.templates import NEGATIVE_ANSWER, InvalidOutput, strip_wrapping
+from dsetlog.prompts.replies import InvalidOutput, strip_wrapping
+from dsetlog.prompts.templates import NEGATIVE_ANSWER
 
 # --- words -----------------------------------------------------------------------------
 

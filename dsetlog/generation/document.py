@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from dsetlog import prompts
 from dsetlog.engine.progress import Budget, Progress
 from dsetlog.errors import UsageError
 from dsetlog.evaluation import quality, scoring, splits
@@ -32,7 +33,6 @@ from dsetlog.export.formats import FORMATS
 from dsetlog.fsutil import atomic_writer
 from dsetlog.llm.providers import Provider, ProviderError, resolve_spec
 from dsetlog.paths import OutputDirError, export_dir
-from dsetlog.prompts import templates as prompts
 from dsetlog.store import locks
 from dsetlog.store.events import (
     BenchmarkAnswered,

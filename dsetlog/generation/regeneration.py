@@ -32,12 +32,12 @@ from typing import Annotated, Any
 
 import msgspec
 
+from dsetlog import prompts
 from dsetlog.engine.progress import Budget, Progress
 from dsetlog.errors import Kind, UsageError
 from dsetlog.evaluation import quality
 from dsetlog.generation.document import entry_components, entry_scored
 from dsetlog.llm.providers import PROFILES, Provider, ProviderError, resolve, resolve_spec
-from dsetlog.prompts import templates as prompts
 from dsetlog.store import locks
 from dsetlog.store.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.store.log import EventLog, records_containing

@@ -308,7 +308,7 @@ def test_documents_multipart_json_and_base64_uploads(client: testing.TestClient,
 
 
 def test_a_document_ingested_by_the_cli_can_be_rechunked_over_http(client: testing.TestClient, data: Path) -> None:
-    from dsetlog.catalog import catalog as ingest
+    from dsetlog.catalog import documents as ingest
     from projections.readmodel import ReadModel
 
     project = client.simulate_post(f"{API}/projects", json={"name": "med"}).json["id"]

@@ -27,7 +27,7 @@ import pytest
 from falcon import testing
 
 from api import catalog
-from dsetlog.catalog.catalog import MAX_FILENAME_BYTES
+from dsetlog.catalog.documents import MAX_FILENAME_BYTES
 from dsetlog.catalog.extract import ExtractError, ExtractLimitError, ExtractLimits, extract_bytes
 from dsetlog.generation.questions import normalize, read_questions, write_statuses
 from dsetlog.simulator.server import Simulator

@@ -1,6 +1,6 @@
 """Ingest: real .txt, .md, .html, .pdf (fpdf2) and .docx (python-docx) files made here, into the log and back.
 
-Covers the core (dsetlog.catalog.catalog) and the `dset ingest/projects/taxonomy/prompts/parameters` commands,
+Covers the core (dsetlog.catalog: projects, documents) and the `dset ingest/projects/taxonomy/prompts/parameters` commands,
 the latter as real processes (``python -m dsetlog``).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -20,26 +21,27 @@ import msgspec
 import pytest
 from helpers import make_image_pdf, make_pdf
 
-from dsetlog.catalog.catalog import (
+from dsetlog.catalog.chunking import chunk_text
+from dsetlog.catalog.documents import (
     DEFAULT_CHUNKING,
-    IngestError,
-    NotFoundError,
-    TooLargeError,
     chunk_id_for,
-    create_project,
-    create_taxonomy,
     document_id_for,
     ingest_file,
+    resolve_chunking,
+)
+from dsetlog.catalog.errors import IngestError, NotFoundError, TooLargeError
+from dsetlog.catalog.extract import content_hash, extract_text
+from dsetlog.catalog.projects import (
+    create_project,
+    create_taxonomy,
     load_taxonomy_file,
     parameters_from,
-    resolve_chunking,
+    project_id_for,
     save_parameters,
     save_prompt,
     to_categories,
 )
-from dsetlog.catalog.chunking import chunk_text
-from dsetlog.catalog.extract import content_hash, extract_text
-from dsetlog.prompts.templates import ProjectParameters
+from dsetlog.prompts.parameters import ProjectParameters
 from dsetlog.store.events import Category, ChunkCreated, DocumentChunked, DocumentIngested, ParametersSaved
 from dsetlog.store.log import LOG_NAME, EventLog
 from projections.projects import flat_categories
@@ -280,6 +282,25 @@ def test_chunk_ids_are_deterministic(tmp_path: Path) -> None:
         assert got[-1][0] == chunk_id_for(result.document_id, "markdown", 2000, 0, 0)
         e.log.close()
     assert got[0] == got[1]
+
+
+def test_ids_are_those_of_existing_logs() -> None:
+    """The ids a log already holds must be found again: fixed inputs, the ids the first versions made."""
+    assert project_id_for("handbook") == "proj_cbd098834e9c"
+    assert document_id_for("proj_x", "ab" * 32) == "doc_487b67edff85aa59"
+    assert chunk_id_for("doc_1", "paragraphs", 2000, 1, 7) == "chunk_2f8a81bfc342a6ac"
+    assert [chunk_id_for("doc_1", "tokens", 400, 40, i) for i in (10, 11)] == [
+        "chunk_d91c119fd867197c", "chunk_9a0d7b8b14318ef7"]
+
+
+def test_random_ids_keep_their_shape(env: Env) -> None:
+    pid = env.project()
+    tax = create_taxonomy(env.log, env.rm, project_id=pid, name="t", categories=["A"]).id
+    prompt = save_prompt(env.log, env.rm, name="p", content="Write {n} items from {chunk}").id
+    params = save_parameters(env.log, env.rm, project_id=pid, params=ProjectParameters(
+        purpose="p", audience="a", dataset_format="jsonl"))
+    assert [re.fullmatch(r"[a-z]+_[0-9a-f]{12}", i) is not None for i in (tax, prompt, params)] == [True] * 3
+    assert (tax[:4], prompt[:7], params[:7]) == ("tax_", "prompt_", "params_")
 
 
 def test_upload_bytes_are_ingested_like_the_file(env: Env, tmp_path: Path) -> None:

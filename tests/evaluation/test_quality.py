@@ -21,7 +21,8 @@ from dsetlog.evaluation.quality import (
     structural_checks,
     summarize,
 )
-from dsetlog.prompts.templates import NEGATIVE_ANSWER, InvalidOutput
+from dsetlog.prompts.replies import InvalidOutput
+from dsetlog.prompts.templates import NEGATIVE_ANSWER
 
 CHUNK = (
     "Insulin is a hormone produced by the beta cells of the pancreas. It lowers blood glucose by "

@@ -29,7 +29,9 @@ import pytest
 from harness import GEN_SCHEMAS, ROOT, TOPICS, Env, html_doc, kind_of, markdown, plain_text, user_text  # noqa: F401
 from helpers import make_pdf
 
-from dsetlog.catalog.catalog import create_project, create_taxonomy, ingest_file, save_parameters, save_prompt
+from dsetlog import prompts
+from dsetlog.catalog.documents import ingest_file
+from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import DUPLICATE_FACTOR
@@ -39,7 +41,6 @@ from dsetlog.generation.document import (
     export_dataset,
 )
 from dsetlog.llm.client import RetryPolicy
-from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.events import (
     BenchmarkAnswered,

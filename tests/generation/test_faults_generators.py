@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 from harness import DSET, ROOT, Server, clean_env
 
-from dsetlog.catalog.catalog import create_project, ingest_file
+from dsetlog.catalog.documents import ingest_file
+from dsetlog.catalog.projects import create_project
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.cli.options import EXIT_CODES
 from dsetlog.engine.progress import Progress

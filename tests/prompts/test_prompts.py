@@ -7,29 +7,33 @@ import json
 import msgspec
 import pytest
 
-from dsetlog.prompts.templates import (
+from dsetlog.prompts.parameters import (
     AUGMENTATIONS,
     HIGH_LEVEL_PROMPT_CONFIG,
+    ProjectParameters,
+    augment,
+    plan_negatives,
+    variables_from,
+)
+from dsetlog.prompts.replies import (
+    GeneratedItem,
+    InvalidOutput,
+    format_instruction,
+    output_schema,
+    parse_items,
+    reply_schema,
+)
+from dsetlog.prompts.templates import (
     MODES,
     NEGATIVE_ANSWER,
     TEMPLATE_MODES,
     TEMPLATES,
-    GeneratedItem,
-    InvalidOutput,
-    ProjectParameters,
-    augment,
     default_prompts,
-    format_instruction,
     normalize_mode,
-    output_schema,
-    parse_items,
     placeholders,
-    plan_negatives,
     prompt_hash,
     render,
-    reply_schema,
     select_template,
-    variables_from,
 )
 
 CHUNK = "Insulin is a hormone made by the pancreas. It lets cells absorb glucose."
