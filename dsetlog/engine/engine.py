@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsetlog.engine.progress import Budget, Progress
+from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.llm.client import (
     MAX_TOKENS_CAP,
     CallFailure,
@@ -137,6 +137,7 @@ class Engine:
     run_id: str = ""
     concurrency: int = 8
     budget: Budget = field(default_factory=Budget)
+    cancel: Cancel | None = None  # set: stop taking items, as when interrupted (a job cancelled by a user)
     price: tuple[float, float] | None = None  # USD per million input/output tokens
 
     async def run(self, items: Sequence[WorkItem]) -> EngineResult:
@@ -149,6 +150,9 @@ class Engine:
 
         async def worker() -> None:
             while pending and not state["stop"]:
+                if self.cancel is not None and self.cancel.is_set():
+                    state["stop"] = "interrupted"
+                    break
                 if self.budget.reached(self.progress):
                     state["stop"] = "budget"
                     break
