@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from dsetlog.catalog.catalog import create_project, ingest_file
-from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import JUDGE_SYSTEM
 from dsetlog.generation.document import (
@@ -31,6 +30,7 @@ from dsetlog.generation.document import (
     GenerateRequest,
     Models,
 )
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator

@@ -30,7 +30,6 @@ from harness import GEN_SCHEMAS, ROOT, TOPICS, Env, html_doc, kind_of, markdown,
 from helpers import make_pdf
 
 from dsetlog.catalog.catalog import create_project, create_taxonomy, ingest_file, save_parameters, save_prompt
-from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import DUPLICATE_FACTOR
 from dsetlog.generation.document import (
@@ -38,6 +37,7 @@ from dsetlog.generation.document import (
     GenerateRequest,
     export_dataset,
 )
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator

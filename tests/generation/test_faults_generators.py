@@ -29,11 +29,11 @@ import pytest
 from harness import DSET, ROOT, Server, clean_env
 
 from dsetlog.catalog.catalog import create_project, ingest_file
-from dsetlog.cli.datasets import run_generation_job
 from dsetlog.cli.options import EXIT_CODES
 from dsetlog.engine.progress import Progress
 from dsetlog.generation.document import TITLE_PROMPT, DatasetBusy, DocumentRun, GenerateRequest, Models
 from dsetlog.generation.regeneration import RegenerationConfig, run_regeneration
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.simulator.server import Simulator
 from dsetlog.store import locks
 from dsetlog.store.events import (
