@@ -74,6 +74,9 @@ class Outcome(str, enum.Enum):
     BUDGET = "budget"  # the token or cost budget was reached
     FATAL = "fatal"  # the provider refused the calls (key, quota, model)
 
+    def __str__(self) -> str:
+        return self.value
+
     def explain(self) -> str:
         """What a job's status says for a run that ended so, when the run gave no message of its own."""
         return _EXPLAINED[self]

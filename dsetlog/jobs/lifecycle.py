@@ -25,10 +25,10 @@ import msgspec
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Stage, typed
 from dsetlog.errors import DsetError
-from dsetlog.generation.document import DocGenError, DocRunResult, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocRunResult, DocumentRun, GenerateRequest, Models
 from dsetlog.generation.regeneration import RegenerationConfig, regenerated_by, run_regeneration
 from dsetlog.llm.providers import Provider
-from dsetlog.paths import OutputDirError, export_dir
+from dsetlog.paths import export_dir
 from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted, JobSubmitted
 from dsetlog.store.log import EventLog, LogWriteError
 from projections.jobs import JobView
@@ -169,10 +169,7 @@ def document_run(runner: JobRunner, req: GenerateRequest, job_id: str) -> Docume
     run = DocumentRun(log=runner.log, rm=runner.rm, data_dir=runner.data_dir, req=req, models=models,
                       job_id=job_id, progress=runner.progress, budget=runner.budget,
                       on_stage=typed(runner.on_stage), limiter_for=runner.limiter_for, wait=runner.wait)
-    try:
-        export_dir(runner.data_dir, req.output_dir, run.dataset_id)
-    except OutputDirError as exc:
-        raise DocGenError(str(exc)) from None
+    export_dir(runner.data_dir, req.output_dir, run.dataset_id)  # an OutputDirError is the job's failure
     return run
 
 
