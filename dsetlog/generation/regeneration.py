@@ -307,9 +307,8 @@ async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: 
 
     async def run(provider: Provider, units: list[Any], make_events: Any, step: str, **sampling: Any) -> Any:
         progress.total += len(units)
-        settings = EngineSettings(concurrency=config.concurrency, limiter_for=limiter_for,
-                                  learned=rm.endpoints.modes())
-        engine = engine_for(provider, settings, log=log, make_events=make_events, progress=progress,
+        calls = EngineSettings(concurrency=config.concurrency, limiter_for=limiter_for, learned=rm.endpoints.modes())
+        engine = engine_for(provider, calls, log=log, make_events=make_events, progress=progress,
                             run_id=job_id, budget=budget, **sampling)
         return await run_reporting(engine, units, lambda done, total: on_stage(f"{step} {done} of {total}", done, total))
 
