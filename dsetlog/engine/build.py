@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from dsetlog.llm.ratelimit import RateController
     from dsetlog.store.events import StructuredModeLearned
     from dsetlog.store.log import EventLog
+    from projections.endpoints import LearnedMode
 
 TIMEOUT = 300.0  # seconds one call may take
 
@@ -51,7 +52,7 @@ class EngineSettings:
     tpm: int = 0
     temperature: float | None = None
     max_tokens: int | None = None
-    learned: Iterable[Any] = ()
+    learned: Iterable[LearnedMode] = ()
 
     def policy(self) -> RetryPolicy:
         return self.retry if self.retry is not None else default_retry()
