@@ -145,11 +145,11 @@ class JobLife:
                 raise
             return "failed"
         except Exception as exc:
-            _log.exception("job %s failed with an unexpected error", self.job_id)
             where = "the command's output" if raise_errors else "the server's output"
             self.fail(f"internal error ({type(exc).__name__}); {where} has the details")
             if raise_errors:
-                raise
+                raise  # the command shows it
+            _log.exception("job %s failed with an unexpected error", self.job_id)
             return "failed"
         return self.end(end, cancel=cancel, resumable=resumable())
 
