@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import falcon
 import msgspec
@@ -23,7 +22,9 @@ from api.schemas import (
 from api.spec import operation
 from dsetlog.generation.document import DocGenError, DocumentRun, GenerateRequest, Models
 from dsetlog.generation.regeneration import RegenerateError, RegenerateRequest, UnknownEntries, check_request
-from dsetlog.jobs.worker import DATASET_VERSION_KEY, GENERATE_KINDS, LiveStatus
+from dsetlog.ids import new_id, new_job_id
+from dsetlog.jobs.lifecycle import DATASET_VERSION_KEY, GENERATE_KINDS
+from dsetlog.jobs.worker import LiveStatus
 from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.store.events import JobCancelled, JobSubmitted, RegenerationRequested
 from projections.jobs import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, JOB_PENDING, JobView
@@ -62,9 +63,7 @@ def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None, write_failu
         step = _FINAL_STEP.get(job.status) or ("Waiting to start" if job.status == JOB_PENDING else
                                                "Running (resumes when the server's worker picks it up)")
     if result:
-        tokens = int(result.get("tokens") or 0) or int(result.get("prompt_tokens") or 0) + int(
-            result.get("completion_tokens") or 0)
-        cost = float(result.get("cost") or 0.0)
+        tokens, cost = int(result.get("tokens") or 0), float(result.get("cost") or 0.0)
     return JobStatus(job_id=job.id, status=status, progress=progress, current_step=step,  # type: ignore[arg-type]
                      estimated_completion=eta, result=result, error=error, kind=job.kind,
                      dataset_id=job.dataset_id, submitted_at=job.submitted_at, started_at=job.started_at,
@@ -91,7 +90,7 @@ class Submitter:
 
     def generation(self, req: GenerateRequest, kind: str) -> tuple[str, str]:
         ctx = self.ctx
-        job_id = str(uuid.uuid4())
+        job_id = new_job_id()
         self._check_output_dir(req)
         with self.lock:
             rm = ctx.model()
@@ -139,7 +138,7 @@ class Submitter:
 
     def regeneration(self, dataset_id: str, req: RegenerateRequest) -> tuple[str, int]:
         ctx = self.ctx
-        job_id = "regenerate_" + str(uuid.uuid4())
+        job_id = new_id("regenerate")  # the prefix is pinned: the API's tests and the UI's short ids know it
         with self.lock:
             rm = ctx.model()
             with rm.lock:

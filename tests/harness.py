@@ -22,7 +22,6 @@ from typing import Any
 from dsetlog import prompts
 from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project
-from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import JUDGE_SYSTEM
 from dsetlog.generation.document import (
@@ -33,6 +32,7 @@ from dsetlog.generation.document import (
     GenerateRequest,
     Models,
 )
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.log import EventLog

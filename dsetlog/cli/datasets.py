@@ -7,9 +7,7 @@ validates POST /api/v1/datasets/generate, so the two cannot drift apart.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,16 +19,11 @@ import msgspec
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
 from dsetlog.engine.progress import Progress
 from dsetlog.errors import UsageError
-from dsetlog.generation.document import (
-    EXPORT_FORMATS,
-    DocGenError,
-    DocRunResult,
-    GenerateRequest,
-    export_dataset,
-)
+from dsetlog.generation.document import EXPORT_FORMATS, DocGenError, GenerateRequest, export_dataset
+from dsetlog.ids import new_job_id
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.providers import load_env
-from dsetlog.paths import OutputDirError, cli_export_dir, export_dir
-from dsetlog.store.events import JobCompleted, JobFailed, JobStarted, JobSubmitted
+from dsetlog.paths import cli_export_dir
 from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
 
@@ -132,45 +125,6 @@ def simulator_url(enabled: bool) -> Iterator[str | None]:
         yield sim.base_url
 
 
-def run_generation_job(*, log: EventLog, rm: ReadModel, data: Path, req: GenerateRequest, job_id: str,
-                       kind: str, sim_url: str | None, progress: Progress, budget: Any = None,
-                       on_stage: Any = None, wait: bool = True) -> DocRunResult:
-    """Submit (if new), start, run and finish one generation job: the CLI's and the server's way to run one."""
-    from dsetlog.generation.document import DocumentRun, Models
-
-    models = Models.resolve(req, simulator_url=sim_url)
-    run = DocumentRun(log=log, rm=rm, data_dir=data, req=req, models=models, job_id=job_id, progress=progress,
-                      budget=budget, wait=wait, **({"on_stage": on_stage} if on_stage else {}))
-    try:  # before the job is in the log, and again for a job resumed with a request from an older version
-        export_dir(data, req.output_dir, run.dataset_id)
-    except OutputDirError as exc:
-        raise DocGenError(str(exc)) from None
-    # one generator per dataset: refused (or waiting) here, before anything is written; held until the job's
-    # end is in the log
-    run.claim(notify=lambda step: print(step, file=sys.stderr, flush=True))
-    try:
-        rm.catch_up()
-        if rm.jobs.job(job_id) is None:
-            log.append(JobSubmitted(job_id=job_id, kind=kind, request=msgspec.to_builtins(req),
-                                    dataset_id=run.dataset_id))
-            rm.catch_up()
-        job = rm.jobs.job(job_id)
-        log.append(JobStarted(job_id=job_id, attempt=(job.starts + 1) if job else 1))
-        try:
-            result = asyncio.run(run.run())
-        except Exception as exc:
-            log.append(JobFailed(job_id=job_id, error=str(exc)))
-            raise
-        if result.outcome == "completed":
-            log.append(JobCompleted(job_id=job_id, result=result.as_dict()))
-        elif result.outcome != "interrupted":
-            log.append(JobFailed(job_id=job_id, error=result.message or f"stopped: {result.outcome}"))
-        rm.catch_up()
-        return result
-    finally:
-        run.release()
-
-
 def generate(args: argparse.Namespace) -> int:
     load_env()
     req = request_from_args(args)
@@ -178,16 +132,13 @@ def generate(args: argparse.Namespace) -> int:
 
     budget = parse_budget(args.budget)
     data = data_dir(args)
-    job_id = "job_" + uuid.uuid4().hex[:12]
+    job_id = new_job_id()
     with simulator_url(args.simulate) as sim_url, EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
         rm.wait_verified()  # opened from a snapshot: the whole log's checksums hold before anything is added
         progress = Progress(total=0, enabled=not args.no_progress)
-        try:
-            result = run_generation_job(log=log, rm=rm, data=data, req=req, job_id=job_id, kind="generate",
-                                        sim_url=sim_url, progress=progress, budget=budget, wait=args.wait)
-        except DocGenError as exc:
-            raise UsageError(str(exc)) from None
+        result = run_generation_job(log=log, rm=rm, data=data, req=req, job_id=job_id, kind="generate",
+                                    sim_url=sim_url, progress=progress, budget=budget, wait=args.wait)
     print(f"job {job_id}\ndataset {result.dataset_id} ({result.name}{' v' + result.version if result.version else ''})")
     print(f"{result.entries_count} entries, {result.exported_count} exported to "
           f"{', '.join(result.files) or '(no files)'}; {result.prompt_tokens + result.completion_tokens:,} tokens")

@@ -164,9 +164,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, dataset_id: str,  # noqa: ANN001
               provider: Provider, log: EventLog, rm: ReadModel, formats: list[str], budget: Budget) -> int:
-    from dsetlog.engine.engine import Engine, EngineResult, WorkItem, run_engine
-    from dsetlog.llm.client import Completion, LLMClient, RetryPolicy
-    from dsetlog.llm.ratelimit import controller_for
+    from dsetlog.engine.build import EngineSettings, engine_for
+    from dsetlog.engine.engine import EngineResult, WorkItem, run_engine
+    from dsetlog.llm.client import Completion, RetryPolicy
 
     datasets = rm.datasets
     run_id = "run_" + uuid.uuid4().hex[:12]
@@ -216,12 +216,12 @@ def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, datase
 
     result = EngineResult("completed")
     if todo:
-        client = LLMClient(provider, timeout=args.timeout, concurrency=args.concurrency,
-                           limiter=controller_for(provider.endpoint, rpm=args.rpm, tpm=args.tpm),
-                           temperature=args.temperature, max_tokens=args.max_tokens, learned=rm.endpoints.modes())
-        engine = Engine(log=log, client=client, policy=RetryPolicy(max_retries=args.max_retries, backoff=args.backoff),
-                        make_events=make_events, progress=progress, run_id=run_id, concurrency=args.concurrency,
-                        budget=budget, price=price)  # type: ignore[arg-type]
+        engine = engine_for(provider, EngineSettings(
+            concurrency=args.concurrency, timeout=args.timeout, rpm=args.rpm, tpm=args.tpm,
+            retry=RetryPolicy(max_retries=args.max_retries, backoff=args.backoff), temperature=args.temperature,
+            max_tokens=args.max_tokens, learned=rm.endpoints.modes()),
+            log=log, make_events=make_events, progress=progress, run_id=run_id, budget=budget,
+            price=price)  # type: ignore[arg-type]
         result = run_engine(engine, todo)
 
     rm.catch_up()

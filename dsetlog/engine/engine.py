@@ -17,7 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsetlog.engine.progress import Budget, Progress
+from dsetlog.engine.progress import Budget, Cancel, Progress
+from dsetlog.engine.stages import Outcome
 from dsetlog.llm.client import (
     MAX_TOKENS_CAP,
     CallFailure,
@@ -59,7 +60,7 @@ MakeEvents = Callable[[WorkItem, Completion, int], "Sequence[Event] | Awaitable[
 
 @dataclass
 class EngineResult:
-    outcome: str  # completed | failed | interrupted | budget | fatal
+    outcome: Outcome
     answered: int = 0
     failed: int = 0
     not_started: int = 0
@@ -137,6 +138,7 @@ class Engine:
     run_id: str = ""
     concurrency: int = 8
     budget: Budget = field(default_factory=Budget)
+    cancel: Cancel | None = None  # set: stop taking items, as when interrupted (a job cancelled by a user)
     price: tuple[float, float] | None = None  # USD per million input/output tokens
 
     async def run(self, items: Sequence[WorkItem]) -> EngineResult:
@@ -144,11 +146,14 @@ class Engine:
         writer.start()
         self.client.on_learned = writer.put  # a structured mode the endpoint refused is a fact for the log
         pending = deque(items)
-        result = EngineResult("completed")
-        state = {"stop": ""}  # why workers stop taking items: "", "budget", "fatal", "interrupted"
+        result = EngineResult(Outcome.COMPLETED)
+        state = {"stop": ""}  # why workers stop taking items: "", "budget", "fatal", "interrupted", "write_failed"
 
         async def worker() -> None:
             while pending and not state["stop"]:
+                if self.cancel is not None and self.cancel.is_set():
+                    state["stop"] = "interrupted"
+                    break
                 if self.budget.reached(self.progress):
                     state["stop"] = "budget"
                     break
@@ -197,9 +202,9 @@ class Engine:
             raise writer.failure
         result.not_started = len(pending)
         if state["stop"]:
-            result.outcome = state["stop"]
+            result.outcome = Outcome(state["stop"])  # (never "write_failed": that raised above)
         elif result.failed:
-            result.outcome = "failed"
+            result.outcome = Outcome.FAILED
         return result
 
     async def _process(self, item: WorkItem, writer: EventWriter, result: EngineResult,

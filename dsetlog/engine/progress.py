@@ -1,6 +1,7 @@
-"""A one-line progress display: done, failed, rate, ETA, tokens and estimated cost.
+"""What bounds and shows a run: the one-line progress display (done, failed, rate, ETA, tokens, estimated
+cost), the token or cost :class:`Budget`, and the :class:`Cancel` signal a user's cancel sets.
 
-On a terminal it redraws in place; into a file or pipe it prints a plain line
+On a terminal the display redraws in place; into a file or pipe it prints a plain line
 every ``interval`` seconds so logs of long runs still show progress.
 """
 
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -100,3 +104,37 @@ class Budget:
         parts = ([f"{self.tokens:,} tokens"] if self.tokens is not None else []) + (
             [f"${self.cost:.2f}"] if self.cost is not None else [])
         return " / ".join(parts) or "none"
+
+
+class Cancel:
+    """A request to stop a run from outside (a user cancelling its job): engines start no new call once it is
+    set, beside their budget; calls in flight may finish. Unlike a budget it carries why (``reason``).
+
+    The job worker sets one per job and makes it the job's own with :meth:`scope`; engines built in that
+    job's task find it with :meth:`current` (``dsetlog.engine.build.engine_for``)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set(self, reason: str = "") -> None:
+        self.reason = reason
+
+    def is_set(self) -> bool:
+        return self.reason is not None
+
+    @staticmethod
+    def current() -> Cancel | None:
+        """The cancel signal of the job the running task belongs to, if any."""
+        return _CURRENT.get()
+
+    @contextmanager
+    def scope(self) -> Iterator[Cancel]:
+        """Make this the current signal for the code run inside (and the tasks it starts)."""
+        token = _CURRENT.set(self)
+        try:
+            yield self
+        finally:
+            _CURRENT.reset(token)
+
+
+_CURRENT: ContextVar[Cancel | None] = ContextVar("dset_cancel", default=None)

@@ -253,11 +253,7 @@ class DocumentRun:
         self._lock: locks.FileLock | None = None
         # the server passes one RateLimiter per provider, shared by all its jobs; None: one per client
         self.limiter_for = limiter_for
-        if retry is None:
-            from dsetlog.llm.client import RetryPolicy
-
-            retry = RetryPolicy(max_retries=3, backoff=2.0)
-        self.retry = retry
+        self.retry = retry  # None: the builder's default (dsetlog.engine.build)
         self.job_id = job_id or "job_" + uuid.uuid4().hex[:12]
         self.progress = progress or Progress(total=0, enabled=False)
         self.budget = budget or Budget()
@@ -498,18 +494,13 @@ class DocumentRun:
         return result
 
     def _engine(self, provider: Provider, make_events: Any, total: int) -> Any:
-        from dsetlog.engine.engine import Engine
-        from dsetlog.llm.client import LLMClient
+        from dsetlog.engine.build import EngineSettings, engine_for
 
         self.progress.total += total
-        client = LLMClient(provider, concurrency=self.req.concurrency, timeout=300, limiter=self._limiter(provider),
-                           learned=self.rm.endpoints.modes())
-        return Engine(log=self.log, client=client, policy=self.retry,
-                      make_events=make_events, progress=self.progress, run_id=self.job_id,
-                      concurrency=self.req.concurrency, budget=self.budget, price=provider.price())
-
-    def _limiter(self, provider: Provider) -> Any:
-        return self.limiter_for(provider) if self.limiter_for is not None else None
+        settings = EngineSettings(concurrency=self.req.concurrency, retry=self.retry, limiter_for=self.limiter_for,
+                                  learned=self.rm.endpoints.modes())
+        return engine_for(provider, settings, log=self.log, make_events=make_events, progress=self.progress,
+                          run_id=self.job_id, budget=self.budget)
 
     async def _run_engine(self, engine: Any, items: Sequence[Any], step: Callable[[int, int], str]) -> Any:
         from dsetlog.engine.engine import run_reporting
@@ -601,11 +592,12 @@ class DocumentRun:
                 context=(chunk, slots, negatives), members=tuple(s.item_id for s in slots)))
         if not units:
             return "completed", ""
-        from dsetlog.llm.client import LLMClient
+        from dsetlog.engine.build import EngineSettings, client_for
 
-        parser = LLMClient(self.models.parse, concurrency=self.req.concurrency, timeout=300,
-                           limiter=self._limiter(self.models.parse), learned=self.rm.endpoints.modes(),
-                           on_learned=self.log.append)
+        parser = client_for(self.models.parse, EngineSettings(concurrency=self.req.concurrency,
+                                                              limiter_for=self.limiter_for,
+                                                              learned=self.rm.endpoints.modes()),
+                            on_learned=self.log.append)
 
         async def make_events(unit: Any, c: Any, attempt: int) -> list[Event]:
             chunk, slots, negatives = unit.context

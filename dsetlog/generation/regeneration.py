@@ -273,8 +273,9 @@ async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: 
                       limiter_for: Callable[[Provider], Any] | None, budget: Budget | None,
                       on_stage: Callable[[str, int, int], None], skip: set[str] | None,
                       progress: Progress) -> RegenResult:
-    from dsetlog.engine.engine import Engine, WorkItem, run_reporting
-    from dsetlog.llm.client import CallFailure, Completion, LLMClient, RetryPolicy
+    from dsetlog.engine.build import EngineSettings, engine_for
+    from dsetlog.engine.engine import WorkItem, run_reporting
+    from dsetlog.llm.client import CallFailure, Completion
 
     rm.catch_up()
     result = RegenResult(dataset_id)
@@ -299,7 +300,6 @@ async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: 
     except ProviderError as exc:
         raise RegenerateError(f"the dataset's judge_model: {exc}") from None
     settings = msgspec.to_builtins(config)
-    policy = RetryPolicy(max_retries=3, backoff=2.0)
 
     def chunk_of(entry: EntryView) -> str | None:
         chunk_view = rm.projects.chunk(entry.source_chunk) if entry.source_chunk else None
@@ -307,12 +307,9 @@ async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: 
 
     async def run(provider: Provider, units: list[Any], make_events: Any, step: str, **sampling: Any) -> Any:
         progress.total += len(units)
-        limiter = limiter_for(provider) if limiter_for is not None else None
-        client = LLMClient(provider, concurrency=config.concurrency, timeout=300, limiter=limiter,
-                           learned=rm.endpoints.modes(), **sampling)
-        engine = Engine(log=log, client=client, policy=policy, make_events=make_events, progress=progress,
-                        run_id=job_id, concurrency=config.concurrency, budget=budget or Budget(),
-                        price=provider.price())
+        calls = EngineSettings(concurrency=config.concurrency, limiter_for=limiter_for, learned=rm.endpoints.modes())
+        engine = engine_for(provider, calls, log=log, make_events=make_events, progress=progress,
+                            run_id=job_id, budget=budget, **sampling)
         return await run_reporting(engine, units, lambda done, total: on_stage(f"{step} {done} of {total}", done, total))
 
     def ended(outcome: Any) -> bool:

@@ -1,7 +1,8 @@
 """The job worker of `dset serve`: runs submitted jobs in the background, resumes them after a crash.
 
 One thread runs one asyncio loop; every job is a task on it, so the worker's own read model is only
-ever touched by that thread (the HTTP threads read theirs). A job's life is in the log:
+ever touched by that thread (the HTTP threads read theirs). A job's life is in the log, recorded by
+:mod:`dsetlog.jobs.lifecycle` as for a job the command line runs:
 
     JobSubmitted (by the request) -> JobStarted (each time a worker starts it) ->
     JobCompleted | JobFailed | JobCancelled
@@ -12,11 +13,13 @@ ever touched by that thread (the HTTP threads read theirs). A job's life is in t
 * **Resume**: on start the worker runs every job the log shows unfinished (``Jobs.unfinished()``). Work
   items already done are never requested again (the generation and regeneration cores skip them), so a
   server killed with kill -9 in the middle of a job finishes it at its next start without a duplicate.
-* **Cancel**: the job stops taking new work at once (its budget reports "reached"), calls in flight may
-  finish for ``cancel_grace`` seconds, then the task is cancelled; JobCancelled is appended. Entries
+* **Cancel**: the job stops taking new work at once (its :class:`~dsetlog.engine.progress.Cancel` is set,
+  which every engine of its run checks), calls in flight may finish for ``cancel_grace`` seconds (none when
+  it only waits for another run's lock), then the task is cancelled; JobCancelled is appended. Entries
   already made stay. A server shutting down interrupts its jobs without cancelling them: they resume.
 * **Live status**: :meth:`JobWorker.live` gives the running job's stage ("Processing chunk 45 of 100"),
-  progress 0-100 from the stage's real counts, and an estimated completion from the observed rate.
+  progress 0-100 from the stage's phase and real counts (:meth:`Stage.percent`), and an estimated completion
+  from the observed rate.
 
 * **Several servers on one data dir**: one worker runs the jobs (it holds ``locks/jobs.lock``); every
   ``WATCH_INTERVAL`` seconds it catches up with the log and runs the jobs another server accepted, and
@@ -39,66 +42,23 @@ from typing import Any
 import msgspec
 import portalocker
 
-from dsetlog.engine.progress import Budget, Progress
-from dsetlog.generation.document import DocGenError, DocumentRun, GenerateRequest, Models, Stage
-from dsetlog.generation.regeneration import (
-    RegenerateError,
-    RegenerationConfig,
-    regenerated_by,
-    run_regeneration,
-)
-from dsetlog.llm.providers import Provider, ProviderError
+from dsetlog.engine.progress import Cancel, Progress
+from dsetlog.engine.stages import Phase, Stage
+from dsetlog.jobs.lifecycle import JobLife, JobRunner, run_kind
+from dsetlog.llm.providers import Provider
 from dsetlog.store import locks
-from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted
 from dsetlog.store.log import EventLog, LogWriteError
-from projections.jobs import JOB_CANCELLED, JobView
+from projections.jobs import JOB_CANCELLED
 from projections.readmodel import ReadModel
 
 _log = logging.getLogger("dsetlog.jobs.worker")
 
-GENERATE_KINDS = ("generate", "generate-evaluation")
-JOB_KINDS = (*GENERATE_KINDS, "regenerate")
-DATASET_VERSION_KEY = "dataset_version"  # kept beside the request in JobSubmitted: the version a job makes
 WATCH_INTERVAL = 1.0  # seconds between looks at the log for other servers' jobs, and at the worker lock
 WRITE_RETRY_S = 5.0  # a job stopped by a log that cannot be written is tried again this often
-
-# Where each stage sits on the 0-100 scale: (start, end), by the first words of the step.
-_STAGES: tuple[tuple[str, float, float], ...] = (
-    ("Titling chunk", 0, 10),
-    ("Processing chunk", 10, 80),
-    ("Augmenting", 80, 80),
-    ("Scoring", 80, 82),
-    ("Judging entry", 82, 90),
-    ("Making train/validation/test splits", 90, 90),
-    ("Benchmark", 90, 97),
-    ("Exporting", 97, 99),
-    ("Regenerating entry", 0, 99),
-    ("Finished", 100, 100),
-)
-
-
-def stage_percent(step: str, done: int, total: int) -> float | None:
-    """Overall progress for a stage and its counts; None for a step that is not a known stage."""
-    for prefix, start, end in _STAGES:
-        if step.startswith(prefix):
-            share = done / total if total else 0.0
-            return start + (end - start) * min(1.0, max(0.0, share))
-    return None
 
 
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class StopSignal(Budget):
-    """A budget that also reports "reached" once the job is cancelled: engines then start no new call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stopped = False
-
-    def reached(self, progress: Progress) -> bool:
-        return self.stopped or super().reached(progress)
 
 
 @dataclass
@@ -106,23 +66,19 @@ class Live:
     """What the worker knows of a job it runs, beyond the log."""
 
     job_id: str
-    step: str = "Starting"
-    done: int = 0
-    total: int = 0
+    stage: Stage = field(default_factory=Stage)
     percent: float = 0.0
     started: float = field(default_factory=time.time)
     start_percent: float = 0.0
     progress: Progress = field(default_factory=lambda: Progress(total=0, enabled=False))
-    stop: StopSignal = field(default_factory=StopSignal)
-    cancel_reason: str | None = None  # set: cancelled by a user (not interrupted by a shutdown)
-    cancel_recorded: bool = False  # its JobCancelled is in the log already (another server's request)
+    cancel: Cancel = field(default_factory=Cancel)  # set: cancelled by a user (not interrupted by a shutdown)
     task: asyncio.Task[None] | None = None
 
-    def update(self, step: str, done: int, total: int) -> None:
-        self.step, self.done, self.total = step, done, total
-        pct = stage_percent(step, done, total)
-        if pct is not None:
-            self.percent = max(self.percent, pct)  # stages only move forward
+    def update(self, stage: Stage) -> None:
+        self.stage = stage
+        percent = stage.percent()
+        if percent is not None:
+            self.percent = max(self.percent, percent)  # stages only move forward
 
     def estimated_completion(self) -> str | None:
         """Now plus the time the rest takes at the rate observed since this attempt started."""
@@ -232,8 +188,8 @@ class JobWorker:
         if live is None:
             return None
         p = live.progress
-        return LiveStatus(live.step, int(live.percent), live.estimated_completion(), p.prompt_tokens,
-                          p.completion_tokens, round(p.cost, 6), live.cancel_reason is not None)
+        return LiveStatus(live.stage.step, int(live.percent), live.estimated_completion(), p.prompt_tokens,
+                          p.completion_tokens, round(p.cost, 6), live.cancel.is_set())
 
     def live_all(self) -> dict[str, LiveStatus]:
         out = {}
@@ -325,9 +281,8 @@ class JobWorker:
                 self._launch(job_id)  # a no-op for the jobs launched already
             for job_id, reason in cancelled.items():
                 live_job = self._live.get(job_id)
-                if live_job is not None and live_job.cancel_reason is None:
-                    live_job.cancel_recorded = True
-                    self._cancel(job_id, reason)
+                if live_job is not None and not live_job.cancel.is_set():
+                    self._cancel(job_id, reason)  # its JobCancelled is in the log: the job's end records nothing
 
     def _launch(self, job_id: str) -> None:
         if job_id in self._queued or self._stopping:
@@ -341,13 +296,13 @@ class JobWorker:
     def _cancel(self, job_id: str, reason: str) -> None:
         live = self._live.get(job_id)
         if live is None:  # still waiting for a slot: it ends here (_run then finds it finished)
-            self.log.append(JobCancelled(job_id=job_id, reason=reason))
+            JobLife(self.log, self.rm, job_id).cancelled(reason)
             return
-        live.cancel_reason = reason
-        live.stop.stopped = True
-        live.update("Cancelling", live.done, live.total)
+        waiting = live.stage.phase is Phase.WAITING  # for another run's lock: no call in flight to finish
+        live.cancel.set(reason)
+        live.update(Stage(Phase.CANCELLING, "Cancelling", live.stage.done, live.stage.total))
         if live.task is not None:
-            self._loop.call_later(self.cancel_grace, live.task.cancel)
+            self._loop.call_later(0 if waiting else self.cancel_grace, live.task.cancel)
 
     async def _guarded(self, job_id: str) -> None:
         try:
@@ -377,104 +332,34 @@ class JobWorker:
             if self._stopping:
                 return
             rm = self.rm
-            rm.catch_up()
-            job = rm.jobs.job(job_id)
+            life = JobLife(self.log, rm, job_id)
+            job = life.job()
             if job is None or job.finished:
                 return
             if job.dataset_id and locks.running_elsewhere(self.data_dir, job.dataset_id, job_id):
                 return  # the `dset datasets generate` that recorded it runs it; resumed here only if that one dies
             if job_id in self._cancel_requested:
-                self.log.append(JobCancelled(job_id=job_id, reason=self._cancel_requested[job_id]))
+                life.cancelled(self._cancel_requested[job_id])
                 return
             live = self._live[job_id] = Live(job_id)
             live.task = asyncio.current_task()
-            self.log.append(JobStarted(job_id=job_id, attempt=job.starts + 1))
-            _log.info("job %s (%s) started, attempt %d", job_id, job.kind, job.starts + 1)
-            try:
-                if job.kind in GENERATE_KINDS:
-                    outcome, message, result = await self._generate(job, live)
-                elif job.kind == "regenerate":
-                    outcome, message, result = await self._regenerate(job, live)
-                else:
-                    outcome, message, result = "fatal", f"unknown job kind {job.kind!r}", {}
-            except asyncio.CancelledError:
-                if live.cancel_reason is not None:
-                    if not live.cancel_recorded:
-                        self.log.append(JobCancelled(job_id=job_id, reason=live.cancel_reason))
-                    _log.info("job %s cancelled", job_id)
-                else:
-                    _log.info("job %s interrupted by the shutdown; it resumes at the next start", job_id)
-                return
-            except LogWriteError:
-                raise  # not the job's failure: it cannot even be recorded (see _guarded)
-            except (DocGenError, RegenerateError, ProviderError, msgspec.ValidationError) as exc:
-                self.log.append(JobFailed(job_id=job_id, error=str(exc)))
-                _log.info("job %s failed: %s", job_id, exc)
-                return
-            except Exception as exc:
-                _log.exception("job %s failed with an unexpected error", job_id)
-                self.log.append(JobFailed(job_id=job_id, error=f"internal error ({type(exc).__name__}); the "
-                                                               "server's output has the details"))
-                return
-            if live.cancel_recorded:
-                _log.info("job %s cancelled", job_id)  # its end is in the log already: nothing after it
-            elif live.cancel_reason is not None and outcome != "completed":
-                self.log.append(JobCancelled(job_id=job_id, reason=live.cancel_reason))
-                _log.info("job %s cancelled", job_id)
-            elif outcome == "completed":
-                self.log.append(JobCompleted(job_id=job_id, result=result))
-                _log.info("job %s completed", job_id)
-            elif outcome == "interrupted" and self._stopping:
-                _log.info("job %s interrupted by the shutdown; it resumes at the next start", job_id)
-            else:
-                self.log.append(JobFailed(job_id=job_id, error=message or _outcome_message(outcome, result)))
-                _log.info("job %s failed: %s", job_id, outcome)
+            attempt = life.start()
+            _log.info("job %s (%s) started, attempt %d", job_id, job.kind, attempt)
+            runner = JobRunner(log=self.log, rm=rm, data_dir=self.data_dir, simulator_url=self.simulator_url,
+                               limiter_for=self.limiter_for, progress=live.progress, cancel=live.cancel,
+                               on_stage=live.update)
 
-    async def _generate(self, job: JobView, live: Live) -> tuple[str, str, dict[str, Any]]:
-        request = dict(job.request)
-        version = request.pop(DATASET_VERSION_KEY, None)
-        req = msgspec.convert(request, GenerateRequest)
-        models = Models.resolve(req, simulator_url=self.simulator_url)
+            async def work() -> Any:
+                live.start_percent = live.percent
+                return await run_kind(job, runner)
 
-        def on_stage(stage: Stage) -> None:
-            live.update(stage.step, stage.done, stage.total)
+            with live.cancel.scope():  # every engine of the job's run stops taking calls once it is set
+                ended = await life.run(work, cancel=live.cancel, resumable=lambda: self._stopping)
+            _log.info("job %s %s", job_id, _ENDED.get(ended, ended))
 
-        run = DocumentRun(log=self.log, rm=self.rm, data_dir=self.data_dir, req=req, models=models,
-                          job_id=job.id, progress=live.progress, budget=live.stop, on_stage=on_stage,
-                          limiter_for=self.limiter_for)
-        if job.dataset_id and run.dataset_id != job.dataset_id:
-            # the dataset this job was submitted for (a versioned dataset resumed after its entries were
-            # all made would otherwise look finished, and a new version would start)
-            run.dataset_id = job.dataset_id
-            existing = self.rm.datasets.dataset(job.dataset_id)
-            run.version = existing.version if existing is not None else version
-        live.start_percent = live.percent
-        res = await run.run()
-        result = res.as_dict()
-        result["tokens"] = res.prompt_tokens + res.completion_tokens
-        result["job_id"] = job.id
-        if res.outcome == "failed":
-            items = self.rm.datasets.items(res.dataset_id, status="failed")
-            res.message = res.message or (f"{len(items)} work items failed after their retries; POST the same "
-                                          "request again to retry them")
-        return res.outcome, res.message, result
 
-    async def _regenerate(self, job: JobView, live: Live) -> tuple[str, str, dict[str, Any]]:
-        request = job.request
-        config = msgspec.convert(request.get("regeneration_config") or {}, RegenerationConfig)
-        dataset_id = str(request.get("dataset_id") or job.dataset_id or "")
-        entry_ids = [str(e) for e in request.get("entry_ids") or ()]
-        skip = await asyncio.to_thread(regenerated_by, self.data_dir, job.id) if job.starts else set()
-        res = await run_regeneration(log=self.log, rm=self.rm, job_id=job.id, dataset_id=dataset_id,
-                                     entry_ids=entry_ids, config=config, simulator_url=self.simulator_url,
-                                     limiter_for=self.limiter_for, budget=live.stop, on_stage=live.update,
-                                     skip=skip, progress=live.progress)
-        result = res.as_dict()
-        result["job_id"] = job.id
-        message = res.message
-        if res.outcome == "failed":
-            message = f"{len(res.failed)} entries could not be regenerated: {', '.join(res.failed[:20])}"
-        return res.outcome, message, result
+# what the log says of a job's end, as the worker's output says it
+_ENDED = {"ended": "cancelled", "interrupted": "interrupted by the shutdown; it resumes at the next start"}
 
 
 def _jobs_in(rm: ReadModel, live: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -488,12 +373,3 @@ def _jobs_in(rm: ReadModel, live: list[str]) -> tuple[list[str], dict[str, str]]
             if job is not None and job.status == JOB_CANCELLED:
                 cancelled[job_id] = job.cancel_reason or ""
         return unfinished, cancelled
-
-
-def _outcome_message(outcome: str, result: dict[str, Any]) -> str:
-    return {
-        "fatal": "the provider refused the calls (key, quota or model); fix it and submit the job again",
-        "budget": "stopped: the budget was reached",
-        "interrupted": "interrupted",
-        "failed": "some work items failed after their retries; submit the same request again to retry them",
-    }.get(outcome, f"stopped: {outcome}")

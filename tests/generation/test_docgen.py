@@ -32,7 +32,6 @@ from helpers import make_pdf
 from dsetlog import prompts
 from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
-from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import DUPLICATE_FACTOR
 from dsetlog.generation.document import (
@@ -40,6 +39,7 @@ from dsetlog.generation.document import (
     GenerateRequest,
     export_dataset,
 )
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.events import (

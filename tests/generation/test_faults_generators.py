@@ -30,11 +30,11 @@ from harness import DSET, ROOT, Server, clean_env
 
 from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project
-from dsetlog.cli.datasets import run_generation_job
 from dsetlog.cli.options import EXIT_CODES
 from dsetlog.engine.progress import Progress
 from dsetlog.generation.document import TITLE_PROMPT, DatasetBusy, DocumentRun, GenerateRequest, Models
 from dsetlog.generation.regeneration import RegenerationConfig, run_regeneration
+from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.simulator.server import Simulator
 from dsetlog.store import locks
 from dsetlog.store.events import (
