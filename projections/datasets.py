@@ -51,7 +51,7 @@ from dsetlog.store.events import (
     RunStarted,
     SlotQueued,
 )
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, gc_paused, handles
 
 PENDING, DONE, FAILED = "pending", "done", "failed"

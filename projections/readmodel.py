@@ -53,17 +53,11 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
+from dsetlog.store.errors import CorruptLogError, LogError
+from dsetlog.store.layout import Recorded, parse_line
 from dsetlog.store.limits import json_depth
-from dsetlog.store.log import (
-    LOG_NAME,
-    PARALLEL_CHECK_BYTES,
-    CorruptLogError,
-    LogError,
-    Recorded,
-    line_chunks,
-    parse_line,
-    read_batches,
-)
+from dsetlog.store.log import LOG_NAME
+from dsetlog.store.scan import PARALLEL_CHECK_BYTES, line_chunks, read_batches
 from projections.base import ProjectionProtocol, event_classes, gc_paused
 from projections.datasets import Datasets
 from projections.endpoints import Endpoints

@@ -54,8 +54,9 @@ from dsetlog.prompts.templates import (
     QUESTION_STYLES,
     ProjectParameters,
 )
+from dsetlog.store.errors import LogError
 from dsetlog.store.events import Category
-from dsetlog.store.log import EventLog, LogError
+from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
 
 Sub = argparse._SubParsersAction  # type: ignore[type-arg]

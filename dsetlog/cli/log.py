@@ -27,19 +27,10 @@ import portalocker
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
 from dsetlog.errors import UsageError
 from dsetlog.fsutil import atomic_writer, fsync_dir
-from dsetlog.store.log import (
-    LOG_NAME,
-    CorruptLogError,
-    LogError,
-    Recorded,
-    event_bytes,
-    find_valid_end,
-    line_chunks,
-    parse_line,
-    read_batches,
-    read_records,
-    why_bad,
-)
+from dsetlog.store.errors import CorruptLogError, LogError
+from dsetlog.store.layout import Recorded, event_bytes, parse_line, why_bad
+from dsetlog.store.log import LOG_NAME
+from dsetlog.store.scan import find_valid_end, line_chunks, read_batches, read_records
 
 _CHUNK = 1 << 22
 _LISTED = 20  # bad lines kept in a report; a log full of garbage must not fill memory

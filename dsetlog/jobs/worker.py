@@ -49,8 +49,9 @@ from dsetlog.generation.regeneration import (
 )
 from dsetlog.llm.providers import Provider, ProviderError
 from dsetlog.store import locks
+from dsetlog.store.errors import LogWriteError
 from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted
-from dsetlog.store.log import EventLog, LogWriteError
+from dsetlog.store.log import EventLog
 from projections.jobs import JOB_CANCELLED, JobView
 from projections.readmodel import ReadModel
 

@@ -22,6 +22,7 @@ from helpers import append, three_ways
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.events import (
     AttemptFailed,
     AttemptStarted,
@@ -40,7 +41,8 @@ from dsetlog.store.events import (
     SlotQueued,
     Usage,
 )
-from dsetlog.store.log import LOG_NAME, CorruptLogError, read_records
+from dsetlog.store.log import LOG_NAME
+from dsetlog.store.scan import read_records
 from projections import (
     DONE,
     FAILED,

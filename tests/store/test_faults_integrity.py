@@ -30,6 +30,7 @@ import projections.readmodel as readmodel
 from api import create_app
 from api.app import DsetApp
 from dsetlog.store import limits
+from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.events import (
     Category,
     DatasetCreated,
@@ -38,8 +39,9 @@ from dsetlog.store.events import (
     ProjectCreated,
     TaxonomyCreated,
 )
+from dsetlog.store.layout import Recorded, encode_records, utc_now
 from dsetlog.store.limits import MAX_BODY_DEPTH, RecordLimitError, check_decodable, json_depth, max_depth
-from dsetlog.store.log import LOG_NAME, CorruptLogError, EventLog, Recorded, encode_records, utc_now
+from dsetlog.store.log import LOG_NAME, EventLog
 from projections import Projection, handles
 from projections.datasets import Datasets
 from projections.readmodel import ReadModel

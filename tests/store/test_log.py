@@ -19,8 +19,9 @@ from typing import Any
 import msgspec
 import pytest
 
-import dsetlog.store.log as log_module
+import dsetlog.store.scan as scan_module
 from dsetlog.cli.log import repair, verify
+from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.events import (
     EVENT_TYPES,
     EntryEdited,
@@ -30,7 +31,8 @@ from dsetlog.store.events import (
     TornTailSetAside,
     Usage,
 )
-from dsetlog.store.log import LOG_NAME, CorruptLogError, EventLog, read_batches, read_records, seek_seq
+from dsetlog.store.log import LOG_NAME, EventLog
+from dsetlog.store.scan import read_batches, read_records, seek_seq
 
 WRITER = Path(__file__).with_name("log_writer.py")
 
@@ -305,18 +307,18 @@ def test_a_replay_from_a_seq_seeks_to_it(tmp_path: Path) -> None:
 @pytest.fixture
 def small_replays(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Make a few hundred records a "big" replay; returns the checkers started (None: none could be)."""
-    monkeypatch.setattr(log_module, "PARALLEL_CHECK_BYTES", 4096)
-    monkeypatch.setattr(log_module, "_CHECK_HEAD", 1024)
-    monkeypatch.setattr(log_module, "_READ_CHUNK", 2048)
+    monkeypatch.setattr(scan_module, "PARALLEL_CHECK_BYTES", 4096)
+    monkeypatch.setattr(scan_module, "_CHECK_HEAD", 1024)
+    monkeypatch.setattr(scan_module, "_READ_CHUNK", 2048)
     started: list[Any] = []
-    real_start = log_module._Checker.start.__func__
+    real_start = scan_module._Checker.start.__func__
 
     def start(cls: Any, *args: Any) -> Any:
         checker = real_start(cls, *args)
         started.append(checker)
         return checker
 
-    monkeypatch.setattr(log_module._Checker, "start", classmethod(start))
+    monkeypatch.setattr(scan_module._Checker, "start", classmethod(start))
     return started
 
 
@@ -338,7 +340,7 @@ def read_until_error(path: Path) -> tuple[list[int], CorruptLogError | None]:
     return seen, None
 
 
-@pytest.mark.skipif(log_module.usable_cpus() < 2, reason="the worker is only used with two cores")
+@pytest.mark.skipif(scan_module.usable_cpus() < 2, reason="the worker is only used with two cores")
 def test_a_big_replay_has_its_checksums_checked_by_a_worker(tmp_path: Path, small_replays: list[Any]) -> None:
     path = make_log(tmp_path, [entry(i) for i in range(400)])
     clean, error = read_until_error(path)
@@ -369,7 +371,7 @@ def test_one_record_a_line_is_checked_too(tmp_path: Path, small_replays: list[An
 
 def test_a_killed_worker_leaves_the_checking_to_the_reader(tmp_path: Path, small_replays: list[Any],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    real_start = log_module._Checker.start
+    real_start = scan_module._Checker.start
 
     def start_and_kill(*args: Any) -> Any:
         checker = real_start(*args)
@@ -378,7 +380,7 @@ def test_a_killed_worker_leaves_the_checking_to_the_reader(tmp_path: Path, small
             checker.proc.wait()
         return checker
 
-    monkeypatch.setattr(log_module._Checker, "start", start_and_kill)
+    monkeypatch.setattr(scan_module._Checker, "start", start_and_kill)
     path = make_log(tmp_path, [entry(i) for i in range(400)])
     assert read_until_error(path) == (list(range(1, 401)), None)
     corrupt_line(path, 350)

@@ -27,7 +27,8 @@ from dsetlog.store.events import (
     RunFinished,
     RunStarted,
 )
-from dsetlog.store.log import LOG_NAME, EventLog, read_records
+from dsetlog.store.log import LOG_NAME, EventLog
+from dsetlog.store.scan import read_records
 
 LONG_ANSWER = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen. " * 6
 
