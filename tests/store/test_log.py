@@ -20,7 +20,6 @@ import msgspec
 import pytest
 
 import dsetlog.store.scan as scan_module
-from dsetlog.cli.log import repair, verify
 from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.events import (
     EVENT_TYPES,
@@ -32,7 +31,9 @@ from dsetlog.store.events import (
     Usage,
 )
 from dsetlog.store.log import LOG_NAME, EventLog
+from dsetlog.store.repair import repair
 from dsetlog.store.scan import read_batches, read_records, seek_seq
+from dsetlog.store.verify import verify
 
 WRITER = Path(__file__).with_name("log_writer.py")
 
