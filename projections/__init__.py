@@ -36,8 +36,9 @@ from projections.projects import (
     TaxonomyView,
     flat_categories,
 )
-from projections.readmodel import ReadModel, standard_projections
+from projections.readmodel import ReadModel
 from projections.snapshot import SNAPSHOT_DIR, SNAPSHOT_NAME, fingerprint
+from projections.standard import standard_projections
 from projections.stats import EventStats
 
 __all__ = [

@@ -43,7 +43,6 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from dsetlog.store.check import LogCheckStatus
 from dsetlog.store.errors import CorruptLogError, LogError
@@ -52,11 +51,6 @@ from dsetlog.store.log import log_path
 from dsetlog.store.scan import file_identity, record_ends_at
 from dsetlog.store.tolerant import read_batches_tolerant
 from projections.base import ProjectionProtocol, event_classes, gc_paused
-from projections.datasets import Datasets
-from projections.endpoints import Endpoints
-from projections.evaluations import Evaluations
-from projections.jobs import Jobs
-from projections.projects import Projects
 from projections.skipped import Skipped, SkippedRecord
 from projections.snapshot import (
     SNAPSHOT_DIR,
@@ -67,19 +61,13 @@ from projections.snapshot import (
     write_snapshot,
 )
 from projections.soundness import Soundness
-from projections.stats import EventStats
+from projections.standard import StandardProjections, standard_projections
 
 # records folded since the last snapshot before maybe_save_snapshot() writes a new one
 DEFAULT_SNAPSHOT_EVERY = 50_000
 _GC_PAUSE_BYTES = 1 << 20  # a catch-up reading more than this pauses the cyclic GC
 
-P = TypeVar("P", bound=ProjectionProtocol)
 _log = logging.getLogger("projections")
-
-
-def standard_projections() -> list[ProjectionProtocol]:
-    """New, empty instances of every standard projection."""
-    return [EventStats(), Datasets(), Projects(), Jobs(), Evaluations(), Endpoints()]
 
 
 class _FoldFailed(Exception):
@@ -90,7 +78,7 @@ class _FoldFailed(Exception):
         self.first, self.last = first, last
 
 
-class ReadModel:
+class ReadModel(StandardProjections):
     """A data dir's projections, folded from ``<data>/events.jsonl`` in order.
 
     Hold :attr:`lock` while reading the projections from several threads: a
@@ -369,49 +357,6 @@ class ReadModel:
     def until_seq(self) -> int | None:
         """For an :meth:`as_of` model, the seq it stops at; None for a live one."""
         return self._until
-
-    @property
-    def projections(self) -> tuple[ProjectionProtocol, ...]:
-        return self._projections
-
-    def get(self, cls: type[P]) -> P:
-        """The projection of this class."""
-        for p in self._projections:
-            if isinstance(p, cls):
-                return p
-        raise KeyError(
-            f"no {cls.__name__} projection in this read model; pass one in ReadModel.open(projections=...)"
-        )
-
-    def __getitem__(self, name: str) -> ProjectionProtocol:
-        for p in self._projections:
-            if p.name == name:
-                return p
-        raise KeyError(f"no projection named {name!r}; these exist: {[p.name for p in self._projections]}")
-
-    @property
-    def datasets(self) -> Datasets:
-        return self.get(Datasets)
-
-    @property
-    def projects(self) -> Projects:
-        return self.get(Projects)
-
-    @property
-    def jobs(self) -> Jobs:
-        return self.get(Jobs)
-
-    @property
-    def evaluations(self) -> Evaluations:
-        return self.get(Evaluations)
-
-    @property
-    def stats(self) -> EventStats:
-        return self.get(EventStats)
-
-    @property
-    def endpoints(self) -> Endpoints:
-        return self.get(Endpoints)
 
     def __repr__(self) -> str:
         until = f" until {self._until}" if self._until is not None else ""
