@@ -146,7 +146,7 @@ class ReadModel(StandardProjections):
 
         Records folded from the log were checked as they were read; those a snapshot stands for are checked
         by a background thread (started here if :meth:`open` did not). Raises
-        :class:`~dsetlog.store.log.CorruptLogError` (its message names the line and says to run `dset log verify` /
+        :class:`~dsetlog.store.errors.CorruptLogError` (its message names the line and says to run `dset log verify` /
         `dset log repair`) when that check or a catch-up found corruption, and ``TimeoutError`` when the
         check has no verdict within ``timeout`` seconds (None: wait as long as it takes).
         """

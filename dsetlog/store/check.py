@@ -5,11 +5,8 @@ records the snapshot covers: :class:`LogCheck` reads them (:func:`~dsetlog.store
 checksums, seqs, layout, decoding) while reads go on, and whoever writes first waits for its verdict. A big
 log is checked by a child process (``python -m dsetlog.store.check FD END``, on the log's inherited
 descriptor, its checksums on a ``dsetlog.store.crc_worker`` of its own), so that decoding hundreds of MB
-does not hold this process's GIL and stall the requests it serves.
-
-    python -m dsetlog.store.check FD END
-
-prints the offset checked up to after each batch, then ``ok``, ``corrupt LINE REASON`` or ``error MESSAGE``.
+does not hold this process's GIL and stall the requests it serves. The child prints the offset checked up
+to after each batch, then ``ok``, ``corrupt LINE REASON`` or ``error MESSAGE``.
 """
 
 from __future__ import annotations
@@ -52,11 +49,12 @@ class LogCheckStatus(msgspec.Struct, frozen=True):
 class LogCheck:
     """A background check of the records ``[0, end)`` of a log with every check of a replay, folding nothing.
 
-    It reads with :func:`_batches` and holds no lock of the read model: reads go on meanwhile. A small log
-    is read by a thread; one of :data:`CHILD_CHECK_BYTES` or more by a child process (``python -m dsetlog.store.check``
-    running :func:`main` on the log's descriptor, so the very file opened here), whose replay hands the
-    checksums on to its own ``dsetlog.store.crc_worker``: decoding hundreds of MB in this process would hold its
-    GIL ~45 ms per 8 MiB chunk and stall the requests served meanwhile. If the child cannot start or dies
+    It reads with :func:`~dsetlog.store.tolerant.read_batches_tolerant` and holds no lock of the read model:
+    reads go on meanwhile. A small log is read by a thread; one of :data:`CHILD_CHECK_BYTES` or more by a
+    child process (``python -m dsetlog.store.check`` running :func:`main` on the log's descriptor, so the very
+    file opened here), whose replay hands the checksums on to its own ``dsetlog.store.crc_worker``: decoding
+    hundreds of MB in this process would hold its GIL ~45 ms per 8 MiB chunk and stall the requests served
+    meanwhile. If the child cannot start or dies
     without a verdict, the thread checks everything itself. :meth:`wait` waits for the verdict.
     """
 
