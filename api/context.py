@@ -21,7 +21,8 @@ import falcon
 from api.entry_index import EntryCache
 from api.errors import bad_request
 from dsetlog.jobs.worker import JobWorker
-from dsetlog.store.log import CorruptLogError, EventLog, LogError
+from dsetlog.store.errors import CorruptLogError, LogError
+from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
 
 _log = logging.getLogger("api")

@@ -13,7 +13,6 @@ from api.context import Context
 from api.datasets import dataset_or_404
 from api.entry_index import entry_out
 from api.errors import not_found, unprocessable
-from api.history import records_by_seq
 from api.schemas import (
     AsOfQuery,
     EntriesPage,
@@ -29,7 +28,7 @@ from api.schemas import (
 )
 from api.spec import operation
 from dsetlog.store.events import EntryEdited, FeedbackGiven
-from dsetlog.store.log import LOG_NAME
+from dsetlog.store.log import records_at
 
 
 class EntriesResource:
@@ -103,7 +102,7 @@ class EntriesResource:
                 raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
             seqs, revision = entry.history, entry.revision
         events = []
-        for rec in records_by_seq(self.ctx.data_dir / LOG_NAME, seqs):
+        for rec in records_at(self.ctx.data_dir, seqs):
             fields = msgspec.to_builtins(rec.event)
             fields.pop("type", None)
             events.append(HistoryEvent(seq=rec.seq, ts=rec.ts, type=rec.event.type, fields=fields))

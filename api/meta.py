@@ -11,7 +11,8 @@ from api.context import Context
 from api.media import encode
 from api.schemas import Health
 from api.spec import operation
-from projections.readmodel import LogCheckStatus, SkippedRecord
+from dsetlog.store.check import LogCheckStatus
+from projections.skipped import SkippedRecord
 
 
 class LogHealth(msgspec.Struct):

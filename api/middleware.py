@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from api.errors import too_large, unprocessable
+from dsetlog.store.errors import LogError
 from dsetlog.store.limits import MAX_BODY_DEPTH, deeper_than
-from dsetlog.store.log import LogError
 
 if TYPE_CHECKING:
     from api.context import Context

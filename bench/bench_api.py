@@ -60,7 +60,8 @@ SCENARIOS = [
 
 def write_dataset(data: Path, n: int, *, seed: int = 11) -> None:
     from dsetlog.store.events import DatasetCreated, EntryGenerated, EntryScored, Event, SlotQueued
-    from dsetlog.store.log import LOG_NAME, encode_records
+    from dsetlog.store.layout import encode_records
+    from dsetlog.store.log import LOG_NAME
 
     rng = random.Random(seed)
     path = data / LOG_NAME

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from dsetlog.store.events import EntryGenerated, Usage
-from dsetlog.store.log import EventLog, encode_records, utc_now
+from dsetlog.store.layout import encode_records, utc_now
+from dsetlog.store.log import EventLog
 
 LINE_TARGET = 300
 

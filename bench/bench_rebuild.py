@@ -58,7 +58,8 @@ def _cpu(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def measure(kind: str, data: Path) -> dict[str, float]:
-    from dsetlog.store.log import LOG_NAME, read_batches
+    from dsetlog.store.log import LOG_NAME
+    from dsetlog.store.scan import read_batches
     from projections import ReadModel
 
     c0 = _cpu()
@@ -66,7 +67,8 @@ def measure(kind: str, data: Path) -> dict[str, float]:
         # the floor under any replay in Python: msgspec turning every line into Python objects, nothing else
         import msgspec
 
-        from dsetlog.store.log import Recorded, line_chunks
+        from dsetlog.store.layout import Recorded
+        from dsetlog.store.scan import line_chunks
         from projections import gc_paused
 
         decode_lines = msgspec.json.Decoder(Recorded).decode_lines

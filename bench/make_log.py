@@ -36,7 +36,8 @@ from dsetlog.store.events import (
     RunStarted,
     Usage,
 )
-from dsetlog.store.log import LOG_NAME, encode_records
+from dsetlog.store.layout import encode_records
+from dsetlog.store.log import LOG_NAME
 
 _WORDS = (
     "the a model data training set answer question system process energy water cell protein market price "

@@ -36,14 +36,9 @@ from projections.projects import (
     TaxonomyView,
     flat_categories,
 )
-from projections.readmodel import (
-    SNAPSHOT_DIR,
-    SNAPSHOT_NAME,
-    ReadModel,
-    fingerprint,
-    record_ends_at,
-    standard_projections,
-)
+from projections.readmodel import ReadModel
+from projections.snapshot import SNAPSHOT_DIR, SNAPSHOT_NAME, fingerprint
+from projections.standard import standard_projections
 from projections.stats import EventStats
 
 __all__ = [
@@ -87,6 +82,5 @@ __all__ = [
     "flat_categories",
     "gc_paused",
     "handles",
-    "record_ends_at",
     "standard_projections",
 ]

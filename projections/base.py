@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import msgspec
 
 from dsetlog.store.events import Event
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 
 Handler = Callable[[Recorded, Any], None]
 _encoder = msgspec.msgpack.Encoder()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -51,7 +51,7 @@ from dsetlog.store.events import (
     RunStarted,
     SlotQueued,
 )
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, gc_paused, handles
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -194,6 +194,8 @@ _INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "dif
 def _intern_entry(e: EntryView) -> None:
     for name in _INTERNED:
         setattr(e, name, _intern(getattr(e, name)))
+
+
 _body_encoder = msgspec.msgpack.Encoder()
 
 
@@ -215,6 +217,68 @@ class _Shard:
         # not part of the snapshot (an index is never older than the process).
         self.journal: deque[tuple[int, str]] = deque(maxlen=JOURNAL_KEPT)
         self.added_seq = 0
+
+    @classmethod
+    def placeholder(cls, dataset_id: str, rec: Recorded) -> _Shard:
+        """A dataset named by an event before (or without) its DatasetCreated, which fills it in later."""
+        return cls(DatasetView(dataset_id, dataset_id, "questions", "", None, None, "jsonl", {}, rec.ts, rec.seq),
+                   False)
+
+    def decode_body(self) -> list[Recorded]:
+        """Decode the snapshot's body into items, entries and runs; returns the records deferred meanwhile."""
+        assert self.body is not None
+        body = _body_decoder.decode(self.body)
+        self.items = {it.item_id: it for it in body.items}
+        for e in body.entries:
+            _intern_entry(e)
+        self.entries = {e.id: e for e in body.entries}
+        self.runs = {r.run_id: r for r in body.runs}
+        deferred, self.deferred = self.deferred, []
+        self.body = None
+        return deferred
+
+    def state(self) -> ShardState:
+        """What the snapshot keeps of it (its body encoded, or still the encoded one it was loaded with)."""
+        body = self.body
+        if body is None:
+            body = _body_encoder.encode(
+                ShardBody(list(self.items.values()), list(self.entries.values()), list(self.runs.values())))
+        return ShardState(self.view, self.declared, memoryview(body))
+
+    def queue(self, item_id: str, question: str, row: int, source: str) -> None:
+        """A work item queued (a question, or a document chunk's slot); re-queued on resume: idempotent."""
+        item = self.items.get(item_id)
+        if item is None:
+            self.items[item_id] = ItemView(item_id, self.view.id, question, row, PENDING, 0, None, None, source)
+            self.view.items += 1
+            self.view.pending += 1
+        elif not item.queued:
+            item.question, item.row, item.source, item.queued = question, row, source, True
+
+    def item(self, item_id: str, question: str = "") -> ItemView:
+        """The item, or one never queued (a document chunk slot) that joins the queue here."""
+        item = self.items.get(item_id)
+        if item is None:
+            item = self.items[item_id] = ItemView(item_id, self.view.id, question, 0, PENDING, queued=False)
+            self.view.items += 1
+            self.view.pending += 1
+        return item
+
+    def touched(self, entry: EntryView, seq: int) -> None:
+        """Record ``seq`` in an existing entry's history, and in the journal of changes readers follow."""
+        entry.history += (seq,)
+        self.journal.append((seq, entry.id))
+
+    def changes_since(self, seq: int) -> tuple[list[str], int] | None:
+        """See :meth:`Datasets.changes_since`."""
+        changed: list[str] = []
+        for change_seq, entry_id in reversed(self.journal):
+            if change_seq <= seq:
+                return changed, self.added_seq
+            changed.append(entry_id)
+        if len(self.journal) == self.journal.maxlen:
+            return None  # older changes were dropped: some may be after seq
+        return changed, self.added_seq
 
 
 class Datasets(Projection):
@@ -244,17 +308,11 @@ class Datasets(Projection):
                 continue
             shard = shards.get(ev.dataset_id)
             if shard is None:
-                shard = shards[ev.dataset_id] = self._new_shard(ev.dataset_id, rec)
+                shard = shards[ev.dataset_id] = _Shard.placeholder(ev.dataset_id, rec)
             elif shard.body is not None:
                 shard.deferred.append(rec)
                 continue
             handler(shard, rec, ev)
-
-    @staticmethod
-    def _new_shard(dataset_id: str, rec: Recorded) -> _Shard:
-        # named by an event before (or without) its DatasetCreated: a placeholder it fills in later
-        view = DatasetView(dataset_id, dataset_id, "questions", "", None, None, "jsonl", {}, rec.ts, rec.seq)
-        return _Shard(view, False)
 
     @handles(DatasetCreated)
     def _dataset_created(self, shard: _Shard, rec: Recorded, ev: DatasetCreated) -> None:
@@ -274,12 +332,7 @@ class Datasets(Projection):
                 ev.run_id, shard.view.id, ev.command, ev.model, ev.provider, ev.simulated, rec.ts, rec.seq
             )
         elif run.started_seq is None:
-            run.command, run.model, run.provider, run.simulated = (
-                ev.command,
-                ev.model,
-                ev.provider,
-                ev.simulated,
-            )
+            run.command, run.model, run.provider, run.simulated = ev.command, ev.model, ev.provider, ev.simulated
             run.started_at, run.started_seq = rec.ts, rec.seq
 
     @handles(RunFinished)
@@ -292,38 +345,18 @@ class Datasets(Projection):
         run.prompt_tokens, run.completion_tokens = ev.prompt_tokens, ev.completion_tokens
         run.cost, run.message = ev.cost, ev.message
 
-    def _implicit_item(self, shard: _Shard, item_id: str, question: str = "") -> ItemView:
-        # an attempt or an entry for an item never queued (a document chunk slot): it joins the queue here
-        item = shard.items[item_id] = ItemView(item_id, shard.view.id, question, 0, PENDING, queued=False)
-        v = shard.view
-        v.items += 1
-        v.pending += 1
-        return item
-
     @handles(QuestionQueued)
     def _question_queued(self, shard: _Shard, rec: Recorded, ev: QuestionQueued) -> None:
-        self._queue(shard, ev.item_id, ev.question, ev.row, ev.source)
+        shard.queue(ev.item_id, ev.question, ev.row, ev.source)
 
     @handles(SlotQueued)
     def _slot_queued(self, shard: _Shard, rec: Recorded, ev: SlotQueued) -> None:
         # a chunk slot is a work item like a CSV question: its row is the slot, its source the chunk
-        self._queue(shard, ev.item_id, ev.question, ev.slot, ev.chunk_id)
-
-    @staticmethod
-    def _queue(shard: _Shard, item_id: str, question: str, row: int, source: str) -> None:
-        item = shard.items.get(item_id)
-        if item is None:
-            shard.items[item_id] = ItemView(item_id, shard.view.id, question, row, PENDING, 0, None, None, source)
-            v = shard.view
-            v.items += 1
-            v.pending += 1
-        elif not item.queued:
-            item.question, item.row, item.source, item.queued = question, row, source, True
-        # else: re-queued on resume; idempotent
+        shard.queue(ev.item_id, ev.question, ev.slot, ev.chunk_id)
 
     @handles(AttemptStarted)
     def _attempt_started(self, shard: _Shard, rec: Recorded, ev: AttemptStarted) -> None:
-        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
+        item = shard.item(ev.item_id)
         item.attempts += 1
         if item.status == FAILED:  # retried after a bookmark: pending again until this attempt ends
             item.status = PENDING
@@ -332,12 +365,12 @@ class Datasets(Projection):
 
     @handles(AttemptFailed)
     def _attempt_failed(self, shard: _Shard, rec: Recorded, ev: AttemptFailed) -> None:
-        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
+        item = shard.item(ev.item_id)
         item.last_error = ev.reason
 
     @handles(ItemBookmarked)
     def _item_bookmarked(self, shard: _Shard, rec: Recorded, ev: ItemBookmarked) -> None:
-        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id)
+        item = shard.item(ev.item_id)
         item.last_error = ev.reason
         if item.status == PENDING:
             item.status = FAILED
@@ -346,7 +379,7 @@ class Datasets(Projection):
 
     @handles(EntryGenerated)
     def _entry_generated(self, shard: _Shard, rec: Recorded, ev: EntryGenerated) -> None:
-        item = shard.items.get(ev.item_id) or self._implicit_item(shard, ev.item_id, ev.question)
+        item = shard.item(ev.item_id, ev.question)
         if item.status == DONE or ev.entry_id in shard.entries:
             return  # at most one entry per item (and per entry id): the first one stands
         usage = ev.usage
@@ -386,8 +419,7 @@ class Datasets(Projection):
             _add_feedback(entry, "edit", ev.feedback, None)
         entry.revision += 1
         entry.updated_at = rec.ts
-        entry.history += (rec.seq,)
-        shard.journal.append((rec.seq, entry.id))
+        shard.touched(entry, rec.seq)
 
     @handles(EntryScored)
     def _entry_scored(self, shard: _Shard, rec: Recorded, ev: EntryScored) -> None:
@@ -398,8 +430,7 @@ class Datasets(Projection):
         if ev.difficulty:
             entry.difficulty = _intern(ev.difficulty)
         entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold
-        entry.history += (rec.seq,)
-        shard.journal.append((rec.seq, entry.id))
+        shard.touched(entry, rec.seq)
 
     @handles(EntryRegenerated)
     def _entry_regenerated(self, shard: _Shard, rec: Recorded, ev: EntryRegenerated) -> None:
@@ -414,8 +445,7 @@ class Datasets(Projection):
         entry.regeneration_job_id = ev.job_id
         entry.revision += 1
         entry.updated_at = rec.ts
-        entry.history += (rec.seq,)
-        shard.journal.append((rec.seq, entry.id))
+        shard.touched(entry, rec.seq)
 
     @handles(FeedbackGiven)
     def _feedback_given(self, shard: _Shard, rec: Recorded, ev: FeedbackGiven) -> None:
@@ -427,8 +457,7 @@ class Datasets(Projection):
             _add_feedback(entry, ev.feedback_type, ev.comments, ev.rating)
             if flags:
                 entry.flagged = True
-            entry.history += (rec.seq,)
-            shard.journal.append((rec.seq, entry.id))
+            shard.touched(entry, rec.seq)
 
     @handles(RegenerationRequested)
     def _regeneration_requested(self, shard: _Shard, rec: Recorded, ev: RegenerationRequested) -> None:
@@ -437,8 +466,7 @@ class Datasets(Projection):
             if entry is None:
                 continue
             entry.regeneration_job_id = ev.job_id
-            entry.history += (rec.seq,)
-            shard.journal.append((rec.seq, entry.id))
+            shard.touched(entry, rec.seq)
 
     # -- reading ---------------------------------------------------------------
 
@@ -452,16 +480,8 @@ class Datasets(Projection):
         with self._decode_lock, gc_paused():
             if shard.body is None:
                 return  # another thread got here first
-            body = _body_decoder.decode(shard.body)
-            shard.items = {it.item_id: it for it in body.items}
-            for e in body.entries:
-                _intern_entry(e)
-            shard.entries = {e.id: e for e in body.entries}
-            shard.runs = {r.run_id: r for r in body.runs}
-            deferred, shard.deferred = shard.deferred, []
-            shard.body = None
             get = self._handlers.get
-            for rec in deferred:
+            for rec in shard.decode_body():
                 get(rec.event.__class__)(shard, rec, rec.event)  # type: ignore[misc]
 
     def dataset(self, dataset_id: str) -> DatasetView | None:
@@ -510,17 +530,7 @@ class Datasets(Projection):
         """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when
         the journal no longer reaches back to ``seq`` (a reader must then look at everything again)."""
         shard = self._shard(dataset_id)
-        if shard is None:
-            return None
-        journal = shard.journal
-        changed: list[str] = []
-        for change_seq, entry_id in reversed(journal):
-            if change_seq <= seq:
-                return changed, shard.added_seq
-            changed.append(entry_id)
-        if len(journal) == journal.maxlen:
-            return None  # older changes were dropped: some may be after seq
-        return changed, shard.added_seq
+        return None if shard is None else shard.changes_since(seq)
 
     def entry(self, dataset_id: str, entry_id: str) -> EntryView | None:
         shard = self._shard(dataset_id)
@@ -538,18 +548,7 @@ class Datasets(Projection):
         (high >= 0.8 > medium >= 0.5 > low); categories count every entry, an
         empty category as "Other". An empty dataset averages 0.0.
         """
-        total, scored = 0.0, 0
-        dist = {"high": 0, "medium": 0, "low": 0}
-        cats: dict[str, int] = {}
-        for e in self.entries(dataset_id):
-            score = e.quality_score
-            if score is not None:
-                total += score
-                scored += 1
-                dist["high" if score >= HIGH_QUALITY else "medium" if score >= MEDIUM_QUALITY else "low"] += 1
-            cat = e.category or "Other"
-            cats[cat] = cats.get(cat, 0) + 1
-        return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
+        return _quality_summary(self.entries(dataset_id))
 
     # -- snapshots -------------------------------------------------------------
 
@@ -557,14 +556,7 @@ class Datasets(Projection):
         for shard in self._shards.values():
             if shard.deferred:
                 self._decode(shard)
-            body = shard.body
-            if body is None:
-                body = _body_encoder.encode(
-                    ShardBody(
-                        list(shard.items.values()), list(shard.entries.values()), list(shard.runs.values())
-                    )
-                )
-            yield ShardState(shard.view, shard.declared, memoryview(body))
+            yield shard.state()
 
     def snapshot_state(self) -> DatasetsState:
         return DatasetsState(list(self._shard_states()))
@@ -594,6 +586,21 @@ def _bin_header(n: int) -> bytes:
     if n < 1 << 8:
         return b"\xc4" + n.to_bytes(1, "big")
     return b"\xc5" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xc6" + n.to_bytes(4, "big")
+
+
+def _quality_summary(entries: Iterable[EntryView]) -> dict[str, Any]:
+    total, scored = 0.0, 0
+    dist = {"high": 0, "medium": 0, "low": 0}
+    cats: dict[str, int] = {}
+    for e in entries:
+        score = e.quality_score
+        if score is not None:
+            total += score
+            scored += 1
+            dist["high" if score >= HIGH_QUALITY else "medium" if score >= MEDIUM_QUALITY else "low"] += 1
+        cat = e.category or "Other"
+        cats[cat] = cats.get(cat, 0) + 1
+    return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
 
 
 def _add_feedback(entry: EntryView, feedback_type: str, comment: str | None, rating: int | None) -> None:

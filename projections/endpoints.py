@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from dsetlog.store.events import StructuredModeLearned
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, handles
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 
 from dsetlog.store.events import BenchmarkAnswered, BenchmarkCompleted, EvaluationSetsCreated
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, handles
 
 

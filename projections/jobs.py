@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted, JobSubmitted
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, handles
 
 JOB_PENDING, JOB_RUNNING = "pending", "running"

@@ -47,7 +47,7 @@ from dsetlog.store.events import (
     PromptSaved,
     TaxonomyCreated,
 )
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, handles
 
 CATEGORY_PATH_SEP = " > "

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from dsetlog.store.log import Recorded
+from dsetlog.store.layout import Recorded
 from projections.base import Projection, event_classes
 
 

@@ -133,7 +133,6 @@ def test_every_error_raised_on_purpose_has_the_one_root(name: str) -> None:
     assert not strays, f"{name}: {strays} do not derive from dsetlog.errors.DsetError"
 
 
-@pytest.mark.xfail(strict=True, reason="#12 in progress: readers move behind dsetlog.store")
 def test_only_the_store_knows_the_log_file() -> None:
     """No module outside dsetlog.store finds the log's file itself (by LOG_NAME or the bare file name): they
     go through dsetlog.store, which alone knows its byte layout."""

@@ -42,7 +42,8 @@ def test_call_failures_are_redacted_when_made() -> None:
 
 
 def test_the_log_never_writes_a_registered_secret(tmp_path: Path) -> None:
-    from dsetlog.store.log import EventLog, read_records
+    from dsetlog.store.log import EventLog
+    from dsetlog.store.scan import read_records
 
     redaction.register(KEY)
     with EventLog.in_dir(tmp_path) as log:

@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     dataset_id = "ds_" + _hash("questions", args.dataset or str(csv_path))
     data = data_dir(args)
     from dsetlog.paths import check_writable
-    from dsetlog.store.log import LogWriteError, check_appendable
+    from dsetlog.store.errors import LogWriteError
+    from dsetlog.store.log import check_appendable
 
     try:  # before any call is paid for: a read-only data dir or --out would only fail at the end
         check_writable(data, "--data")

@@ -58,8 +58,9 @@ from dsetlog.prompts.parameters import (
     ProjectParameters,
 )
 from dsetlog.prompts.templates import MODES
+from dsetlog.store.errors import LogError
 from dsetlog.store.events import Category
-from dsetlog.store.log import EventLog, LogError
+from dsetlog.store.log import EventLog
 from projections.projects import ProjectView
 from projections.readmodel import ReadModel
 

@@ -28,8 +28,9 @@ from dsetlog.llm.client import (
     call_with_retries,
 )
 from dsetlog.llm.structured import Structured
+from dsetlog.store.errors import LogWriteError
 from dsetlog.store.events import AttemptFailed, AttemptStarted, EntryGenerated, Event, ItemBookmarked
-from dsetlog.store.log import EventLog, LogWriteError
+from dsetlog.store.log import EventLog
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,9 @@ from dsetlog.generation.document import DocRunResult, DocumentRun, GenerateReque
 from dsetlog.generation.regeneration import RegenerationConfig, regenerated_by, run_regeneration
 from dsetlog.llm.providers import Provider
 from dsetlog.paths import export_dir
+from dsetlog.store.errors import LogWriteError
 from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted, JobSubmitted
-from dsetlog.store.log import EventLog, LogWriteError
+from dsetlog.store.log import EventLog
 from projections.jobs import JobView
 from projections.readmodel import ReadModel
 

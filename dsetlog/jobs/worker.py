@@ -47,7 +47,8 @@ from dsetlog.engine.stages import Phase, Stage
 from dsetlog.jobs.lifecycle import JobLife, JobRunner, run_kind
 from dsetlog.llm.providers import Provider
 from dsetlog.store import locks
-from dsetlog.store.log import EventLog, LogWriteError
+from dsetlog.store.errors import LogWriteError
+from dsetlog.store.log import EventLog
 from projections.jobs import JOB_CANCELLED
 from projections.readmodel import ReadModel
 

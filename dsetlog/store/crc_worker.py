@@ -1,4 +1,4 @@
-"""The checksum half of a big replay, run by :func:`dsetlog.store.log.read_batches` on a second core.
+"""The checksum half of a big replay, run by :func:`dsetlog.store.scan.read_batches` on a second core.
 
     python -m dsetlog.store.crc_worker FD START END
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 import os
 import sys
 
-from dsetlog.store.log import LogError, count_checked, line_chunks
+from dsetlog.store.errors import LogError
+from dsetlog.store.layout import count_checked
+from dsetlog.store.scan import line_chunks
 
 
 def main(argv: list[str]) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from dsetlog.errors import UsageError
+from dsetlog.store.layout import record_decoder
 
 MAX_BODY_DEPTH = 64  # the deepest JSON body the API accepts
 # the deepest log line the writer accepts, its envelope included: a body of MAX_BODY_DEPTH stored in an event
@@ -86,17 +87,6 @@ def max_depth(obj: Any) -> int:
     return depth
 
 
-_decode_lines: Any = None
-
-
-def _record_decoder() -> Any:
-    """The replay's own decoder of whole lines (imported late: ``dsetlog.store.log`` imports this module)."""
-    global _decode_lines
-    if _decode_lines is None:
-        from dsetlog.store.log import Recorded
-
-        _decode_lines = msgspec.json.Decoder(Recorded).decode_lines
-    return _decode_lines
 
 
 def _event_type(line: bytes) -> str:
@@ -105,7 +95,7 @@ def _event_type(line: bytes) -> str:
 
 
 def check_decodable(data: bytes | memoryview, *, decode: bool = True) -> None:
-    """Check encoded log lines (as ``dsetlog.store.log.encode_records`` makes them, newline-terminated) before they
+    """Check encoded log lines (as ``dsetlog.store.layout.encode_records`` makes them, newline-terminated) before they
     are written: raise :class:`RecordLimitError` naming the first that replay could not read back.
 
     Checked per line: its size (:data:`MAX_RECORD_BYTES`), its depth (:data:`MAX_RECORD_DEPTH`, checked before
@@ -141,7 +131,7 @@ def check_decodable(data: bytes | memoryview, *, decode: bool = True) -> None:
                 )
     if not decode:
         return
-    decode_lines = _record_decoder()
+    decode_lines = record_decoder.decode_lines
     try:
         decode_lines(data)
         return

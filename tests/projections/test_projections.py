@@ -22,6 +22,7 @@ from helpers import append, three_ways
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.events import (
     AttemptFailed,
     AttemptStarted,
@@ -40,7 +41,8 @@ from dsetlog.store.events import (
     SlotQueued,
     Usage,
 )
-from dsetlog.store.log import LOG_NAME, CorruptLogError, read_records
+from dsetlog.store.log import LOG_NAME
+from dsetlog.store.scan import read_records, record_ends_at
 from projections import (
     DONE,
     FAILED,
@@ -50,7 +52,6 @@ from projections import (
     Projection,
     ReadModel,
     handles,
-    record_ends_at,
 )
 from projections import readmodel as readmodel_module
 
@@ -226,10 +227,10 @@ def test_catch_up_with_nothing_new_costs_one_stat(tmp_path: Path, monkeypatch: p
     rm = ReadModel.open(tmp_path)
     stats: list[object] = []
     reads: list[object] = []
-    real_stat, real_read = readmodel_module.os.stat, readmodel_module.read_batches
-    monkeypatch.setattr(readmodel_module.os, "stat", lambda *a, **k: stats.append(a) or real_stat(*a, **k))
+    real_stat, real_read = readmodel_module.file_identity, readmodel_module.read_batches_tolerant
+    monkeypatch.setattr(readmodel_module, "file_identity", lambda *a, **k: stats.append(a) or real_stat(*a, **k))
     monkeypatch.setattr(
-        readmodel_module, "read_batches", lambda *a, **k: reads.append(a) or real_read(*a, **k)
+        readmodel_module, "read_batches_tolerant", lambda *a, **k: reads.append(a) or real_read(*a, **k)
     )
     assert rm.catch_up() == 0
     assert len(stats) == 1 and reads == []

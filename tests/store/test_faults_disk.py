@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 from harness import against, dset, questions_csv, sim_env
 
-from dsetlog.cli.log import verify
 from dsetlog.simulator.server import Simulator
+from dsetlog.store.errors import LogWriteError
 from dsetlog.store.events import EntryGenerated, QuestionQueued
-from dsetlog.store.log import LOG_NAME, EventLog, LogWriteError, read_records
+from dsetlog.store.log import LOG_NAME, EventLog
+from dsetlog.store.scan import read_records
+from dsetlog.store.verify import verify
 
 
 @pytest.fixture

@@ -26,10 +26,11 @@ import pytest
 from falcon import testing
 from harness import DSET, ROOT, Server, clean_env
 
-import projections.readmodel as readmodel
+import dsetlog.store.check as log_check
 from api import create_app
 from api.app import DsetApp
 from dsetlog.store import limits
+from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.events import (
     Category,
     DatasetCreated,
@@ -38,8 +39,9 @@ from dsetlog.store.events import (
     ProjectCreated,
     TaxonomyCreated,
 )
+from dsetlog.store.layout import Recorded, encode_records, utc_now
 from dsetlog.store.limits import MAX_BODY_DEPTH, RecordLimitError, check_decodable, json_depth, max_depth
-from dsetlog.store.log import LOG_NAME, CorruptLogError, EventLog, Recorded, encode_records, utc_now
+from dsetlog.store.log import LOG_NAME, EventLog
 from projections import Projection, handles
 from projections.datasets import Datasets
 from projections.readmodel import ReadModel
@@ -184,14 +186,14 @@ def test_a_write_during_the_check_waits_for_it_then_goes_on(tmp_path: Path, apps
     write_entries(data, 50)
     snapshot(data)
     release = threading.Event()
-    real = readmodel._batches
+    real = log_check.read_batches_tolerant
 
     def held(path: Path, **kw: Any) -> Iterator[Any]:
         if kw.get("end") is not None:  # the background check (the fold reads to the end of the log)
             release.wait(30)
         yield from real(path, **kw)
 
-    monkeypatch.setattr(readmodel, "_batches", held)
+    monkeypatch.setattr(log_check, "read_batches_tolerant", held)
     client = client_for(apps, data)
     health = client.simulate_get(f"{API}/health").json
     assert health["status"] == "checking" and health["log"]["writable"] is False
@@ -215,14 +217,14 @@ def test_a_write_waits_a_bounded_time_then_gets_503(tmp_path: Path, apps: list[D
     log = write_entries(data, 50)
     snapshot(data)
     release = threading.Event()
-    real = readmodel._batches
+    real = log_check.read_batches_tolerant
 
     def held(path: Path, **kw: Any) -> Iterator[Any]:
         if kw.get("end") is not None:
             release.wait(30)
         yield from real(path, **kw)
 
-    monkeypatch.setattr(readmodel, "_batches", held)
+    monkeypatch.setattr(log_check, "read_batches_tolerant", held)
     client = client_for(apps, data, write_wait=0.2)
     size = log.stat().st_size
     t0 = time.monotonic()
@@ -274,7 +276,7 @@ def test_the_cli_handle_refuses_to_write_to_a_corrupt_log_opened_from_a_snapshot
 @pytest.mark.parametrize("how", ["flip", "zero4k"])
 def test_a_big_log_is_checked_by_a_child_process_with_the_same_verdict(tmp_path: Path, how: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(readmodel, "CHILD_CHECK_BYTES", 1)  # every log is big (real ones: 64 MiB)
+    monkeypatch.setattr(log_check, "CHILD_CHECK_BYTES", 1)  # every log is big (real ones: 64 MiB)
     data = tmp_path / "data"
     log = write_entries(data, 1000)
     snapshot(data)

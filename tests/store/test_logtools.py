@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from dsetlog.cli.log import history, repair, stats, verify
+from dsetlog.store.contents import history, stats
 from dsetlog.store.events import (
     AttemptFailed,
     AttemptStarted,
@@ -27,7 +27,10 @@ from dsetlog.store.events import (
     RunFinished,
     RunStarted,
 )
-from dsetlog.store.log import LOG_NAME, EventLog, read_records
+from dsetlog.store.log import LOG_NAME, EventLog
+from dsetlog.store.repair import repair
+from dsetlog.store.scan import read_records
+from dsetlog.store.verify import verify
 
 LONG_ANSWER = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen. " * 6
 
