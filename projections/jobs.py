@@ -99,7 +99,7 @@ class Jobs(Projection):
         job = self._open(ev.job_id)
         if job is None:
             return
-        job.status, job.finished_at, job.result = JOB_COMPLETED, rec.ts, ev.result
+        job.status, job.finished_at, job.result = JOB_COMPLETED, rec.ts, _upcast_result(ev.result)
         if job.dataset_id is None:
             dataset_id = ev.result.get("dataset_id")
             if isinstance(dataset_id, str) and dataset_id:
@@ -143,3 +143,11 @@ class Jobs(Projection):
 
     def load_snapshot_state(self, state: JobsState) -> None:
         self._jobs = {j.id: j for j in state.jobs}
+
+
+def _upcast_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A result as every job writes it now: results the CLI wrote before the one job lifecycle (#12) have no
+    ``tokens``, which is their prompt and completion tokens."""
+    if "tokens" in result or not ("prompt_tokens" in result or "completion_tokens" in result):
+        return result
+    return {**result, "tokens": int(result.get("prompt_tokens") or 0) + int(result.get("completion_tokens") or 0)}

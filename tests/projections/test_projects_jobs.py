@@ -540,6 +540,18 @@ def test_job_lifecycle(tmp_path: Path) -> None:
     assert rm.jobs.job("nope") is None
 
 
+def test_a_result_written_before_the_one_lifecycle_reads_with_its_tokens(tmp_path: Path) -> None:
+    """`dset datasets generate` once recorded results without ``tokens``; they read as every job's do now."""
+    append(tmp_path, JobSubmitted(job_id="old", kind="generate", request={}),
+           JobCompleted(job_id="old", result={"dataset_id": "ds-1", "prompt_tokens": 120, "completion_tokens": 30}),
+           JobSubmitted(job_id="new", kind="generate", request={}),
+           JobCompleted(job_id="new", result={"dataset_id": "ds-1", "prompt_tokens": 1, "tokens": 7}))
+    rm = ReadModel.open(tmp_path)
+    old, new = rm.jobs.job("old"), rm.jobs.job("new")
+    assert old is not None and old.result is not None and old.result["tokens"] == 150
+    assert new is not None and new.result is not None and new.result["tokens"] == 7  # as written
+
+
 def test_terminal_states_are_final(tmp_path: Path) -> None:
     append(
         tmp_path,
