@@ -21,8 +21,11 @@ from api.schemas import (
     JobStatus,
 )
 from api.spec import operation
-from dsetlog.generation.document import DocGenError, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import RegenerateError, RegenerateRequest, UnknownEntries, check_request
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.jobs.worker import DATASET_VERSION_KEY, GENERATE_KINDS, LiveStatus
 from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.store.events import JobCancelled, JobSubmitted, RegenerationRequested

@@ -2,7 +2,7 @@
 
 The same classes decode and validate requests (``forbid_unknown_fields``: an unknown field is a 422
 naming it), encode responses, and make the OpenAPI document (``msgspec.json.schema_components``).
-Request types of the core are reused as they are: :class:`dsetlog.generation.document.GenerateRequest` (POST
+Request types of the core are reused as they are: :class:`dsetlog.generation.requests.GenerateRequest` (POST
 /datasets/generate), :class:`dsetlog.generation.regeneration.RegenerateRequest`, and
 :class:`dsetlog.prompts.templates.ProjectParameters` (the body of POST /datasets/parameters, with project_id).
 
@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from dsetlog.generation.document import GenerateRequest
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.prompts.templates import ProjectParameters
 from dsetlog.store.events import Category
 

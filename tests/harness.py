@@ -23,14 +23,10 @@ from dsetlog.catalog.catalog import create_project, ingest_file
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import JUDGE_SYSTEM
-from dsetlog.generation.document import (
-    REPAIR_PROMPT,
-    TITLE_PROMPT,
-    DocRunResult,
-    DocumentRun,
-    GenerateRequest,
-    Models,
-)
+from dsetlog.generation.document import DocRunResult, DocumentRun
+from dsetlog.generation.models import Models
+from dsetlog.generation.requests import GenerateRequest
+from dsetlog.generation.texts import REPAIR_PROMPT, TITLE_PROMPT
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator

@@ -21,13 +21,11 @@ import msgspec
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
 from dsetlog.engine.progress import Progress
 from dsetlog.errors import UsageError
-from dsetlog.generation.document import (
-    EXPORT_FORMATS,
-    DocGenError,
-    DocRunResult,
-    GenerateRequest,
-    export_dataset,
-)
+from dsetlog.export.datasets import export_dataset
+from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.generation.document import DocRunResult
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.llm.providers import load_env
 from dsetlog.paths import OutputDirError, cli_export_dir, export_dir
 from dsetlog.store.events import JobCompleted, JobFailed, JobStarted, JobSubmitted
@@ -136,7 +134,8 @@ def run_generation_job(*, log: EventLog, rm: ReadModel, data: Path, req: Generat
                        kind: str, sim_url: str | None, progress: Progress, budget: Any = None,
                        on_stage: Any = None, wait: bool = True) -> DocRunResult:
     """Submit (if new), start, run and finish one generation job: the CLI's and the server's way to run one."""
-    from dsetlog.generation.document import DocumentRun, Models
+    from dsetlog.generation.document import DocumentRun
+    from dsetlog.generation.models import Models
 
     models = Models.resolve(req, simulator_url=sim_url)
     run = DocumentRun(log=log, rm=rm, data_dir=data, req=req, models=models, job_id=job_id, progress=progress,

@@ -40,13 +40,17 @@ import msgspec
 import portalocker
 
 from dsetlog.engine.progress import Budget, Progress
-from dsetlog.generation.document import DocGenError, DocumentRun, GenerateRequest, Models, Stage
+from dsetlog.engine.stages import Stage
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import (
     RegenerateError,
     RegenerationConfig,
     regenerated_by,
     run_regeneration,
 )
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.llm.providers import Provider, ProviderError
 from dsetlog.store import locks
 from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted

@@ -33,11 +33,9 @@ from dsetlog.catalog.catalog import create_project, create_taxonomy, ingest_file
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import DUPLICATE_FACTOR
-from dsetlog.generation.document import (
-    DocGenError,
-    GenerateRequest,
-    export_dataset,
-)
+from dsetlog.export.datasets import export_dataset
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.prompts import templates as prompts
 from dsetlog.simulator.server import Simulator

@@ -32,8 +32,12 @@ from dsetlog.catalog.catalog import create_project, ingest_file
 from dsetlog.cli.datasets import run_generation_job
 from dsetlog.cli.options import EXIT_CODES
 from dsetlog.engine.progress import Progress
-from dsetlog.generation.document import TITLE_PROMPT, DatasetBusy, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.errors import DatasetBusy
+from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import RegenerationConfig, run_regeneration
+from dsetlog.generation.requests import GenerateRequest
+from dsetlog.generation.texts import TITLE_PROMPT
 from dsetlog.simulator.server import Simulator
 from dsetlog.store import locks
 from dsetlog.store.events import (
