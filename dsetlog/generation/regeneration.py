@@ -248,7 +248,7 @@ async def run_regeneration(
     simulator_url: str | None = None,
     limiter_for: Callable[[Provider], Any] | None = None,
     budget: Budget | None = None,
-    on_stage: Callable[[str, int, int], None] = lambda step, done, total: None,
+    on_stage: Callable[[Stage], None] = lambda stage: None,
     skip: set[str] | None = None,
     progress: Progress | None = None,
 ) -> RegenResult:
@@ -257,7 +257,7 @@ async def run_regeneration(
     Holds the dataset's lock throughout, waiting for a run that has it (``on_stage`` names it meanwhile);
     a budget reached while waiting (a cancelled job) ends it "interrupted" with nothing done."""
     calls = _calls(log, rm, job_id, config, limiter_for=limiter_for, budget=budget, progress=progress,
-                   on_stage=lambda stage: on_stage(stage.step, stage.done, stage.total))
+                   on_stage=on_stage)
     lock = locks.dataset(log.path.parent, dataset_id, job_id=job_id)
     if not await acquire(lock, on_wait=lambda holder: calls.waiting(holder, f"dataset {dataset_id}"),
                          stop=lambda: calls.budget.reached(calls.progress), error=RegenerateError):

@@ -422,7 +422,7 @@ def test_regeneration_waits_for_the_run_holding_its_dataset(local: Callable[...,
         result.append(asyncio.run(run_regeneration(
             log=env.log, rm=env.rm, job_id="job_regen", dataset_id=done.dataset_id, entry_ids=[entry.id],
             config=RegenerationConfig(), simulator_url=env.sim.base_url,
-            on_stage=lambda step, d, t: stages.append(step))))
+            on_stage=lambda stage: stages.append(stage.step))))
 
     thread = threading.Thread(target=regenerate)
     thread.start()
