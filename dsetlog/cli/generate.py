@@ -28,7 +28,7 @@ from dsetlog.generation.questions import (
     write_statuses,
 )
 from dsetlog.ids import content_id, entry_id_for, new_id
-from dsetlog.llm.providers import PROFILES, Provider, ProviderError, load_env, resolve
+from dsetlog.llm.providers import PROFILES, Provider, load_env, resolve
 from dsetlog.store.events import (
     DatasetCreated,
     EntryGenerated,
@@ -126,11 +126,8 @@ def item_id_for(dataset_id: str, question: str) -> str:
 @contextmanager
 def provider_for(args: argparse.Namespace) -> Iterator[Provider]:
     """The provider the flags ask for; with --simulate, a simulator running in this process."""
-    if not args.simulate:
-        try:
-            yield resolve(args.profile, model=args.model, base_url=args.base_url)
-        except ProviderError as exc:
-            raise UsageError(str(exc)) from None
+    if not args.simulate:  # a ProviderError is a UsageError already: one line, exit code 2
+        yield resolve(args.profile, model=args.model, base_url=args.base_url)
         return
     from dsetlog.simulator.server import SimConfig, Simulator
 
@@ -150,10 +147,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be >= 1, --max-retries and --backoff >= 0, --timeout > 0")
     if not args.max_input_mb > 0:
         raise UsageError("--max-input-mb must be greater than 0")
-    try:
-        qfile = read_questions(args.questions, header=args.header, max_bytes=int(args.max_input_mb * 2**20))
-    except QuestionsFileError as exc:
-        raise UsageError(str(exc)) from None
+    qfile = read_questions(args.questions, header=args.header, max_bytes=int(args.max_input_mb * 2**20))
     csv_path = Path(args.questions).resolve()
     name = args.dataset or csv_path.stem
     dataset_id = dataset_id_for(args.dataset, csv_path)

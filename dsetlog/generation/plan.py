@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
@@ -22,6 +21,7 @@ from dsetlog.ids import content_id, digest
 from dsetlog.prompts import templates as prompts
 from dsetlog.store.events import DatasetCreated, Event, SlotQueued
 from dsetlog.store.log import EventLog
+from projections.projects import ProjectView, flat_categories
 from projections.readmodel import ReadModel
 
 # Fields that change what is generated: the same project, these, the prompt template's text, the project's
@@ -43,7 +43,7 @@ class Plan:
     (the job worker may point a run at the dataset its job was submitted for)."""
 
     req: GenerateRequest
-    project: Any  # projections.projects' ProjectView
+    project: ProjectView
     chunks: list[Chunk]
     categories: list[str]
     params: prompts.ProjectParameters | None
@@ -86,7 +86,7 @@ def make_plan(rm: ReadModel, req: GenerateRequest) -> Plan:
                 template_hash=template_hash, content_key=content_key, dataset_id=dataset_id, version=version)
 
 
-def _chunks(rm: ReadModel, req: GenerateRequest, project: Any) -> list[Chunk]:
+def _chunks(rm: ReadModel, req: GenerateRequest, project: ProjectView) -> list[Chunk]:
     views = rm.projects.chunks(project.id)
     if not views:
         raise DocGenError(f"project {project.name!r} has no chunks yet; ingest documents first "
@@ -96,11 +96,9 @@ def _chunks(rm: ReadModel, req: GenerateRequest, project: Any) -> list[Chunk]:
     return [Chunk(c.id, c.text, c.heading) for c in views]
 
 
-def _categories(rm: ReadModel, req: GenerateRequest, project: Any) -> list[str]:
+def _categories(rm: ReadModel, req: GenerateRequest, project: ProjectView) -> list[str]:
     if not req.taxonomy_name:
         return []
-    from projections.projects import flat_categories
-
     owner = req.taxonomy_project or project.id
     holder = rm.projects.project(str(owner)) or rm.projects.project_by_name(str(owner))
     taxonomy = rm.projects.taxonomy(holder.id, req.taxonomy_name) if holder else None
@@ -110,7 +108,7 @@ def _categories(rm: ReadModel, req: GenerateRequest, project: Any) -> list[str]:
     return flat_categories(taxonomy)
 
 
-def _parameters(rm: ReadModel, project: Any) -> prompts.ProjectParameters | None:
+def _parameters(rm: ReadModel, project: ProjectView) -> prompts.ProjectParameters | None:
     saved = rm.projects.latest_parameters(project.id)
     if saved is None:
         return None
@@ -118,7 +116,7 @@ def _parameters(rm: ReadModel, project: Any) -> prompts.ProjectParameters | None
     return msgspec.convert(known, prompts.ProjectParameters)
 
 
-def _format_type(req: GenerateRequest, params: prompts.ProjectParameters | None, project: Any) -> str:
+def _format_type(req: GenerateRequest, params: prompts.ProjectParameters | None, project: ProjectView) -> str:
     if req.format_type is not None:
         return req.format_type
     if params is None:
@@ -131,7 +129,7 @@ def _format_type(req: GenerateRequest, params: prompts.ProjectParameters | None,
     return saved
 
 
-def _template(rm: ReadModel, req: GenerateRequest, project: Any) -> tuple[str, str]:
+def _template(rm: ReadModel, req: GenerateRequest, project: ProjectView) -> tuple[str, str]:
     if req.custom_prompt:
         return "custom", req.custom_prompt
     stored = rm.projects.prompt_by_name(req.prompt_name, project_id=project.id)
@@ -145,7 +143,7 @@ def _template(rm: ReadModel, req: GenerateRequest, project: Any) -> tuple[str, s
         raise DocGenError(str(exc)) from None
 
 
-def _dataset_identity(rm: ReadModel, req: GenerateRequest, project: Any, content: list[str],
+def _dataset_identity(rm: ReadModel, req: GenerateRequest, project: ProjectView, content: list[str],
                       content_key: str) -> tuple[str, str | None]:
     if not req.enable_versioning:
         return content_id("dataset", *content), None

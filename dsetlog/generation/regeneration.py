@@ -216,7 +216,7 @@ class Redo:
 
 
 @dataclass(frozen=True)
-class Scoring:
+class Rescoring:
     """How the dataset's entries are scored again: as it was generated (its mode, analyze_quality,
     quality_threshold and judge_model)."""
 
@@ -226,7 +226,7 @@ class Scoring:
     judge: Provider | None
 
     @classmethod
-    def of(cls, dataset: DatasetView, *, simulator_url: str | None) -> Scoring:
+    def of(cls, dataset: DatasetView, *, simulator_url: str | None) -> Rescoring:
         rescore = dataset.kind == "documents" and bool(dataset.params.get("analyze_quality", True))
         judge_spec = str(dataset.params.get("judge_model") or "") if rescore else ""
         try:
@@ -297,7 +297,7 @@ async def _regenerate(calls: Calls, dataset_id: str, entry_ids: Iterable[str], c
     missing = len(ids) - len(entries)
     if missing:
         result.message = f"{missing} entries are no longer in the dataset"
-    scoring = Scoring.of(dataset, simulator_url=simulator_url)
+    scoring = Rescoring.of(dataset, simulator_url=simulator_url)
     stopped = False
     if todo:
         stopped = await _new_revisions(calls, dataset, todo, config, scoring, result, simulator_url=simulator_url)
@@ -328,7 +328,7 @@ def _ended(result: RegenResult, outcome: EngineResult) -> bool:
 
 
 async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryView], config: RegenerationConfig,
-                         scoring: Scoring, result: RegenResult, *, simulator_url: str | None) -> bool:
+                         scoring: Rescoring, result: RegenResult, *, simulator_url: str | None) -> bool:
     """Ask for a new revision of each entry (rescored when the dataset is); True when the job must end here."""
     from dsetlog.engine.engine import WorkItem
 
@@ -356,7 +356,7 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
     return False
 
 
-def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: Scoring,
+def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: Rescoring,
                      settings: dict[str, Any]) -> Any:
     from dsetlog.llm.client import CallFailure
 
@@ -381,7 +381,7 @@ def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: 
     return make_events
 
 
-async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], scoring: Scoring, judge: Provider,
+async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], scoring: Rescoring, judge: Provider,
                      result: RegenResult) -> None:
     """Judge every new revision of this job the judge has not rated yet (a resumed job finds earlier ones here)."""
     rm = calls.rm
