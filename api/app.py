@@ -24,7 +24,7 @@ from api.catalog import (
 )
 from api.context import WRITE_WAIT, Context
 from api.datasets import DatasetsResource
-from api.download import DownloadResource
+from api.download import DownloadResource, ExportFormatsResource
 from api.entries import EntriesResource, FeedbackResource
 from api.errors import handle_dset_error, handle_unexpected, serialize_error
 from api.generation import GenerateResource, JobsResource, RegenerateResource, Submitter
@@ -76,6 +76,7 @@ def routes(ctx: Context) -> list[Route]:
         Route(f"{d}/{{dataset_id}}/feedback", FeedbackResource(ctx)),
         Route(f"{d}/{{dataset_id}}/regenerate", RegenerateResource(submitter)),
         Route(f"{d}/{{dataset_id}}/download", DownloadResource(ctx)),
+        Route(f"{API}/export-formats", ExportFormatsResource()),
         Route(f"{d}/{{dataset_id}}/benchmark-answers", datasets, "benchmark_answers"),
         Route(f"{d}/config/high-level-prompts", config, "high_level"),
         Route(f"{d}/config/default-prompts", config, "default_prompts"),

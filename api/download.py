@@ -1,6 +1,7 @@
-"""GET /datasets/{dataset_id}/download: the dataset's file, or a ZIP of its files, streamed.
+"""GET /datasets/{dataset_id}/download: the dataset's file, or a ZIP of its files, streamed; and GET
+/export-formats: the formats offered (dsetlog.export.formats.EXPORT_FORMATS), which the review page shows.
 
-The export is written by :func:`dsetlog.generation.document.export_dataset` (one file per split, batches of
+The export is written by :func:`dsetlog.export.datasets.export_dataset` (one file per split, batches of
 100,000 entries) into a temporary folder, from the entries as they stand at one seq (the read model's
 lock is held only to take the list). One file is streamed as it is, with its format's content type;
 several are zipped on the fly into the response (zipfile in streaming mode: no second copy on disk,
@@ -19,14 +20,16 @@ from types import SimpleNamespace
 from typing import Any
 
 import falcon
+import msgspec
 
 from api.context import Context
 from api.datasets import dataset_or_404
 from api.errors import bad_request
 from api.schemas import DownloadQuery
 from api.spec import operation
-from dsetlog.export.formats import FORMATS
-from dsetlog.generation.document import EXPORT_FORMATS, DocGenError, export_dataset
+from dsetlog.export.datasets import ExportError, export_dataset
+from dsetlog.export.formats import EXPORT_FORMATS, EXPORT_SUFFIX, FORMATS
+from dsetlog.paths import OutputDirError
 
 BLOCK = 1 << 20
 ZIP_TYPE = "application/zip"
@@ -124,7 +127,7 @@ class DownloadResource:
         try:
             files, _ = export_dataset(frozen, dataset_id, data_dir=tmp, output_dir=".",  # type: ignore[arg-type]
                                       format_type=fmt)
-        except DocGenError as exc:
+        except (ExportError, OutputDirError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise bad_request(str(exc)) from None
         except BaseException:
@@ -147,3 +150,26 @@ class DownloadResource:
         root = self.ctx.data_dir / "tmp"
         root.mkdir(parents=True, exist_ok=True)
         return root
+
+
+class ExportFormat(msgspec.Struct, frozen=True):
+    name: str  # the format_type to ask for
+    media_type: str  # of one file of it (several files come as a ZIP)
+    suffix: str  # of its files
+
+
+class ExportFormats(msgspec.Struct, frozen=True):
+    formats: list[ExportFormat]  # in the order they are offered
+
+
+EXPORT_FORMATS_RESPONSE = ExportFormats(formats=[ExportFormat(name, FORMATS[name].media_type, EXPORT_SUFFIX[name])
+                                                 for name in EXPORT_FORMATS])
+
+
+class ExportFormatsResource:
+    """GET /export-formats: the review page offers a download button per format from this list."""
+
+    @operation("The formats a dataset can be downloaded or exported in (format_type), in the order offered",
+               response=ExportFormats, tags=("datasets",))
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = EXPORT_FORMATS_RESPONSE

@@ -20,8 +20,11 @@ from api.schemas import (
     JobStatus,
 )
 from api.spec import operation
-from dsetlog.generation.document import DocGenError, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import RegenerateError, RegenerateRequest, UnknownEntries, check_request
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.ids import new_id, new_job_id
 from dsetlog.jobs.lifecycle import DATASET_VERSION_KEY, GENERATE_KINDS
 from dsetlog.jobs.worker import LiveStatus

@@ -2,7 +2,7 @@
 
 The same classes decode and validate requests (``forbid_unknown_fields``: an unknown field is a 422
 naming it), encode responses, and make the OpenAPI document (``msgspec.json.schema_components``).
-Request types of the core are reused as they are: :class:`dsetlog.generation.document.GenerateRequest` (POST
+Request types of the core are reused as they are: :class:`dsetlog.generation.requests.GenerateRequest` (POST
 /datasets/generate), :class:`dsetlog.generation.regeneration.RegenerateRequest`, and
 :class:`dsetlog.prompts.parameters.ProjectParameters` (the body of POST /datasets/parameters, with project_id).
 
@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from dsetlog.generation.document import GenerateRequest
+from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.prompts.parameters import ProjectParameters
 from dsetlog.store.events import Category
 
@@ -291,7 +292,7 @@ class FeedbackAccepted(Struct):
 
 
 class DownloadQuery(Query):
-    format_type: Literal["jsonl", "parquet", "csv", "alpaca", "sharegpt", "openai-chat"] | None = None
+    format_type: Literal[EXPORT_FORMATS] | None = None  # type: ignore[valid-type]  # the one list of formats
     as_of: Seq | None = None
 
 

@@ -100,7 +100,7 @@ def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
 
 def _check_output_dir(raw: bytes) -> None:
     """output_dir outside the data dir is a 400 of its own (not a 422)."""
-    from dsetlog.generation.document import check_output_dir
+    from dsetlog.generation.requests import check_output_dir
 
     try:
         doc = msgspec.json.decode(raw)

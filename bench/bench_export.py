@@ -103,7 +103,7 @@ def ensure_log(cache: Path, entries: int) -> Path:
 
 
 def measure(data: Path, format_type: str) -> dict[str, float]:
-    from dsetlog.generation.document import export_dataset
+    from dsetlog.export.datasets import export_dataset
     from projections.readmodel import ReadModel
 
     t0 = time.perf_counter()
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(Path(args.measure[0]), args.measure[1])))
         return 0
 
-    from dsetlog.generation.document import EXPORT_BATCH
+    from dsetlog.export.datasets import EXPORT_BATCH
 
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")]
     formats = [f.strip() for f in args.formats.split(",")]

@@ -24,14 +24,10 @@ from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import JUDGE_SYSTEM
-from dsetlog.generation.document import (
-    REPAIR_PROMPT,
-    TITLE_PROMPT,
-    DocRunResult,
-    DocumentRun,
-    GenerateRequest,
-    Models,
-)
+from dsetlog.generation.document import DocRunResult, DocumentRun
+from dsetlog.generation.models import Models
+from dsetlog.generation.requests import GenerateRequest
+from dsetlog.generation.texts import REPAIR_PROMPT, TITLE_PROMPT
 from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.simulator.server import Simulator

@@ -95,7 +95,6 @@ def test_dsetlog_holds_few_modules_of_its_own() -> None:
     assert len(own) <= MAX_TOP_MODULES, own
 
 
-@pytest.mark.xfail(strict=True, reason="#12 in progress: the big rooms are being split")
 def test_no_module_class_or_function_outgrows_its_room() -> None:
     big = []
     for path in source_files():

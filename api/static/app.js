@@ -10,7 +10,6 @@
 (() => {
   const API = "/api/v1";
   const TOKEN_KEY = "dset.token";
-  const FORMATS = ["jsonl", "parquet", "csv", "alpaca", "sharegpt", "openai-chat"];
   const POLL_MS = 500; // status of watched jobs
   const JOBS_MS = 4000; // the job list (jobs started elsewhere)
   const DEFAULT_QUERY = {
@@ -23,6 +22,7 @@
   const state = {
     token: localStorage.getItem(TOKEN_KEY) || "",
     datasets: [],
+    formats: [], // the export formats offered (GET /export-formats), in order
     dataset: null, // GET /datasets/{id} without its inline entries
     query: { ...DEFAULT_QUERY },
     page: null, // the last EntriesPage
@@ -217,6 +217,13 @@
     } catch (e) { /* the other calls report it */ }
   }
 
+  async function loadFormats() {
+    try {
+      const data = await api("GET", "/export-formats");
+      state.formats = data.formats.map((f) => f.name);
+    } catch (e) { showError(e); }
+  }
+
   async function loadDatasets() {
     try {
       const data = await api("GET", "/datasets");
@@ -308,7 +315,7 @@
 
     renderBenchmarks(d);
 
-    $("download-buttons").replaceChildren(...FORMATS.map((f) =>
+    $("download-buttons").replaceChildren(...state.formats.map((f) =>
       el("button", { type: "button", class: "small", "data-format": f, "aria-label": `Download as ${f}`,
         onclick: () => download(f) }, f)));
   }
@@ -1143,7 +1150,7 @@
 
   async function reloadAll() {
     const h = state.dataset ? null : readHash();
-    await Promise.all([loadHealth(), loadDatasets()]);
+    await Promise.all([loadHealth(), loadDatasets(), state.formats.length ? null : loadFormats()]);
     loadJobs();
     if (state.dataset) await selectDataset(state.dataset.id);
     else if (h && h.dataset) await selectDataset(h.dataset, { query: h.query, entry: h.entry });

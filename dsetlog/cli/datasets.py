@@ -19,7 +19,10 @@ import msgspec
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
 from dsetlog.engine.progress import Progress
 from dsetlog.errors import UsageError
-from dsetlog.generation.document import EXPORT_FORMATS, DocGenError, GenerateRequest, export_dataset
+from dsetlog.export.datasets import export_dataset
+from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.ids import new_job_id
 from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.providers import load_env

@@ -8,20 +8,27 @@ answered questions are never requested again, pending and bookmarked ones are.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
-import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
 from dsetlog.engine.progress import Budget, Progress
+from dsetlog.engine.stages import Outcome
 from dsetlog.errors import UsageError
 from dsetlog.export.formats import FORMATS, SEED_FORMATS, export
-from dsetlog.generation.questions import QuestionsFileError, normalize, read_questions, write_statuses
-from dsetlog.llm.providers import PROFILES, Provider, ProviderError, load_env, resolve
+from dsetlog.generation.questions import (
+    QuestionsFile,
+    QuestionsFileError,
+    normalize,
+    read_questions,
+    write_statuses,
+)
+from dsetlog.ids import content_id, entry_id_for, new_id
+from dsetlog.llm.providers import PROFILES, Provider, load_env, resolve
 from dsetlog.store.events import (
     DatasetCreated,
     EntryGenerated,
@@ -34,6 +41,10 @@ from dsetlog.store.events import (
 from dsetlog.store.locks import dataset_lock
 from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
+
+if TYPE_CHECKING:  # the LLM client imports the openai SDK: only a run that makes calls pays for that import
+    from dsetlog.engine.engine import Engine, EngineResult, WorkItem
+    from dsetlog.llm.client import Completion
 
 EXTRA_FORMATS = [name for name in FORMATS if name not in SEED_FORMATS]
 
@@ -103,22 +114,20 @@ def parse_formats(text: str) -> list[str]:
     return list(SEED_FORMATS) + [f for f in extra if f not in SEED_FORMATS]
 
 
-def _hash(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
+def dataset_id_for(dataset: str | None, csv_path: Path) -> str:
+    """The questions dataset of a CSV: named by --dataset, else by the CSV's absolute path."""
+    return content_id("ds", "questions", dataset or str(csv_path))
 
 
 def item_id_for(dataset_id: str, question: str) -> str:
-    return "q_" + _hash(dataset_id, normalize(question))
+    return content_id("q", dataset_id, normalize(question))
 
 
 @contextmanager
 def provider_for(args: argparse.Namespace) -> Iterator[Provider]:
     """The provider the flags ask for; with --simulate, a simulator running in this process."""
-    if not args.simulate:
-        try:
-            yield resolve(args.profile, model=args.model, base_url=args.base_url)
-        except ProviderError as exc:
-            raise UsageError(str(exc)) from None
+    if not args.simulate:  # a ProviderError is a UsageError already: one line, exit code 2
+        yield resolve(args.profile, model=args.model, base_url=args.base_url)
         return
     from dsetlog.simulator.server import SimConfig, Simulator
 
@@ -138,13 +147,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency must be >= 1, --max-retries and --backoff >= 0, --timeout > 0")
     if not args.max_input_mb > 0:
         raise UsageError("--max-input-mb must be greater than 0")
-    try:
-        qfile = read_questions(args.questions, header=args.header, max_bytes=int(args.max_input_mb * 2**20))
-    except QuestionsFileError as exc:
-        raise UsageError(str(exc)) from None
+    qfile = read_questions(args.questions, header=args.header, max_bytes=int(args.max_input_mb * 2**20))
     csv_path = Path(args.questions).resolve()
     name = args.dataset or csv_path.stem
-    dataset_id = "ds_" + _hash("questions", args.dataset or str(csv_path))
+    dataset_id = dataset_id_for(args.dataset, csv_path)
     data = data_dir(args)
     from dsetlog.paths import check_writable
     from dsetlog.store.errors import LogWriteError
@@ -163,69 +169,27 @@ def run(args: argparse.Namespace) -> int:
         return _generate(args, qfile, csv_path, name, dataset_id, provider, log, rm, formats, budget)
 
 
-def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, dataset_id: str,  # noqa: ANN001
+def _generate(args: argparse.Namespace, qfile: QuestionsFile, csv_path: Path, name: str, dataset_id: str,
               provider: Provider, log: EventLog, rm: ReadModel, formats: list[str], budget: Budget) -> int:
-    from dsetlog.engine.build import EngineSettings, engine_for
-    from dsetlog.engine.engine import EngineResult, WorkItem, run_engine
-    from dsetlog.llm.client import Completion, RetryPolicy
+    from dsetlog.engine.engine import EngineResult, run_engine
 
-    datasets = rm.datasets
-    run_id = "run_" + uuid.uuid4().hex[:12]
-    new: list[Event] = []
-    if datasets.dataset(dataset_id) is None:
-        new.append(DatasetCreated(dataset_id=dataset_id, name=name, kind="questions", source=str(csv_path)))
+    run_id = new_id("run")
     item_ids = [item_id_for(dataset_id, q.text) for q in qfile.questions]
-    for q, item_id in zip(qfile.questions, item_ids, strict=True):
-        if datasets.item(dataset_id, item_id) is None:
-            new.append(QuestionQueued(dataset_id=dataset_id, item_id=item_id, question=q.text, row=q.row,
-                                      source=str(csv_path)))
     price = tuple(args.price) if args.price else provider.price()
-    settings = {"concurrency": args.concurrency, "max_retries": args.max_retries, "backoff": args.backoff,
-                "timeout": args.timeout, "rpm": args.rpm, "tpm": args.tpm, "budget": str(budget),
-                "formats": formats, "out": str(Path(args.out).resolve())}
-    new.append(RunStarted(run_id=run_id, dataset_id=dataset_id, command="generate", model=provider.model,
-                          provider=provider.profile, simulated=provider.simulated, settings=settings))
-    log.append_many(new)
-    rm.catch_up()
-
-    todo = []
-    already = 0
-    for q, item_id in zip(qfile.questions, item_ids, strict=True):
-        item = datasets.item(dataset_id, item_id)
-        if item is not None and item.status == "done":
-            already += 1
-            continue
-        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
-            {"role": "user", "content": q.text}]
-        todo.append(WorkItem(dataset_id, item_id, messages, prior_attempts=item.attempts if item else 0,
-                             context=q.text))
-
+    _start(args, qfile, csv_path, name, dataset_id, item_ids, provider, log, rm, formats, budget, run_id, price)
+    todo, already = _todo(args, qfile, dataset_id, item_ids, rm)
     progress = Progress(total=len(item_ids), done=already, priced=price is not None,
                         enabled=not args.no_progress)
     print(f"dset: {len(item_ids)} questions ({already} already answered, {len(todo)} to do"
           f"{', ' + str(qfile.blank) + ' blank skipped' if qfile.blank else ''}"
           f"{', ' + str(qfile.duplicates) + ' duplicates answered once' if qfile.duplicates else ''}); "
           f"model {provider.describe()}; dataset {dataset_id}", file=sys.stderr)
-
-    def make_events(item: WorkItem, c: Completion, attempt: int) -> list[Event]:
-        return [EntryGenerated(
-            dataset_id=item.dataset_id, item_id=item.item_id, entry_id="entry_" + item.item_id[2:],
-            question=item.context, answer=c.content, reasoning=c.reasoning, model=c.model,
-            provider=provider.profile, simulated=c.simulated,
-            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
-            latency_ms=round(c.latency_ms, 1), attempt=attempt, run_id=run_id)]
-
     result = EngineResult("completed")
     if todo:
-        engine = engine_for(provider, EngineSettings(
-            concurrency=args.concurrency, timeout=args.timeout, rpm=args.rpm, tpm=args.tpm,
-            retry=RetryPolicy(max_retries=args.max_retries, backoff=args.backoff), temperature=args.temperature,
-            max_tokens=args.max_tokens, learned=rm.endpoints.modes()),
-            log=log, make_events=make_events, progress=progress, run_id=run_id, budget=budget,
-            price=price)  # type: ignore[arg-type]
-        result = run_engine(engine, todo)
+        result = run_engine(_engine(args, provider, log, rm, run_id, progress, budget, price), todo)
 
     rm.catch_up()
+    datasets = rm.datasets
     statuses = {item_id: datasets.item(dataset_id, item_id) for item_id in item_ids}
     failed_items = [i for i in statuses.values() if i is not None and i.status == "failed"]
     log.append(RunFinished(run_id=run_id, dataset_id=dataset_id, outcome=result.outcome, answered=result.answered,
@@ -242,13 +206,7 @@ def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, datase
                     yield entry
 
     written = export(entries, Path(args.out), formats)
-    failed_keys = {normalize(i.question) for i in failed_items}
-    try:
-        bookmarked = write_statuses(csv_path, failed_keys, header=args.header)
-    except (QuestionsFileError, OSError) as exc:
-        bookmarked = False
-        print(f"dset: warning: could not write bookmarks into {csv_path}: {exc}", file=sys.stderr)
-
+    bookmarked = _bookmark(args, csv_path, failed_items)
     answered = sum(1 for i in statuses.values() if i is not None and i.status == "done")
     pending = len(item_ids) - answered - len(failed_items)
     cost = f", est. cost ${progress.cost:.4f}" if price is not None else ""
@@ -257,14 +215,94 @@ def _generate(args: argparse.Namespace, qfile, csv_path: Path, name: str, datase
           f"{progress.tokens:,} tokens{cost}", file=sys.stderr)
     print(f"dset: wrote {', '.join(str(p) for p in written.values())}"
           f"{'; bookmarks updated in ' + str(csv_path) if bookmarked else ''}", file=sys.stderr)
-    if result.outcome == "fatal" and result.fatal is not None:
+    return _ending(result, budget, failed=len(failed_items), complete=answered == len(item_ids))
+
+
+def _start(args: argparse.Namespace, qfile: QuestionsFile, csv_path: Path, name: str, dataset_id: str,
+           item_ids: list[str], provider: Provider, log: EventLog, rm: ReadModel, formats: list[str], budget: Budget,
+           run_id: str, price: tuple[float, float] | None) -> None:
+    """Append the dataset and the questions the log does not have yet, and the run's start (one write)."""
+    datasets = rm.datasets
+    new: list[Event] = []
+    if datasets.dataset(dataset_id) is None:
+        new.append(DatasetCreated(dataset_id=dataset_id, name=name, kind="questions", source=str(csv_path)))
+    for q, item_id in zip(qfile.questions, item_ids, strict=True):
+        if datasets.item(dataset_id, item_id) is None:
+            new.append(QuestionQueued(dataset_id=dataset_id, item_id=item_id, question=q.text, row=q.row,
+                                      source=str(csv_path)))
+    settings = {"concurrency": args.concurrency, "max_retries": args.max_retries, "backoff": args.backoff,
+                "timeout": args.timeout, "rpm": args.rpm, "tpm": args.tpm, "budget": str(budget),
+                "formats": formats, "out": str(Path(args.out).resolve())}
+    new.append(RunStarted(run_id=run_id, dataset_id=dataset_id, command="generate", model=provider.model,
+                          provider=provider.profile, simulated=provider.simulated, settings=settings))
+    log.append_many(new)
+    rm.catch_up()
+
+
+def _todo(args: argparse.Namespace, qfile: QuestionsFile, dataset_id: str, item_ids: list[str],
+          rm: ReadModel) -> tuple[list[WorkItem], int]:
+    """The questions still to answer as work items, and how many are answered already."""
+    from dsetlog.engine.engine import WorkItem
+
+    todo = []
+    already = 0
+    for q, item_id in zip(qfile.questions, item_ids, strict=True):
+        item = rm.datasets.item(dataset_id, item_id)
+        if item is not None and item.status == "done":
+            already += 1
+            continue
+        messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+            {"role": "user", "content": q.text}]
+        todo.append(WorkItem(dataset_id, item_id, messages, prior_attempts=item.attempts if item else 0,
+                             context=q.text))
+    return todo, already
+
+
+def _engine(args: argparse.Namespace, provider: Provider, log: EventLog, rm: ReadModel, run_id: str,
+            progress: Progress, budget: Budget, price: tuple[float, float] | None) -> Engine:
+    """The engine answering the questions, as the flags say."""
+    from dsetlog.engine.build import EngineSettings, engine_for
+    from dsetlog.llm.client import RetryPolicy
+
+    settings = EngineSettings(concurrency=args.concurrency, timeout=args.timeout, rpm=args.rpm, tpm=args.tpm,
+                              retry=RetryPolicy(max_retries=args.max_retries, backoff=args.backoff),
+                              temperature=args.temperature, max_tokens=args.max_tokens, learned=rm.endpoints.modes())
+    return engine_for(provider, settings, log=log, make_events=_answers_maker(provider, run_id), progress=progress,
+                      run_id=run_id, budget=budget, price=price)  # type: ignore[arg-type]
+
+
+def _answers_maker(provider: Provider, run_id: str) -> Any:
+    def make_events(item: WorkItem, c: Completion, attempt: int) -> list[Event]:
+        return [EntryGenerated(
+            dataset_id=item.dataset_id, item_id=item.item_id, entry_id=entry_id_for(item.item_id),
+            question=item.context, answer=c.content, reasoning=c.reasoning, model=c.model,
+            provider=provider.profile, simulated=c.simulated,
+            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
+            latency_ms=round(c.latency_ms, 1), attempt=attempt, run_id=run_id)]
+
+    return make_events
+
+
+def _bookmark(args: argparse.Namespace, csv_path: Path, failed_items: Iterable[Any]) -> bool:
+    """Mark the failed questions ERROR in the CSV; whether it was written (a warning says why not)."""
+    failed_keys = {normalize(i.question) for i in failed_items}
+    try:
+        return write_statuses(csv_path, failed_keys, header=args.header)
+    except (QuestionsFileError, OSError) as exc:
+        print(f"dset: warning: could not write bookmarks into {csv_path}: {exc}", file=sys.stderr)
+        return False
+
+
+def _ending(result: EngineResult, budget: Budget, *, failed: int, complete: bool) -> int:
+    """Say how the run ended; its exit code."""
+    if result.outcome == Outcome.FATAL and result.fatal is not None:
         print(f"dset: stopped: {result.fatal.message}", file=sys.stderr)
-    elif result.outcome == "budget":
+    elif result.outcome == Outcome.BUDGET:
         print(f"dset: stopped: budget of {budget} reached; run again with a larger --budget to continue",
               file=sys.stderr)
-    elif result.outcome == "interrupted":
+    elif result.outcome == Outcome.INTERRUPTED:
         print("dset: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
-    if failed_items:
-        print(f"dset: {len(failed_items)} question(s) bookmarked ERROR; run again to retry them", file=sys.stderr)
-    return EXIT_OK if answered == len(item_ids) else EXIT_FAILED
+    if failed:
+        print(f"dset: {failed} question(s) bookmarked ERROR; run again to retry them", file=sys.stderr)
+    return EXIT_OK if complete else EXIT_FAILED

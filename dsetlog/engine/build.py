@@ -79,11 +79,10 @@ def engine_for(provider: Provider, settings: EngineSettings, *, log: EventLog, m
                progress: Progress, run_id: str = "", budget: Budget | None = None, cancel: Cancel | None = None,
                price: tuple[float, float] | None = None, **sampling: Any) -> Engine:
     """An engine calling ``provider`` through a new client (:func:`client_for`), priced by the provider unless
-    ``price`` is given. ``cancel``: the run's stop signal; by default the one of the job this task runs
-    (:meth:`Cancel.current`), so a job's cancel reaches every engine of its run."""
+    ``price`` is given. ``cancel``: the run's stop signal (a job's, which its worker sets when a user cancels it)."""
     from dsetlog.engine.engine import Engine
 
     return Engine(log=log, client=client_for(provider, settings, **sampling), policy=settings.policy(),
                   make_events=make_events, progress=progress, run_id=run_id, concurrency=settings.concurrency,
-                  budget=budget or Budget(), cancel=cancel if cancel is not None else Cancel.current(),
+                  budget=budget or Budget(), cancel=cancel,
                   price=price if price is not None else provider.price())

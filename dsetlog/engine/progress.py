@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -110,8 +107,7 @@ class Cancel:
     """A request to stop a run from outside (a user cancelling its job): engines start no new call once it is
     set, beside their budget; calls in flight may finish. Unlike a budget it carries why (``reason``).
 
-    The job worker sets one per job and makes it the job's own with :meth:`scope`; engines built in that
-    job's task find it with :meth:`current` (``dsetlog.engine.build.engine_for``)."""
+    The job worker makes one per job and passes it down to every engine of the job's run."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -121,20 +117,3 @@ class Cancel:
 
     def is_set(self) -> bool:
         return self.reason is not None
-
-    @staticmethod
-    def current() -> Cancel | None:
-        """The cancel signal of the job the running task belongs to, if any."""
-        return _CURRENT.get()
-
-    @contextmanager
-    def scope(self) -> Iterator[Cancel]:
-        """Make this the current signal for the code run inside (and the tasks it starts)."""
-        token = _CURRENT.set(self)
-        try:
-            yield self
-        finally:
-            _CURRENT.reset(token)
-
-
-_CURRENT: ContextVar[Cancel | None] = ContextVar("dset_cancel", default=None)

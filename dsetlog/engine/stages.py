@@ -8,9 +8,7 @@ to people can change freely. A run ends with an :class:`Outcome`.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 
 class Phase(str, enum.Enum):
@@ -89,39 +87,3 @@ _EXPLAINED = {
     Outcome.BUDGET: "stopped: the budget was reached",
     Outcome.FATAL: "the provider refused the calls (key, quota or model); fix it and submit the job again",
 }
-
-
-# -- until the pipeline reports Stage values ----------------------------------------------------------------
-# TEMPORARY: dsetlog.generation is being changed (house-pipeline) to call ``on_stage(Stage(...))``. Until that
-# is merged it reports ``on_stage(obj)`` with .step/.done/.total (DocumentRun) or ``on_stage(step, done, total)``
-# (run_regeneration); :func:`typed` turns either into a Stage, its phase read from the step's first words.
-# The integrator deletes this section and passes the report function itself.
-_LEGACY_PHASES: tuple[tuple[str, Phase], ...] = (
-    ("Titling chunk", Phase.TITLING),
-    ("Processing chunk", Phase.GENERATING),
-    ("Augmenting", Phase.AUGMENTING),
-    ("Scoring", Phase.SCORING),
-    ("Judging entry", Phase.JUDGING),
-    ("Making train/validation/test splits", Phase.SPLITTING),
-    ("Benchmark", Phase.BENCHMARKING),
-    ("Exporting", Phase.EXPORTING),
-    ("Regenerating entry", Phase.REGENERATING),
-    ("Finished", Phase.FINISHED),
-    ("Waiting for", Phase.WAITING),
-    ("Stopped", Phase.STOPPED),
-)
-
-
-def typed(report: Callable[[Stage], None]) -> Callable[..., None]:
-    """``report`` called with a Stage whichever way the pipeline reports its stage (see above)."""
-
-    def on_stage(stage: Any, done: int = 0, total: int = 0) -> None:
-        if isinstance(stage, Stage):
-            report(stage)
-            return
-        if not isinstance(stage, str):
-            stage, done, total = stage.step, stage.done, stage.total
-        phase = next((p for prefix, p in _LEGACY_PHASES if stage.startswith(prefix)), Phase.STARTING)
-        report(Stage(phase, stage, done, total))
-
-    return on_stage

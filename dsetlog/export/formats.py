@@ -3,6 +3,7 @@
 Every writer streams: it takes an iterable of entries and writes as it goes,
 into a temp file that replaces the target atomically, so a 1,000,000-entry
 dataset never sits in memory and a reader never sees half a file.
+:data:`EXPORT_FORMATS` is the one list of the formats a document dataset is exported in.
 """
 
 from __future__ import annotations
@@ -172,6 +173,13 @@ FORMATS: dict[str, Format] = {
     )
 }
 SEED_FORMATS = ("csv", "json", "txt")
+
+# The one list of the formats a document dataset is exported in (`dset export`, a download, the end of a
+# run, the review page's buttons), in the order they are offered, with each one's file suffix: exports of
+# several formats share a folder, so the fine-tuning formats carry their name before .jsonl.
+EXPORT_SUFFIX: dict[str, str] = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "alpaca": ".alpaca.jsonl",
+                                 "sharegpt": ".sharegpt.jsonl", "openai-chat": ".openai-chat.jsonl"}
+EXPORT_FORMATS: tuple[str, ...] = tuple(EXPORT_SUFFIX)
 
 
 def export(entries: Callable[[], Iterable[Entry]], out_dir: Path, formats: Iterable[str]) -> dict[str, Path]:

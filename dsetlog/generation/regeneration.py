@@ -28,21 +28,27 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from dsetlog import prompts
-from dsetlog.engine.progress import Budget, Progress
+from dsetlog.engine.progress import Budget, Cancel, Progress
+from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.errors import Kind, UsageError
-from dsetlog.evaluation import quality
-from dsetlog.generation.document import entry_components, entry_scored
+from dsetlog.generation.calls import Calls, acquire, ended
+from dsetlog.generation.judging import Scorable, entry_components, entry_scored, judge_entries
+from dsetlog.generation.texts import GROUNDED, GROUNDED_TASKS, IMPROVE, NEW_QUESTION
 from dsetlog.llm.providers import PROFILES, Provider, ProviderError, resolve, resolve_spec
 from dsetlog.store import locks
 from dsetlog.store.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.store.log import EventLog, records_containing
 from projections.datasets import DatasetView, EntryView
 from projections.readmodel import ReadModel
+
+if TYPE_CHECKING:  # dsetlog.llm.client imports the openai SDK: only runs that make calls pay for that import
+    from dsetlog.engine.engine import EngineResult, WorkItem
+    from dsetlog.llm.client import Completion
 
 MAX_ENTRIES = 10_000  # entries one request may name
 
@@ -128,33 +134,6 @@ def check_request(rm: ReadModel, dataset_id: str, req: RegenerateRequest, *,
 
 # --- prompts ------------------------------------------------------------------------------------------
 
-IMPROVE = """
-A reviewer found the previous version wanting. Do better: correct what the feedback points out, keep what was
-right, and stay faithful to {source}.
-
-Previous {what}:
-{old}
-{feedback}"""
-
-GROUNDED = """Using only the text below, {task}. If the text does not give the answer, reply exactly: {negative}
-Reply with the {what} only.
-
-Text:
-{chunk}
-
-{label}: {question}"""
-
-NEW_QUESTION = """Write one question that the text below answers, different from this one: {question}
-Reply with the question only.
-
-Text:
-{chunk}"""
-
-_TASKS = {
-    "summarization": ("follow the instruction", "summary", "Instruction"),
-    "instruction_following": ("carry out the instruction", "response", "Instruction"),
-}
-
 
 def feedback_lines(entry: EntryView) -> str:
     fb = entry.feedback
@@ -176,7 +155,7 @@ def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None,
         content = NEW_QUESTION.format(question=entry.question, chunk=chunk)
         produces, what, source = "question", "question", "the text"
     else:
-        task, what, label = _TASKS.get(mode, ("answer the question", "answer", "Question"))
+        task, what, label = GROUNDED_TASKS.get(mode, ("answer the question", "answer", "Question"))
         content = GROUNDED.format(task=task, negative=prompts.NEGATIVE_ANSWER, what=what, chunk=chunk,
                                   label=label, question=entry.question)
         produces, source = "answer", "the text"
@@ -193,7 +172,7 @@ def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None,
 @dataclass
 class RegenResult:
     dataset_id: str
-    outcome: str = "completed"  # completed | failed | interrupted | budget | fatal
+    outcome: str = Outcome.COMPLETED.value  # an Outcome's value: completed | failed | interrupted | budget | fatal
     message: str = ""
     requested: int = 0
     regenerated: int = 0  # by this job, counting those of an earlier (interrupted) attempt
@@ -218,12 +197,44 @@ def regenerated_by(data_dir: str | os.PathLike[str], job_id: str) -> set[str]:
 
 
 def _rescored(entry: EntryView, *, question: str, answer: str, mode: str, chunk: str | None,
-              threshold: float, judge: tuple[int, int] | None = None) -> EntryScored:
-    """The entry's new score; ``judge`` is the judge's (score, difficulty) verdict when it rated it."""
+              threshold: float) -> EntryScored:
+    """The entry's new score, with its new question and answer (the answer is not scored in "question" mode)."""
     checked = None if mode == "question" else answer
     comps = entry_components(question, checked, chunk, mode=mode)
-    return entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=judge,
+    return entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=None,
                         threshold=threshold)
+
+
+@dataclass(frozen=True)
+class Redo:
+    """What one call regenerates: the entry's revision when asked, what the call produces ("answer" or
+    "question"), and its chunk's text (None: not a document dataset, or the chunk is gone)."""
+
+    entry: EntryView
+    produces: str
+    chunk: str | None
+
+
+@dataclass(frozen=True)
+class Rescoring:
+    """How the dataset's entries are scored again: as it was generated (its mode, analyze_quality,
+    quality_threshold and judge_model)."""
+
+    mode: str
+    rescore: bool
+    threshold: float
+    judge: Provider | None
+
+    @classmethod
+    def of(cls, dataset: DatasetView, *, simulator_url: str | None) -> Rescoring:
+        rescore = dataset.kind == "documents" and bool(dataset.params.get("analyze_quality", True))
+        judge_spec = str(dataset.params.get("judge_model") or "") if rescore else ""
+        try:
+            judge = resolve_spec(judge_spec, simulator_url=simulator_url) if judge_spec else None
+        except ProviderError as exc:
+            raise RegenerateError(f"the dataset's judge_model: {exc}") from None
+        return cls(mode=str(dataset.params.get("generation_mode") or "default"), rescore=rescore,
+                   threshold=float(dataset.params.get("quality_threshold", 0.7) or 0.0), judge=judge)
 
 
 async def run_regeneration(
@@ -237,46 +248,42 @@ async def run_regeneration(
     simulator_url: str | None = None,
     limiter_for: Callable[[Provider], Any] | None = None,
     budget: Budget | None = None,
-    on_stage: Callable[[str, int, int], None] = lambda step, done, total: None,
+    on_stage: Callable[[Stage], None] = lambda stage: None,
     skip: set[str] | None = None,
     progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> RegenResult:
     """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened.
 
     Holds the dataset's lock throughout, waiting for a run that has it (``on_stage`` names it meanwhile);
     a budget reached while waiting (a cancelled job) ends it "interrupted" with nothing done."""
+    calls = _calls(log, rm, job_id, config, limiter_for=limiter_for, budget=budget, progress=progress, cancel=cancel,
+                   on_stage=on_stage)
     lock = locks.dataset(log.path.parent, dataset_id, job_id=job_id)
-
-    def waiting(holder: locks.Holder | None) -> None:
-        on_stage(f"Waiting for {locks.who(holder)} to finish dataset {dataset_id}", 0, 0)
-
-    stop_progress = progress or Progress(total=0, enabled=False)
-    try:
-        acquired = await lock.acquire_async(on_wait=waiting,
-                                            stop=lambda: budget is not None and budget.reached(stop_progress))
-    except locks.LockError as exc:
-        raise RegenerateError(str(exc)) from None
-    if not acquired:
-        on_stage("Stopped: interrupted", 0, 0)
-        return RegenResult(dataset_id, outcome="interrupted", message=f"stopped while waiting for dataset {dataset_id}")
+    if not await acquire(lock, on_wait=lambda holder: calls.waiting(holder, f"dataset {dataset_id}"),
+                         stop=lambda: calls.budget.reached(calls.progress), error=RegenerateError):
+        calls.show(Phase.STOPPED, f"Stopped: {Outcome.INTERRUPTED.value}")
+        return RegenResult(dataset_id, outcome=Outcome.INTERRUPTED.value,
+                           message=f"stopped while waiting for dataset {dataset_id}")
     try:
         # caught up once the lock is held: what the holder wrote meanwhile is what gets regenerated
-        return await _regenerate(log=log, rm=rm, job_id=job_id, dataset_id=dataset_id, entry_ids=entry_ids,
-                                 config=config, simulator_url=simulator_url, limiter_for=limiter_for, budget=budget,
-                                 on_stage=on_stage, skip=skip, progress=stop_progress)
+        return await _regenerate(calls, dataset_id, entry_ids, config, simulator_url=simulator_url, skip=skip or set())
     finally:
         lock.release()
 
 
-async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: str, entry_ids: Iterable[str],
-                      config: RegenerationConfig, simulator_url: str | None,
-                      limiter_for: Callable[[Provider], Any] | None, budget: Budget | None,
-                      on_stage: Callable[[str, int, int], None], skip: set[str] | None,
-                      progress: Progress) -> RegenResult:
-    from dsetlog.engine.build import EngineSettings, engine_for
-    from dsetlog.engine.engine import WorkItem, run_reporting
-    from dsetlog.llm.client import CallFailure, Completion
+def _calls(log: EventLog, rm: ReadModel, job_id: str, config: RegenerationConfig, *,
+           limiter_for: Callable[[Provider], Any] | None, budget: Budget | None, progress: Progress | None,
+           cancel: Cancel | None,
+           on_stage: Callable[[Stage], None]) -> Calls:
+    return Calls(log=log, rm=rm, run_id=job_id, concurrency=config.concurrency,
+                 progress=progress or Progress(total=0, enabled=False),
+                 budget=budget or Budget(), limiter_for=limiter_for, on_stage=on_stage, cancel=cancel, every=0.25)
 
+
+async def _regenerate(calls: Calls, dataset_id: str, entry_ids: Iterable[str], config: RegenerationConfig, *,
+                      simulator_url: str | None, skip: set[str]) -> RegenResult:
+    rm = calls.rm
     rm.catch_up()
     result = RegenResult(dataset_id)
     dataset = rm.datasets.dataset(dataset_id)
@@ -284,111 +291,118 @@ async def _regenerate(*, log: EventLog, rm: ReadModel, job_id: str, dataset_id: 
         raise RegenerateError(f"no dataset {dataset_id!r}")
     ids = list(dict.fromkeys(entry_ids))
     result.requested = len(ids)
-    skip = skip or set()
     entries = [e for e in (rm.datasets.entry(dataset_id, i) for i in ids) if e is not None]
     result.regenerated = sum(1 for e in entries if e.id in skip)
     todo = [e for e in entries if e.id not in skip]
     missing = len(ids) - len(entries)
     if missing:
         result.message = f"{missing} entries are no longer in the dataset"
-    mode = str(dataset.params.get("generation_mode") or "default")
-    rescore = dataset.kind == "documents" and bool(dataset.params.get("analyze_quality", True))
-    threshold = float(dataset.params.get("quality_threshold", 0.7) or 0.0)
-    judge_spec = str(dataset.params.get("judge_model") or "") if rescore else ""
-    try:
-        judge = resolve_spec(judge_spec, simulator_url=simulator_url) if judge_spec else None
-    except ProviderError as exc:
-        raise RegenerateError(f"the dataset's judge_model: {exc}") from None
-    settings = msgspec.to_builtins(config)
-
-    def chunk_of(entry: EntryView) -> str | None:
-        chunk_view = rm.projects.chunk(entry.source_chunk) if entry.source_chunk else None
-        return chunk_view.text if chunk_view is not None else None
-
-    async def run(provider: Provider, units: list[Any], make_events: Any, step: str, **sampling: Any) -> Any:
-        progress.total += len(units)
-        calls = EngineSettings(concurrency=config.concurrency, limiter_for=limiter_for, learned=rm.endpoints.modes())
-        engine = engine_for(provider, calls, log=log, make_events=make_events, progress=progress,
-                            run_id=job_id, budget=budget, **sampling)
-        return await run_reporting(engine, units, lambda done, total: on_stage(f"{step} {done} of {total}", done, total))
-
-    def ended(outcome: Any) -> bool:
-        """Note a stop (fatal, budget, interrupted) in the result; True when the job must end here."""
-        result.outcome = "fatal" if outcome.fatal is not None else outcome.outcome
-        if outcome.fatal is not None:
-            result.message = outcome.fatal.message
-        return result.outcome not in ("completed", "failed")
-
+    scoring = Rescoring.of(dataset, simulator_url=simulator_url)
+    stopped = False
     if todo:
-        provider = resolve_model(config.model, dataset, todo[0], simulator_url=simulator_url)
-        result.model = provider.model
-        units = []
-        for entry in todo:
-            chunk = chunk_of(entry)
-            messages, produces = messages_for(entry, kind=dataset.kind, mode=mode, chunk=chunk,
-                                              improve=config.improve_quality)
-            item = rm.datasets.item(dataset_id, entry.item_id)
-            snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
-            units.append(WorkItem(dataset_id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
-                                  max_tokens=config.max_tokens, context=(snapshot, produces, chunk)))
-
-        def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
-            entry, produces, chunk = unit.context
-            text = c.content.strip()
-            if not text:
-                raise CallFailure("empty", "no content", retryable=True)
-            question, answer = (text, entry.answer) if produces == "question" else (entry.question, text)
-            events: list[Event] = [EntryRegenerated(
-                dataset_id=dataset_id, entry_id=entry.id, job_id=job_id, answer=answer,
-                question=question if produces == "question" else None,
-                reasoning=c.reasoning if produces == "answer" else entry.reasoning, model=c.model,
-                provider=provider.profile, simulated=c.simulated,
-                usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens), config=settings)]
-            if rescore:
-                events.append(_rescored(entry, question=question, answer=answer, mode=mode, chunk=chunk,
-                                        threshold=threshold))
-            return events
-
-        outcome = await run(provider, units, make_events, "Regenerating entry", temperature=config.temperature,
-                            max_tokens=config.max_tokens)
-        rm.catch_up()
-        result.regenerated += outcome.answered
-        stopped = ended(outcome)
-        if not stopped:  # what the engine gave up on (bookmarked after its retries)
-            result.failed = [u.context[0].id for u in units if not _new_revision(rm, u.context[0])]
-    else:
-        stopped = False
-
-    if judge is not None and not stopped:
-        # every new revision of this job the judge has not rated yet (a resumed job finds earlier ones here)
-        failed = set(result.failed)
-        current = [rm.datasets.entry(dataset_id, e.id) for e in entries if e.id not in failed]
-        unjudged = [e for e in current if e is not None and "judge" not in e.quality]
-        units = [WorkItem(dataset_id, e.item_id, quality.judge_prompt(e.question, e.answer, chunk_of(e) or ""),
-                          schema=quality.JUDGE_SCHEMA, context=e, record_attempts=False)
-                 for e in unjudged]
-
-        def make_verdict(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
-            entry = unit.context
-            try:
-                verdict = quality.parse_verdict(c.content)
-            except prompts.InvalidOutput as exc:
-                raise CallFailure("invalid_output", str(exc), retryable=True) from None
-            return [_rescored(entry, question=entry.question, answer=entry.answer, mode=mode,
-                              chunk=chunk_of(entry), threshold=threshold, judge=(verdict.score, verdict.difficulty))]
-
-        if units:
-            outcome = await run(judge, units, make_verdict, "Judging entry")
-            rm.catch_up()
-            if not ended(outcome) and outcome.answered < len(units):
-                missed = len(units) - outcome.answered
-                result.message = " ".join(filter(None, [result.message, f"{missed} new revisions could not be "
-                                                        "judged; regenerate them again to retry"]))
+        stopped = await _new_revisions(calls, dataset, todo, config, scoring, result, simulator_url=simulator_url)
+    if scoring.judge is not None and not stopped:
+        await _judge_new(calls, dataset_id, entries, scoring, scoring.judge, result)
+    progress = calls.progress
     result.prompt_tokens, result.completion_tokens = progress.prompt_tokens, progress.completion_tokens
     result.cost = round(progress.cost, 6)
     done = progress.done + progress.failed
-    on_stage("Finished" if result.outcome == "completed" else f"Stopped: {result.outcome}", done, done)
+    finished = result.outcome == Outcome.COMPLETED
+    calls.show(Phase.FINISHED if finished else Phase.STOPPED,
+               "Finished" if finished else f"Stopped: {result.outcome}", done, done)
     return result
+
+
+def _chunk_of(rm: ReadModel, entry: EntryView) -> str | None:
+    chunk_view = rm.projects.chunk(entry.source_chunk) if entry.source_chunk else None
+    return chunk_view.text if chunk_view is not None else None
+
+
+def _ended(result: RegenResult, outcome: EngineResult) -> bool:
+    """Note a stop (fatal, budget, interrupted) in the result; True when the job must end here."""
+    stop = ended(outcome)
+    result.outcome = stop.outcome.value
+    if outcome.fatal is not None:
+        result.message = stop.message
+    return stop.outcome not in (Outcome.COMPLETED, Outcome.FAILED)
+
+
+async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryView], config: RegenerationConfig,
+                         scoring: Rescoring, result: RegenResult, *, simulator_url: str | None) -> bool:
+    """Ask for a new revision of each entry (rescored when the dataset is); True when the job must end here."""
+    from dsetlog.engine.engine import WorkItem
+
+    rm = calls.rm
+    provider = resolve_model(config.model, dataset, todo[0], simulator_url=simulator_url)
+    result.model = provider.model
+    units = []
+    for entry in todo:
+        chunk = _chunk_of(rm, entry)
+        messages, produces = messages_for(entry, kind=dataset.kind, mode=scoring.mode, chunk=chunk,
+                                          improve=config.improve_quality)
+        item = rm.datasets.item(dataset.id, entry.item_id)
+        snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
+        units.append(WorkItem(dataset.id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
+                              max_tokens=config.max_tokens, context=Redo(snapshot, produces, chunk)))
+    make_events = _revisions_maker(calls.run_id, dataset.id, provider, scoring, msgspec.to_builtins(config))
+    outcome = await calls.run(provider, units, make_events, Phase.REGENERATING, "Regenerating entry",
+                              temperature=config.temperature, max_tokens=config.max_tokens)
+    rm.catch_up()
+    result.regenerated += outcome.answered
+    if _ended(result, outcome):
+        return True
+    # what the engine gave up on (bookmarked after its retries)
+    result.failed = [u.context.entry.id for u in units if not _new_revision(rm, u.context.entry)]
+    return False
+
+
+def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: Rescoring,
+                     settings: dict[str, Any]) -> Any:
+    from dsetlog.llm.client import CallFailure
+
+    def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
+        redo: Redo = unit.context
+        entry, produces = redo.entry, redo.produces
+        text = c.content.strip()
+        if not text:
+            raise CallFailure("empty", "no content", retryable=True)
+        question, answer = (text, entry.answer) if produces == "question" else (entry.question, text)
+        events: list[Event] = [EntryRegenerated(
+            dataset_id=dataset_id, entry_id=entry.id, job_id=job_id, answer=answer,
+            question=question if produces == "question" else None,
+            reasoning=c.reasoning if produces == "answer" else entry.reasoning, model=c.model,
+            provider=provider.profile, simulated=c.simulated,
+            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens), config=settings)]
+        if scoring.rescore:
+            events.append(_rescored(entry, question=question, answer=answer, mode=scoring.mode, chunk=redo.chunk,
+                                    threshold=scoring.threshold))
+        return events
+
+    return make_events
+
+
+async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], scoring: Rescoring, judge: Provider,
+                     result: RegenResult) -> None:
+    """Judge every new revision of this job the judge has not rated yet (a resumed job finds earlier ones here)."""
+    rm = calls.rm
+    failed = set(result.failed)
+    current = [rm.datasets.entry(dataset_id, e.id) for e in entries if e.id not in failed]
+    targets = []
+    for e in current:
+        if e is None or "judge" in e.quality:
+            continue
+        chunk = _chunk_of(rm, e)
+        comps = entry_components(e.question, None if scoring.mode == "question" else e.answer, chunk,
+                                 mode=scoring.mode)
+        targets.append(Scorable(e, comps, e.duplicate_of, chunk))
+    if not targets:
+        return
+    outcome = await judge_entries(calls, judge, dataset_id, targets, mode=scoring.mode, threshold=scoring.threshold)
+    rm.catch_up()
+    if not _ended(result, outcome) and outcome.answered < len(targets):
+        missed = len(targets) - outcome.answered
+        result.message = " ".join(filter(None, [result.message, f"{missed} new revisions could not be "
+                                                "judged; regenerate them again to retry"]))
 
 
 def _new_revision(rm: ReadModel, before: EntryView) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from dsetlog.engine.progress import Budget, Cancel, Progress
-from dsetlog.engine.stages import Outcome, Stage, typed
+from dsetlog.engine.stages import Outcome, Stage
 from dsetlog.errors import DsetError
 from dsetlog.generation.document import DocRunResult, DocumentRun, GenerateRequest, Models
 from dsetlog.generation.regeneration import RegenerationConfig, regenerated_by, run_regeneration
@@ -169,7 +169,8 @@ def document_run(runner: JobRunner, req: GenerateRequest, job_id: str) -> Docume
     models = Models.resolve(req, simulator_url=runner.simulator_url)
     run = DocumentRun(log=runner.log, rm=runner.rm, data_dir=runner.data_dir, req=req, models=models,
                       job_id=job_id, progress=runner.progress, budget=runner.budget,
-                      on_stage=typed(runner.on_stage), limiter_for=runner.limiter_for, wait=runner.wait)
+                      on_stage=runner.on_stage, limiter_for=runner.limiter_for, wait=runner.wait,
+                      cancel=runner.cancel)
     export_dir(runner.data_dir, req.output_dir, run.dataset_id)  # an OutputDirError is the job's failure
     return run
 
@@ -207,7 +208,8 @@ async def regenerate(job: JobView, runner: JobRunner) -> JobEnd:
     res = await run_regeneration(log=runner.log, rm=runner.rm, job_id=job.id, dataset_id=dataset_id,
                                  entry_ids=entry_ids, config=config, simulator_url=runner.simulator_url,
                                  limiter_for=runner.limiter_for, budget=runner.budget,
-                                 on_stage=typed(runner.on_stage), skip=skip, progress=runner.progress)
+                                 on_stage=runner.on_stage, skip=skip, progress=runner.progress,
+                                 cancel=runner.cancel)
     message = res.message
     if res.outcome == Outcome.FAILED:
         message = f"{len(res.failed)} entries could not be regenerated: {', '.join(res.failed[:20])}"

@@ -354,8 +354,7 @@ class JobWorker:
                 live.start_percent = live.percent
                 return await run_kind(job, runner)
 
-            with live.cancel.scope():  # every engine of the job's run stops taking calls once it is set
-                ended = await life.run(work, cancel=live.cancel, resumable=lambda: self._stopping)
+            ended = await life.run(work, cancel=live.cancel, resumable=lambda: self._stopping)
             _log.info("job %s %s", job_id, _ENDED.get(ended, ended))
 
 

@@ -448,7 +448,8 @@ def test_read_only_data_or_out_dir_is_one_line_naming_the_path(tmp_path: Path) -
 def test_a_job_from_an_older_log_with_a_bad_output_dir_fails_saying_so(tmp_path: Path) -> None:
     """The API checks output_dir before it accepts a job; a job recorded before that check existed meets the
     same check when it exports, as a clear job failure instead of an OSError."""
-    from dsetlog.generation.document import DocGenError, export_dataset
+    from dsetlog.export.datasets import export_dataset
+    from dsetlog.paths import OutputDirError as DocGenError  # what export_dataset raises for output_dir
     from projections.readmodel import ReadModel
 
     data = tmp_path / "data"

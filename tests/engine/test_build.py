@@ -67,21 +67,6 @@ def test_an_engine_takes_the_settings_and_the_providers_price(tmp_path: Path,
         asyncio.run(priced.client.close())
 
 
-def test_an_engine_built_inside_a_jobs_cancel_scope_gets_its_signal(tmp_path: Path,
-                                                                   make_simulator: Callable[..., Simulator]) -> None:
-    provider = provider_of(make_simulator())
-    cancel, explicit = Cancel(), Cancel()
-    with EventLog.in_dir(tmp_path) as log, cancel.scope():
-        assert Cancel.current() is cancel
-        found = engine_for(provider, EngineSettings(), log=log, make_events=make_events, progress=Progress(0))
-        given = engine_for(provider, EngineSettings(), log=log, make_events=make_events, progress=Progress(0),
-                           cancel=explicit)
-        assert found.cancel is cancel and given.cancel is explicit
-        asyncio.run(found.client.close())
-        asyncio.run(given.client.close())
-    assert Cancel.current() is None
-
-
 def test_a_cancelled_engine_starts_no_new_call_and_ends_interrupted(tmp_path: Path,
                                                                     make_simulator: Callable[..., Simulator]) -> None:
     sim = make_simulator(latency_ms=20)

@@ -3,11 +3,9 @@ pipeline's stage reports of today."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
-from dsetlog.engine.stages import Outcome, Phase, Stage, typed
+from dsetlog.engine.stages import Outcome, Phase, Stage
 
 
 @pytest.mark.parametrize("stage, percent", [
@@ -28,17 +26,3 @@ def test_every_outcome_explains_itself() -> None:
     assert {o.value for o in Outcome} == {"completed", "failed", "interrupted", "budget", "fatal"}
     assert Outcome("budget").explain() == "stopped: the budget was reached"
     assert "submit the job again" in Outcome.FATAL.explain()
-
-
-def test_typed_turns_each_way_the_pipeline_reports_into_a_stage() -> None:
-    seen: list[Stage] = []
-    report = typed(seen.append)
-    report(Stage(Phase.SCORING, "Scoring 3 entries"))
-    report(SimpleNamespace(step="Processing chunk 2 of 4", done=2, total=4))  # DocumentRun's own Stage
-    report("Regenerating entry 1 of 2", 1, 2)  # run_regeneration's (step, done, total)
-    report("Waiting for job job_1 to finish dataset d", 0, 0)
-    report("Something new")
-    assert [(s.phase, s.done, s.total) for s in seen] == [
-        (Phase.SCORING, 0, 0), (Phase.GENERATING, 2, 4), (Phase.REGENERATING, 1, 2), (Phase.WAITING, 0, 0),
-        (Phase.STARTING, 0, 0)]
-    assert seen[1].step == "Processing chunk 2 of 4"

@@ -34,11 +34,9 @@ from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
 from dsetlog.engine.progress import Progress
 from dsetlog.evaluation.quality import DUPLICATE_FACTOR
-from dsetlog.generation.document import (
-    DocGenError,
-    GenerateRequest,
-    export_dataset,
-)
+from dsetlog.export.datasets import export_dataset
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
 from dsetlog.simulator.server import Simulator

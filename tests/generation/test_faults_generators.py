@@ -32,8 +32,12 @@ from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project
 from dsetlog.cli.options import EXIT_CODES
 from dsetlog.engine.progress import Progress
-from dsetlog.generation.document import TITLE_PROMPT, DatasetBusy, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.errors import DatasetBusy
+from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import RegenerationConfig, run_regeneration
+from dsetlog.generation.requests import GenerateRequest
+from dsetlog.generation.texts import TITLE_PROMPT
 from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.simulator.server import Simulator
 from dsetlog.store import locks
@@ -419,7 +423,7 @@ def test_regeneration_waits_for_the_run_holding_its_dataset(local: Callable[...,
         result.append(asyncio.run(run_regeneration(
             log=env.log, rm=env.rm, job_id="job_regen", dataset_id=done.dataset_id, entry_ids=[entry.id],
             config=RegenerationConfig(), simulator_url=env.sim.base_url,
-            on_stage=lambda step, d, t: stages.append(step))))
+            on_stage=lambda stage: stages.append(stage.step))))
 
     thread = threading.Thread(target=regenerate)
     thread.start()

@@ -1,0 +1,100 @@
+"""A document dataset's files: one per split (train, validation, test) when it has splits, else
+``dataset``, in batches of at most :data:`EXPORT_BATCH` entries, streamed and written atomically.
+
+Used by the end of a generation run, `dset export` and GET /datasets/{id}/download. Entries under the
+quality threshold stay in the log only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from dsetlog.errors import UsageError
+from dsetlog.export.formats import EXPORT_FORMATS, EXPORT_SUFFIX, FORMATS
+from dsetlog.fsutil import atomic_writer
+from dsetlog.paths import export_dir
+from projections.datasets import EntryView
+from projections.readmodel import ReadModel
+
+EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
+
+
+class ExportError(UsageError, ValueError):
+    """The export cannot be written as asked (an unknown format); the message says what to give instead."""
+
+
+def exportable(rm: ReadModel, dataset_id: str) -> Iterator[EntryView]:
+    """Entries that go into files: those under the quality threshold stay in the log only."""
+    return (e for e in rm.datasets.entries(dataset_id) if not e.below_threshold)
+
+
+def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir: str = ".",
+                   format_type: str = "jsonl", batch_size: int = EXPORT_BATCH) -> tuple[list[Path], int]:
+    """Write the dataset into ``<data>/<output_dir>/<dataset_id>/``: one file per split (train, validation,
+    test) when it has splits, else ``dataset``; ``batch_size`` entries per file at most. Streamed and atomic.
+
+    :class:`ExportError` for an unknown format; :class:`dsetlog.paths.OutputDirError` for an output_dir that
+    leads outside the data dir (resolved and checked where it leads: a job resumed from a log older than the
+    API's own check meets it here)."""
+    if format_type not in EXPORT_FORMATS:
+        raise ExportError(f"format_type {format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    base = export_dir(data_dir, output_dir, dataset_id) / dataset_id
+    suffix = EXPORT_SUFFIX[format_type]
+    files: list[Path] = []
+    total = 0
+    for name, entries in _groups(rm, dataset_id).items():
+        written, count = _write_batches(base, name, suffix, format_type, entries, batch_size)
+        files += written
+        total += count
+    _remove_stale(base, suffix, set(files))
+    return files, total
+
+
+def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[EntryView]]:
+    """The files' names and what goes into each: the splits when the dataset has them, else one ``dataset``."""
+    assignment = rm.evaluations.splits(dataset_id)
+    if not assignment:
+        return {"dataset": exportable(rm, dataset_id)}
+
+    def in_split(name: str) -> Iterator[EntryView]:
+        return (e for e in exportable(rm, dataset_id) if assignment.get(e.id) == name)
+
+    return {name: in_split(name) for name in ("train", "validation", "test")}
+
+
+def _write_batches(base: Path, name: str, suffix: str, format_type: str, entries: Iterable[EntryView],
+                   batch_size: int) -> tuple[list[Path], int]:
+    fmt = FORMATS[format_type]
+    files: list[Path] = []
+    total = 0
+    iterator = iter(entries)
+    batch, part = _take(iterator, batch_size), 1
+    while True:
+        following = _take(iterator, batch_size) if len(batch) == batch_size else []
+        # one file when it all fits (a dataset of exactly batch_size entries too), else numbered parts
+        stem = name if part == 1 and not following else f"{name}_part{part:04d}"
+        target = base / f"{stem}{suffix}"
+        with atomic_writer(target) as fh:
+            total += fmt.write(fh, batch)
+        files.append(target)
+        if not following:
+            return files, total
+        batch, part = following, part + 1
+
+
+def _remove_stale(base: Path, suffix: str, written: set[Path]) -> None:
+    """Files an earlier export of this dataset left here (other parts, other splits) would be read as part of it."""
+    for name in ("dataset", "train", "validation", "test"):
+        for stale in [base / f"{name}{suffix}", *base.glob(f"{name}_part[0-9][0-9][0-9][0-9]{suffix}")]:
+            if stale not in written and stale.is_file():
+                stale.unlink()
+
+
+def _take(iterator: Iterator[EntryView], n: int) -> list[EntryView]:
+    out = []
+    for e in iterator:
+        out.append(e)
+        if len(out) >= n:
+            break
+    return out

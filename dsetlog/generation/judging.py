@@ -1,0 +1,83 @@
+"""The judge step, one for the generation pipeline and regeneration: an LLM judge rates each entry on a
+rubric (1-5) with a difficulty, and the verdict joins the entry's quality score in a new EntryScored."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from dsetlog import prompts
+from dsetlog.engine.stages import Phase
+from dsetlog.evaluation import quality
+from dsetlog.generation.calls import Calls
+from dsetlog.llm.providers import Provider
+from dsetlog.store.events import EntryScored, Event
+from projections.datasets import EntryView
+
+if TYPE_CHECKING:
+    from dsetlog.engine.engine import EngineResult, WorkItem
+    from dsetlog.llm.client import Completion
+
+
+@dataclass(frozen=True)
+class Scorable:
+    """An entry with what its score is made of: its structural checks and groundedness (``components``),
+    the entry it nearly duplicates, and its chunk's text (None: the chunk is gone)."""
+
+    entry: EntryView
+    components: dict[str, float]
+    duplicate_of: str | None
+    chunk: str | None
+
+
+def entry_components(question: str, answer: str | None, chunk: str | None, *, mode: str) -> dict[str, float]:
+    """An entry's structural checks, and its groundedness in its chunk (``answer`` None: a question-only mode)."""
+    comps = quality.structural_checks(question, answer, expect_question=mode in ("default", "question", "answer"))
+    if answer is not None and chunk is not None:
+        comps["groundedness"] = quality.groundedness(answer, chunk)
+    return comps
+
+
+def entry_scored(entry: EntryView, question: str, answer: str | None, comps: dict[str, float], *,
+                 duplicate_of: str | None, judge: tuple[int, int] | None, threshold: float) -> EntryScored:
+    """The EntryScored of an entry with this question and answer: ``judge`` is the judge's (score, difficulty)."""
+    score = quality.combine(comps, duplicate=duplicate_of is not None, judge=judge[0] if judge else None)
+    level = quality.difficulty(question, answer, judge_score=judge[1] if judge else None)
+    components = dict(comps)
+    if judge:
+        components["judge"] = float(judge[0])
+    return EntryScored(dataset_id=entry.dataset_id, entry_id=entry.id, quality_score=score, quality=components,
+                       difficulty=level, duplicate_of=duplicate_of, below_threshold=score < threshold)
+
+
+def scored(target: Scorable, *, mode: str, threshold: float, judge: tuple[int, int] | None) -> EntryScored:
+    """The EntryScored of a Scorable (its answer is not scored in "question" mode)."""
+    answer = None if mode == "question" else target.entry.answer
+    return entry_scored(target.entry, target.entry.question, answer, target.components,
+                        duplicate_of=target.duplicate_of, judge=judge, threshold=threshold)
+
+
+async def judge_entries(calls: Calls, judge: Provider, dataset_id: str, targets: Sequence[Scorable], *, mode: str,
+                        threshold: float, graded: Callable[[EntryView], bool] | None = None) -> EngineResult:
+    """Ask ``judge`` to rate each target and append its new EntryScored, showing "Judging entry n of N".
+
+    ``graded``: checked before a verdict is written (a writer outside the lock may have graded the entry
+    meanwhile): True, and the verdict is dropped, one grade per entry."""
+    from dsetlog.engine.engine import WorkItem
+    from dsetlog.llm.client import CallFailure
+
+    units = [WorkItem(dataset_id, t.entry.item_id, quality.judge_prompt(t.entry.question, t.entry.answer, t.chunk or ""),
+                      schema=quality.JUDGE_SCHEMA, context=t, record_attempts=False) for t in targets]
+
+    def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
+        target: Scorable = unit.context
+        try:
+            verdict = quality.parse_verdict(c.content)
+        except prompts.InvalidOutput as exc:
+            raise CallFailure("invalid_output", str(exc), retryable=True) from None
+        if graded is not None and graded(target.entry):
+            return []
+        return [scored(target, mode=mode, threshold=threshold, judge=(verdict.score, verdict.difficulty))]
+
+    return await calls.run(judge, units, make_events, Phase.JUDGING, "Judging entry")
