@@ -2,8 +2,7 @@
 sharing the run's progress, budget, retry policy and rate limiters, and report their progress as a typed
 :class:`dsetlog.engine.stages.Stage` through the run's one ``on_stage``.
 
-Also how a stage's engine run ends the whole run (:class:`Stop`), and taking a lock while showing whom the
-run waits for.
+Also how a stage's engine run ends the whole run (:class:`Stop`), and showing whom a run waits for.
 """
 
 from __future__ import annotations
@@ -78,6 +77,10 @@ class Calls:
         self.show(Phase.WAITING, step)
         return step
 
+    def stop_requested(self) -> bool:
+        """The budget is reached or the job cancelled: start nothing new (and stop waiting for a lock)."""
+        return self.budget.reached(self.progress) or (self.cancel is not None and self.cancel.is_set())
+
     def settings(self) -> EngineSettings:
         """How this run's clients and engines are made (dsetlog.engine.build, the one place that makes them)."""
         return EngineSettings(concurrency=self.concurrency, retry=self.retry, limiter_for=self.limiter_for,
@@ -101,12 +104,3 @@ class Calls:
         engine = self.engine(provider, make_events, len(items), **sampling)
         return await run_reporting(engine, items, lambda done, total: self.show(phase, f"{label} {done} of {total}",
                                                                                 done, total), every=self.every)
-
-
-async def acquire(lock: locks.FileLock, *, on_wait: Callable[[locks.Holder | None], Any],
-                  stop: Callable[[], bool], error: type[Exception]) -> bool:
-    """``lock.acquire_async``; a lock file that cannot be made is an ``error`` (a job fails with its message)."""
-    try:
-        return await lock.acquire_async(on_wait=on_wait, stop=stop)
-    except locks.LockError as exc:
-        raise error(str(exc)) from None

@@ -27,8 +27,8 @@ class RunContext:
     calls: Calls
 
     def stop_requested(self) -> bool:
-        """The budget is reached, or the job cancelled (the worker's budget says so): start nothing new."""
-        return self.calls.budget.reached(self.calls.progress)
+        """The budget is reached, or the job cancelled: start nothing new."""
+        return self.calls.stop_requested()
 
     def title(self, chunk_id: str) -> str | None:
         """The chunk's topic line, when a run has titled it."""

@@ -27,9 +27,9 @@ from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.generation.augmenting import augment
 from dsetlog.generation.benchmark import benchmark
-from dsetlog.generation.calls import Calls, Stop, acquire
+from dsetlog.generation.calls import Calls, Stop
 from dsetlog.generation.context import RunContext
-from dsetlog.generation.errors import BUSY_ADVICE, DatasetBusy, DocGenError
+from dsetlog.generation.errors import BUSY_ADVICE, DatasetBusy
 from dsetlog.generation.exporting import export_files
 from dsetlog.generation.generating import generate_entries
 from dsetlog.generation.models import Models
@@ -145,10 +145,8 @@ class DocumentRun:
         try:
             lock.acquire(wait=self.wait if wait is None else wait, what=f"dataset {self.dataset_id}",
                          advice=BUSY_ADVICE, on_wait=waiting)
-        except locks.LockBusy as exc:
+        except locks.LockBusy as exc:  # a DocGenError too, naming the holder: `dset datasets generate` refused
             raise DatasetBusy(str(exc), exc.holder) from None
-        except locks.LockError as exc:
-            raise DocGenError(str(exc)) from None
 
     def release(self) -> None:
         """Release the dataset's lock taken by :meth:`claim` (a no-op when not held)."""
@@ -166,8 +164,8 @@ class DocumentRun:
             return await self._run_locked()
         if not self.wait:
             self.claim(wait=False)
-        elif not await acquire(lock, on_wait=lambda holder: self.calls.waiting(holder, f"dataset {self.dataset_id}"),
-                               stop=lambda: self.budget.reached(self.progress), error=DocGenError):
+        elif not await lock.acquire_async(on_wait=lambda holder: self.calls.waiting(holder, f"dataset {self.dataset_id}"),
+                                          stop=self.calls.stop_requested):
             # cancelled while waiting: nothing was done, the job ends as stopped
             self.calls.show(Phase.STOPPED, f"Stopped: {Outcome.INTERRUPTED.value}")
             return DocRunResult(self.dataset_id, self.name, self.version, outcome=Outcome.INTERRUPTED.value,

@@ -36,7 +36,7 @@ from dsetlog import prompts
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.errors import Kind, UsageError
-from dsetlog.generation.calls import Calls, acquire, ended
+from dsetlog.generation.calls import Calls, ended
 from dsetlog.generation.judging import Scorable, entry_components, entry_scored, judge_entries
 from dsetlog.generation.texts import GROUNDED, GROUNDED_TASKS, IMPROVE, NEW_QUESTION
 from dsetlog.llm.providers import PROFILES, Provider, ProviderError, resolve, resolve_spec
@@ -256,12 +256,12 @@ async def run_regeneration(
     """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened.
 
     Holds the dataset's lock throughout, waiting for a run that has it (``on_stage`` names it meanwhile);
-    a budget reached while waiting (a cancelled job) ends it "interrupted" with nothing done."""
+    a budget reached or a cancel while waiting ends it "interrupted" with nothing done."""
     calls = _calls(log, rm, job_id, config, limiter_for=limiter_for, budget=budget, progress=progress, cancel=cancel,
                    on_stage=on_stage)
     lock = locks.dataset(log.path.parent, dataset_id, job_id=job_id)
-    if not await acquire(lock, on_wait=lambda holder: calls.waiting(holder, f"dataset {dataset_id}"),
-                         stop=lambda: calls.budget.reached(calls.progress), error=RegenerateError):
+    if not await lock.acquire_async(on_wait=lambda holder: calls.waiting(holder, f"dataset {dataset_id}"),
+                                    stop=calls.stop_requested):
         calls.show(Phase.STOPPED, f"Stopped: {Outcome.INTERRUPTED.value}")
         return RegenResult(dataset_id, outcome=Outcome.INTERRUPTED.value,
                            message=f"stopped while waiting for dataset {dataset_id}")

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from dsetlog.engine.stages import Outcome, Phase
-from dsetlog.generation.calls import Stop, acquire, stopped
+from dsetlog.generation.calls import Stop, stopped
 from dsetlog.generation.context import RunContext
-from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.plan import Chunk
 from dsetlog.generation.texts import TITLE_PROMPT
 from dsetlog.store import locks
@@ -27,9 +26,9 @@ async def title_chunks(ctx: RunContext) -> Stop | None:
         return None
     project = ctx.plan.project
     lock = locks.project_titles(ctx.data_dir, project.id, job_id=ctx.job_id)
-    if not await acquire(lock, on_wait=lambda holder: ctx.calls.waiting(holder, f"titling the chunks of project "
-                                                                                 f"{project.name}"),
-                         stop=ctx.stop_requested, error=DocGenError):
+    if not await lock.acquire_async(on_wait=lambda holder: ctx.calls.waiting(holder, f"titling the chunks of "
+                                                                                     f"project {project.name}"),
+                                    stop=ctx.stop_requested):
         return Stop(Outcome.INTERRUPTED)
     try:
         todo = untitled()

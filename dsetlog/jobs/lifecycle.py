@@ -25,8 +25,10 @@ import msgspec
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Stage
 from dsetlog.errors import DsetError
-from dsetlog.generation.document import DocRunResult, DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocRunResult, DocumentRun
+from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import RegenerationConfig, regenerated_by, run_regeneration
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.llm.providers import Provider
 from dsetlog.paths import export_dir
 from dsetlog.store.errors import LogWriteError

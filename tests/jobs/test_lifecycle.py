@@ -10,7 +10,7 @@ import pytest
 
 from dsetlog.engine.progress import Cancel
 from dsetlog.engine.stages import Outcome
-from dsetlog.generation.document import DocGenError
+from dsetlog.generation.errors import DocGenError
 from dsetlog.jobs.lifecycle import JobEnd, JobLife
 from dsetlog.store.events import JobCancelled, JobCompleted, JobFailed, JobStarted, JobSubmitted
 from dsetlog.store.log import EventLog

@@ -18,7 +18,9 @@ import pytest
 from harness import Env
 
 from dsetlog.engine.progress import Progress
-from dsetlog.generation.document import DocumentRun, GenerateRequest, Models
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.models import Models
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.jobs.lifecycle import JobLife, run_generation_job
 from dsetlog.jobs.worker import JobWorker
 from dsetlog.simulator.server import Simulator

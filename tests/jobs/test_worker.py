@@ -12,7 +12,8 @@ import pytest
 from harness import Env
 
 from dsetlog.engine.stages import Phase, Stage
-from dsetlog.generation.document import DocumentRun, Models
+from dsetlog.generation.document import DocumentRun
+from dsetlog.generation.models import Models
 from dsetlog.jobs.lifecycle import JobLife
 from dsetlog.jobs.worker import JobWorker, Live
 from dsetlog.simulator.server import Simulator
