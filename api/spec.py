@@ -13,7 +13,7 @@ OpenAPI document (:func:`openapi_document`): schemas come from ``msgspec.json.sc
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,7 @@ import msgspec
 
 from api.errors import bad_request, unprocessable
 from api.schemas import Error
+from dsetlog.errors import DsetError
 
 REF = "#/components/schemas/{name}"
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -71,7 +72,7 @@ def read_body(req: falcon.Request) -> bytes:
 
 def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
     decoder = msgspec.json.Decoder(body_type)
-    has_output_dir = "output_dir" in getattr(body_type, "__struct_fields__", ())
+    refused_fields: Mapping[str, Callable[[str], object]] = getattr(body_type, "refused_fields", {})
 
     def hook(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]) -> None:
         ctype = (req.content_type or "").split(";")[0].strip().lower()
@@ -89,8 +90,7 @@ def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
         try:
             req.context.body = decoder.decode(raw)
         except msgspec.ValidationError as exc:
-            if has_output_dir:
-                _check_output_dir(raw)
+            _check_refused_fields(raw, refused_fields)
             raise unprocessable(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise bad_request(f"the body is not valid JSON: {exc}") from None
@@ -98,20 +98,22 @@ def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
     return hook
 
 
-def _check_output_dir(raw: bytes) -> None:
-    """output_dir outside the data dir is a 400 of its own (not a 422)."""
-    from dsetlog.generation.requests import check_output_dir
-
+def _check_refused_fields(raw: bytes, checks: Mapping[str, Callable[[str], object]]) -> None:
+    """A body Struct's ``refused_fields`` (name -> check) come before its other fields: a value its check
+    refuses is a 400 of its own, whatever else is wrong with the body."""
+    if not checks:
+        return
     try:
         doc = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return
-    value = doc.get("output_dir") if isinstance(doc, dict) else None
-    if isinstance(value, str):
-        try:
-            check_output_dir(value)
-        except ValueError as exc:
-            raise bad_request(str(exc)) from None
+    for name, check in checks.items():
+        value = doc.get(name) if isinstance(doc, dict) else None
+        if isinstance(value, str):
+            try:
+                check(value)
+            except DsetError as exc:
+                raise bad_request(str(exc)) from None
 
 
 def _query_hook(query_type: type) -> Callable[..., None]:

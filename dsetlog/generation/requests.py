@@ -3,13 +3,25 @@ options (the CLI makes its flags from these fields), checked as it is decoded.""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
+from typing import ClassVar
 
 import msgspec
 
 from dsetlog import prompts
 from dsetlog.evaluation import scoring
 from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.paths import OutputDirError
+
+
+def check_output_dir(output_dir: str) -> PurePosixPath:
+    """output_dir is a folder inside the data dir: absolute paths and '..' are refused."""
+    path = PurePosixPath(output_dir.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (output_dir[1:3] == ":/"):
+        raise OutputDirError(f"output_dir {output_dir!r} must be a relative folder inside the data directory, "
+                         "without '..'")
+    return path
 
 
 class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -21,6 +33,10 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     attempt counts as failed; ``chunking_model`` writes the one-line topic of each chunk that the
     prompt gives as the chunk's heading when the document had none (markdown chunks keep their own).
     """
+
+    # Checked before the rest of the body (api.spec): a path outside the data dir is refused with 400, a
+    # request the server will not take whatever else it says, rather than the 422 of the other fields.
+    refused_fields: ClassVar[Mapping[str, Callable[[str], object]]] = {"output_dir": check_output_dir}
 
     project_id: str | int
     prompt_name: str = "qa_pairs"
@@ -82,12 +98,3 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.max_chunks is not None and self.max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         check_output_dir(self.output_dir)
-
-
-def check_output_dir(output_dir: str) -> PurePosixPath:
-    """output_dir is a folder inside the data dir: absolute paths and '..' are refused."""
-    path = PurePosixPath(output_dir.replace("\\", "/"))
-    if path.is_absolute() or ".." in path.parts or (output_dir[1:3] == ":/"):
-        raise ValueError(f"output_dir {output_dir!r} must be a relative folder inside the data directory, "
-                         "without '..'")
-    return path
