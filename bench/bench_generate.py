@@ -75,11 +75,10 @@ def bare_main(base_url: str, concurrency: int, questions_csv: str, variant: str)
 
     async def main() -> dict[str, object]:
         if variant == "llmclient":
-            from dsetlog.llm.client import LLMClient
+            from dsetlog.engine.build import EngineSettings, client_for
             from dsetlog.llm.providers import resolve
 
-            llm = LLMClient(resolve("deepseek", model=MODEL, base_url=base_url), concurrency=concurrency,
-                            timeout=300.0)
+            llm = client_for(resolve("deepseek", model=MODEL, base_url=base_url), EngineSettings(concurrency=concurrency))
 
             async def call(question: str) -> bool:
                 c = await llm.complete([{"role": "user", "content": question}], attempt=1)
