@@ -17,7 +17,7 @@ from harness import DSET, ROOT, Env, clean_env
 
 from dsetlog import prompts
 from dsetlog.catalog.projects import save_parameters
-from dsetlog.cli.generate import dataset_id_for, item_id_for
+from dsetlog.generation.answering import dataset_id_for, item_id_for
 from dsetlog.generation.questions import normalize
 from dsetlog.ids import content_id, entry_id_for
 from dsetlog.simulator.server import SimConfig, Simulator
