@@ -16,7 +16,7 @@ from typing import Any, Union, get_args, get_origin
 
 import msgspec
 
-from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir
+from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir, parse_budget
 from dsetlog.engine.progress import Progress
 from dsetlog.errors import UsageError
 from dsetlog.export.datasets import export_dataset
@@ -131,8 +131,6 @@ def simulator_url(enabled: bool) -> Iterator[str | None]:
 def generate(args: argparse.Namespace) -> int:
     load_env()
     req = request_from_args(args)
-    from dsetlog.cli.generate import parse_budget
-
     budget = parse_budget(args.budget)
     data = data_dir(args)
     job_id = new_job_id()

@@ -9,11 +9,17 @@ answered questions are never requested again, pending and bookmarked ones are.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from dsetlog.cli.options import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_data_option, data_dir
+from dsetlog.cli.options import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_data_option,
+    data_dir,
+    parse_budget,
+)
 from dsetlog.engine.progress import Budget
 from dsetlog.engine.stages import Outcome
 from dsetlog.errors import UsageError
@@ -65,20 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="share of attempts that fail, spread over every fault kind (retries get through)")
     sim.add_argument("--sim-seed", type=int, default=0)
     p.set_defaults(func=run)
-
-
-def parse_budget(text: str | None) -> Budget:
-    """--budget: a token count (50000, 200k, 1m tokens) or a cost ($2.50, 2.5 usd)."""
-    if not text:
-        return Budget()
-    m = re.fullmatch(r"\s*\$\s*([0-9]*\.?[0-9]+)\s*|\s*([0-9]*\.?[0-9]+)\s*(usd|\$)\s*", text, re.IGNORECASE)
-    if m:
-        return Budget(cost=float(m.group(1) or m.group(2)))
-    m = re.fullmatch(r"\s*([0-9][0-9_,]*)\s*(k|m)?\s*(tokens?)?\s*", text, re.IGNORECASE)
-    if m:
-        scale = {"k": 1_000, "m": 1_000_000}.get((m.group(2) or "").lower(), 1)
-        return Budget(tokens=int(m.group(1).replace(",", "").replace("_", "")) * scale)
-    raise UsageError(f"--budget {text!r}: give a token count (50000, 200k) or a cost ($2.50)")
 
 
 def parse_formats(text: str) -> list[str]:

@@ -1,12 +1,15 @@
-"""What every command shares: the data directory option, and the exit codes (from ``dsetlog.errors``'s kinds)."""
+"""What every command shares: the data directory option, --budget's parsing, and the exit codes (from
+``dsetlog.errors``'s kinds)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from pathlib import Path
 
-from dsetlog.errors import Kind
+from dsetlog.engine.progress import Budget
+from dsetlog.errors import Kind, UsageError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -30,3 +33,17 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", metavar="DIR", help="data directory holding events.jsonl (env DSET_DATA_DIR, default ./data)"
     )
+
+
+def parse_budget(text: str | None) -> Budget:
+    """--budget: a token count (50000, 200k, 1m tokens) or a cost ($2.50, 2.5 usd)."""
+    if not text:
+        return Budget()
+    m = re.fullmatch(r"\s*\$\s*([0-9]*\.?[0-9]+)\s*|\s*([0-9]*\.?[0-9]+)\s*(usd|\$)\s*", text, re.IGNORECASE)
+    if m:
+        return Budget(cost=float(m.group(1) or m.group(2)))
+    m = re.fullmatch(r"\s*([0-9][0-9_,]*)\s*(k|m)?\s*(tokens?)?\s*", text, re.IGNORECASE)
+    if m:
+        scale = {"k": 1_000, "m": 1_000_000}.get((m.group(2) or "").lower(), 1)
+        return Budget(tokens=int(m.group(1).replace(",", "").replace("_", "")) * scale)
+    raise UsageError(f"--budget {text!r}: give a token count (50000, 200k) or a cost ($2.50)")
