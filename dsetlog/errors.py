@@ -34,13 +34,7 @@ class UsageError(DsetError):
     """Bad input from the user (an option, a file, a name): one clear line, exit code 2, HTTP 422."""
 
 
-class NotFound(DsetError):
-    kind = Kind.NOT_FOUND
-
-
 class Conflict(DsetError):
+    """The state does not allow it now (another run holds the dataset): exit code 2, HTTP 409."""
+
     kind = Kind.CONFLICT
-
-
-class TooLarge(DsetError):
-    kind = Kind.TOO_LARGE

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from dsetlog import prompts
 from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project
 from dsetlog.engine.progress import Progress
@@ -30,6 +29,7 @@ from dsetlog.generation.requests import GenerateRequest
 from dsetlog.generation.texts import REPAIR_PROMPT, TITLE_PROMPT
 from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
+from dsetlog.prompts import templates
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
@@ -176,7 +176,7 @@ def html_doc() -> str:
             + "".join(f"<h2>{t}</h2><p>{b}</p>" for t, b in TOPICS[:3]) + "</body></html>")
 
 
-GEN_SCHEMAS = {f"{m}_items" for m in prompts.MODES}
+GEN_SCHEMAS = {f"{m}_items" for m in templates.MODES}
 
 
 def kind_of(body: dict[str, Any]) -> str:

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 import msgspec
 
-from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir, parse_budget
+from dsetlog.cli.options import EXIT_FAILED, EXIT_OK, add_data_option, data_dir, parse_budget, simulator_url
 from dsetlog.engine.progress import Progress
 from dsetlog.errors import UsageError
 from dsetlog.export.datasets import export_dataset
@@ -117,24 +115,13 @@ def request_from_args(args: argparse.Namespace) -> GenerateRequest:
         raise UsageError(str(exc)) from None
 
 
-@contextmanager
-def simulator_url(enabled: bool) -> Iterator[str | None]:
-    if not enabled:
-        yield None
-        return
-    from dsetlog.simulator.server import SimConfig, Simulator
-
-    with Simulator(SimConfig(latency_ms=5)) as sim:
-        yield sim.base_url
-
-
 def generate(args: argparse.Namespace) -> int:
     load_env()
     req = request_from_args(args)
     budget = parse_budget(args.budget)
     data = data_dir(args)
     job_id = new_job_id()
-    with simulator_url(args.simulate) as sim_url, EventLog.in_dir(data) as log:
+    with simulator_url(args.simulate, latency_ms=5) as sim_url, EventLog.in_dir(data) as log:
         rm = ReadModel.open(data)
         rm.wait_verified()  # opened from a snapshot: the whole log's checksums hold before anything is added
         progress = Progress(total=0, enabled=not args.no_progress)

@@ -1,11 +1,13 @@
-"""What every command shares: the data directory option, --budget's parsing, and the exit codes (from
-``dsetlog.errors``'s kinds)."""
+"""What every command shares: the data directory option, --budget's parsing, the built-in simulator of
+--simulate, and the exit codes (from ``dsetlog.errors``'s kinds)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dsetlog.engine.progress import Budget
@@ -47,3 +49,15 @@ def parse_budget(text: str | None) -> Budget:
         scale = {"k": 1_000, "m": 1_000_000}.get((m.group(2) or "").lower(), 1)
         return Budget(tokens=int(m.group(1).replace(",", "").replace("_", "")) * scale)
     raise UsageError(f"--budget {text!r}: give a token count (50000, 200k) or a cost ($2.50)")
+
+
+@contextmanager
+def simulator_url(enabled: bool, *, latency_ms: float, jitter_ms: float = 0.0) -> Iterator[str | None]:
+    """--simulate: the base URL of a simulator running in this process meanwhile; None when not asked for."""
+    if not enabled:
+        yield None
+        return
+    from dsetlog.simulator.server import SimConfig, Simulator  # only a simulated run pays for its import
+
+    with Simulator(SimConfig(latency_ms=latency_ms, jitter_ms=jitter_ms)) as sim:
+        yield sim.base_url

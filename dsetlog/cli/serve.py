@@ -20,12 +20,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from dsetlog import redaction
-from dsetlog.cli.options import EXIT_OK, add_data_option, data_dir
+from dsetlog.cli.options import EXIT_OK, add_data_option, data_dir, simulator_url
 from dsetlog.errors import UsageError
 
 _log = logging.getLogger("dsetlog.serve")
@@ -57,17 +55,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a name: it may resolve to anything
-
-
-@contextmanager
-def _simulator(enabled: bool, latency_ms: float) -> Iterator[str | None]:
-    if not enabled:
-        yield None
-        return
-    from dsetlog.simulator.server import SimConfig, Simulator
-
-    with Simulator(SimConfig(latency_ms=latency_ms, jitter_ms=latency_ms / 4)) as sim:
-        yield sim.base_url
 
 
 SWITCH_INTERVAL_S = 0.0002
@@ -103,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         raise SystemExit(0)  # ends waitress's loop in the main thread
 
-    with _simulator(args.simulate, args.sim_latency_ms) as sim_url:
+    with simulator_url(args.simulate, latency_ms=args.sim_latency_ms, jitter_ms=args.sim_latency_ms / 4) as sim_url:
         app = create_app(data, token=token, max_body=max_body, simulator_url=sim_url, start_worker=not args.no_worker,
                          max_jobs=args.max_jobs, rpm=args.rpm, tpm=args.tpm)
         rm = app.ctx.rm

@@ -3,10 +3,10 @@ the same answer, rule-based (no call), each variant a slot and an entry of its o
 
 from __future__ import annotations
 
-from dsetlog import prompts
 from dsetlog.engine.stages import Phase
 from dsetlog.generation.context import RunContext
 from dsetlog.ids import content_id, entry_id_for
+from dsetlog.prompts import parameters
 from dsetlog.store.events import EntryGenerated, Event, SlotQueued
 
 
@@ -24,7 +24,7 @@ def augment(ctx: RunContext) -> None:
         variant_item = content_id("slot", entry.item_id, technique)
         if datasets.item(ctx.dataset_id, variant_item) is not None:
             continue
-        question = prompts.augment(entry.question, technique, seed=entry.id)
+        question = parameters.augment(entry.question, technique, seed=entry.id)
         if question is None:
             continue
         item = datasets.item(ctx.dataset_id, entry.item_id)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dsetlog import prompts
 from dsetlog.engine.stages import Outcome, Phase
 from dsetlog.generation.calls import Stop, ended
 from dsetlog.generation.context import RunContext
@@ -15,6 +14,7 @@ from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.plan import Chunk, slot_plan
 from dsetlog.generation.texts import REPAIR_PROMPT
 from dsetlog.ids import entry_id_for
+from dsetlog.prompts import parameters, replies, templates
 from dsetlog.store.events import EntryGenerated, Event, SlotQueued, Usage
 from projections.datasets import DONE
 
@@ -69,18 +69,18 @@ def _units(ctx: RunContext) -> list[WorkItem]:
         units.append(WorkItem(
             ctx.dataset_id, slots[0].item_id, [{"role": "user", "content": _prompt(ctx, call)}],
             prior_attempts=max(i.attempts for i in items),
-            schema=prompts.reply_schema(mode, len(slots), ctx.plan.categories, describe=bool(ctx.req.custom_prompt)),
+            schema=replies.reply_schema(mode, len(slots), ctx.plan.categories, describe=bool(ctx.req.custom_prompt)),
             context=call, members=tuple(s.item_id for s in slots)))
     return units
 
 
 def _prompt(ctx: RunContext, call: ChunkCall) -> str:
     questions = [s.question for s in call.slots] if ctx.req.generation_mode == "answer" else []
-    variables = prompts.variables_from(ctx.plan.params, n=len(call.slots), categories=ctx.plan.categories,
+    variables = parameters.variables_from(ctx.plan.params, n=len(call.slots), categories=ctx.plan.categories,
                                        negatives=call.negatives, questions=questions)
     topic = call.chunk.heading or ctx.title(call.chunk.id)
     variables["chunk"] = f"[{topic}]\n{call.chunk.text}" if topic else call.chunk.text
-    return prompts.render(ctx.plan.template, variables)
+    return templates.render(ctx.plan.template, variables)
 
 
 def _chunk_from_log(ctx: RunContext, chunk_id: str) -> Chunk:
@@ -120,27 +120,27 @@ def _entries_maker(ctx: RunContext, parser: LLMClient) -> Any:
 
 
 async def _items(ctx: RunContext, parser: LLMClient, call: ChunkCall, content: str,
-                 attempt: int) -> list[prompts.GeneratedItem]:
+                 attempt: int) -> list[replies.GeneratedItem]:
     from dsetlog.llm.client import CallFailure
 
     mode, categories = ctx.req.generation_mode, ctx.plan.categories
 
-    def parse(text: str) -> list[prompts.GeneratedItem]:
+    def parse(text: str) -> list[replies.GeneratedItem]:
         # "answer" mode: the model may honestly find no answer in the text, so no count is imposed
-        return prompts.parse_items(mode, text, len(call.slots), categories=categories,
+        return replies.parse_items(mode, text, len(call.slots), categories=categories,
                                    negatives=None if mode == "answer" else call.negatives)
 
     try:
         return parse(content)
-    except prompts.InvalidOutput as first:
+    except replies.InvalidOutput as first:
         # The parsing model gets one chance to turn the reply into the JSON asked for; if it cannot, the
         # attempt failed (retryable) and the generation model is asked again.
         try:
             repaired = await parser.complete(
                 [{"role": "user", "content": REPAIR_PROMPT.format(problem=first, reply=content[:20000])}],
-                attempt=attempt, schema=prompts.reply_schema(mode, len(call.slots), categories, describe=True))
+                attempt=attempt, schema=replies.reply_schema(mode, len(call.slots), categories, describe=True))
             return parse(repaired.content)
-        except (prompts.InvalidOutput, CallFailure) as exc:
+        except (replies.InvalidOutput, CallFailure) as exc:
             raise CallFailure("invalid_output", f"{first}; repair by {ctx.models.parse.model} failed: {exc}",
                               retryable=True) from None
 

@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dsetlog import prompts
 from dsetlog.engine.stages import Phase
 from dsetlog.evaluation import quality
 from dsetlog.generation.calls import Calls
 from dsetlog.llm.providers import Provider
+from dsetlog.prompts import replies
 from dsetlog.store.events import EntryScored, Event
 from projections.datasets import EntryView
 
@@ -74,7 +74,7 @@ async def judge_entries(calls: Calls, judge: Provider, dataset_id: str, targets:
         target: Scorable = unit.context
         try:
             verdict = quality.parse_verdict(c.content)
-        except prompts.InvalidOutput as exc:
+        except replies.InvalidOutput as exc:
             raise CallFailure("invalid_output", str(exc), retryable=True) from None
         if graded is not None and graded(target.entry):
             return []

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 
 import msgspec
 
-from dsetlog import prompts
 from dsetlog.evaluation import quality
 from dsetlog.export.formats import EXPORT_FORMATS
 from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.ids import content_id, digest
+from dsetlog.prompts import parameters, replies, templates
 from dsetlog.store.events import DatasetCreated, Event, SlotQueued
 from dsetlog.store.log import EventLog
 from projections.projects import ProjectView, flat_categories
@@ -46,7 +46,7 @@ class Plan:
     project: ProjectView
     chunks: list[Chunk]
     categories: list[str]
-    params: prompts.ProjectParameters | None
+    params: parameters.ProjectParameters | None
     format_type: str
     template_name: str
     template: str
@@ -72,7 +72,7 @@ def make_plan(rm: ReadModel, req: GenerateRequest) -> Plan:
     params = _parameters(rm, project)
     format_type = _format_type(req, params, project)
     template_name, template = _template(rm, req, project)
-    template_hash = prompts.prompt_hash(template)
+    template_hash = templates.prompt_hash(template)
     content = [project.id] + [msgspec.json.encode(getattr(req, f)).decode() for f in CONTENT_FIELDS]
     # and what the prompt is made of besides the request: the template's text (a stored prompt gets new
     # versions under the same name), the saved parameters and the taxonomy's categories
@@ -108,15 +108,15 @@ def _categories(rm: ReadModel, req: GenerateRequest, project: ProjectView) -> li
     return flat_categories(taxonomy)
 
 
-def _parameters(rm: ReadModel, project: ProjectView) -> prompts.ProjectParameters | None:
+def _parameters(rm: ReadModel, project: ProjectView) -> parameters.ProjectParameters | None:
     saved = rm.projects.latest_parameters(project.id)
     if saved is None:
         return None
-    known = {f: v for f, v in saved.parameters.items() if f in prompts.ProjectParameters.__struct_fields__}
-    return msgspec.convert(known, prompts.ProjectParameters)
+    known = {f: v for f, v in saved.parameters.items() if f in parameters.ProjectParameters.__struct_fields__}
+    return msgspec.convert(known, parameters.ProjectParameters)
 
 
-def _format_type(req: GenerateRequest, params: prompts.ProjectParameters | None, project: ProjectView) -> str:
+def _format_type(req: GenerateRequest, params: parameters.ProjectParameters | None, project: ProjectView) -> str:
     if req.format_type is not None:
         return req.format_type
     if params is None:
@@ -138,7 +138,7 @@ def _template(rm: ReadModel, req: GenerateRequest, project: ProjectView) -> tupl
     if stored is not None:
         return stored.name, stored.content
     try:
-        return prompts.select_template(req.generation_mode, req.prompt_name)
+        return templates.select_template(req.generation_mode, req.prompt_name)
     except ValueError as exc:
         raise DocGenError(str(exc)) from None
 
@@ -180,9 +180,9 @@ def slot_plan(plan: Plan, dataset_id: str) -> list[SlotQueued]:
                                     chunk_id=chunk.id, slot=i, mode=mode, question=question))
         return slots
     n = req.datasets_per_chunk
-    ratio = (plan.params.negativity_ratio if plan.params else 0.0) if "answer" in prompts.MODE_FIELDS[mode] else 0
+    ratio = (plan.params.negativity_ratio if plan.params else 0.0) if "answer" in replies.MODE_FIELDS[mode] else 0
     for chunk in plan.chunks:
-        negatives = prompts.plan_negatives(n, ratio, key=f"{dataset_id}:{chunk.id}")
+        negatives = parameters.plan_negatives(n, ratio, key=f"{dataset_id}:{chunk.id}")
         for slot in range(n):
             slots.append(SlotQueued(dataset_id=dataset_id, item_id=content_id("slot", dataset_id, chunk.id, slot),
                                     chunk_id=chunk.id, slot=slot, mode=mode, negative=slot < negatives))

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
-from dsetlog import prompts
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.errors import Kind, UsageError
@@ -40,6 +39,7 @@ from dsetlog.generation.calls import Calls, ended
 from dsetlog.generation.judging import Scorable, entry_components, entry_scored, judge_entries
 from dsetlog.generation.texts import GROUNDED, GROUNDED_TASKS, IMPROVE, NEW_QUESTION
 from dsetlog.llm.providers import PROFILES, Provider, ProviderError, resolve, resolve_spec
+from dsetlog.prompts import templates
 from dsetlog.store import locks
 from dsetlog.store.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.store.log import EventLog, records_containing
@@ -156,7 +156,7 @@ def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None,
         produces, what, source = "question", "question", "the text"
     else:
         task, what, label = GROUNDED_TASKS.get(mode, ("answer the question", "answer", "Question"))
-        content = GROUNDED.format(task=task, negative=prompts.NEGATIVE_ANSWER, what=what, chunk=chunk,
+        content = GROUNDED.format(task=task, negative=templates.NEGATIVE_ANSWER, what=what, chunk=chunk,
                                   label=label, question=entry.question)
         produces, source = "answer", "the text"
     if improve:

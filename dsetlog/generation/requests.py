@@ -9,10 +9,10 @@ from typing import ClassVar
 
 import msgspec
 
-from dsetlog import prompts
 from dsetlog.evaluation import scoring
 from dsetlog.export.formats import EXPORT_FORMATS
 from dsetlog.paths import OutputDirError
+from dsetlog.prompts import templates
 
 
 def check_output_dir(output_dir: str) -> PurePosixPath:
@@ -72,7 +72,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.taxonomy_project is not None:
             self.taxonomy_project = str(self.taxonomy_project)
         try:
-            self.generation_mode = prompts.normalize_mode(self.generation_mode)
+            self.generation_mode = templates.normalize_mode(self.generation_mode)
         except ValueError as exc:
             raise ValueError(f"generation_mode: {exc}") from None
         if self.format_type is not None and self.format_type not in EXPORT_FORMATS:

@@ -4,7 +4,7 @@ system message, and regeneration's prompts (a grounded answer, a new question, t
 
 from __future__ import annotations
 
-from dsetlog import prompts
+from dsetlog.prompts import templates
 
 REPAIR_PROMPT = """A model was asked for JSON but its reply is not usable ({problem}).
 Rewrite the reply as the JSON asked for, keeping its content; invent nothing.
@@ -13,7 +13,7 @@ Reply to rewrite:
 {reply}"""
 
 BENCHMARK_SYSTEM = ("Answer the question from the text. Be brief: a short phrase or one sentence. If the text "
-                    f"does not give the answer, reply exactly: {prompts.NEGATIVE_ANSWER}")
+                    f"does not give the answer, reply exactly: {templates.NEGATIVE_ANSWER}")
 
 TITLE_PROMPT = """Give the topic of this text in at most eight words. Reply with the topic only.
 

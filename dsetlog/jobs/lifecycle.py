@@ -13,6 +13,7 @@ end is recorded only while the log shows the job unfinished, so no job ever has 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,8 +41,17 @@ from projections.readmodel import ReadModel
 _log = logging.getLogger("dsetlog.jobs")
 
 GENERATE_KINDS = ("generate", "generate-evaluation")
-JOB_KINDS = (*GENERATE_KINDS, "regenerate")
 DATASET_VERSION_KEY = "dataset_version"  # kept beside the request in JobSubmitted: the version a job makes
+
+
+class Recorded(str, enum.Enum):
+    """What :meth:`JobLife.run` recorded of a job's end, or why it recorded nothing."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ENDED = "ended"  # the log shows its end already (another server's request cancelled it)
+    INTERRUPTED = "interrupted"  # nothing: a shutdown or Ctrl-C stopped it, it resumes at its next start
 
 
 @dataclass
@@ -103,29 +113,27 @@ class JobLife:
         if self._unfinished():
             self.log.append(JobCancelled(job_id=self.job_id, reason=reason))
 
-    def end(self, end: JobEnd, *, cancel: Cancel | None = None, resumable: bool = True) -> str:
-        """Record how the run ended; returns what was recorded ("completed", "failed", "cancelled"), else
-        why nothing was: "ended" (another process recorded the end, e.g. a cancel) or "interrupted"
-        (``resumable``: the job resumes at its next start)."""
+    def end(self, end: JobEnd, *, cancel: Cancel | None = None, resumable: bool = True) -> Recorded:
+        """Record how the run ended (``resumable``: an interrupted run records nothing, it resumes)."""
         if not self._unfinished():
-            return "ended"
+            return Recorded.ENDED
         if cancel is not None and cancel.is_set() and end.outcome is not Outcome.COMPLETED:
             self.cancelled(cancel.reason or "")
-            return "cancelled"
+            return Recorded.CANCELLED
         if end.outcome is Outcome.COMPLETED:
             self.log.append(JobCompleted(job_id=self.job_id, result=end.result))
-            return "completed"
+            return Recorded.COMPLETED
         if end.outcome is Outcome.INTERRUPTED and resumable:
-            return "interrupted"
+            return Recorded.INTERRUPTED
         self.fail(end.message or end.outcome.explain())
-        return "failed"
+        return Recorded.FAILED
 
     def _unfinished(self) -> bool:
         job = self.job()
         return job is None or not job.finished
 
     async def run(self, work: Callable[[], Awaitable[JobEnd]], *, cancel: Cancel | None = None,
-                  resumable: Callable[[], bool] = lambda: True, raise_errors: bool = False) -> str:
+                  resumable: Callable[[], bool] = lambda: True, raise_errors: bool = False) -> Recorded:
         """Run ``work`` (the job's kind, already started) and record its end; returns what was recorded.
 
         A task cancelled (by the worker, after the cancel grace) records JobCancelled when ``cancel`` is set,
@@ -138,22 +146,22 @@ class JobLife:
         except asyncio.CancelledError:
             if cancel is not None and cancel.is_set():
                 self.cancelled(cancel.reason or "")
-                return "cancelled"
-            return "interrupted"
+                return Recorded.CANCELLED
+            return Recorded.INTERRUPTED
         except LogWriteError:
             raise
         except (DsetError, msgspec.ValidationError) as exc:
             self.fail(str(exc))
             if raise_errors:
                 raise
-            return "failed"
+            return Recorded.FAILED
         except Exception as exc:
             where = "the command's output" if raise_errors else "the server's output"
             self.fail(f"internal error ({type(exc).__name__}); {where} has the details")
             if raise_errors:
                 raise  # the command shows it
             _log.exception("job %s failed with an unexpected error", self.job_id)
-            return "failed"
+            return Recorded.FAILED
         return self.end(end, cancel=cancel, resumable=resumable())
 
 

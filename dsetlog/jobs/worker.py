@@ -44,7 +44,7 @@ import portalocker
 
 from dsetlog.engine.progress import Cancel, Progress
 from dsetlog.engine.stages import Phase, Stage
-from dsetlog.jobs.lifecycle import JobLife, JobRunner, run_kind
+from dsetlog.jobs.lifecycle import JobLife, JobRunner, Recorded, run_kind
 from dsetlog.llm.providers import Provider
 from dsetlog.store import locks
 from dsetlog.store.errors import LogWriteError
@@ -355,11 +355,12 @@ class JobWorker:
                 return await run_kind(job, runner)
 
             ended = await life.run(work, cancel=live.cancel, resumable=lambda: self._stopping)
-            _log.info("job %s %s", job_id, _ENDED.get(ended, ended))
+            _log.info("job %s %s", job_id, _ENDED.get(ended, ended.value))
 
 
 # what the log says of a job's end, as the worker's output says it
-_ENDED = {"ended": "cancelled", "interrupted": "interrupted by the shutdown; it resumes at the next start"}
+_ENDED = {Recorded.ENDED: "cancelled",
+          Recorded.INTERRUPTED: "interrupted by the shutdown; it resumes at the next start"}
 
 
 def _jobs_in(rm: ReadModel, live: list[str]) -> tuple[list[str], dict[str, str]]:

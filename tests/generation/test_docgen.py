@@ -29,7 +29,6 @@ import pytest
 from harness import GEN_SCHEMAS, ROOT, TOPICS, Env, html_doc, kind_of, markdown, plain_text, user_text  # noqa: F401
 from helpers import make_pdf
 
-from dsetlog import prompts
 from dsetlog.catalog.documents import ingest_file
 from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
 from dsetlog.engine.progress import Progress
@@ -39,6 +38,7 @@ from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.jobs.lifecycle import run_generation_job
 from dsetlog.llm.client import RetryPolicy
+from dsetlog.prompts import parameters, replies, templates
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.events import (
     BenchmarkAnswered,
@@ -84,7 +84,7 @@ FAST_RETRY = RetryPolicy(max_retries=2, backoff=0.01, jitter=0.0)
 def test_generation_modes_shape_the_request_and_the_entries(env: Env, mode: str) -> None:
     env.project_md(3)
     result = env.run(generation_mode=mode, datasets_per_chunk=2)
-    canonical = prompts.normalize_mode(mode)
+    canonical = templates.normalize_mode(mode)
     entries = env.entries(result.dataset_id)
     assert result.outcome == "completed" and len(entries) == 6
     gen = env.requests("generate")
@@ -92,13 +92,13 @@ def test_generation_modes_shape_the_request_and_the_entries(env: Env, mode: str)
     schema = gen[0]["response_format"]["json_schema"]
     assert schema["name"] == f"{canonical}_items"
     item_fields = set(schema["schema"]["properties"]["items"]["items"]["properties"])
-    assert item_fields == {*prompts.MODE_FIELDS[canonical], "category"}
+    assert item_fields == {*replies.MODE_FIELDS[canonical], "category"}
     phrase = {"default": "Write 2 distinct question-answer pairs", "question": "Write 2 distinct questions that",
               "summarization": "Write 2 distinct summarization tasks", "instruction_following": "Write 2 distinct "
               "instructions a user could give"}[canonical]
     assert all(phrase in user_text(b) for b in gen)
     for e in entries:
-        assert e.metadata["mode"] == canonical and e.prompt_name == prompts.MODE_TEMPLATES[canonical]
+        assert e.metadata["mode"] == canonical and e.prompt_name == templates.MODE_TEMPLATES[canonical]
         assert e.question.strip()
         if canonical == "question":
             assert e.answer == ""  # questions only
@@ -150,7 +150,7 @@ def test_datasets_per_chunk_is_one_call_for_n_distinct_items(env: Env) -> None:
 def save_params(env: Env, project: str = "demo", **fields: Any) -> None:
     pid = env.rm.projects.project_by_name(project).id
     base = {"purpose": "fine-tuning", "audience": "students", "dataset_format": "jsonl"}
-    save_parameters(env.log, env.rm, project_id=pid, params=prompts.ProjectParameters(**{**base, **fields}))
+    save_parameters(env.log, env.rm, project_id=pid, params=parameters.ProjectParameters(**{**base, **fields}))
 
 
 @pytest.mark.parametrize("ratio", [0.5, 0.25])
@@ -160,7 +160,7 @@ def test_negativity_ratio_is_the_share_of_unanswerable_entries(env: Env, ratio: 
     result = env.run(datasets_per_chunk=4)
     entries = env.entries(result.dataset_id)
     assert len(entries) == 40
-    negatives = [e for e in entries if e.answer == prompts.NEGATIVE_ANSWER]
+    negatives = [e for e in entries if e.answer == templates.NEGATIVE_ANSWER]
     assert [e.metadata["negative"] for e in negatives] == [True] * len(negatives)
     assert abs(len(negatives) / 40 - ratio) <= 0.1
     if ratio == 0.5:
@@ -172,7 +172,7 @@ def test_negativity_ratio_is_the_share_of_unanswerable_entries(env: Env, ratio: 
 def test_no_saved_parameters_means_no_unanswerable_entries(env: Env) -> None:
     env.project_md(10)
     result = env.run(datasets_per_chunk=4)
-    assert not [e for e in env.entries(result.dataset_id) if e.answer == prompts.NEGATIVE_ANSWER]
+    assert not [e for e in env.entries(result.dataset_id) if e.answer == templates.NEGATIVE_ANSWER]
 
 
 def test_paraphrase_augmentation_adds_marked_variants_that_are_not_duplicates(env: Env) -> None:
@@ -205,9 +205,9 @@ def test_every_parameter_reaches_the_prompt(env: Env) -> None:
                 complexity_level="expert", domain="maritime_history")
     env.run(datasets_per_chunk=2)
     text = user_text(env.requests("generate")[0])
-    for expected in ("zebra training", "lighthouse keepers", "only dates and names", prompts.QUESTION_STYLES["analytical"],
-                     prompts.ANSWER_STYLES["step_by_step"], prompts.COMPLEXITY_LEVELS["expert"], "maritime history",
-                     "exactly 1 of the 2 questions", prompts.NEGATIVE_ANSWER):
+    for expected in ("zebra training", "lighthouse keepers", "only dates and names", parameters.QUESTION_STYLES["analytical"],
+                     parameters.ANSWER_STYLES["step_by_step"], parameters.COMPLEXITY_LEVELS["expert"], "maritime history",
+                     "exactly 1 of the 2 questions", templates.NEGATIVE_ANSWER):
         assert expected in text, expected
     # custom_purpose and custom_audience stand in for purpose and audience; new parameters are a new dataset
     save_params(env, purpose="zebra_training", audience="lighthouse keepers", custom_purpose="teaching seamanship",
@@ -218,8 +218,8 @@ def test_every_parameter_reaches_the_prompt(env: Env) -> None:
     gen = env.requests("generate")
     assert len(gen) == 2
     text = user_text(gen[0])
-    for expected in ("teaching seamanship", "first-year cadets", prompts.QUESTION_STYLES["case_based"],
-                     prompts.ANSWER_STYLES["concise"], prompts.COMPLEXITY_LEVELS["basic"], "navigation"):
+    for expected in ("teaching seamanship", "first-year cadets", parameters.QUESTION_STYLES["case_based"],
+                     parameters.ANSWER_STYLES["concise"], parameters.COMPLEXITY_LEVELS["basic"], "navigation"):
         assert expected in text, expected
     for gone in ("zebra", "lighthouse keepers", "does not give"):
         assert gone not in text, gone
@@ -540,7 +540,7 @@ def test_negative_rejection_benchmark_scores_refusals_both_ways(env: Env) -> Non
                      run_benchmarks=True, benchmark_suite="Negative_Rejection")
     entries = {e.id: e for e in env.entries(result.dataset_id)}
     test = [entries[i] for i, s in env.rm.evaluations.splits(result.dataset_id).items() if s == "test"]
-    negatives = [e for e in test if e.answer == prompts.NEGATIVE_ANSWER]
+    negatives = [e for e in test if e.answer == templates.NEGATIVE_ANSWER]
     assert negatives and len(negatives) < len(test)
     bench = result.benchmark
     assert bench is not None and bench["suite"] == "negative_rejection" and bench["questions"] == len(test)
@@ -679,14 +679,14 @@ def test_custom_prompt_is_used_and_its_hash_recorded(env: Env) -> None:
     custom = "Write {n} quiz questions about the harbour for {audience}, with answers.\n\n{chunk}"
     result = env.run(datasets_per_chunk=2, custom_prompt=custom)
     entries = env.entries(result.dataset_id)
-    assert {e.prompt_hash for e in entries} == {prompts.prompt_hash(custom)}
+    assert {e.prompt_hash for e in entries} == {templates.prompt_hash(custom)}
     assert {e.prompt_name for e in entries} == {"custom"}
     for body in env.requests("generate"):
         text = user_text(body)
         assert text.startswith("Write 2 quiz questions about the harbour for general readers, with answers.")
         assert "JSON Schema" in text  # the reply's shape is added to a custom prompt
     dataset = env.rm.datasets.dataset(result.dataset_id)
-    assert dataset is not None and dataset.params["prompt_hash"] == prompts.prompt_hash(custom)
+    assert dataset is not None and dataset.params["prompt_hash"] == templates.prompt_hash(custom)
 
 
 def test_custom_prompt_without_chunk_placeholder_gets_the_chunk(env: Env) -> None:
@@ -704,14 +704,14 @@ def test_stored_prompt_by_name_is_used_and_versions_are_new_datasets(env: Env) -
     save_prompt(env.log, env.rm, name="flashcards", content=first, project_id=pid, mode="default")
     r1 = env.run(datasets_per_chunk=2, prompt_name="flashcards")
     assert {(e.prompt_name, e.prompt_hash) for e in env.entries(r1.dataset_id)} == {("flashcards",
-                                                                                    prompts.prompt_hash(first))}
+                                                                                    templates.prompt_hash(first))}
     assert all(user_text(b).startswith("Make 2 flashcards") for b in env.requests("generate"))
     second = first.replace("flashcards", "revision cards")
     save_prompt(env.log, env.rm, name="flashcards", content=second, project_id=pid, mode="default")
     env.sim.reset_stats()
     r2 = env.run(datasets_per_chunk=2, prompt_name="flashcards")
     assert r2.dataset_id != r1.dataset_id  # a new version of the prompt is a new dataset
-    assert {e.prompt_hash for e in env.entries(r2.dataset_id)} == {prompts.prompt_hash(second)}
+    assert {e.prompt_hash for e in env.entries(r2.dataset_id)} == {templates.prompt_hash(second)}
     assert all(user_text(b).startswith("Make 2 revision cards") for b in env.requests("generate"))
 
 
@@ -723,7 +723,7 @@ def test_pdf_and_html_documents_become_grounded_entries(env: Env) -> None:
     entries = env.entries(result.dataset_id)
     chunks = {c.id: c for c in env.rm.projects.chunks(pid)}
     assert len(entries) == 2 * len(chunks) and {e.source_chunk for e in entries} == set(chunks)
-    assert all(e.quality["groundedness"] > 0.5 for e in entries if e.answer != prompts.NEGATIVE_ANSWER)
+    assert all(e.quality["groundedness"] > 0.5 for e in entries if e.answer != templates.NEGATIVE_ANSWER)
     from_pdf = {c.id for c in chunks.values() if "granite" in c.text}  # the PDF's text came through
     assert from_pdf and len([e for e in entries if e.source_chunk in from_pdf]) == 2 * len(from_pdf)
 
@@ -779,7 +779,7 @@ def test_cli_generate_answer_mode_with_questions_file_and_questions(env: Env) ->
     exam = proc.stdout.split("dataset ", 1)[1].split()[0]
     rm = ReadModel.open(env.data)
     assert {(e.prompt_name, e.prompt_hash) for e in rm.datasets.entries(exam)} == {
-        ("exam", prompts.prompt_hash(template))}
+        ("exam", templates.prompt_hash(template))}
     view = rm.evaluations.split_view(exam)
     kept = [e for e in rm.datasets.entries(exam) if not e.below_threshold]  # default quality_threshold 0.7
     assert view is not None and sorted(view.splits) == sorted(e.id for e in kept) and view.difficulty_buckets
@@ -942,7 +942,7 @@ def test_builtin_prompt_names_and_max_chunks(env: Env) -> None:
     entries = env.entries(result.dataset_id)
     assert len(entries) == 4 and len({e.source_chunk for e in entries}) == 2  # only the first two chunks
     assert {e.prompt_name for e in entries} == {"evaluation_qa"}
-    assert {e.prompt_hash for e in entries} == {prompts.prompt_hash(prompts.TEMPLATES["evaluation_qa"])}
+    assert {e.prompt_hash for e in entries} == {templates.prompt_hash(templates.TEMPLATES["evaluation_qa"])}
     gen = env.requests("generate")
     assert len(gen) == 2 and all("evaluation questions with reference answers" in user_text(b) for b in gen)
     with pytest.raises(DocGenError, match="written for generation_mode 'summarization'"):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -114,15 +113,6 @@ def assert_paid_once(data: Path, sim: Simulator, items: int) -> None:
     stats = sim.stats()
     assert stats["requests"] == items, stats["requests"]
     assert set(stats["by_prompt"].values()) == {1}
-
-
-@pytest.fixture
-def servers() -> Iterator[list[Server]]:
-    started: list[Server] = []
-    yield started
-    for server in started:
-        if server.proc.poll() is None:
-            server.stop(signal.SIGKILL)
 
 
 @pytest.fixture

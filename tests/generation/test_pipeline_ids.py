@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from harness import DSET, ROOT, Env, clean_env
 
-from dsetlog import prompts
 from dsetlog.catalog.projects import save_parameters
 from dsetlog.generation.answering import dataset_id_for, item_id_for
 from dsetlog.generation.questions import normalize
 from dsetlog.ids import content_id, entry_id_for
+from dsetlog.prompts import parameters
 from dsetlog.simulator.server import SimConfig, Simulator
 from dsetlog.store.events import DatasetCreated, EntryGenerated, QuestionQueued, SlotQueued
 from dsetlog.store.log import EventLog
@@ -69,7 +69,7 @@ def test_the_content_ids_are_the_old_hashes() -> None:
 def test_a_run_makes_the_ids_the_old_code_made(env: Env) -> None:
     env.project_md(3)
     pid = env.rm.projects.project_by_name("demo").id
-    save_parameters(env.log, env.rm, project_id=pid, params=prompts.ProjectParameters(
+    save_parameters(env.log, env.rm, project_id=pid, params=parameters.ProjectParameters(
         purpose="fine-tuning", audience="students", dataset_format="jsonl", data_augmentation="paraphrase",
         negativity_ratio=0.3))
     env.run(datasets_per_chunk=2, job_id="job_fixed")

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from harness import Env, plain_text
 
-from dsetlog import prompts
 from dsetlog.catalog.projects import save_parameters
 from dsetlog.engine.progress import Progress
 from dsetlog.engine.stages import Phase, Stage
 from dsetlog.generation.document import DocumentRun
 from dsetlog.generation.models import Models
 from dsetlog.generation.regeneration import RegenerationConfig, run_regeneration
+from dsetlog.prompts import parameters
 from dsetlog.simulator.server import SimConfig, Simulator
 
 # The job worker's table before typed stages: where a step sits on the 0-100 scale, by its first words.
@@ -60,7 +60,7 @@ def check(stages: list[Stage]) -> None:
 def test_every_stage_of_a_run_has_the_phase_of_its_words(env: Env) -> None:
     env.ingest(env.write("notes.txt", plain_text(4)), strategy="paragraphs")  # no headings: titled
     pid = env.rm.projects.project_by_name("demo").id
-    save_parameters(env.log, env.rm, project_id=pid, params=prompts.ProjectParameters(
+    save_parameters(env.log, env.rm, project_id=pid, params=parameters.ProjectParameters(
         purpose="fine-tuning", audience="students", dataset_format="jsonl", data_augmentation="paraphrase"))
     req = env.request(datasets_per_chunk=2, analyze_quality=True, judge_model="simulated:judge",
                       include_evaluation_sets=True, run_benchmarks=True, benchmark_suite="reference_qa")
