@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import random
 import re
 from typing import Any
+
+from dsetlog.scripts import token_estimate
 
 FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)```", re.S)
 SCHEMA_LABEL_RE = re.compile(r"json[ _-]?schema\s*:", re.I)
@@ -256,10 +259,10 @@ class Source:
 
 
 def tokens(text: str) -> int:
-    """A text's token estimate (four characters a token, at least one)."""
-    return max(1, (len(text) + 3) // 4)
+    """A text's tokens as the simulator counts them: the client's estimate for its script, at least one."""
+    return max(1, math.ceil(token_estimate(text)))
 
 
 def prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    """The messages' token estimate: the usage's prompt_tokens, and what context_tokens is checked on."""
-    return max(1, (sum(len(t) for _, t in message_texts(messages)) + 3) // 4)
+    """The messages' tokens: the usage's prompt_tokens, and what context_tokens is checked on."""
+    return max(1, math.ceil(sum(token_estimate(t) for _, t in message_texts(messages))))
