@@ -84,6 +84,29 @@ def wide_count(text: str) -> int:
     return 0 if text.isascii() else sum(map(len, WIDE_RE.findall(text)))
 
 
+# Letters per word where words are not spaced: segmented Chinese averages about 1.6 characters a word,
+# Thai about three letters (a consonant with its vowel signs counted as one).
+_HAN_CHARS_PER_WORD = 1.6
+_SOUTHEAST_ASIAN_CHARS_PER_WORD = 3.0
+
+
+def word_count(text: str) -> float:
+    """How many words ``text`` holds: spaced words one each, spaceless runs by their letters per word."""
+    if text.isascii():
+        return float(len(text.split()))
+    count = 0.0
+    for piece in text.split():
+        runs = SPACELESS_RE.findall(piece)
+        if not runs:
+            count += 1
+            continue
+        for run in runs:
+            per_word = _HAN_CHARS_PER_WORD if WIDE_RE.match(run) else _SOUTHEAST_ASIAN_CHARS_PER_WORD
+            count += max(1.0, len(clusters(run)) / per_word)
+        count += bool(word_re().search(SPACELESS_RE.sub("", piece)))  # "2008年": the number is a word too
+    return count
+
+
 # --- the token estimate ------------------------------------------------------------------------------------
 
 # Characters per token, measured on the paragraphs of tests/realtext.py (ten languages) with the tokenizers of

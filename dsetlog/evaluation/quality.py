@@ -24,7 +24,7 @@ from dsetlog.evaluation.words import content_words  # public here too: generatio
 from dsetlog.llm.structured import Structured
 from dsetlog.prompts.replies import InvalidOutput, strip_wrapping
 from dsetlog.prompts.templates import NEGATIVE_ANSWER
-from dsetlog.scripts import QUESTION_ENDS
+from dsetlog.scripts import QUESTION_ENDS, word_count
 
 # --- structural checks ----------------------------------------------------------------
 
@@ -373,7 +373,7 @@ def difficulty(question: str, answer: str | None, *, judge_score: float | None) 
         level = 0 if grade < 6 else 1 if grade < 10 else 2 if grade < 14 else 3
     else:
         level = 1
-    answer_words = words.word_count(answer or "")
+    answer_words = word_count(answer or "")
     if answer_words >= 60:
         level += 1
     elif 0 < answer_words <= 5:

@@ -130,29 +130,6 @@ def width(text: str) -> int:
     return len(text) + (0 if text.isascii() else sum(map(len, WIDE_RE.findall(text))))
 
 
-# Letters per word where words are not spaced: segmented Chinese averages about 1.6 characters a word,
-# Thai about three letters (counting a consonant with its vowel signs as one).
-_HAN_CHARS_PER_WORD = 1.6
-_SOUTHEAST_ASIAN_CHARS_PER_WORD = 3.0
-
-
-def word_count(text: str) -> float:
-    """How many words ``text`` holds: spaced words one each, spaceless runs by their letters per word."""
-    if text.isascii():
-        return float(len(text.split()))
-    count = 0.0
-    for piece in text.split():
-        runs = SPACELESS_RE.findall(piece)
-        if not runs:
-            count += 1
-            continue
-        for run in runs:
-            per_word = _HAN_CHARS_PER_WORD if WIDE_RE.match(run) else _SOUTHEAST_ASIAN_CHARS_PER_WORD
-            count += max(1.0, len(clusters(run)) / per_word)
-        count += bool(word_re().search(SPACELESS_RE.sub("", piece)))  # "2008年": the number is a word too
-    return count
-
-
 def latin_share(text: str) -> float | None:
     """The share of ``text``'s letters that are Latin (None: it has no letters)."""
     letters = len(LETTER_RE.findall(text))

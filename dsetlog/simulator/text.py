@@ -2,9 +2,12 @@
 
 Answers are deterministic functions of ``(seed, prompt key)`` and are built from sentences and words of
 the prompt, so a later groundedness check over a source chunk finds support in them.  ``Source`` holds
-one request's material (its statements, questions and keywords, with a seeded RNG); when the prompt has
-no statements of its own, it writes filler sentences around the prompt's keywords.  Token counts are the
-usual four-characters-a-token estimate.
+one request's material (its statements, questions and keywords, with a seeded RNG); when the prompt labels
+its source text ("Text:", "Source text:", "Context:"...), the statements come from that text alone, as a
+model answers from the text it is given and not from the instructions around it; when the prompt has no
+statements of its own, it writes filler sentences around the prompt's keywords.  Sentences and words are
+found in any script (dsetlog.scripts: 。！？ and । end sentences, Han and Thai have no spaces).  Token
+counts are the client's estimate for each script (dsetlog.scripts.token_estimate).
 """
 
 from __future__ import annotations
@@ -16,14 +19,45 @@ import random
 import re
 from typing import Any
 
-from dsetlog.scripts import token_estimate
+from dsetlog.scripts import (
+    QUESTION_ENDS,
+    SENTENCE_ENDS,
+    SPACELESS_RE,
+    WIDE_RE,
+    clusters,
+    combining_marks,
+    token_estimate,
+    word_count,
+)
 
 FENCE_RE = re.compile(r"```[A-Za-z0-9_+-]*[ \t]*\n?(.*?)```", re.S)
 SCHEMA_LABEL_RE = re.compile(r"json[ _-]?schema\s*:", re.I)
-_SENT_SPLIT_RE = re.compile(r"(?<=[.!?])\s+")
+# A sentence ends at . ! ? (and the other scripts' ends) before a space, right after 。！？, and where Thai,
+# Lao, Khmer or Myanmar text, which has no full stop, puts a space between two phrases.
+_SOUTHEAST_ASIAN = "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+_SENT_SPLIT_RE = re.compile(
+    f"(?<=[{re.escape(SENTENCE_ENDS)}])\\s+|(?<=[。！？｡])\\s*|(?<=[{_SOUTHEAST_ASIAN}])\\s+(?=[{_SOUTHEAST_ASIAN}])"
+)
 _BULLET_RE = re.compile(r"^\s*(?:[-*•>#]+|\d{1,3}[.)])\s*")
-_WORD_RE = re.compile(r"[^\W\d_][\w'-]*[^\W_]")
 _SALIENT_MIN = 4
+_MAX_SENTENCE_WORDS = 60
+# The label a prompt puts on its own line above the source text, and the label that starts the next part.
+_SOURCE_LABEL_RE = re.compile(
+    r"^[ \t]*(?:source[ \t]+)?(?:text|context|document|passage|excerpt|source)[ \t]*:[ \t]*$", re.I | re.M
+)
+_PART_LABEL_RE = re.compile(r"\n[ \t]*\n(?=[ \t]*[A-Z][A-Za-z ]{0,40}:)")
+_ABBREVIATION_END_RE = re.compile(
+    r"(?:^|[\s(])(?:[A-Z]|St|Mt|Ft|Mr|Mrs|Ms|Dr|Prof|Sr|Jr|Gen|Col|Capt|Rev|No|Fig|vs|etc|approx|Inc|Ltd|Co|e\.g|i\.e)\.$"
+)
+_HIRAGANA_RE = re.compile("[\u3040-\u309f]+")
+_ASKED_RE = re.compile(r"^[ \t]*(?:question|instruction)[ \t]*:[ \t]*(\S.*)$", re.I | re.M)
+
+
+@functools.cache
+def _word_re() -> re.Pattern[str]:
+    # a word: letters (with their combining marks: Devanagari's vowel signs are no \w), inner ' and -
+    marks = combining_marks()
+    return re.compile(f"(?:[^\\W\\d_])(?:[\\w'\\-{marks}])*(?:[^\\W_]|[{marks}])")
 # Sentences that instruct the model rather than inform it; they make poor answer material.
 _INSTRUCTION_STARTS = frozenset(
     "generate create write return respond answer use provide produce give list output make do don't "
@@ -132,32 +166,86 @@ def _line_sentences(line: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     questions: list[str] = []
     line = _BULLET_RE.sub("", line).strip()
     if line:
-        for piece in _SENT_SPLIT_RE.split(line):
+        for piece in _joined_abbreviations(_SENT_SPLIT_RE.split(line)):
             piece = piece.strip().strip('"').strip()
-            words = piece.split()
-            if len(words) < 4:
+            if not piece or word_count(piece) < 4:
                 continue
-            if len(words) > 60:
-                piece = " ".join(words[:60]).rstrip(",;:") + "."
-            if piece.endswith("?"):
+            words = piece.split()
+            if len(words) > _MAX_SENTENCE_WORDS:
+                piece = " ".join(words[:_MAX_SENTENCE_WORDS]).rstrip(",;:") + "."
+            if piece.endswith(QUESTION_ENDS):
                 questions.append(piece)
             else:
-                if piece[-1] not in ".!":
-                    piece += "."
-                statements.append(piece)
+                statements.append(piece + _full_stop(piece))
     return tuple(statements), tuple(questions)
+
+
+def _joined_abbreviations(pieces: list[str]) -> list[str]:
+    """Pieces cut after "St." or "Dr." or an initial put back together: "Mount St. Helens" is one name."""
+    out: list[str] = []
+    for piece in pieces:
+        if out and _ABBREVIATION_END_RE.search(out[-1]):
+            out[-1] += " " + piece
+        else:
+            out.append(piece)
+    return out
+
+
+def _full_stop(piece: str) -> str:
+    """What ends a statement that has no end of its own: 。 for Han and kana, nothing for Thai, else "."."""
+    if piece[-1] in SENTENCE_ENDS:
+        return ""
+    if WIDE_RE.fullmatch(piece[-1]):
+        return "。"
+    return "" if re.match(f"[{_SOUTHEAST_ASIAN}]", piece[-1]) else "."
+
+
+def source_text(text: str) -> str:
+    """The source text a prompt labels ("Text:" on its own line, and what follows it up to the next labelled
+    part, such as "Question: ..."), or "" when it labels none. The last label wins: the text comes last."""
+    labels = list(_SOURCE_LABEL_RE.finditer(text))
+    if not labels:
+        return ""
+    rest = text[labels[-1].end() :]
+    return _PART_LABEL_RE.split(rest, 1)[0].strip()
 
 
 def _keywords(text: str) -> list[str]:
     seen: set[str] = set()
     out: list[str] = []
-    for word in _WORD_RE.findall(text):
+    for word in _word_re().findall(text):
         low = word.lower()
-        if len(low) < _SALIENT_MIN or low in _STOPWORDS or low in seen:
+        if len(low) < _SALIENT_MIN or low in _STOPWORDS or low in seen or SPACELESS_RE.search(word):
             continue
         seen.add(low)
         out.append(word)
-    return out
+    return out + _spaceless_terms(text)
+
+
+def _spaceless_terms(text: str) -> list[str]:
+    """Terms of Han, kana or Thai text, which has no spaces to find words by: the pieces that recur (two
+    characters of Han or kana, three letters of Thai), most frequent first; a term repeats where words do."""
+    if text.isascii():
+        return []
+    counts: dict[str, int] = {}
+    for run in SPACELESS_RE.findall(text):
+        chars = clusters(run)
+        n = 2 if WIDE_RE.fullmatch(run[0]) else 3
+        for i in range(len(chars) - n + 1):
+            term = "".join(chars[i : i + n])
+            counts[term] = counts.get(term, 0) + 1
+    # hiragana alone is grammar (particles, endings: "には", "された"), not a term
+    repeated = [t for t, c in counts.items() if c > 1 and not _HIRAGANA_RE.fullmatch(t)]
+    return sorted(repeated, key=lambda t: -counts[t])  # stable: ties keep their first appearance
+
+
+def _match_terms(text: str) -> set[str]:
+    """What two texts share when they speak of the same thing: words, and the bigrams of spaceless runs."""
+    terms = {k.lower() for k in _keywords(text)}
+    for run in SPACELESS_RE.findall(text):
+        chars = clusters(run)
+        terms.update(a + b for a, b in zip(chars, chars[1:], strict=False))
+    return terms
 
 
 def salient(sentence: str) -> list[str]:
@@ -176,10 +264,18 @@ class Source:
         self.user_text = users[-1] if users else (texts[-1][1] if texts else "")
         cleaned = _strip_json_bits(self.user_text)
         statements, self.questions = _sentences(cleaned)
+        source = source_text(cleaned)
+        if source:
+            # A model answers from the text it is given, never from the instructions or the earlier
+            # answer around it ("A reviewer found the previous version wanting.").
+            statements = _sentences(source)[0] or statements
         informative = [s for s in statements if not _is_instruction(s)]
         statements = informative or statements
         self._texts = texts
         self._cleaned = cleaned
+        self._source = source
+        asked = _ASKED_RE.search(cleaned[cleaned.rfind(source) + len(source) :]) if source else None
+        self.asked = asked.group(1).strip() if asked else ""  # the question the source text is to answer
         self._keywords: list[str] | None = None
         if not statements:
             # The last user message is only a question or an instruction: fall back on the rest
@@ -203,7 +299,9 @@ class Source:
         # Computed on demand: tokenising the whole prompt is the costliest step and plain answers
         # built from statements never need it.
         if self._keywords is None:
-            self._keywords = _keywords(self._cleaned) or _keywords(self._others())
+            # the source text's own words first: the instructions' words ("pairs", "category") are no topic
+            self._keywords = (_keywords(self._source) if self._source else []) or _keywords(self._cleaned) \
+                or _keywords(self._others())
         return self._keywords
 
     def _filler(self, n: int) -> list[str]:
@@ -236,9 +334,14 @@ class Source:
         return self.keywords[index % len(self.keywords)]
 
     def plain_answer(self) -> str:
+        """Two or three statements in a row: from the one that best matches the question asked of the
+        source text, when the prompt asks one, else from a seeded place."""
         n = len(self.statements)
         k = min(n, self.rng.choice((2, 3)))
         start = self.rng.randrange(n)
+        if self.asked and self.grounded:
+            wanted = _match_terms(self.asked)
+            start = max(range(n), key=lambda i: (len(wanted & _match_terms(self.statements[i])), -i))
         picked = [self.statements[(start + i) % n] for i in range(k)]
         return "Simulated answer: " + " ".join(picked)
 
