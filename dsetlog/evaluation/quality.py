@@ -101,10 +101,23 @@ def structural_checks(
     return checks
 
 
+_NEW_CONTENT_SHARE = 0.2
+
+
 def _is_copy(question: str, answer: str, threshold: float) -> bool:
-    """The answer repeats the question (exactly, or nearly: rapidfuzz similarity at or above threshold)."""
+    """The answer repeats the question: exactly, or nearly (rapidfuzz similarity at or above threshold)
+    while adding almost nothing the question lacks (under a fifth of its content words are new).
+
+    The second condition is for languages that ask in place (Chinese, Japanese, Korean): the answer puts
+    its fact where the question word was, so 现存的长城大多是明朝修建的 answers 现存的长城大多是哪个朝代修建的
+    at 86% similarity, yet "明朝" is the answer."""
     q, a = _copy_text(question), _copy_text(answer)
-    return q == a or fuzz.ratio(q, a) >= threshold * 100
+    if q == a:
+        return True
+    if fuzz.ratio(q, a) < threshold * 100:
+        return False
+    claimed = content_words(answer)
+    return not claimed or len(claimed - content_words(question)) < _NEW_CONTENT_SHARE * len(claimed)
 
 
 def _copy_text(text: str) -> str:
@@ -178,8 +191,9 @@ class NearDuplicates:
         if entry_id in self._index_of:
             raise ValueError(f"entry {entry_id!r} is already indexed")
         found = words.tokens(text)
-        # with no word at all ("？！"), the text itself is compared, so two such texts are not one
-        sorted_text = " ".join(sorted(found)) or words.normalise(text).strip()
+        # rapidfuzz compares the sorted surface runs (words; Han clauses whole); with no word at all
+        # ("？！"), the text itself, so two such texts are not one
+        sorted_text = " ".join(sorted(words.surface(text))) or words.normalise(text).strip()
         index = len(self._ids)
         match = self._exact.get(sorted_text)
         keys = self._hashes.band_keys([w for w in found if w not in words.STOPWORDS] or found or [sorted_text])

@@ -106,9 +106,17 @@ def tokens(text: str) -> list[str]:
     return list(_tokens(text) if len(text) < 20_000 else _tokens.__wrapped__(text))
 
 
+def surface(text: str) -> list[str]:
+    """The runs of letters and digits of ``text``, normalised: its words, and spaceless runs left whole."""
+    return word_re().findall(normalise(text))
+
+
 def normalised(text: str) -> str:
-    """The tokens joined by spaces: ``text`` with case, punctuation and spacing differences gone."""
-    return " ".join(tokens(text))
+    """``text`` with case, punctuation and spacing differences gone (its surface runs joined by spaces).
+
+    What rapidfuzz compares: on characters, since the bigrams of a Han run would count each shared
+    character twice."""
+    return " ".join(surface(text))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -224,18 +224,18 @@ def _keywords(text: str) -> list[str]:
 
 def _spaceless_terms(text: str) -> list[str]:
     """Terms of Han, kana or Thai text, which has no spaces to find words by: the pieces that recur (two
-    characters of Han or kana, three letters of Thai), most frequent first; a term repeats where words do."""
+    characters of Han or kana, four letters of Thai), most frequent first; a term repeats where words do."""
     if text.isascii():
         return []
     counts: dict[str, int] = {}
     for run in SPACELESS_RE.findall(text):
         chars = clusters(run)
-        n = 2 if WIDE_RE.fullmatch(run[0]) else 3
+        n = 2 if WIDE_RE.fullmatch(run[0]) else 4
         for i in range(len(chars) - n + 1):
             term = "".join(chars[i : i + n])
             counts[term] = counts.get(term, 0) + 1
-    # hiragana alone is grammar (particles, endings: "には", "された"), not a term
-    repeated = [t for t, c in counts.items() if c > 1 and not _HIRAGANA_RE.fullmatch(t)]
+    # hiragana is grammar (particles, endings: "には", "山で"): terms are kanji or katakana
+    repeated = [t for t, c in counts.items() if c > 1 and not _HIRAGANA_RE.search(t)]
     return sorted(repeated, key=lambda t: -counts[t])  # stable: ties keep their first appearance
 
 
