@@ -49,6 +49,11 @@ _PART_LABEL_RE = re.compile(r"\n[ \t]*\n(?=[ \t]*[A-Z][A-Za-z ]{0,40}:)")
 _ABBREVIATION_END_RE = re.compile(
     r"(?:^|[\s(])(?:[A-Z]|St|Mt|Ft|Mr|Mrs|Ms|Dr|Prof|Sr|Jr|Gen|Col|Capt|Rev|No|Fig|vs|etc|approx|Inc|Ltd|Co|e\.g|i\.e)\.$"
 )
+_LABEL_LINE_RE = re.compile(r"\[[^\[\]]*\]")
+_WORD_LIMIT_RE = re.compile(
+    r"\b(?:in|at most|no more than|up to)\s+(?:at most\s+)?(\d{1,2}|one|two|three|four|five|six|seven|eight|nine|"
+    r"ten|eleven|twelve)\s+words\b", re.I)
+_TOPIC_WORDS = 4  # what a model gives when asked for a topic "in at most eight words"
 _HIRAGANA_RE = re.compile("[\u3040-\u309f]+")
 _ASKED_RE = re.compile(r"^[ \t]*(?:question|instruction)[ \t]*:[ \t]*(\S.*)$", re.I | re.M)
 
@@ -165,7 +170,7 @@ def _line_sentences(line: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     statements: list[str] = []
     questions: list[str] = []
     line = _BULLET_RE.sub("", line).strip()
-    if line:
+    if line and not _LABEL_LINE_RE.fullmatch(line):  # "[Topic]" above a chunk is its label, not a sentence
         for piece in _joined_abbreviations(_SENT_SPLIT_RE.split(line)):
             piece = piece.strip().strip('"').strip()
             if not piece or word_count(piece) < 4:
@@ -335,7 +340,13 @@ class Source:
 
     def plain_answer(self) -> str:
         """Two or three statements in a row: from the one that best matches the question asked of the
-        source text, when the prompt asks one, else from a seeded place."""
+        source text, when the prompt asks one, else from a seeded place; a few keywords when the prompt
+        asks for a handful of words (a topic)."""
+        limit = _WORD_LIMIT_RE.search(self._cleaned)
+        if limit and self.keywords:
+            # "Give the topic of this text in at most eight words": a few of its words, not its sentences
+            wanted = _NUMBER_WORDS.get(limit.group(1).lower()) or int(limit.group(1))
+            return "Simulated answer: " + " ".join(self.keywords[: max(1, min(wanted, _TOPIC_WORDS))])
         n = len(self.statements)
         k = min(n, self.rng.choice((2, 3)))
         start = self.rng.randrange(n)
