@@ -68,7 +68,11 @@ _INSTRUCTION_STARTS = frozenset(
     "generate create write return respond answer use provide produce give list output make do don't "
     "read based given each only format include avoid ensure keep consider here below follow please".split()
 )
-_INSTRUCTION_WORDS_RE = re.compile(r"\b(?:json|schema|you|your)\b")
+_INSTRUCTION_WORDS_RE = re.compile(
+    r"\b(?:json|schema|you|your|reviewer|feedback|previous (?:version|answer|question|summary|response))\b"
+)
+# A reviewer's notes in a regeneration prompt: what to fix, not what to say.
+_FEEDBACK_RE = re.compile(r"^[ \t]*(?:reviewer[ \t]+)?feedback[ \t]*:.*?(?=\n[ \t]*\n|\Z)", re.I | re.M | re.S)
 
 
 @functools.lru_cache(maxsize=8192)
@@ -155,13 +159,27 @@ def _sentences(text: str) -> tuple[list[str], list[str]]:
     """Split text into (statements, questions), keeping only sentence-like pieces."""
     statements: list[str] = []
     questions: list[str] = []
-    for line in text.splitlines():
+    for line in _unwrapped(text.splitlines()):
         if line.strip():
             # Huge single lines are not worth keeping in the cache.
             s, q = _line_sentences(line) if len(line) < 4096 else _line_sentences.__wrapped__(line)
             statements.extend(s)
             questions.extend(q)
     return statements, questions
+
+
+def _unwrapped(lines: list[str]) -> list[str]:
+    """Lines wrapped inside a sentence joined again: a line that ends mid-sentence and a next one that goes
+    on in lower case ("keep what was" / "right, and stay faithful") are one sentence."""
+    out: list[str] = []
+    for line in lines:
+        stripped = line.strip()
+        if (out and stripped[:1].islower() and out[-1].strip()
+                and out[-1].rstrip()[-1] not in SENTENCE_ENDS + ":" and not _BULLET_RE.match(line)):
+            out[-1] = out[-1].rstrip() + " " + stripped
+        else:
+            out.append(line)
+    return out
 
 
 @functools.lru_cache(maxsize=8192)
@@ -267,7 +285,7 @@ class Source:
         texts = message_texts(messages)
         users = [t for role, t in texts if role == "user"]
         self.user_text = users[-1] if users else (texts[-1][1] if texts else "")
-        cleaned = _strip_json_bits(self.user_text)
+        cleaned = _FEEDBACK_RE.sub("", _strip_json_bits(self.user_text))
         statements, self.questions = _sentences(cleaned)
         source = source_text(cleaned)
         if source:

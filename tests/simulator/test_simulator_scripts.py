@@ -104,6 +104,16 @@ def test_a_plain_answer_holds_the_statement_the_question_asks_about(lang: str) -
         assert sample.answer in answer, (seed, answer)
 
 
+def test_a_regeneration_without_source_text_improves_on_the_previous_answer() -> None:
+    # a questions-file entry has no chunk: the prompt is the question, the improvement note and the old answer
+    old = "The Great Wall was mostly built under the Ming dynasty. Its eastern end is at Shanhai Pass."
+    prompt = "Which dynasty built most of the Great Wall?\n" + IMPROVE.format(
+        source="the question", what="answer", old=old, feedback="Reviewer feedback:\n- Name the dynasty first.\n")
+    for seed in range(6):
+        answer = _source(prompt, seed).plain_answer().removeprefix("Simulated answer: ")
+        assert set(_sentences(answer)[0]) <= set(_sentences(old)[0]), answer
+
+
 def test_without_a_labelled_text_the_old_heuristics_hold() -> None:
     answer = _source("Explain this. Photosynthesis converts light into chemical energy in plants.").plain_answer()
     assert "Photosynthesis converts light" in answer
