@@ -127,11 +127,12 @@ _ASTRAL_TOKENS = 2.0
 def _lead_classes() -> bytes:
     table = bytearray(b"." * 256)  # continuation bytes (0x80-0xbf) and invalid ones: not a character
     table[0x00:0x80] = b"a" * 0x80  # ASCII
-    table[0xC2:0xCE] = b"l" * 12  # U+0080-U+037F: Latin-1, Latin Extended-A/B, IPA, combining diacritics
+    table[0xC2:0xCE] = b"1" * 12  # U+0080-U+037F: Latin-1, Latin Extended-A/B, IPA, combining diacritics
     table[0xCE:0xE0] = b"t" * 18  # U+0380-U+07FF: Greek, Cyrillic, Armenian, Hebrew, Arabic, Syriac, Thaana
     table[0xE0:0xF0] = b"o" * 16  # U+0800-U+FFFF: Indic, Thai, Georgian, punctuation, symbols...
-    table[0xE3:0xEE] = b"w" * 11  # ...but U+3000-U+DFFF: CJK punctuation, kana, Han, Yi, Hangul (wide)
-    table[0xEF] = ord("w")  # U+F000-U+FFFF: CJK compatibility ideographs, full-width forms
+    table[0xE3:0xEE] = b"1" * 11  # ...but U+3000-U+DFFF: CJK punctuation, kana, Han, Yi, Hangul (wide)
+    table[0xEF] = ord("1")  # U+F000-U+FFFF: CJK compatibility ideographs, full-width forms
+    # "1": a token a character (accented Latin letters and wide characters alike), one count for both
     table[0xF0:0xF5] = b"f" * 5  # four bytes: emoji, supplementary Han
     return bytes(table)
 
@@ -145,7 +146,7 @@ def token_estimate(text: str) -> float:
     if text.isascii():
         return len(text) / _ASCII_CHARS_PER_TOKEN
     leads = text.encode("utf-8", "surrogatepass").translate(_LEADS, _CONTINUATION)  # one byte a character
-    latin, two, wide, three, astral = (leads.count(c) for c in (b"l", b"t", b"w", b"o", b"f"))
-    ascii_n = len(leads) - latin - two - wide - three - astral
-    return (ascii_n / _ASCII_CHARS_PER_TOKEN + latin + two / _TWO_BYTE_CHARS_PER_TOKEN + wide
+    one, two, three, astral = leads.count(b"1"), leads.count(b"t"), leads.count(b"o"), leads.count(b"f")
+    ascii_n = len(leads) - one - two - three - astral
+    return (ascii_n / _ASCII_CHARS_PER_TOKEN + one + two / _TWO_BYTE_CHARS_PER_TOKEN
             + three / _THREE_BYTE_CHARS_PER_TOKEN + _ASTRAL_TOKENS * astral)

@@ -63,6 +63,8 @@ def _word_re() -> re.Pattern[str]:
     # a word: letters (with their combining marks: Devanagari's vowel signs are no \w), inner ' and -
     marks = combining_marks()
     return re.compile(f"(?:[^\\W\\d_])(?:[\\w'\\-{marks}])*(?:[^\\W_]|[{marks}])")
+
+
 # Sentences that instruct the model rather than inform it; they make poor answer material.
 _INSTRUCTION_STARTS = frozenset(
     "generate create write return respond answer use provide produce give list output make do don't "
