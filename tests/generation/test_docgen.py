@@ -291,7 +291,7 @@ def test_analyze_quality_scores_every_entry_with_components(env: Env) -> None:
 
 
 def test_quality_threshold_marks_entries_and_leaves_them_out_of_the_files(env: Env) -> None:
-    env.project_md(8)
+    env.project_md(4, repeat=2)  # the second copy of each section nearly duplicates the first: two qualities
     save_params(env, negativity_ratio=0.0)
     probe = env.run(datasets_per_chunk=3, analyze_quality=True, quality_threshold=0.0)
     scores = sorted(e.quality_score for e in env.entries(probe.dataset_id))
