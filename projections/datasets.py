@@ -141,6 +141,7 @@ class EntryView(msgspec.Struct, gc=False):
     history: tuple[int, ...] = ()  # seqs of the records that touched it, oldest first
     duplicate_of: str | None = None  # from the last EntryScored
     below_threshold: bool = False  # from the last EntryScored: left out of exports
+    system: str = ""  # the system prompt its run sent (RunStarted.system), exported with it
 
 
 class RunView(msgspec.Struct, gc=False):
@@ -162,6 +163,7 @@ class RunView(msgspec.Struct, gc=False):
     completion_tokens: int = 0
     cost: float = 0.0
     message: str = ""
+    system: str = ""  # the system prompt the run sent (RunStarted.system)
 
 
 # --- snapshot state ----------------------------------------------------------
@@ -188,7 +190,7 @@ _body_decoder = msgspec.msgpack.Decoder(ShardBody)
 # Fields with a handful of distinct values across millions of entries (models, prompts, runs, categories):
 # one string each instead of one per entry, a fifth of an entry's memory.
 _intern = sys.intern
-_INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "difficulty", "run_id")
+_INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "difficulty", "run_id", "system")
 
 
 def _intern_entry(e: EntryView) -> None:
@@ -329,11 +331,12 @@ class Datasets(Projection):
         run = shard.runs.get(ev.run_id)
         if run is None:
             shard.runs[ev.run_id] = RunView(
-                ev.run_id, shard.view.id, ev.command, ev.model, ev.provider, ev.simulated, rec.ts, rec.seq
+                ev.run_id, shard.view.id, ev.command, ev.model, ev.provider, ev.simulated, rec.ts, rec.seq,
+                system=_intern(ev.system),
             )
         elif run.started_seq is None:
             run.command, run.model, run.provider, run.simulated = ev.command, ev.model, ev.provider, ev.simulated
-            run.started_at, run.started_seq = rec.ts, rec.seq
+            run.started_at, run.started_seq, run.system = rec.ts, rec.seq, _intern(ev.system)
 
     @handles(RunFinished)
     def _run_finished(self, shard: _Shard, rec: Recorded, ev: RunFinished) -> None:
@@ -393,6 +396,9 @@ class Datasets(Projection):
             ev.quality, _intern(ev.difficulty), ev.metadata, rec.ts, rec.ts, _intern(ev.run_id), 1, None, False,
             None, (rec.seq,),
         )  # fmt: skip
+        run = shard.runs.get(ev.run_id) if ev.run_id else None
+        if run is not None and run.system:
+            shard.entries[ev.entry_id].system = run.system
         v = shard.view
         if item.status == FAILED:
             v.failed -= 1

@@ -71,6 +71,7 @@ def make_plan(rm: ReadModel, req: GenerateRequest) -> Plan:
     categories = _categories(rm, req, project)
     params = _parameters(rm, project)
     format_type = _format_type(req, params, project)
+    req.export_options.check([format_type])  # before a call is paid for, not when the files are written
     template_name, template = _template(rm, req, project)
     template_hash = templates.prompt_hash(template)
     content = [project.id] + [msgspec.json.encode(getattr(req, f)).decode() for f in CONTENT_FIELDS]
