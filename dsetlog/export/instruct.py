@@ -16,14 +16,17 @@ from typing import Any
 
 from dsetlog.evaluation.scoring import is_rejection
 from dsetlog.export.options import ExportOptions
+from dsetlog.prompts.templates import NEGATIVE_ANSWER
 
 # LLaMA-Factory's thought words: its templates find (and with enable_thinking=False remove) reasoning by them
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
+_NEGATIVE_LEN = 4 * len(NEGATIVE_ANSWER)  # longer than this, an answer cannot normalise to NEGATIVE_ANSWER
 
 
 def is_negative(e: Any) -> bool:
     """An entry made to be unanswerable from its text, or answering that the text does not say."""
-    return bool((e.metadata or {}).get("negative")) or is_rejection(e.answer)
+    # the length first: normalising every long answer of a million-entry export would cost seconds
+    return bool((e.metadata or {}).get("negative")) or (len(e.answer) <= _NEGATIVE_LEN and is_rejection(e.answer))
 
 
 def kept(e: Any, opts: ExportOptions) -> bool:

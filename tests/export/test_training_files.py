@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import msgspec
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +27,8 @@ from dsetlog.export.cards import CARD, DATASET_INFO
 from dsetlog.export.datasets import ExportError, export_dataset
 from dsetlog.export.formats import DATASET_CSV_COLUMNS, ENTRY_COLUMNS, EXPORT_FORMATS, EXPORT_SUFFIX
 from dsetlog.export.options import ExportOptions
+from dsetlog.generation.errors import DocGenError
+from dsetlog.generation.requests import GenerateRequest
 from dsetlog.prompts import parameters, templates
 from dsetlog.simulator.server import Simulator
 
@@ -267,3 +270,22 @@ def test_the_download_zip_is_a_loadable_dataset(env: Env, dataset_id: str,
     bom = client.simulate_get(url, params={"format_type": "csv", "csv_bom": "true"})
     with zipfile.ZipFile(io.BytesIO(bom.content)) as zf:
         assert zf.read("train.csv").startswith(b"\xef\xbb\xbf")
+
+
+def test_the_generate_request_carries_the_options_to_its_files(env: Env) -> None:
+    env.project_md(3)
+    result = env.run(datasets_per_chunk=2, format_type="sharegpt", reasoning="field", context="chunk")
+    path = env.data / result.files[0]
+    entries = env.entries(result.dataset_id)
+    assert [r["conversations"][-1]["reasoning_content"] for r in rows(path)] == [e.reasoning for e in entries]
+    assert all("\n\n" in r["conversations"][0]["value"] for r in rows(path))  # the question, then its text
+    with pytest.raises(msgspec.ValidationError, match="instruction formats"):
+        msgspec.convert({"project_id": "demo", "format_type": "jsonl", "reasoning": "think"}, GenerateRequest)
+    with pytest.raises(msgspec.ValidationError, match="reasoning"):
+        msgspec.convert({"project_id": "demo", "reasoning": "inline"}, GenerateRequest)
+    # the project's saved format (jsonl) cannot carry it: refused as the run is planned (the API: a 400 at
+    # submission), before any call
+    before = len(env.requests("generate"))
+    with pytest.raises(DocGenError, match="instruction formats"):
+        env.run(datasets_per_chunk=3, reasoning="think")
+    assert len(env.requests("generate")) == before
