@@ -199,9 +199,13 @@ def write_cards(folder: Path, *, title: str, default: str, files: dict[str, dict
              "`load_dataset(\"<this folder>\", \"<config>\")`. LLaMA-Factory: `dataset_dir: <this folder>` and a "
              "dataset name from dataset_info.json (one per split and batch part)."
              + (f" Also here, read with their own loader: {'; '.join(others)}." if others else ""))
-    written = [write_dataset_info(folder, info, ours)] if info else []
-    card = write_card(folder, card_text(title, configs, default, about)) if configs else None
-    return written + ([card] if card is not None else [])
+    written = [write_dataset_info(folder, info, ours)] if info or (folder / DATASET_INFO).exists() else []
+    if configs:
+        card = write_card(folder, card_text(title, configs, default, about))
+        written += [card] if card is not None else []
+    elif (folder / CARD).exists() and MARKER in (folder / CARD).read_text(encoding="utf-8", errors="replace"):
+        (folder / CARD).unlink()  # nothing to load (no rows yet): a card naming files would fail to load
+    return written
 
 
 def write_output_cards(folder: Path, written: dict[str, Path], *, title: str,

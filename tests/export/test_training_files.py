@@ -289,3 +289,19 @@ def test_the_generate_request_carries_the_options_to_its_files(env: Env) -> None
     with pytest.raises(DocGenError, match="instruction formats"):
         env.run(datasets_per_chunk=3, reasoning="think")
     assert len(env.requests("generate")) == before
+
+
+def test_batch_parts_are_registered_each_and_load_as_one_split(env: Env, dataset_id: str) -> None:
+    counts = split_counts(env, dataset_id, negatives=False)
+    files, _ = export_dataset(env.rm, dataset_id, data_dir=env.data, output_dir="parts", format_type="alpaca",
+                              batch_size=5)
+    folder = files[0].parent
+    parts = sorted(p.name for p in folder.glob("train_part*.alpaca.jsonl"))
+    # batches of 5 entries, negatives then left out of each
+    assert len(parts) == -(-split_counts(env, dataset_id)["train"] // 5) > 1
+    info = json.loads((folder / DATASET_INFO).read_text())
+    parts = [p for p in parts if (folder / p).stat().st_size]  # a part of negatives alone is empty: not a dataset
+    assert {f"alpaca_{p.split('.')[0]}" for p in parts} <= set(info)
+    assert all(info[f"alpaca_{p.split('.')[0]}"]["file_name"] == p for p in parts)
+    loaded = hf(folder)
+    assert {s: loaded[s].num_rows for s in SPLITS} == counts  # the parts of a split are that split
