@@ -130,7 +130,8 @@ ENTRY_COLUMNS = ("id", "question", "answer", "reasoning", "category", "quality_s
 
 def _entry_doc(e: Entry) -> dict[str, Any]:
     doc = {f: getattr(e, f, None) for f in ENTRY_COLUMNS}
-    doc["metadata"] = _json.encode(doc["metadata"] or {}).decode()
+    metadata = doc["metadata"]
+    doc["metadata"] = _json.encode(metadata).decode() if metadata else "{}"
     return doc
 
 
@@ -177,9 +178,14 @@ def write_parquet(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = 
     with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
         for batch in _batches(entries, _BATCH):
             docs = [_entry_doc(e) for e in batch]
-            cols = {name: pa.array([d[name] for d in docs], type=pa.string() if name.endswith("_at") else None)
-                    for name in schema.names}
-            writer.write_table(pa.table(cols).cast(schema))
+            cols = []
+            for field in schema:
+                values = [d[field.name] for d in docs]
+                if pa.types.is_timestamp(field.type):  # the log's ISO-8601 text, parsed by arrow in C
+                    cols.append(pa.array(values, type=pa.string()).cast(field.type))
+                else:
+                    cols.append(pa.array(values, type=field.type))
+            writer.write_table(pa.Table.from_arrays(cols, schema=schema))
             n += len(batch)
     return n
 
