@@ -141,7 +141,6 @@ class EntryView(msgspec.Struct, gc=False):
     history: tuple[int, ...] = ()  # seqs of the records that touched it, oldest first
     duplicate_of: str | None = None  # from the last EntryScored
     below_threshold: bool = False  # from the last EntryScored: left out of exports
-    system: str = ""  # the system prompt its run sent (RunStarted.system), exported with it
 
 
 class RunView(msgspec.Struct, gc=False):
@@ -190,7 +189,7 @@ _body_decoder = msgspec.msgpack.Decoder(ShardBody)
 # Fields with a handful of distinct values across millions of entries (models, prompts, runs, categories):
 # one string each instead of one per entry, a fifth of an entry's memory.
 _intern = sys.intern
-_INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "difficulty", "run_id", "system")
+_INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "difficulty", "run_id")
 
 
 def _intern_entry(e: EntryView) -> None:
@@ -396,9 +395,6 @@ class Datasets(Projection):
             ev.quality, _intern(ev.difficulty), ev.metadata, rec.ts, rec.ts, _intern(ev.run_id), 1, None, False,
             None, (rec.seq,),
         )  # fmt: skip
-        run = shard.runs.get(ev.run_id) if ev.run_id else None
-        if run is not None and run.system:
-            shard.entries[ev.entry_id].system = run.system
         v = shard.view
         if item.status == FAILED:
             v.failed -= 1

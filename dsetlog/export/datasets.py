@@ -64,14 +64,14 @@ def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir
 
 
 def _filled(rm: ReadModel, dataset_id: str, opts: ExportOptions) -> ExportOptions:
-    """The options with what the dataset says: whether a run sent a system prompt, the chunks' texts."""
-    system = any(run.system for run in rm.datasets.runs(dataset_id))
+    """The options with what the dataset says: the system prompts its runs sent, the chunks' texts."""
+    systems = {run.run_id: run.system for run in rm.datasets.runs(dataset_id) if run.system}
 
     def chunk_text(chunk_id: str) -> str | None:
         chunk = rm.projects.chunk(chunk_id)
         return chunk.text if chunk is not None else None
 
-    return replace(opts, system_column=system, chunk_text=opts.chunk_text or chunk_text)
+    return replace(opts, systems=systems, chunk_text=opts.chunk_text or chunk_text)
 
 
 def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[EntryView]]:

@@ -34,7 +34,7 @@ class Entry(Protocol):
     created_at: str
     source_chunk: str
     metadata: dict[str, Any]
-    system: str
+    run_id: str  # its run's system prompt is in ExportOptions.systems
     quality_score: float | None
     difficulty: str
 
@@ -108,8 +108,9 @@ def write_txt(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEF
     n = 0
     for e in entries:
         n += 1
-        if e.system:
-            text.write(f"=== {n} === {e.created_at}\nSystem: {e.system}\nQuestion: {e.question}\n\n")
+        system = opts.system_of(e)
+        if system:
+            text.write(f"=== {n} === {e.created_at}\nSystem: {system}\nQuestion: {e.question}\n\n")
         else:
             text.write(f"=== {n} === {e.created_at}\nQuestion: {e.question}\n\n")
         if e.reasoning:
@@ -128,16 +129,17 @@ ENTRY_COLUMNS = ("id", "question", "answer", "reasoning", "category", "quality_s
                  "completion_tokens", "metadata", "system")
 
 
-def _entry_doc(e: Entry) -> dict[str, Any]:
+def _entry_doc(e: Entry, opts: ExportOptions) -> dict[str, Any]:
     doc = {f: getattr(e, f, None) for f in ENTRY_COLUMNS}
     metadata = doc["metadata"]
     doc["metadata"] = _json.encode(metadata).decode() if metadata else "{}"
+    doc["system"] = opts.system_of(e)
     return doc
 
 
 def write_jsonl(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
     """Every field of every entry, one JSON object per line."""
-    return _jsonl(fh, (_entry_doc(e) for e in entries))
+    return _jsonl(fh, (_entry_doc(e, opts) for e in entries))
 
 
 def write_alpaca(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
@@ -177,7 +179,7 @@ def write_parquet(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = 
     n = 0
     with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
         for batch in _batches(entries, _BATCH):
-            docs = [_entry_doc(e) for e in batch]
+            docs = [_entry_doc(e, opts) for e in batch]
             cols = []
             for field in schema:
                 values = [d[field.name] for d in docs]

@@ -57,7 +57,7 @@ def response(e: Any, opts: ExportOptions) -> str:
 def alpaca_row(e: Any, opts: ExportOptions) -> dict[str, Any]:
     row = {"instruction": e.question, "input": context_of(e, opts), "output": response(e, opts)}
     if opts.system_column:
-        row["system"] = e.system
+        row["system"] = opts.system_of(e)
     return row
 
 
@@ -69,14 +69,16 @@ def _assistant(e: Any, opts: ExportOptions, role: str, content: str) -> dict[str
 
 
 def sharegpt_row(e: Any, opts: ExportOptions) -> dict[str, Any]:
-    turns = [{"from": "system", "value": e.system}] if e.system else []
+    system = opts.system_of(e)
+    turns = [{"from": "system", "value": system}] if system else []
     turns.append({"from": "human", "value": user_text(e, opts)})
     turns.append(_assistant(e, opts, "from", "value"))
     return {"conversations": turns}
 
 
 def openai_chat_row(e: Any, opts: ExportOptions) -> dict[str, Any]:
-    messages = [{"role": "system", "content": e.system}] if e.system else []
+    system = opts.system_of(e)
+    messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": user_text(e, opts)})
     messages.append(_assistant(e, opts, "role", "content"))
     return {"messages": messages}

@@ -8,8 +8,9 @@ option, a choice the formats asked for cannot carry (never an option accepted an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from dsetlog.errors import UsageError
 
@@ -38,15 +39,24 @@ class ExportError(UsageError, ValueError):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """The choices of one export. ``system_column`` and ``chunk_text`` are filled by the exporter from the
-    dataset: whether any entry has a system prompt (then alpaca has a ``system`` column on every row, so
-    every row has one schema), and the text of a source chunk by its id."""
+    """The choices of one export. ``systems`` and ``chunk_text`` are filled by the exporter from the dataset:
+    the system prompt of each run that sent one (by run id: a run's entries have its prompt, and the read
+    model keeps it once per run, not once per entry), and the text of a source chunk by its id."""
 
     reasoning: str = DEFAULT_REASONING
     context: str = DEFAULT_CONTEXT
     csv_bom: bool = False
-    system_column: bool = False
+    systems: Mapping[str, str] = field(default_factory=dict)
     chunk_text: Callable[[str], str | None] | None = None
+
+    @property
+    def system_column(self) -> bool:
+        """Whether alpaca has a ``system`` column: on every row when any entry has a prompt (one schema)."""
+        return bool(self.systems)
+
+    def system_of(self, e: Any) -> str:
+        """The system prompt the entry's run sent ("" for none)."""
+        return self.systems.get(e.run_id, "") if self.systems else ""
 
     def check(self, formats: Iterable[str]) -> None:
         """Refuse what none of ``formats`` can carry, or what one of them cannot."""

@@ -336,8 +336,8 @@ class QuestionsRun:
     def _write(self, items: dict[str, ItemView | None]) -> dict[str, Path]:
         """The outputs, then the folder's dataset card and dataset_info.json (which files form the dataset)."""
         settings = self.settings
-        system = any(run.system for run in self.rm.datasets.runs(self.dataset_id))
-        opts = replace(settings.export, system_column=system)
+        systems = {run.run_id: run.system for run in self.rm.datasets.runs(self.dataset_id) if run.system}
+        opts = replace(settings.export, systems=systems)
         written = export(lambda: self._entries(items), settings.out, settings.formats, opts)
         view = self.rm.datasets.dataset(self.dataset_id)
         write_output_cards(settings.out, written, title=view.name if view is not None else self.dataset_id,
