@@ -45,7 +45,6 @@ from dsetlog.store.events import (
     ChunkTitled,
     EntryEdited,
     EntryGenerated,
-    EntryScored,
     ItemBookmarked,
     SlotQueued,
 )

@@ -28,7 +28,6 @@ import pytest
 from falcon import testing
 from harness import ROOT, Env, markdown
 
-from dsetlog.generation.judging import final_score
 from dsetlog.llm.providers import PRICES, resolve, resolve_spec
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.events import EntryRegenerated, EntryScored, RevisionRestored
@@ -310,6 +309,8 @@ def test_accept_lower_makes_the_new_revision_current_and_says_it_scored_lower(cl
 
 
 def test_a_judge_cannot_lift_an_answer_with_nothing_from_its_chunk() -> None:
+    from dsetlog.generation.judging import final_score
+
     comps = {"non_empty": 1.0, "no_refusal": 1.0, "length_ok": 1.0, "is_question": 1.0, "not_copy": 1.0,
              "groundedness": 0.0}
     alone = final_score(comps, duplicate=False, judge=None)
