@@ -3,7 +3,7 @@ rubric (1-5) with a difficulty, and the verdict joins the entry's quality score 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,16 +31,15 @@ class Scorable:
     chunk: str | None
 
 
-def near_duplicates(entries: Iterable[EntryView], *, mode: str,
-                    text_of: Mapping[str, tuple[str, str]] | None = None) -> dict[str, str]:
+def near_duplicates(entries: Iterable[EntryView], *, mode: str) -> dict[str, str]:
     """Entry id -> the earlier entry it nearly duplicates, over entries in dataset order (question and answer;
-    the question alone in "question" mode). ``text_of``: (question, answer) to use instead of an entry's own
-    (an edit not folded yet). A marked augmentation variant is meant to be close to its source: never one."""
+    the question alone in "question" mode). A marked augmentation variant is meant to be close to its
+    source: never one."""
     index = quality.NearDuplicates()
     found = {}
     for entry in entries:
-        question, answer = (text_of or {}).get(entry.id) or (entry.question, entry.answer)
-        duplicate_of = index.add(entry.id, question if mode == "question" else f"{question} {answer}")
+        text = entry.question if mode == "question" else f"{entry.question} {entry.answer}"
+        duplicate_of = index.add(entry.id, text)
         if duplicate_of is not None and not entry.metadata.get("variant_of"):
             found[entry.id] = duplicate_of
     return found
