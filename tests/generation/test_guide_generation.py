@@ -171,8 +171,12 @@ def test_analyze_quality_false_keeps_a_structural_score_and_the_guides_filter_wo
     assert len(low) == sum(e["quality_score"] < 0.7 for e in made)
     assert len(downloaded(client, result["dataset_id"])) == sum(not e["below_threshold"] for e in made)
     assert result["quality_summary"]["average_score"] is not None
-    schema = client.simulate_get(f"{API}/openapi.json").json["components"]["schemas"]["Entry"]
-    assert schema["properties"]["quality_analyzed"]["type"] == "boolean"  # declared, so the document shows it
+    schemas = client.simulate_get(f"{API}/openapi.json").json["components"]["schemas"]
+    assert schemas["Entry"]["properties"]["quality_analyzed"]["type"] == "boolean"  # declared: the document shows it
+    # and the ways to choose between revisions (tests below)
+    assert "set_aside" in schemas["Entry"]["properties"] and "SetAsideRevision" in schemas
+    assert "revision_seq" in schemas["EntryEdit"]["properties"]
+    assert schemas["RegenerationConfig"]["properties"]["accept_lower"]["type"] == "boolean"
 
 
 def test_a_later_run_with_analysis_analyses_what_was_scored_structurally(env: Env) -> None:
