@@ -139,15 +139,14 @@ class FeedbackSummary(Struct):
 
 
 class SetAsideRevision(Struct):
-    """A regenerated revision that scored lower than the entry's current one and was not made current."""
+    """A regenerated revision that scored lower than the entry's current one and was not made current:
+    ``seq`` is its EntryRegenerated's log seq (PUT ``{"revision_seq": seq}`` makes it current), the scores are
+    its and the current revision's, both without the judge's grade."""
 
     seq: int
-    """Its EntryRegenerated's log seq: PUT ``{"revision_seq": seq}`` makes it current."""
     job_id: str
     quality_score: float | None
-    """Its score, without the judge's grade."""
     replaced_score: float | None
-    """The current revision's score on the same basis."""
 
 
 class Entry(Struct):
@@ -180,7 +179,9 @@ class Entry(Struct):
     created_at: str = ""
     updated_at: str = ""
     regeneration_job_id: str | None = None
-    quality_analyzed: bool = False
+    quality_analyzed: Annotated[bool, msgspec.Meta(description=(
+        "the costly analysis (groundedness, near-duplicates, the judge if any) made quality_score; false: the "
+        "structural checks alone (analyze_quality false), or not scored"))] = False
     set_aside: SetAsideRevision | None = None
 
 
@@ -286,7 +287,9 @@ class EntryEdit(Body):
     answer: Annotated[str, msgspec.Meta(max_length=1_000_000)] | None = None
     category: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     feedback: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
-    revision_seq: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    revision_seq: Annotated[int, msgspec.Meta(ge=1, description=(
+        "make the revision recorded at this log seq current (an EntryGenerated or EntryRegenerated of the "
+        "entry); without question, answer or category"))] | None = None
 
 
 class EntryUpdated(Struct):

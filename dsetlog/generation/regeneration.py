@@ -71,9 +71,9 @@ class RegenerationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=131_072)] | None = None
     improve_quality: bool = False
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    accept_lower: bool = False
-    """Make each new revision current even when it scores lower than the one it replaces (default: such a
-    revision is set aside, in the log, and the better one stays current)."""
+    accept_lower: Annotated[bool, msgspec.Meta(description=(
+        "make each new revision current even when it scores lower than the one it replaces (default: such a "
+        "revision is set aside, in the log and the entry's set_aside, and the better one stays current)"))] = False
 
 
 class RegenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
