@@ -20,7 +20,7 @@ from pathlib import Path
 import falcon
 
 from api.entry_index import EntryCache
-from api.errors import bad_request
+from api.errors import not_found
 from dsetlog.jobs.worker import JobWorker
 from dsetlog.store.errors import CorruptLogError, LogError
 from dsetlog.store.log import EventLog
@@ -107,7 +107,8 @@ class Context:
             self._report(exc)
         if as_of is None or as_of >= rm.seq:
             if as_of is not None and as_of > rm.seq:
-                raise bad_request(f"as_of {as_of} is past the end of the log (its last seq is {rm.seq})")
+                # the state at a seq the log has not reached is not there (yet): 404, like any resource not found
+                raise not_found(f"as_of {as_of} is past the end of the log (its last seq is {rm.seq})")
             return rm
         with self._as_of_lock:
             past = self._as_of.get(as_of)

@@ -24,7 +24,7 @@ MAX_PER_PAGE = 10_000  # entries (or chunks, answers) in one page: the guide ask
 INLINE_ENTRIES = 100  # entries GET /datasets/{id} includes; the rest through /entries
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]  # not only spaces
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Seq = Annotated[int, msgspec.Meta(ge=0, description="a log sequence number: the state as of that event")]
 

@@ -91,11 +91,43 @@ def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
             req.context.body = decoder.decode(raw)
         except msgspec.ValidationError as exc:
             _check_refused_fields(raw, refused_fields)
-            raise unprocessable(str(exc)) from None
+            try:
+                body = _with_integral_floats(raw, body_type)
+            except msgspec.ValidationError as again:
+                raise unprocessable(str(again)) from None
+            if body is None:
+                raise unprocessable(str(exc)) from None
+            req.context.body = body
         except msgspec.DecodeError as exc:
             raise bad_request(f"the body is not valid JSON: {exc}") from None
 
     return hook
+
+
+def _with_integral_floats(raw: bytes, body_type: type) -> Any | None:
+    """The body decoded again with every integral number written as a float (``"rating": 1.0``) read as an int:
+    the document's ``integer`` is JSON Schema's, which 1.0 is, while msgspec's int refuses floats. None when
+    the body has no such number (its first error stands); a ValidationError when it still does not fit, a 400
+    when it is not JSON at all."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:  # the typed decoder met a wrong type before the bad JSON after it
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+    changed = False
+
+    def ints(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, float) and value.is_integer():
+            changed = True
+            return int(value)
+        if isinstance(value, list):
+            return [ints(v) for v in value]
+        if isinstance(value, dict):
+            return {k: ints(v) for k, v in value.items()}
+        return value
+
+    doc = ints(doc)
+    return msgspec.convert(doc, body_type) if changed else None
 
 
 def _check_refused_fields(raw: bytes, checks: Mapping[str, Callable[[str], object]]) -> None:
