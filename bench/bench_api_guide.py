@@ -73,7 +73,7 @@ def pages(entries: int, sizes: list[int], repeat: int) -> None:
     try:
         call(base, "GET", "/health")
         print(f"GET /datasets/{{id}}/entries of a {entries:,}-entry dataset (sort_by=position)")
-        print("| per_page | bytes | first | again (best of %d) | server peak RSS before -> after |" % repeat)
+        print(f"| per_page | bytes | first | again (best of {repeat}) | server peak RSS before -> after |")
         print("|---|---|---|---|---|")
         for size in sizes:
             before = peak_rss_mb(proc.pid)
