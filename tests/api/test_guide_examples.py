@@ -382,18 +382,22 @@ def test_safe_dataset_generation_returns_the_result(guide: Guide, capsys: pytest
 
 def test_a_cancelled_job_ends_the_guides_monitor_loop(guide: Guide, capsys: pytest.CaptureFixture[str]) -> None:
     """The guide knows four states: a cancelled job is failed, and its error says it was cancelled."""
-    status, accepted, _ = guide.server.call("POST", "/datasets/generate", {
-        "project_id": guide.projects["market"], "datasets_per_chunk": 5, "concurrency": 1,
-        "dataset_name": "to_cancel"})
+    server = guide.server
+    status, project, _ = server.call("POST", "/projects", {"name": "long"})
+    assert status == 201, project
+    status, doc, _ = server.call("POST", f"/projects/{project['id']}/documents",
+                                 {"filename": "long.md", "content": markdown(60), "strategy": "markdown"})
+    assert status == 201 and doc["chunks"] >= 60, doc  # 60 chunks, one at a time: seconds of work
+    status, accepted, _ = server.call("POST", "/datasets/generate", {"project_id": project["id"], "concurrency": 1})
     assert status == 200, accepted
-    status, cancelled, _ = guide.server.call("POST", f"/jobs/{accepted['job_id']}/cancel", {"reason": "enough"})
-    assert status in (200, 409), cancelled  # 409: it had already finished (a fast simulator)
-    result = guide.monitor_dataset_generation(accepted["job_id"])
-    final = guide.server.get(f"/datasets/generate/{accepted['job_id']}/status")
-    assert final["status"] in ("completed", "failed")
-    if status == 200:
-        assert result is None and final["cancelled"] is True and final["error"] == "cancelled: enough", final
-        assert "Generation failed: cancelled: enough" in capsys.readouterr().out
+    status, cancelled, _ = server.call("POST", f"/jobs/{accepted['job_id']}/cancel", {"reason": "enough"})
+    assert status == 200, cancelled
+    assert guide.monitor_dataset_generation(accepted["job_id"]) is None  # the loop ended
+    final = server.get(f"/datasets/generate/{accepted['job_id']}/status")
+    assert final["status"] == "failed" and final["cancelled"] is True and final["error"] == "cancelled: enough"
+    assert "Generation failed: cancelled: enough" in capsys.readouterr().out
+    listed = server.get("/jobs?status=failed")["jobs"]
+    assert accepted["job_id"] in [j["job_id"] for j in listed] and {j["status"] for j in listed} == {"failed"}
 
 
 # --- 3: quality ---------------------------------------------------------------------------------------------
