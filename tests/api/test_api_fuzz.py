@@ -160,10 +160,8 @@ def _document_refused(body: dict[str, Any]) -> bool:
 
 def breaks_a_rule(path: str, method: str, body: Any) -> bool:
     """Does this body break a rule between fields (see the module's docstring)?"""
-    if body is None:
-        body = {}  # no body: the fields' defaults
     if not isinstance(body, dict):
-        return False
+        body = {}  # no body (NOT_SET): the fields' defaults; valid data is never another JSON type here
     if path.endswith(("/generate", "/generate-evaluation")):
         for name, check in GenerateRequest.refused_fields.items():  # output_dir: inside the data dir
             try:
