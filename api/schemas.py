@@ -17,14 +17,14 @@ import msgspec
 
 from dsetlog.export.formats import EXPORT_FORMATS
 from dsetlog.generation.requests import GenerateRequest
-from dsetlog.prompts.parameters import ProjectParameters
+from dsetlog.prompts.parameters import NOT_BLANK, ProjectParameters
 from dsetlog.store.events import Category
 
 MAX_PER_PAGE = 10_000  # entries (or chunks, answers) in one page: the guide asks for 1,000
 INLINE_ENTRIES = 100  # entries GET /datasets/{id} includes; the rest through /entries
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"\S")]  # not only spaces
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Seq = Annotated[int, msgspec.Meta(ge=0, description="a log sequence number: the state as of that event")]
 

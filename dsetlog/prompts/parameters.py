@@ -45,7 +45,10 @@ AUGMENTATIONS = ("none", "paraphrase", "synonym_replacement")
 DEFAULT_PURPOSE = "training a language model"
 DEFAULT_AUDIENCE = "general readers"
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S")]  # not only spaces either
+# Not blank: a character that is no space to Python (str.strip) nor to JSON Schema's ECMA-262 regexes (whose
+# \s lacks \x1c-\x1f and \x85 and has \ufeff), so the document and the server agree on every string.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, pattern=NOT_BLANK)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 # the choices as types: the OpenAPI document lists them, and decoding refuses any other
 QuestionStyle = Literal[tuple(QUESTION_STYLES)]  # type: ignore[valid-type]

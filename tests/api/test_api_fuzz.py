@@ -10,7 +10,7 @@ requests reach real objects as well as 404s. The worker is off: generation reque
 left pending. The number of examples per operation is bounded so the whole run takes seconds.
 
 Rules that JSON Schema cannot state (one field against another: split_ratios summing to 1, a benchmark suite
-that exists when benchmarks run, versioning with a name, an edit giving at least one field, a document as
+that exists when benchmarks run, versioning with a name, questions in answer mode only, an edit giving at least one field, a document as
 content or content_base64 and chunking that fits, sibling categories with different names, an output_dir
 inside the data dir) are in the operations' descriptions; a body breaking one, refused, is
 no mismatch (``filter_failure``). A body over the
@@ -42,6 +42,7 @@ from dsetlog.catalog.extract import MEDIA_TYPES
 from dsetlog.errors import DsetError
 from dsetlog.evaluation.scoring import check_suite
 from dsetlog.generation.requests import GenerateRequest
+from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.store.events import (
     DatasetCreated,
     EntryGenerated,
@@ -166,7 +167,12 @@ def breaks_a_rule(path: str, method: str, body: Any) -> bool:
         for name, check in GenerateRequest.refused_fields.items():  # output_dir: inside the data dir
             try:
                 check(body[name]) if isinstance(body.get(name), str) else None
-            except DsetError:
+            except (DsetError, ValueError):
+                return True
+        if isinstance(body.get("output_dir"), str):  # and a folder the server may write (dsetlog.paths)
+            try:
+                export_dir(APP.ctx.data_dir, body["output_dir"])
+            except OutputDirError:
                 return True
         if body.get("run_benchmarks") is True:  # the suite is checked when it is run
             try:
@@ -176,6 +182,8 @@ def breaks_a_rule(path: str, method: str, body: Any) -> bool:
         if (body.get("enable_versioning") is True and not body.get("dataset_name")) or (
                 body.get("taxonomy_project") is not None and body.get("taxonomy_name") is None):
             return True
+        if body.get("questions") and body.get("generation_mode", "default") != "answer":
+            return True  # questions are what answer mode answers
         ratios = body.get("split_ratios")
         return isinstance(ratios, list) and (
             len(ratios) != 3 or not all(isinstance(r, (int, float)) and r >= 0 for r in ratios)
