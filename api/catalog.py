@@ -56,7 +56,9 @@ from dsetlog.catalog.documents import IngestResult, ingest_file, original_path, 
 from dsetlog.catalog.projects import create_project, create_taxonomy, save_parameters, save_prompt
 from dsetlog.prompts.parameters import HIGH_LEVEL_PROMPT_CONFIG, ProjectParameters
 from dsetlog.prompts.templates import default_prompts
-from projections.projects import DocumentView, ProjectView, flat_categories
+from dsetlog.store.events import ParametersSaved
+from dsetlog.store.log import records_at
+from projections.projects import DocumentView, ParametersView, ProjectView, flat_categories
 from projections.readmodel import ReadModel
 
 API = "/api/v1"
@@ -334,7 +336,7 @@ class TaxonomyResource:
         with rm.lock:
             project = project_or_404(rm, str(body.project_id))
         res = create_taxonomy(self.ctx.log, self.ctx.rm, project_id=project.id, name=body.name,
-                              categories=body.categories, description=body.description)
+                              categories=msgspec.to_builtins(body.categories), description=body.description)
         rm = self.ctx.model()
         with rm.lock:
             view = rm.projects.taxonomy_by_id(res.id)
@@ -415,20 +417,45 @@ class ParametersResource:
         except ValueError as exc:
             raise unprocessable(str(exc)) from None
         parameter_id = save_parameters(self.ctx.log, self.ctx.rm, project_id=project.id, params=params)
-        resp.media = ParametersSavedResponse(message="Dataset parameters saved successfully",
-                                             parameter_id=parameter_id, project_id=project.id)
+        rm = self.ctx.model()
+        with rm.lock:
+            saved = rm.projects.parameters(parameter_id)
+            assert saved is not None  # save_parameters caught the model up
+            seq = saved.created_seq
+        resp.media = ParametersSavedResponse(message="Dataset parameters saved successfully", parameter_id=seq,
+                                             project_id=project.id, id=parameter_id)
 
-    @operation("The latest generation parameters of a project", response=ParametersResponse, tags=("parameters",))
+    @operation("The latest generation parameters of a project, or one save by its id", response=ParametersResponse,
+               tags=("parameters",),
+               description="{project_id}: a project's id or name (its latest save), or a save's parameter_id (the "
+                           "integer POST answered) or string id. A project's id or name comes first.")
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, project_id: str) -> None:
         rm = self.ctx.model()
         with rm.lock:
-            project = project_or_404(rm, project_id)
-            saved = rm.projects.latest_parameters(project.id)
-            if saved is None:
-                raise not_found(f"project {project.name!r} has no saved parameters; POST {API}/datasets/parameters")
+            project = rm.projects.project(project_id) or rm.projects.project_by_name(project_id)
+            if project is not None:
+                saved = rm.projects.latest_parameters(project.id)
+                if saved is None:
+                    raise not_found(f"project {project.name!r} has no saved parameters; "
+                                    f"POST {API}/datasets/parameters")
+            else:
+                saved = rm.projects.parameters(project_id) or self._saved_at(rm, project_id)
+                if saved is None:
+                    raise not_found(f"no project and no saved parameters {project_id!r}; GET {API}/projects lists "
+                                    "the projects")
             known = {k: v for k, v in saved.parameters.items() if k in Parameters.__struct_fields__}
-            doc = {**known, "id": saved.id, "project_id": saved.project_id, "created_at": saved.created_at}
+            doc = {**known, "id": saved.id, "project_id": saved.project_id, "created_at": saved.created_at,
+                   "parameter_id": saved.created_seq}
         resp.media = ParametersResponse(parameters=msgspec.convert(doc, Parameters))
+
+    def _saved_at(self, rm: ReadModel, key: str) -> ParametersView | None:
+        """The save whose ParametersSaved event has this seq (the integer parameter_id), read from the log."""
+        if not key.isdecimal() or not 0 < int(key) <= rm.seq:
+            return None
+        for rec in records_at(self.ctx.data_dir, [int(key)]):
+            if isinstance(rec.event, ParametersSaved):
+                return rm.projects.parameters(rec.event.parameter_id)
+        return None
 
 
 class ConfigResource:

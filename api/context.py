@@ -11,6 +11,7 @@ from the model as it stands.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections import OrderedDict
@@ -19,7 +20,7 @@ from pathlib import Path
 import falcon
 
 from api.entry_index import EntryCache
-from api.errors import bad_request
+from api.errors import not_found
 from dsetlog.jobs.worker import JobWorker
 from dsetlog.store.errors import CorruptLogError, LogError
 from dsetlog.store.log import EventLog
@@ -29,6 +30,11 @@ _log = logging.getLogger("api")
 
 AS_OF_MODELS = 4  # read models of the past kept for ?as_of= (each is a replay up to its seq)
 WRITE_WAIT = 30.0  # seconds a write waits for the start-up check of the log before it is answered 503
+# What a job's first model call imports: the openai SDK (pydantic models built in long stretches that hold the
+# GIL) and its aiohttp transport, ~1.5 s of CPU. A server with a worker imports them in the background as it
+# starts, so neither the first job nor a request answered meanwhile (waiting on the GIL, or on a module that
+# thread is importing) pays for it at the first POST.
+JOB_MODULES = ("dsetlog.llm.client", "dsetlog.llm.ratelimit", "dsetlog.engine.engine", "aiohttp")
 
 
 class Context:
@@ -50,6 +56,8 @@ class Context:
         self._start_worker = start_worker
         self._closing = False
         self._writes_ready = threading.Event()  # set once the start-up check has its verdict (and the worker runs)
+        if start_worker:
+            threading.Thread(target=_import_job_modules, name="dset-warm-up", daemon=True).start()
         if self.rm.verification().state == "checking":
             threading.Thread(target=self._when_verified, name="dset-writes-ready", daemon=True).start()
         else:
@@ -99,7 +107,8 @@ class Context:
             self._report(exc)
         if as_of is None or as_of >= rm.seq:
             if as_of is not None and as_of > rm.seq:
-                raise bad_request(f"as_of {as_of} is past the end of the log (its last seq is {rm.seq})")
+                # the state at a seq the log has not reached is not there (yet): 404, like any resource not found
+                raise not_found(f"as_of {as_of} is past the end of the log (its last seq is {rm.seq})")
             return rm
         with self._as_of_lock:
             past = self._as_of.get(as_of)
@@ -134,3 +143,11 @@ class Context:
             except (OSError, LogError) as exc:
                 _log.warning("could not save the read model snapshot: %s", exc)
         self.log.close()
+
+
+def _import_job_modules() -> None:
+    for name in JOB_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:  # the job that needs it reports it; a warm-up never stops a server
+            _log.warning("warming up: cannot import %s: %s", name, exc)

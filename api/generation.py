@@ -67,11 +67,14 @@ def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None, write_failu
                                                "Running (resumes when the server's worker picks it up)")
     if result:
         tokens, cost = int(result.get("tokens") or 0), float(result.get("cost") or 0.0)
+    cancelled = job.status == JOB_CANCELLED
+    if cancelled:  # the guide knows four states: a monitor loop ends on "failed", and error says why
+        status, error = JOB_FAILED, f"cancelled: {job.cancel_reason}" if job.cancel_reason else "cancelled"
     return JobStatus(job_id=job.id, status=status, progress=progress, current_step=step,  # type: ignore[arg-type]
                      estimated_completion=eta, result=result, error=error, kind=job.kind,
                      dataset_id=job.dataset_id, submitted_at=job.submitted_at, started_at=job.started_at,
                      finished_at=job.finished_at, attempts=job.starts, tokens=tokens, cost=cost,
-                     cancel_reason=job.cancel_reason)
+                     cancel_reason=job.cancel_reason, cancelled=cancelled)
 
 
 def _progress_from_counts(rm: ReadModel, job: JobView) -> int:
@@ -195,7 +198,9 @@ class GenerateResource:
         _accepted(resp, job_id, "Evaluation dataset generation started", dataset_id)
 
     @operation("Status of a job: progress 0-100, current step, estimated completion, result or error",
-               response=JobStatus, tags=("jobs",))
+               response=JobStatus, tags=("jobs",),
+               description="status is one of the guide's four: pending, running, completed, failed. A job a user "
+                           "cancelled is failed, with cancelled true and error \"cancelled: <reason>\".")
     def on_get_status(self, req: falcon.Request, resp: falcon.Response, job_id: str) -> None:
         resp.media = _status_or_404(self.ctx, job_id)
 
@@ -231,13 +236,17 @@ class JobsResource:
     def __init__(self, ctx: Context, submitter: Submitter) -> None:
         self.ctx, self.submitter = ctx, submitter
 
-    @operation("List jobs, newest first", query=JobsQuery, response=JobList, tags=("jobs",))
+    @operation("List jobs, newest first", query=JobsQuery, response=JobList, tags=("jobs",),
+               description="A cancelled job is shown as failed (cancelled: true, error says so): status=failed "
+                           "lists it, status=cancelled lists only those.")
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         q: JobsQuery = req.context.query
         lives = self.ctx.worker.live_all()  # before the log (see _status_or_404)
         rm = self.ctx.model()
+        # cancelled jobs are shown as failed, so ?status=failed lists them too
+        wanted = {q.status} | ({JOB_CANCELLED} if q.status == JOB_FAILED else set())
         with rm.lock:
-            jobs = rm.jobs.jobs(status=q.status, kind=q.kind)
+            jobs = [j for j in rm.jobs.jobs(kind=q.kind) if q.status is None or j.status in wanted]
             total = len(jobs)
             out = [job_status(rm, j, None if j.finished else lives.get(j.id), self.ctx.worker.write_failure(j.id))
                    for j in jobs[: q.limit]]
@@ -265,7 +274,7 @@ class JobsResource:
         deadline = time.monotonic() + CANCEL_WAIT
         while time.monotonic() < deadline:
             status = _status_or_404(ctx, job_id)
-            if status.status in (JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED):
+            if status.status in (JOB_COMPLETED, JOB_FAILED):  # (a cancelled job's status is failed)
                 break
             time.sleep(0.05)
         resp.media = _status_or_404(ctx, job_id)

@@ -18,14 +18,14 @@ import msgspec
 from dsetlog.export.formats import EXPORT_FORMATS
 from dsetlog.export.options import CONTEXT_MODES, DEFAULT_CONTEXT, DEFAULT_REASONING, REASONING_MODES
 from dsetlog.generation.requests import GenerateRequest
-from dsetlog.prompts.parameters import ProjectParameters
+from dsetlog.prompts.parameters import NOT_BLANK, ProjectParameters
 from dsetlog.store.events import Category
 
-MAX_PER_PAGE = 500
+MAX_PER_PAGE = 10_000  # entries (or chunks, answers) in one page: the guide asks for 1,000
 INLINE_ENTRIES = 100  # entries GET /datasets/{id} includes; the rest through /entries
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Score = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
 Seq = Annotated[int, msgspec.Meta(ge=0, description="a log sequence number: the state as of that event")]
 
@@ -80,11 +80,15 @@ class JobAccepted(Struct):
     status_url: str = ""
 
 
+JobState = Literal["pending", "running", "completed", "failed"]
+
+
 class JobStatus(Struct):
-    """A job as GET /datasets/generate/{job_id}/status shows it (guide fields first)."""
+    """A job as GET /datasets/generate/{job_id}/status shows it (guide fields first). ``status`` is one of the
+    guide's four: a job a user cancelled is ``failed``, with ``cancelled`` true and an ``error`` saying so."""
 
     job_id: str
-    status: Literal["pending", "running", "completed", "failed", "cancelled"]
+    status: JobState
     progress: Annotated[int, msgspec.Meta(ge=0, le=100)]
     current_step: str
     estimated_completion: str | None
@@ -99,6 +103,7 @@ class JobStatus(Struct):
     tokens: int = 0
     cost: float = 0.0
     cancel_reason: str | None = None
+    cancelled: bool = False
 
 
 class JobList(Struct):
@@ -107,7 +112,9 @@ class JobList(Struct):
 
 
 class JobsQuery(Query):
-    status: Literal["pending", "running", "completed", "failed", "cancelled"] | None = None
+    """``status=failed`` lists cancelled jobs too (they are shown as failed); ``status=cancelled`` only those."""
+
+    status: Literal[JobState, "cancelled"] | None = None
     kind: Literal["generate", "generate-evaluation", "regenerate"] | None = None
     limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
 
@@ -363,10 +370,15 @@ class ParametersRequest(ProjectParameters, kw_only=True, frozen=True, forbid_unk
     project_id: str | int
 
 
+ParameterSeq = Annotated[int, msgspec.Meta(ge=1, description="the log sequence number of the ParametersSaved "
+                                                              "event that saved them (the guide's integer id)")]
+
+
 class ParametersSavedResponse(Struct):
     message: str
-    parameter_id: str
+    parameter_id: ParameterSeq
     project_id: str
+    id: str = ""  # the save's string id (also accepted by GET /datasets/parameters/{id})
 
 
 class Parameters(ProjectParameters, kw_only=True, frozen=True):
@@ -375,6 +387,7 @@ class Parameters(ProjectParameters, kw_only=True, frozen=True):
     id: str
     project_id: str
     created_at: str
+    parameter_id: ParameterSeq | None = None
 
 
 class ParametersResponse(Struct):
@@ -494,10 +507,19 @@ class BenchmarkAnswers(Struct):
     per_page: int
 
 
+class CategoryIn(Body):
+    """A category of a taxonomy being created. At every level a category is either this object or just its
+    name (a plain string); names must be unique among siblings."""
+
+    name: Name
+    description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
+    children: Annotated[list[CategoryIn | Name], msgspec.Meta(max_length=10_000)] = []
+
+
 class TaxonomyCreate(Body):
     project_id: str | int
     name: Name
-    categories: Annotated[list[Category | str], msgspec.Meta(min_length=1, max_length=10_000)]
+    categories: Annotated[list[CategoryIn | Name], msgspec.Meta(min_length=1, max_length=10_000)]
     description: Annotated[str, msgspec.Meta(max_length=10_000)] = ""
 
 

@@ -91,11 +91,43 @@ def _body_hook(body_type: type, *, multipart: bool) -> Callable[..., None]:
             req.context.body = decoder.decode(raw)
         except msgspec.ValidationError as exc:
             _check_refused_fields(raw, refused_fields)
-            raise unprocessable(str(exc)) from None
+            try:
+                body = _with_integral_floats(raw, body_type)
+            except msgspec.ValidationError as again:
+                raise unprocessable(str(again)) from None
+            if body is None:
+                raise unprocessable(str(exc)) from None
+            req.context.body = body
         except msgspec.DecodeError as exc:
             raise bad_request(f"the body is not valid JSON: {exc}") from None
 
     return hook
+
+
+def _with_integral_floats(raw: bytes, body_type: type) -> Any | None:
+    """The body decoded again with every integral number written as a float (``"rating": 1.0``) read as an int:
+    the document's ``integer`` is JSON Schema's, which 1.0 is, while msgspec's int refuses floats. None when
+    the body has no such number (its first error stands); a ValidationError when it still does not fit, a 400
+    when it is not JSON at all."""
+    try:
+        doc = msgspec.json.decode(raw)
+    except msgspec.DecodeError as exc:  # the typed decoder met a wrong type before the bad JSON after it
+        raise bad_request(f"the body is not valid JSON: {exc}") from None
+    changed = False
+
+    def ints(value: Any) -> Any:
+        nonlocal changed
+        if isinstance(value, float) and value.is_integer():
+            changed = True
+            return int(value)
+        if isinstance(value, list):
+            return [ints(v) for v in value]
+        if isinstance(value, dict):
+            return {k: ints(v) for k, v in value.items()}
+        return value
+
+    doc = ints(doc)
+    return msgspec.convert(doc, body_type) if changed else None
 
 
 def _check_refused_fields(raw: bytes, checks: Mapping[str, Callable[[str], object]]) -> None:
@@ -116,11 +148,23 @@ def _check_refused_fields(raw: bytes, checks: Mapping[str, Callable[[str], objec
                 raise bad_request(str(exc)) from None
 
 
-def _query_hook(query_type: type) -> Callable[..., None]:
+def _query_hook(query_type: type | None) -> Callable[..., None]:
+    """Decodes the query string into ``query_type`` (``req.context.query``); every responder has one, so a
+    parameter the route does not take is a 400 naming it (and those it takes), whatever the route: the names
+    come from the Struct, so a field added to it is accepted at once. An empty value is a value: ``?page=`` is
+    refused as the document says, not read as absent."""
+    accepted: tuple[str, ...] = query_type.__struct_encode_fields__ if query_type is not None else ()  # type: ignore[attr-defined]
+    takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+
     def hook(req: falcon.Request, resp: falcon.Response, resource: Any, params: dict[str, Any]) -> None:
-        values = {k: v for k, v in req.params.items() if v != ""}
+        unknown = [name for name in req.params if name not in accepted]
+        if unknown:
+            raise bad_request(f"unknown query parameter{'s' if len(unknown) > 1 else ''} "
+                              f"{', '.join(unknown)} for {req.method} {req.path}; {takes}")
+        if query_type is None:
+            return
         try:
-            req.context.query = msgspec.convert(values, query_type, strict=False)
+            req.context.query = msgspec.convert(req.params, query_type, strict=False)
         except msgspec.ValidationError as exc:
             raise unprocessable(f"invalid query parameter: {exc}") from None
 
@@ -137,8 +181,7 @@ def operation(summary: str, *, description: str = "", body: type | None = None, 
     def wrap(fn: Callable[..., None]) -> Callable[..., None]:
         if body is not None:
             fn = falcon.before(_body_hook(body, multipart=multipart is not None))(fn)
-        if query is not None:
-            fn = falcon.before(_query_hook(query))(fn)
+        fn = falcon.before(_query_hook(query))(fn)
         fn.__openapi__ = op  # type: ignore[attr-defined]
         return fn
 
@@ -259,7 +302,7 @@ def _responses(method: str, path: str, op: Operation) -> dict[str, Any]:
         responses[str(op.status)] = _json_response(op.response, "OK")
     for status, t in op.also.items():
         responses[str(status)] = _json_response(t, "OK")
-    errors = set(op.errors) | {401}
+    errors = set(op.errors) | {400, 401}  # 400: a query parameter the route does not take
     if op.body is not None:
         errors |= {400, 413, 415, 422}
     if op.query is not None:

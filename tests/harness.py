@@ -89,7 +89,7 @@ class Server:
         while time.monotonic() < deadline:
             status = self.get(f"/datasets/generate/{job_id}/status")
             seen.append(status["progress"])
-            if status["status"] in ("completed", "failed", "cancelled"):
+            if status["status"] in ("completed", "failed"):  # (a cancelled job is failed, cancelled: true)
                 status["_progress_seen"] = seen
                 return status
             time.sleep(0.1)

@@ -659,14 +659,23 @@
     renderJobInline(box, job, ids.length);
   }
 
+  // The API reports a cancelled job as failed (the guide's four states) with cancelled: true; the page says cancelled.
+  function jobState(job) {
+    return job.cancelled ? "cancelled" : job.status;
+  }
+
+  function jobDone(job) {
+    return job.status === "completed" || job.status === "failed";
+  }
+
   function renderJobInline(box, job, count) {
     const n = count || Number(box.dataset.count || 0);
     box.dataset.count = String(n);
-    box.dataset.status = job.status;
+    box.dataset.status = jobState(job);
     const label = `Regenerating ${n} ${n === 1 ? "entry" : "entries"}`;
-    const done = ["completed", "failed", "cancelled"].includes(job.status);
+    const done = jobDone(job);
     box.replaceChildren(
-      el("span", { class: "label" }, done ? `Regeneration ${job.status}` : label),
+      el("span", { class: "label" }, done ? `Regeneration ${jobState(job)}` : label),
       el("progress", { max: "100", value: String(job.progress), "aria-label": `${label}: progress` }),
       el("span", { class: "pct", text: `${job.progress}%` }),
       el("span", { class: "step muted", text: job.error ? job.error : job.current_step }),
@@ -679,10 +688,10 @@
     if (job.status === "completed") {
       const r = job.result || {};
       toast(`Regenerated ${r.regenerated ?? ids.length} of ${r.requested ?? ids.length} entries`);
-    } else if (job.status === "failed") {
-      toast(`Regeneration failed: ${job.error || "see the job"}`, "error");
+    } else if (job.cancelled) {
+      toast("Regeneration cancelled");
     } else {
-      toast(`Regeneration ${job.status}`);
+      toast(`Regeneration failed: ${job.error || "see the job"}`, "error");
     }
     if (!state.dataset || state.dataset.id !== datasetId) return;
     state.fresh = new Set(ids);
@@ -1003,10 +1012,10 @@
     const outcome = j.status === "completed"
       ? (j.kind === "regenerate" ? `${result.regenerated ?? "?"} regenerated` : `${result.entries_count ?? "?"} entries`)
       : "";
-    return el("li", { class: "job " + j.status, "data-job": j.job_id },
+    return el("li", { class: "job " + jobState(j), "data-job": j.job_id },
       el("div", { class: "job-head" },
         el("span", { class: "kind", text: j.kind || "job" }),
-        el("span", { class: "status " + j.status, text: j.status })),
+        el("span", { class: "status " + jobState(j), text: jobState(j) })),
       el("div", { class: "small-text muted", title: j.job_id },
         `${datasetName(j.dataset_id)} · ${shortId(j.job_id)}${outcome ? " · " + outcome : ""}`),
       el("div", { class: "job-progress" },
@@ -1050,7 +1059,7 @@
         return;
       }
       updateJob(j);
-      if (["completed", "failed", "cancelled"].includes(j.status)) {
+      if (jobDone(j)) {
         const w = state.watched.get(id);
         state.watched.delete(id);
         for (const fn of (w ? w.onDone : [])) fn(j);
@@ -1072,7 +1081,7 @@
       toast("Cancelling…");
       const j = await api("POST", `/jobs/${encodeURIComponent(jobId)}/cancel`, { reason: "cancelled from the review page" });
       updateJob(j);
-      toast(`Job ${shortId(jobId)}: ${j.status}`);
+      toast(`Job ${shortId(jobId)}: ${jobState(j)}`);
     } catch (e) { showError(e); }
   }
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import msgspec
 
@@ -60,6 +60,8 @@ def _option_type(annotation: Any) -> tuple[Any, str]:
     """argparse type and kind ("bool", "list" or "value") for a GenerateRequest field's annotation."""
     if get_origin(annotation) in (Union, UnionType):
         annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if get_origin(annotation) is Annotated:  # the constraints (ge, le) are checked when the request is made
+        annotation = get_args(annotation)[0]
     if annotation is bool:
         return bool, "bool"
     if get_origin(annotation) is list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -49,14 +49,14 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_name: str = "qa_pairs"
     custom_prompt: str | None = None
     generation_mode: str = "default"
-    format_type: str | None = None  # None: the project's saved dataset_format, else "jsonl" (the guide's default)
-    concurrency: int = 1
+    format_type: Literal[EXPORT_FORMATS] | None = None  # type: ignore[valid-type]  # None: the project's saved dataset_format, else "jsonl" (the guide's default)
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     include_evaluation_sets: bool = False
     taxonomy_project: str | int | None = None
     taxonomy_name: str | None = None
     output_dir: str = "."
     analyze_quality: bool = True
-    quality_threshold: float = 0.7
+    quality_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.7
     enable_versioning: bool = False
     dataset_name: str | None = None
     run_benchmarks: bool = False
@@ -64,7 +64,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     parsing_model: str = "gemini"
     chunking_model: str = "gemini"
     classification_model: str = "gemini"
-    datasets_per_chunk: int = 3
+    datasets_per_chunk: Annotated[int, msgspec.Meta(ge=1, le=50)] = 3
     # ours, beyond the guide
     judge_model: str | None = None  # an LLM judge (rubric 1-5) joins the quality score when set
     benchmark_model: str | None = None  # the model benchmarked (default: classification_model)
@@ -73,7 +73,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     questions: list[str] | None = None
     split_ratios: list[float] = msgspec.field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 0
-    max_chunks: int | None = None  # only the first N chunks (a cheap trial run)
+    max_chunks: Annotated[int, msgspec.Meta(ge=1)] | None = None  # only the first N chunks (a cheap trial run)
     evaluation: bool = False  # set by POST /generate-evaluation: difficulty buckets too
     # the files (dsetlog.export.options): reasoning and the source text in the instruction formats, a CSV BOM
     reasoning: Literal[REASONING_MODES] = DEFAULT_REASONING  # type: ignore[valid-type]

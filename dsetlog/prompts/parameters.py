@@ -14,7 +14,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -45,8 +45,16 @@ AUGMENTATIONS = ("none", "paraphrase", "synonym_replacement")
 DEFAULT_PURPOSE = "training a language model"
 DEFAULT_AUDIENCE = "general readers"
 
-NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
+# Not blank: a character that is no space to Python (str.strip) nor to JSON Schema's ECMA-262 regexes (whose
+# \s lacks \x1c-\x1f and \x85 and has \ufeff), so the document and the server agree on every string.
+NOT_BLANK = r"[^\s\x1c-\x1f\x85\ufeff]"
+NonEmpty = Annotated[str, msgspec.Meta(min_length=1, pattern=NOT_BLANK)]
 Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+# the choices as types: the OpenAPI document lists them, and decoding refuses any other
+QuestionStyle = Literal[tuple(QUESTION_STYLES)]  # type: ignore[valid-type]
+AnswerStyle = Literal[tuple(ANSWER_STYLES)]  # type: ignore[valid-type]
+ComplexityLevel = Literal[tuple(COMPLEXITY_LEVELS)]  # type: ignore[valid-type]
+Augmentation = Literal[AUGMENTATIONS]  # type: ignore[valid-type]
 
 
 class ProjectParameters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -56,13 +64,13 @@ class ProjectParameters(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     audience: NonEmpty
     dataset_format: NonEmpty  # the export format_type a run of this project uses unless it names one
     extraction_rules: NonEmpty = "default"
-    question_style: str = "factual"
-    answer_style: str = "comprehensive"
+    question_style: QuestionStyle = "factual"
+    answer_style: AnswerStyle = "comprehensive"
     negativity_ratio: Ratio = 0.1
-    data_augmentation: str = "none"
+    data_augmentation: Augmentation = "none"
     custom_audience: str | None = None
     custom_purpose: str | None = None
-    complexity_level: str = "intermediate"
+    complexity_level: ComplexityLevel = "intermediate"
     domain: NonEmpty = "general"
 
     def __post_init__(self) -> None:
