@@ -163,10 +163,19 @@ def _simulating(profile: str, *, model: str | None, env: Mapping[str, str], simu
                     imitates=imitates)
 
 
+# Model families and the profile that serves them: a bare model name of a family goes to its provider.
+_FAMILIES = (("gemini-", "gemini"), ("gpt-", "openai"), ("o1", "openai"), ("o3", "openai"), ("o4", "openai"),
+             ("grok-", "grok"), ("deepseek-", "deepseek"))
+
+
 def resolve_spec(spec: str, *, default_profile: str = "deepseek", env: Mapping[str, str] | None = None,
                  simulator_url: str | None = None) -> Provider:
-    """A model field of the API: ``"gemini"`` (a profile), ``"gemini:gemini-2.5-pro"``, or a bare model name."""
+    """A model field of the API: ``"gemini"`` (a profile), ``"gemini:gemini-2.5-pro"``, or a bare model name.
+
+    A bare model name goes to the profile of its family (the guide's ``"gemini-2.5-flash"`` is gemini's, a
+    ``gpt-*`` or ``o*`` model openai's), any other to ``default_profile``."""
     name, _, model = spec.partition(":")
     if name in PROFILES:
         return resolve(name, model=model or None, env=env, simulator_url=simulator_url)
-    return resolve(default_profile, model=spec, env=env, simulator_url=simulator_url)
+    family = next((profile for prefix, profile in _FAMILIES if spec.startswith(prefix)), default_profile)
+    return resolve(family, model=spec, env=env, simulator_url=simulator_url)

@@ -20,6 +20,8 @@ import pytest
 import requests
 from harness import Server, markdown
 
+from dsetlog.llm.providers import PROFILES
+
 GUIDE_BASE = "http://localhost:8000"
 SLEEP = 0.2  # seconds the guide's time.sleep(10) (and its retry backoff) waits here
 
@@ -336,8 +338,12 @@ def test_generate_multiple_datasets_with_each_config(guide: Guide, models: str, 
         entries = guide.entries(dataset_id)
         # every entry has a number for a score, whatever analyze_quality says (the guide compares them)
         assert all(isinstance(e["quality_score"], float) for e in entries), [e["quality_score"] for e in entries]
-        # the model asked for is the one recorded (labelled simulated: --simulate answered it)
-        assert {e["metadata"]["model"] for e in entries} == {config["classification_model"]}
+        # the profile asked for is the one recorded, with the model it names (labelled simulated: --simulate
+        # answered it)
+        asked = config["classification_model"]  # a profile ("ollama") or a model of a profile's family
+        profile, model = (asked, PROFILES[asked].model) if asked in PROFILES else (asked.split("-")[0], asked)
+        assert {e["metadata"]["profile"] for e in entries} == {profile}
+        assert {e["metadata"]["model"] for e in entries} == {model}
         assert all(e["simulated"] for e in entries)
 
 

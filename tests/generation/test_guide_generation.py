@@ -226,6 +226,11 @@ def test_simulate_never_sends_to_the_profiles_url_or_key() -> None:
     assert p.named == "gemini" and p.price() == PRICES["gemini-2.5-pro"] and "simulated" in p.describe()
     assert resolve_spec("openai:gpt-4o", env={}, simulator_url=sim).model == "gpt-4o"
     assert resolve_spec("simulated:judge-model", env={}, simulator_url=sim).named == "simulated"
+    # a bare model name goes to its family's profile (the guide's "gemini-2.5-flash"), else to deepseek's
+    flash = resolve_spec("gemini-2.5-flash", env={}, simulator_url=sim)
+    assert (flash.named, flash.model, flash.price()) == ("gemini", "gemini-2.5-flash", PRICES["gemini-2.5-flash"])
+    assert resolve_spec("gpt-4o", env={}, simulator_url=sim).named == "openai"
+    assert resolve_spec("my-finetune", env={}, simulator_url=sim).named == "deepseek"
     assert resolve("deepseek", env={}, simulator_url=sim).model == "deepseek-reasoner"  # dset generate's default
 
 
