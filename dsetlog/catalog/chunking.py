@@ -5,9 +5,15 @@ trimmed of surrounding whitespace and whitespace-only chunks are never made.
 Strategies (``chunk_size`` and ``overlap`` units in brackets):
 
 - ``characters`` [characters]: windows of at most ``chunk_size`` characters,
-  ending at whitespace when there is any in the window; the next window starts
-  ``overlap`` characters before the end, moved forward to a word start.
-- ``tokens`` [tokens]: windows of ``chunk_size`` tokens, ``overlap`` shared.
+  ending at the last sentence boundary in the window (:mod:`dsetlog.catalog.sentences`:
+  sentence ends, blank lines, markdown block lines), else at whitespace. After a
+  sentence end the next window repeats the trailing whole sentences that fit in
+  ``overlap`` characters (none when the last sentence is longer); after a cut inside
+  a sentence (no boundary in the window) it starts ``overlap`` characters before the
+  end, moved forward to a word start.
+- ``tokens`` [tokens]: windows of at most ``chunk_size`` tokens, ending at the last
+  sentence boundary in the window, else after ``chunk_size`` tokens; ``overlap``
+  tokens shared, as whole sentences after a sentence end, as for characters.
   A token is a word or one punctuation character (``\\w+|[^\\w\\s]``): an
   approximation of LLM tokens that needs no tokenizer download (real BPE
   tokenizers give roughly 1.3 tokens per English word).
@@ -19,15 +25,20 @@ Strategies (``chunk_size`` and ``overlap`` units in brackets):
   packed greedily up to ``chunk_size`` characters; ``overlap`` is the number of
   trailing paragraphs repeated at the start of the next chunk.
 
-A single paragraph longer than ``chunk_size`` is cut by the characters strategy.
+A single paragraph longer than ``chunk_size`` is cut by the characters strategy,
+so at a sentence end whenever the window holds one: no chunk ends inside a sentence
+unless that sentence alone is longer than the window.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 
 import msgspec
+
+from dsetlog.catalog.sentences import boundaries
 
 STRATEGIES = ("characters", "tokens", "markdown", "paragraphs")
 
@@ -85,25 +96,56 @@ def _characters(text: str, size: int, overlap: int) -> list[tuple[int, int, None
 
 
 def _character_spans(text: str, lo: int, hi: int, size: int, overlap: int) -> list[Span]:
-    """Windows over text[lo:hi] of at most ``size`` characters, breaking at whitespace."""
+    """Windows over text[lo:hi] of at most ``size`` characters, ending at the last sentence boundary in the
+    window, else at whitespace; after a sentence end, the overlap is the trailing sentences that fit whole."""
+    cuts = boundaries(text, lo, hi)
     spans: list[Span] = []
-    pos = lo
+    pos, done = lo, lo  # done: where the text not yet in any chunk begins
+    overlapped = False  # whether pos repeats whole sentences of the chunk before
     while True:
         trimmed = _trim(text, pos, hi)
         if trimmed is None:
             return spans
         start = trimmed[0]
-        end = _window_end(text, start, min(start + size, hi), hi)
+        limit = min(start + size, hi)
+        cut = _last_cut(cuts, max(start, done), limit) if limit < hi else hi
+        if cut is None and overlapped:
+            pos, overlapped = done, False  # the next sentence does not fit after the overlap: start without it
+            continue
+        end = cut if cut is not None else _window_end(text, start, limit, hi)
         span = _trim(text, start, end)
         assert span is not None  # text[start] is not whitespace
         spans.append(span)
         if end >= hi:
             return spans
-        pos = _next_start(text, start, span[1], overlap)
+        done = span[1]
+        if cut is None:
+            pos, overlapped = _next_start(text, start, span[1], overlap), False
+        else:
+            pos = _sentence_overlap(text, cuts, start, span[1], overlap)
+            overlapped = pos < done
+
+
+def _last_cut(cuts: list[int], after: int, limit: int) -> int | None:
+    """The last boundary in (after, limit], or None."""
+    i = bisect_right(cuts, limit) - 1
+    return cuts[i] if i >= 0 and cuts[i] > after else None
+
+
+def _sentence_overlap(text: str, cuts: list[int], start: int, end: int, overlap: int) -> int:
+    """Start of the next window after a chunk that ended at a boundary: the first sentence start at most
+    ``overlap`` characters before ``end`` and after ``start``; ``end`` when no whole sentence fits."""
+    for cut in cuts[bisect_left(cuts, max(start + 1, end - overlap - 1)) :]:
+        if cut >= end:
+            break
+        nxt = _trim(text, cut, end)
+        if nxt is not None and end - nxt[0] <= overlap and nxt[0] > start:
+            return nxt[0]
+    return end
 
 
 def _window_end(text: str, start: int, limit: int, hi: int) -> int:
-    """Where a window starting at ``start`` ends: ``limit``, pulled back to whitespace mid-word."""
+    """Where a window with no sentence boundary ends: ``limit``, pulled back to whitespace mid-word."""
     if limit >= hi or text[limit].isspace() or text[limit - 1].isspace():
         return limit
     for i in range(limit - 1, start, -1):
@@ -113,7 +155,8 @@ def _window_end(text: str, start: int, limit: int, hi: int) -> int:
 
 
 def _next_start(text: str, start: int, end: int, overlap: int) -> int:
-    """Start of the next window: ``overlap`` characters back from ``end``, at a word start, past ``start``."""
+    """Start of the next window after a cut inside a sentence: ``overlap`` characters back from ``end``, at a
+    word start, past ``start``."""
     candidate = end - overlap
     while candidate < end and candidate > 0 and not text[candidate - 1].isspace():
         candidate += 1  # mid-word: move forward, so the overlap never exceeds what was asked
@@ -125,14 +168,45 @@ def _next_start(text: str, start: int, end: int, overlap: int) -> int:
 
 def _tokens(text: str, size: int, overlap: int) -> list[tuple[int, int, None]]:
     tokens = [m.span() for m in TOKEN_RE.finditer(text)]
+    cuts = set(boundaries(text))
     pieces: list[tuple[int, int, None]] = []
-    step = size - overlap
-    for first in range(0, len(tokens), step):
-        last = min(first + size, len(tokens)) - 1
+    first, done = 0, 0  # done: the first token not yet in any chunk
+    overlapped = False  # whether first repeats whole sentences of the chunk before
+    while first < len(tokens):
+        limit = min(first + size, len(tokens)) - 1
+        last = _last_token_at_cut(tokens, cuts, max(first, done), limit) if limit < len(tokens) - 1 else limit
+        if last is None and overlapped:
+            first, overlapped = done, False  # the next sentence does not fit after the overlap: start without it
+            continue
+        at_cut = last is not None
+        last = limit if last is None else last
         pieces.append((tokens[first][0], tokens[last][1], None))
         if last == len(tokens) - 1:
             break
+        done = last + 1
+        if at_cut:
+            first = _token_overlap(tokens, cuts, first, last, overlap)
+            overlapped = first < done
+        else:
+            first, overlapped = max(last + 1 - overlap, first + 1), False
     return pieces
+
+
+def _last_token_at_cut(tokens: list[Span], cuts: set[int], first: int, limit: int) -> int | None:
+    """The last token in [first, limit] that ends at a boundary, or None."""
+    for i in range(limit, first - 1, -1):
+        if tokens[i][1] in cuts:
+            return i
+    return None
+
+
+def _token_overlap(tokens: list[Span], cuts: set[int], first: int, last: int, overlap: int) -> int:
+    """The next window's first token after one that ended at a boundary: the earliest sentence start among
+    the last ``overlap`` tokens (after ``first``), else the token after ``last``."""
+    for i in range(max(last + 1 - overlap, first + 1), last + 1):
+        if tokens[i - 1][1] in cuts:
+            return i
+    return last + 1
 
 
 # --- paragraphs -----------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""Where a sentence ends, and so where a chunk may end without cutting one.
+
+A period ends a sentence only when whitespace follows and the next word does not start in lower case, and
+not after an abbreviation ("Mount St. Helens", "Dr. Smith", "e.g. its"), an initial ("J. R. Tolkien"), a
+dotted acronym ("the U.S. Army") or a number's label ("No. 5", "Fig. 3"); "3.5" has no whitespace after its
+dot. A missed end only makes a chunk end one sentence earlier, a false one cuts a sentence, so doubtful
+cases ("in the U.S. The") count as no end. ``!``, ``?`` and ``…`` end a sentence under the same rule on
+the next word. Scripts that mark sentence ends with their own signs end there whatever follows: ``。！？``
+(Chinese, Japanese), ``।`` and ``॥`` (Devanagari and its neighbours), ``؟`` and ``۔`` (Arabic, Urdu), ``։``
+(Armenian), ``።`` (Ethiopic), ``။`` (Myanmar). Closing quotes and brackets after the sign belong to the
+sentence.
+"""
+
+from __future__ import annotations
+
+import re
+
+# abbreviations after which a period does not end a sentence (lower case, without their final period)
+ABBREVIATIONS = frozenset(
+    """mr mrs ms mx dr prof sr jr st mt ft rev fr hon gen col lt sgt capt cmdr adm gov sen rep pres supt
+    messrs mme mlle vs etc cf al approx ca est dept univ assn inc ltd co corp bros jan feb mar apr jun jul aug
+    sep sept oct nov dec mon tue tues wed thu thur thurs fri sat sun ave blvd rd hwy viz ibid resp esp incl
+    min max""".split()
+)
+# labels of a number ("No. 5", "Fig. 3", "pp. 10-12"): no end when a digit follows
+NUMBER_LABELS = frozenset("no nos fig figs eq eqs p pp vol vols ch chap sec art para ref refs tab op".split())
+
+_ANY_END = "。！？｡।॥؟۔։።။"  # end a sentence whatever follows
+_CLOSERS = "\"'”’»›)]}」』）】〕〉》"
+_END_RE = re.compile(rf"(?:[.!?…‽]+|[{_ANY_END}]+)[{re.escape(_CLOSERS)}]*")
+_WORD_BEFORE_RE = re.compile(r"(\S+)$")
+_DOTTED_RE = re.compile(r"^(?:[^\W\d_]{1,2}\.)+[^\W\d_]{1,2}$")  # U.S, e.g, i.e, a.m, Ph.D
+_OPENERS = "\"'“‘«‹([{「『（【〔〈《¿¡"
+_PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t]*\n")
+_NEWLINE_RE = re.compile(r"\n")
+# a line that starts a markdown block of its own: a heading, a list item, a table row, a code fence
+_BLOCK_LINE_RE = re.compile(r"[ \t]*(?:#{1,6}[ \t]|[-*+•][ \t]|\d{1,3}[.)][ \t]|\||```|~~~)")
+
+
+def sentence_ends(text: str, lo: int = 0, hi: int | None = None) -> list[int]:
+    """Offsets just after each sentence end in ``text[lo:hi]`` (after its sign and closing quotes)."""
+    hi = len(text) if hi is None else hi
+    ends: list[int] = []
+    for match in _END_RE.finditer(text, lo, hi):
+        if _is_end(text, match.start(), match.end(), hi):
+            ends.append(match.end())
+    return ends
+
+
+def ends_sentence(text: str) -> bool:
+    """Whether ``text`` (a line, say) ends with a sentence end."""
+    stripped = text.rstrip()
+    ends = sentence_ends(stripped)
+    return bool(ends) and ends[-1] == len(stripped)
+
+
+def _is_end(text: str, start: int, end: int, hi: int) -> bool:
+    if any(ch in _ANY_END for ch in text[start:end]):
+        return True
+    after = end
+    while after < hi and text[after].isspace():
+        after += 1
+    if after == end and after < hi:
+        return False  # "3.5", "example.com", "?!x": no space after the sign
+    nxt = text[after] if after < hi else ""  # "": the end of the text
+    if nxt.islower():
+        return False
+    if text[start:end].rstrip(_CLOSERS) != ".":
+        return True  # "!", "?", "...", "…" before a word that is not lower case
+    return not _abbreviation(text, start, nxt)
+
+
+def _abbreviation(text: str, dot: int, nxt: str) -> bool:
+    """Whether the period at ``dot`` closes an abbreviation, an initial or a list number rather than a sentence."""
+    found = _WORD_BEFORE_RE.search(text, max(0, dot - 40), dot)
+    if found is None:
+        return False
+    word = found.group(1).lstrip(_OPENERS)
+    low = word.lower()
+    if low in ABBREVIATIONS or _DOTTED_RE.match(word):
+        return True
+    if low in NUMBER_LABELS and nxt.isdigit():
+        return True
+    if len(word) == 1 and word.isalpha() and (word.isupper() or word.islower()):
+        return True  # an initial: "J. R. Tolkien"
+    if word.isdigit() and len(word) <= 3:
+        line_start = text.rfind("\n", 0, found.start()) + 1
+        return not text[line_start : found.start()].strip()  # "1. Item": a numbered list's marker
+    return False
+
+
+def boundaries(text: str, lo: int = 0, hi: int | None = None) -> list[int]:
+    """Where a chunk of ``text[lo:hi]`` may end without cutting a sentence, in order: sentence ends,
+    paragraph breaks (blank lines) and the line ends around markdown blocks (headings, list items, table
+    rows, fences). Each is the offset after the last non-space character before the break."""
+    hi = len(text) if hi is None else hi
+    cuts = set(sentence_ends(text, lo, hi))
+    for match in _PARAGRAPH_BREAK_RE.finditer(text, lo, hi):
+        cuts.add(match.start())
+    for match in _NEWLINE_RE.finditer(text, lo, hi):
+        at = match.start()
+        line_start = max(text.rfind("\n", lo, at) + 1, lo)
+        if _BLOCK_LINE_RE.match(text, at + 1, hi) or _BLOCK_LINE_RE.match(text, line_start, at):
+            cuts.add(at)
+    trimmed = set()
+    for cut in cuts:
+        while cut > lo and text[cut - 1].isspace():
+            cut -= 1
+        if cut > lo:
+            trimmed.add(cut)
+    return sorted(trimmed)
