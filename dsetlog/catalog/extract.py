@@ -36,6 +36,7 @@ from xml.etree import ElementTree
 import msgspec
 
 from dsetlog.catalog.errors import IngestError, TooLargeError
+from dsetlog.catalog.pdf import Page, layout_text, read_page
 
 if TYPE_CHECKING:  # the heavy libraries are imported only when such a file is extracted
     from pypdf import PdfReader
@@ -316,14 +317,14 @@ def _extract_pdf(data: bytes, filename: str, guard: _Guard) -> Extracted:
     from pypdf import PdfReader
     from pypdf.errors import LimitReachedError, PdfReadError
 
-    texts: list[str] = []
+    pages: list[Page] = []
     try:
         reader = PdfReader(io.BytesIO(data))
         _unlock(reader, filename)
         for page in reader.pages:
             guard.tick()
-            texts.append((page.extract_text() or "").strip())
-            guard.add_chars(len(texts[-1]) + 2)
+            pages.append(read_page(page))
+            guard.add_chars(len(pages[-1].plain) + 2)
         guard.tick()
     except ExtractError:
         raise
@@ -332,13 +333,13 @@ def _extract_pdf(data: bytes, filename: str, guard: _Guard) -> Extracted:
                                 "a likely decompression bomb", limit="pdf_stream") from exc
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise ExtractError(f"{filename}: not a readable PDF ({exc})") from exc
-    if not any(texts):
+    if not any(page.plain.strip() for page in pages):
         raise ExtractError(
             f"{filename}: the PDF has no text layer (image-only or scanned); run OCR on it first"
         )
-    text = _normalise_newlines("\n\n".join(t for t in texts if t))
+    text = _normalise_newlines(layout_text(pages))
     return Extracted(
-        text=text, media_type="application/pdf", extractor=f"pypdf {version('pypdf')}", pages=len(texts)
+        text=text, media_type="application/pdf", extractor=f"pypdf {version('pypdf')} (layout)", pages=len(pages)
     )
 
 

@@ -1,0 +1,214 @@
+"""Paragraphs and headings out of a PDF's text layer, from where pypdf says each line is.
+
+pypdf's ``extract_text`` gives one line of text per printed line and no blank line between paragraphs, so
+the paragraphs strategy saw one paragraph per page and fell back to character windows. Its
+``visitor_text`` callback tells where each piece of text starts (text matrix times the current
+transformation matrix) and at what font size; from that, per page, a new paragraph starts where
+
+- the gap to the line before is larger than the page's usual line pitch (spacing between paragraphs), or
+  the text goes back up (a new column or block);
+- the font size changes (a heading and its body);
+- the line is indented relative to the line after it (a first-line indent; a hanging indent is not);
+- the line starts with a bullet;
+- the line before ends a sentence and is clearly shorter than the page's full lines (a paragraph's last line).
+
+Lines in a font larger than the body's become markdown headings (``#`` for the largest size, ``##`` for the
+next, ...), so the markdown strategy works on PDFs as it does on HTML and .docx. A paragraph that runs on
+over a page break (the page's last line ends no sentence and the next page starts unindented) is joined
+again instead of being cut in two; a page number alone on a page's first or last line, set apart from the
+text, is left out. The lines of a paragraph keep their line breaks, so the text is the text pypdf read. A
+page whose positions cannot be used (the visitor saw other text than extract_text returned, or rotated
+text) keeps pypdf's plain text, as one block.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from statistics import median
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from dsetlog.catalog.sentences import ends_sentence
+
+if TYPE_CHECKING:
+    from pypdf import PageObject
+
+_HEADING_RATIO = 1.15  # a font this much larger than the body's is a heading's
+_MAX_HEADING_CHARS = 150
+_GAP_RATIO = 1.3  # a gap this much larger than the line pitch separates paragraphs
+_SHORT_LINE = 0.75  # a line ending a sentence at under this share of a full line ends its paragraph
+_BULLETS = frozenset("•◦▪‣●○■□–—➢►✓")
+_PAGE_NUMBER_RE = re.compile(r"^[\s\-–—]*(?:page\s+)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?[\s\-–—]*$", re.IGNORECASE)
+
+
+class Line(NamedTuple):
+    text: str
+    x: float  # where the line starts, in PDF points (y grows upwards)
+    y: float
+    size: float  # the font size as printed (the font's size times the matrices' vertical scale)
+
+
+class Page(NamedTuple):
+    plain: str  # pypdf's extract_text
+    lines: list[Line] | None  # None: no usable positions; the plain text is used
+
+
+def read_page(page: PageObject) -> Page:
+    """A page's text and, where pypdf gives them, its lines with their positions."""
+    fragments: list[tuple[str, Any, Any, float]] = []
+
+    def visit(text: str, cm: Any, tm: Any, _font: Any, size: Any) -> None:
+        fragments.append((text, cm, tm, float(size or 0)))
+
+    plain = page.extract_text(visitor_text=visit) or ""
+    if "".join(f[0] for f in fragments) != plain:
+        return Page(plain, None)  # the visitor saw other text (pypdf's right-to-left runs): trust extract_text
+    lines: list[Line] = []
+    parts: list[str] = []
+    where: tuple[float, float, float] | None = None
+    upright = True
+    for text, cm, tm, size in fragments:
+        for i, piece in enumerate(text.split("\n")):
+            if i:
+                _close(lines, parts, where)
+                parts, where = [], None
+            if not piece:
+                continue
+            parts.append(piece)
+            if where is None and piece.strip():
+                m = _mult(tm, cm)
+                upright = upright and m[0] > 0 and abs(m[1]) <= 1e-3 * m[0]
+                where = (m[4], m[5], size * math.hypot(m[2], m[3]))
+    _close(lines, parts, where)
+    return Page(plain, lines if upright else None)
+
+
+def _close(lines: list[Line], parts: list[str], where: tuple[float, float, float] | None) -> None:
+    text = "".join(parts).rstrip()
+    if text.strip() and where is not None:
+        lines.append(Line(text, *where))
+
+
+def _mult(m: Sequence[float], n: Sequence[float]) -> tuple[float, ...]:
+    """The product of two PDF matrices [a b c d e f] (m applied first)."""
+    return (
+        m[0] * n[0] + m[1] * n[2], m[0] * n[1] + m[1] * n[3],
+        m[2] * n[0] + m[3] * n[2], m[2] * n[1] + m[3] * n[3],
+        m[4] * n[0] + m[5] * n[2] + n[4], m[4] * n[1] + m[5] * n[3] + n[5],
+    )  # fmt: skip
+
+
+class _Block(NamedTuple):
+    lines: list[Line]
+    heading: int  # its level, 0 for a paragraph
+
+
+def layout_text(pages: list[Page]) -> str:
+    """The document's text: paragraphs separated by blank lines, headings as ``#`` lines."""
+    lines = [line for page in pages for line in page.lines or ()]
+    body = _body_size(lines)
+    levels = _heading_levels(lines, body)
+    blocks: list[_Block | str] = []  # a str: a page kept as pypdf's plain text
+    for page in pages:
+        if page.lines is None:
+            if page.plain.strip():
+                blocks.append(page.plain.strip())
+            continue
+        page_blocks = _page_blocks(_without_page_numbers(page.lines), levels)
+        if page_blocks and blocks and _runs_on(blocks[-1], page_blocks[0]):
+            previous = blocks.pop()
+            assert isinstance(previous, _Block)
+            page_blocks[0] = _Block(previous.lines + page_blocks[0].lines, 0)
+        blocks.extend(page_blocks)
+    return "\n\n".join(_render(block) for block in blocks)
+
+
+def _render(block: _Block | str) -> str:
+    if isinstance(block, str):
+        return block
+    if block.heading:
+        return "#" * block.heading + " " + " ".join(line.text.strip() for line in block.lines)
+    return "\n".join(line.text.strip() for line in block.lines)
+
+
+def _body_size(lines: list[Line]) -> float:
+    sizes: Counter[float] = Counter()
+    for line in lines:
+        sizes[round(line.size, 1)] += len(line.text)
+    return sizes.most_common(1)[0][0] if sizes else 0.0
+
+
+def _heading_levels(lines: list[Line], body: float) -> dict[float, int]:
+    """Heading level by font size: the largest size that is a heading's is level 1."""
+    sizes = {round(line.size, 1) for line in lines
+             if line.size > body * _HEADING_RATIO and len(line.text.strip()) <= _MAX_HEADING_CHARS}
+    return {size: min(level, 6) for level, size in enumerate(sorted(sizes, reverse=True), start=1)}
+
+
+def _without_page_numbers(lines: list[Line]) -> list[Line]:
+    """The page's lines without a page number alone at its top or bottom, set apart from the text."""
+    if len(lines) < 3:
+        return lines
+    pitch = _pitch(lines)
+    kept = list(lines)
+    if _PAGE_NUMBER_RE.match(kept[-1].text) and kept[-2].y - kept[-1].y > _GAP_RATIO * pitch:
+        kept.pop()
+    if _PAGE_NUMBER_RE.match(kept[0].text) and kept[0].y - kept[1].y > _GAP_RATIO * pitch:
+        kept.pop(0)
+    return kept
+
+
+def _pitch(lines: list[Line]) -> float:
+    """The page's usual distance between the baselines of two lines of one paragraph."""
+    gaps = [a.y - b.y for a, b in zip(lines, lines[1:], strict=False)
+            if a.y > b.y and abs(a.size - b.size) < 0.5]
+    fallback = 1.2 * (median(line.size for line in lines) if lines else 12.0)
+    # the lower quartile: between-paragraph gaps are the larger ones
+    return sorted(gaps)[len(gaps) // 4] if gaps else fallback
+
+
+def _page_blocks(lines: list[Line], levels: dict[float, int]) -> list[_Block]:
+    if not lines:
+        return []
+    pitch = _pitch(lines)
+    margin = min(line.x for line in lines)
+    lengths = sorted(len(line.text.strip()) for line in lines)
+    full = lengths[int(0.9 * (len(lengths) - 1))]
+    blocks: list[_Block] = []
+    current: list[Line] = [lines[0]]
+    for i in range(1, len(lines)):
+        prev, line = lines[i - 1], lines[i]
+        nxt = lines[i + 1] if i + 1 < len(lines) else None
+        if _starts_paragraph(prev, line, nxt, pitch=pitch, margin=margin, full=full):
+            blocks.append(_Block(current, levels.get(round(current[0].size, 1), 0)))
+            current = []
+        current.append(line)
+    blocks.append(_Block(current, levels.get(round(current[0].size, 1), 0)))
+    return blocks
+
+
+def _starts_paragraph(prev: Line, line: Line, nxt: Line | None, *, pitch: float, margin: float, full: int) -> bool:
+    gap = prev.y - line.y
+    if gap <= 0 or gap > _GAP_RATIO * pitch or abs(line.size - prev.size) >= 0.5:
+        return True
+    em = line.size or 12.0
+    if nxt is not None and line.x - nxt.x > 0.4 * em and abs(nxt.size - line.size) < 0.5:
+        return True  # a first-line indent: this line starts further right than the paragraph's next
+    if nxt is None and line.x - margin > 0.4 * em and prev.x - margin <= 0.4 * em:
+        return True  # an indented last line of the page, after a line at the margin
+    if line.text.lstrip()[:1] in _BULLETS:
+        return True
+    return ends_sentence(prev.text) and len(prev.text.strip()) < _SHORT_LINE * full
+
+
+def _runs_on(before: _Block | str, after: _Block) -> bool:
+    """Whether a page's first paragraph continues the last one of the page before."""
+    if isinstance(before, str) or before.heading or after.heading:
+        return False
+    last, first = before.lines[-1], after.lines[0]
+    if ends_sentence(last.text) or abs(first.size - last.size) >= 0.5:
+        return False
+    indented = len(after.lines) > 1 and first.x - after.lines[1].x > 0.4 * (first.size or 12.0)
+    return not indented
