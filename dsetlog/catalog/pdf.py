@@ -5,8 +5,7 @@ the paragraphs strategy saw one paragraph per page and fell back to character wi
 ``visitor_text`` callback tells where each piece of text starts (text matrix times the current
 transformation matrix) and at what font size; from that, per page, a new paragraph starts where
 
-- the gap to the line before is larger than the page's usual line pitch (spacing between paragraphs), or
-  the text goes back up (a new column or block);
+- the gap to the line before is larger than the page's usual line pitch (spacing between paragraphs);
 - the font size changes (a heading and its body);
 - the line is indented relative to the line after it (a first-line indent; a hanging indent is not);
 - the line starts with a bullet;
@@ -14,8 +13,8 @@ transformation matrix) and at what font size; from that, per page, a new paragra
 
 Lines in a font larger than the body's become markdown headings (``#`` for the largest size, ``##`` for the
 next, ...), so the markdown strategy works on PDFs as it does on HTML and .docx. A paragraph that runs on
-over a page break (the page's last line ends no sentence and the next page starts unindented) is joined
-again instead of being cut in two; a page number alone on a page's first or last line, set apart from the
+over a page break or into the next column (the last line ends no sentence and the next starts unindented)
+is joined again instead of being cut in two; a page number alone on a page's first or last line, set apart from the
 text, is left out. The lines of a paragraph keep their line breaks, so the text is the text pypdf read. A
 page whose positions cannot be used (the visitor saw other text than extract_text returned, or rotated
 text) keeps pypdf's plain text, as one block.
@@ -191,11 +190,13 @@ def _page_blocks(lines: list[Line], levels: dict[float, int]) -> list[_Block]:
 
 def _starts_paragraph(prev: Line, line: Line, nxt: Line | None, *, pitch: float, margin: float, full: int) -> bool:
     gap = prev.y - line.y
-    if gap <= 0 or gap > _GAP_RATIO * pitch or abs(line.size - prev.size) >= 0.5:
+    if abs(line.size - prev.size) >= 0.5 or gap > _GAP_RATIO * pitch:
         return True
     em = line.size or 12.0
     if nxt is not None and line.x - nxt.x > 0.4 * em and abs(nxt.size - line.size) < 0.5:
         return True  # a first-line indent: this line starts further right than the paragraph's next
+    if gap <= 0:  # back up the page: the next column, where a paragraph runs on as over a page break
+        return ends_sentence(prev.text)
     if nxt is None and line.x - margin > 0.4 * em and prev.x - margin <= 0.4 * em:
         return True  # an indented last line of the page, after a line at the margin
     if line.text.lstrip()[:1] in _BULLETS:

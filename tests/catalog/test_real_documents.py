@@ -89,6 +89,22 @@ def test_pdf_paragraphs_and_headings_are_recovered_from_the_layout(tmp_path: Pat
                                     + " ".join(RECOVERY))  # nothing lost, nothing twice, no page number
 
 
+def test_pdf_in_two_columns_keeps_a_paragraph_that_runs_into_the_next_column(tmp_path: Path) -> None:
+    paragraphs = [f"Paragraph {i} begins here. " + "Its words fill a narrow column of text, e.g. this one. " * (9 + i)
+                  for i in range(7)]  # fmt: skip
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=11)
+    pdf.add_page()
+    with pdf.text_columns(ncols=2, text_align="J") as cols:
+        for paragraph in paragraphs:
+            with cols.paragraph(first_line_indent=6) as par:
+                par.write(paragraph)
+    pdf.output(str(tmp_path / "columns.pdf"))
+    got = extract_text(tmp_path / "columns.pdf")
+    assert got.pages == 1
+    assert [" ".join(b.split()) for b in got.text.split("\n\n")] == [p.strip() for p in paragraphs]
+
+
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_pdf_chunks_never_end_inside_a_sentence(tmp_path: Path, strategy: str) -> None:
     text = extract_text(typeset_pdf(tmp_path / "eruption.pdf")).text
