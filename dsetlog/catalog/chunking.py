@@ -33,12 +33,12 @@ unless that sentence alone is longer than the window.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Callable
 
 import msgspec
 
-from dsetlog.catalog.sentences import boundaries
+from dsetlog.catalog.sentences import boundaries, last_boundary
 
 STRATEGIES = ("characters", "tokens", "markdown", "paragraphs")
 
@@ -98,7 +98,6 @@ def _characters(text: str, size: int, overlap: int) -> list[tuple[int, int, None
 def _character_spans(text: str, lo: int, hi: int, size: int, overlap: int) -> list[Span]:
     """Windows over text[lo:hi] of at most ``size`` characters, ending at the last sentence boundary in the
     window, else at whitespace; after a sentence end, the overlap is the trailing sentences that fit whole."""
-    cuts = boundaries(text, lo, hi)
     spans: list[Span] = []
     pos, done = lo, lo  # done: where the text not yet in any chunk begins
     overlapped = False  # whether pos repeats whole sentences of the chunk before
@@ -108,7 +107,7 @@ def _character_spans(text: str, lo: int, hi: int, size: int, overlap: int) -> li
             return spans
         start = trimmed[0]
         limit = min(start + size, hi)
-        cut = _last_cut(cuts, max(start, done), limit) if limit < hi else hi
+        cut = last_boundary(text, max(start, done), limit, hi) if limit < hi else hi
         if cut is None and overlapped:
             pos, overlapped = done, False  # the next sentence does not fit after the overlap: start without it
             continue
@@ -122,22 +121,14 @@ def _character_spans(text: str, lo: int, hi: int, size: int, overlap: int) -> li
         if cut is None:
             pos, overlapped = _next_start(text, start, span[1], overlap), False
         else:
-            pos = _sentence_overlap(text, cuts, start, span[1], overlap)
+            pos = _sentence_overlap(text, start, span[1], overlap, hi)
             overlapped = pos < done
 
 
-def _last_cut(cuts: list[int], after: int, limit: int) -> int | None:
-    """The last boundary in (after, limit], or None."""
-    i = bisect_right(cuts, limit) - 1
-    return cuts[i] if i >= 0 and cuts[i] > after else None
-
-
-def _sentence_overlap(text: str, cuts: list[int], start: int, end: int, overlap: int) -> int:
+def _sentence_overlap(text: str, start: int, end: int, overlap: int, hi: int) -> int:
     """Start of the next window after a chunk that ended at a boundary: the first sentence start at most
     ``overlap`` characters before ``end`` and after ``start``; ``end`` when no whole sentence fits."""
-    for cut in cuts[bisect_left(cuts, max(start + 1, end - overlap - 1)) :]:
-        if cut >= end:
-            break
+    for cut in boundaries(text, max(start, end - overlap - 1), end - 1, end=hi):
         nxt = _trim(text, cut, end)
         if nxt is not None and end - nxt[0] <= overlap and nxt[0] > start:
             return nxt[0]
@@ -168,43 +159,39 @@ def _next_start(text: str, start: int, end: int, overlap: int) -> int:
 
 def _tokens(text: str, size: int, overlap: int) -> list[tuple[int, int, None]]:
     tokens = [m.span() for m in TOKEN_RE.finditer(text)]
-    cuts = set(boundaries(text))
+    ends = [e for _, e in tokens]  # every boundary is a token's end: it follows a character that is not a space
     pieces: list[tuple[int, int, None]] = []
     first, done = 0, 0  # done: the first token not yet in any chunk
     overlapped = False  # whether first repeats whole sentences of the chunk before
     while first < len(tokens):
         limit = min(first + size, len(tokens)) - 1
-        last = _last_token_at_cut(tokens, cuts, max(first, done), limit) if limit < len(tokens) - 1 else limit
-        if last is None and overlapped:
+        if limit == len(tokens) - 1:
+            pieces.append((tokens[first][0], tokens[limit][1], None))
+            break
+        cut = last_boundary(text, tokens[max(first, done)][0], tokens[limit][1], len(text))
+        if cut is None and overlapped:
             first, overlapped = done, False  # the next sentence does not fit after the overlap: start without it
             continue
-        at_cut = last is not None
-        last = limit if last is None else last
+        last = limit if cut is None else bisect_left(ends, cut)
         pieces.append((tokens[first][0], tokens[last][1], None))
-        if last == len(tokens) - 1:
-            break
         done = last + 1
-        if at_cut:
-            first = _token_overlap(tokens, cuts, first, last, overlap)
-            overlapped = first < done
-        else:
+        if cut is None:  # cut inside a sentence: the overlap is tokens
             first, overlapped = max(last + 1 - overlap, first + 1), False
+        else:
+            first = _token_overlap(text, ends, first, last, overlap)
+            overlapped = first < done
     return pieces
 
 
-def _last_token_at_cut(tokens: list[Span], cuts: set[int], first: int, limit: int) -> int | None:
-    """The last token in [first, limit] that ends at a boundary, or None."""
-    for i in range(limit, first - 1, -1):
-        if tokens[i][1] in cuts:
-            return i
-    return None
-
-
-def _token_overlap(tokens: list[Span], cuts: set[int], first: int, last: int, overlap: int) -> int:
+def _token_overlap(text: str, ends: list[int], first: int, last: int, overlap: int) -> int:
     """The next window's first token after one that ended at a boundary: the earliest sentence start among
     the last ``overlap`` tokens (after ``first``), else the token after ``last``."""
-    for i in range(max(last + 1 - overlap, first + 1), last + 1):
-        if tokens[i - 1][1] in cuts:
+    lowest = max(last + 1 - overlap, first + 1)
+    if lowest > last:
+        return last + 1
+    for cut in boundaries(text, ends[lowest - 1] - 1, ends[last - 1], end=len(text)):
+        i = bisect_left(ends, cut) + 1
+        if lowest <= i <= last:
             return i
     return last + 1
 

@@ -3,7 +3,10 @@
 Each extractor returns text that keeps the document's structure where chunking
 can use it: headings become markdown ``#`` lines and paragraphs are separated by
 blank lines, so the "markdown" and "paragraphs" chunking strategies work on
-HTML and .docx too. Line endings are normalised to ``\\n``.
+HTML, PDF and .docx too. A PDF's paragraphs and headings are recovered from where its
+lines are printed (:mod:`dsetlog.catalog.pdf`); a web page loses its site's chrome (navigation,
+headers, footers, cookie banners, link lists: :mod:`dsetlog.catalog.html`). Line endings are
+normalised to ``\\n``.
 
 Extraction is bounded (:class:`ExtractLimits`): the input's bytes, the decompressed size of each
 part of a .docx read, the number of parts in its zip, the characters extracted and the time

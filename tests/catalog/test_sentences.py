@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from itertools import pairwise
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dsetlog.catalog import sentences
 from dsetlog.catalog.chunking import STRATEGIES, chunk_text
-from dsetlog.catalog.sentences import boundaries, ends_sentence, sentence_ends
+from dsetlog.catalog.sentences import boundaries, ends_sentence, last_boundary, sentence_ends
 
 ENGLISH = [
     "Mount St. Helens erupted in 1980.",
@@ -90,3 +92,25 @@ def test_no_chunk_ends_inside_a_sentence_when_one_fits(
     for chunk in chunks:
         covered[chunk.start : chunk.end] = [True] * (chunk.end - chunk.start)
     assert all(c or text[i].isspace() for i, c in enumerate(covered))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.lists(st.sampled_from([*"ab A.!?\"')\n\t#-1。", "Dr", "St", "e.g", "U.S", "\n\n", "- "]), max_size=300)
+    .map("".join),
+    data=st.data(),
+)
+def test_boundaries_of_a_piece_are_those_of_the_whole_text(text: str, data: st.DataObject) -> None:
+    """Chunking reads boundaries a piece at a time (last_boundary, near a window's end): each piece must see
+    exactly the boundaries the whole text has there."""
+    whole = boundaries(text)
+    lo = data.draw(st.integers(0, len(text)))
+    hi = data.draw(st.integers(lo, len(text)))
+    assert boundaries(text, lo, hi, end=len(text)) == [c for c in whole if lo < c <= hi]
+    before = [c for c in whole if lo < c <= hi]
+    assert last_boundary(text, lo, hi, len(text)) == (before[-1] if before else None)
+    with patch.object(sentences, "_PIECE", 5):  # many small pieces, each edge between two of them tried
+        assert last_boundary(text, lo, hi, len(text)) == (before[-1] if before else None)
+        chunks = chunk_text(text, strategy="characters", chunk_size=40, overlap=15)
+    with patch.object(sentences, "_PIECE", 10_000):
+        assert chunk_text(text, strategy="characters", chunk_size=40, overlap=15) == chunks
