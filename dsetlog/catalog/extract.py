@@ -212,7 +212,11 @@ def _extract_html(data: bytes, filename: str, guard: _Guard) -> Extracted:
         parser.feed(source[start : start + _HTML_PIECE])
         guard.tick()
     parser.close()
-    return Extracted(text=parser.text(), media_type="text/html", extractor=f"html.parser ({encoding}; site chrome dropped)")
+    text = parser.text()
+    if not text.strip() and parser.visible_chars:
+        raise ExtractError(f"{filename}: the page holds only site navigation, headers, footers or link lists "
+                           "(nothing that reads as content)")
+    return Extracted(text=text, media_type="text/html", extractor=f"html.parser ({encoding}; site chrome dropped)")
 
 
 # --- PDF -----------------------------------------------------------------------------

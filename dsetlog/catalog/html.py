@@ -20,8 +20,10 @@ What is a site's and not the page's is left out:
 - once the page has a ``<main>`` (or ``role="main"``), or ``<article>`` elements that hold most of its text,
   whatever lies outside them, except an ``<h1>`` that is not a link (a title set above the article).
 
-An element holding ``<main>`` or ``<article>`` is never dropped, whatever its class says. The judgement on an
-element is made when it closes, so a wrapper named "sidebar-layout" around the article stays.
+The judgement on an element is made when it closes, on what it turned out to hold: ``<body>`` and an element
+holding ``<main>`` or ``<article>`` are never dropped, nor one dropped for its name alone that holds the
+page's ``<h1>`` (a wrapper named "has-sidebar" around the title and the text); a page header that is dropped
+keeps its ``<h1>`` when that is not a link (a blog's title above its text; a site's name links home).
 """
 
 from __future__ import annotations
@@ -69,13 +71,16 @@ class _Block:
 class _Frame:
     """An open element whose text is held until it closes, when it is judged content or chrome."""
 
-    __slots__ = ("tag", "blocks", "chars", "link_chars", "links", "chrome", "page_chrome", "is_main", "has_main")
+    __slots__ = ("tag", "blocks", "chars", "link_chars", "links", "chrome", "by_name", "page_chrome", "is_main",
+                 "has_main", "has_h1")
 
-    def __init__(self, tag: str, *, chrome: bool = False, page_chrome: bool = False, is_main: bool = False) -> None:
-        self.tag, self.chrome, self.page_chrome, self.is_main = tag, chrome, page_chrome, is_main
+    def __init__(self, tag: str, *, chrome: bool = False, by_name: bool = False, page_chrome: bool = False,
+                 is_main: bool = False) -> None:
+        self.tag, self.chrome, self.by_name, self.page_chrome = tag, chrome, by_name, page_chrome
+        self.is_main = is_main
         self.blocks: list[_Block] = []
         self.chars = self.link_chars = self.links = 0
-        self.has_main = False
+        self.has_main = self.has_h1 = False
 
 
 class HTMLText(HTMLParser):
@@ -92,6 +97,7 @@ class HTMLText(HTMLParser):
         self._links: list[tuple[int, bool]] = []  # per open <a>: (where its text starts in _parts, in-page href)
         self._saw_main = False
         self._article_chars = 0
+        self.visible_chars = 0  # of text outside script, style, hidden elements: what the page shows
 
     # --- the parser's callbacks ------------------------------------------------------------------
 
@@ -117,6 +123,9 @@ class HTMLText(HTMLParser):
         elif tag in ("td", "th"):
             if "".join(self._parts).strip():  # cells of one row stay on one line, as in a markdown table
                 self._parts.append(" | ")
+        if self._pre and tag != "pre":  # a <pre> is one block, whatever its markup (rustdoc's where-clauses
+            self._pre_line_break(tag)   # are <div>s): a block inside it only starts a line, as browsers show it
+            return
         if tag in BLOCK_TAGS or _chrome_of(tag, named) != (False, False):
             self._open(tag, named)
 
@@ -127,6 +136,9 @@ class HTMLText(HTMLParser):
             return
         if tag == "a" and self._links:
             self._end_link()
+        if self._pre and tag != "pre":
+            self._pre_line_break(tag)
+            return
         for depth in range(len(self._frames) - 1, 0, -1):
             if self._frames[depth].tag == tag:
                 while len(self._frames) > depth:
@@ -139,6 +151,7 @@ class HTMLText(HTMLParser):
         text = data if self._pre else re.sub(r"\s+", " ", data)
         self._parts.append(text)
         chars = len(text.strip())
+        self.visible_chars += chars
         self._frames[-1].chars += chars
         if self._links:
             self._part_link_chars += chars
@@ -155,9 +168,10 @@ class HTMLText(HTMLParser):
     def _open(self, tag: str, named: dict[str, str | None]) -> None:
         self._flush()
         chrome, page_chrome = _chrome_of(tag, named)
+        by_name = chrome and not (tag in _ALWAYS_CHROME_TAGS or _consent(named) or _role(named) in _ALWAYS_CHROME_ROLES)
         is_main = tag in ("main", "article") or (named.get("role") or "").lower() in ("main", "article")
         self._saw_main = self._saw_main or tag == "main" or (named.get("role") or "").lower() == "main"
-        self._frames.append(_Frame(tag, chrome=chrome, page_chrome=page_chrome, is_main=is_main))
+        self._frames.append(_Frame(tag, chrome=chrome, by_name=by_name, page_chrome=page_chrome, is_main=is_main))
         if tag in HEADING_LEVELS:
             self._kind, self._prefix = "heading", "#" * HEADING_LEVELS[tag] + " "
         elif tag == "li":
@@ -177,7 +191,10 @@ class HTMLText(HTMLParser):
         if closing_pre:
             self._pre = max(0, self._pre - 1)
         parent.has_main = parent.has_main or frame.has_main or frame.is_main
+        parent.has_h1 = parent.has_h1 or frame.has_h1 or frame.tag == "h1"
         if self._is_chrome(frame):
+            if frame.page_chrome and not frame.chrome:  # a page's header may hold the page's title
+                parent.blocks.extend(b for b in frame.blocks if _title(b))
             return
         parent.blocks.extend(frame.blocks)
         parent.chars += frame.chars
@@ -187,16 +204,20 @@ class HTMLText(HTMLParser):
             self._article_chars += frame.chars
 
     def _is_chrome(self, frame: _Frame) -> bool:
-        if frame.is_main or frame.has_main:
+        if frame.is_main or frame.has_main or frame.tag in ("body", "html"):
             return False
         if frame.chrome:
-            return True
+            return not (frame.by_name and frame.has_h1)  # a wrapper named "has-sidebar" around the title and text
         in_main = any(f.is_main for f in self._frames)
         if frame.page_chrome and not in_main:
             return True
         if frame.links < 2 or not frame.chars or frame.tag in HEADING_LEVELS or frame.tag == "li":
             return False
         return frame.link_chars / frame.chars > (_LINK_DENSITY_IN_MAIN if in_main else _LINK_DENSITY)
+
+    def _pre_line_break(self, tag: str) -> None:
+        if tag in BLOCK_TAGS and self._parts and not self._parts[-1].endswith("\n"):
+            self._parts.append("\n")
 
     def _end_link(self) -> None:
         start, in_page = self._links.pop()
@@ -245,13 +266,23 @@ def _title(block: _Block) -> bool:
     return block.text.startswith("# ") and block.link_chars * 2 < len(block.text)
 
 
+def _names(named: dict[str, str | None]) -> str:
+    return " ".join(named.get(a) or "" for a in ("class", "id", "aria-label")).lower()
+
+
+def _role(named: dict[str, str | None]) -> str:
+    return (named.get("role") or "").lower()
+
+
+def _consent(named: dict[str, str | None]) -> bool:
+    names = _names(named)
+    return any(n in names for n in _CONSENT_NAMES)
+
+
 def _chrome_of(tag: str, named: dict[str, str | None]) -> tuple[bool, bool]:
     """(chrome wherever it is, chrome unless inside <main>/<article>) by the element's tag, role and names."""
-    role = (named.get("role") or "").lower()
-    names = " ".join(named.get(a) or "" for a in ("class", "id", "aria-label")).lower()
-    words = set(re.split(r"[^a-z0-9]+", names))
-    if tag in _ALWAYS_CHROME_TAGS or role in _ALWAYS_CHROME_ROLES or any(n in names for n in _CONSENT_NAMES):
-        return True, False
-    if words & _CHROME_WORDS:
+    role = _role(named)
+    words = set(re.split(r"[^a-z0-9]+", _names(named)))
+    if tag in _ALWAYS_CHROME_TAGS or role in _ALWAYS_CHROME_ROLES or _consent(named) or words & _CHROME_WORDS:
         return True, False
     return False, tag in _PAGE_CHROME_TAGS or role in _PAGE_CHROME_ROLES or bool(words & _PAGE_CHROME_WORDS)

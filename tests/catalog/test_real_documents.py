@@ -13,7 +13,7 @@ from fpdf import FPDF
 from harness import clean_env, dset
 
 from dsetlog.catalog.chunking import STRATEGIES, chunk_text
-from dsetlog.catalog.extract import extract_text
+from dsetlog.catalog.extract import ExtractError, extract_text
 from dsetlog.catalog.sentences import sentence_ends
 from dsetlog.store.log import LOG_NAME
 from projections.readmodel import ReadModel
@@ -182,7 +182,7 @@ ARTICLE_PAGE = """<!DOCTYPE html>
     <h2>What the survey measured</h2>
     <ul><li>Tilt on the north flank</li><li>Sulphur dioxide at the crater</li><li>Earthquakes under the dome</li></ul>
     <table><tr><th>Year</th><th>Dome height</th></tr><tr><td>1981</td><td>150 m</td></tr><tr><td>1986</td><td>267 m</td></tr></table>
-    <pre><code>tilt = read_station("NF-2")
+    <pre><code><span class="kw">tilt</span> = read_station("NF-2")
 
 if tilt &gt; 2.5:
     warn()</code></pre>
@@ -266,3 +266,31 @@ def test_cards_marked_article_do_not_hide_the_main_text(tmp_path: Path) -> None:
     (tmp_path / "cards.html").write_text(page, encoding="utf-8")
     text = extract_text(tmp_path / "cards.html").text
     assert text.startswith("# Notes\n\nA long paragraph of real content.") and "### Card one" in text
+
+
+def test_a_wrapper_named_like_chrome_keeps_the_title_and_text_it_holds(tmp_path: Path) -> None:
+    """Names are hints: a body or a layout wrapper called "sidebar" that holds the page's <h1> stays, and a
+    blog's title in a page <header> (no <article>) is kept while the site's linked name is not."""
+    page = ("<body class='has-sidebar'><header class='site-header'><p class='site-title'><a href='/'>Example "
+            "site</a></p></header><div class='layout-sidebar-right'><header class='entry-header'><h1>Tide "
+            "notes</h1></header><p>The bar is shallow at low water.</p></div><div class='sidebar'><h3>Archive"
+            "</h3><p>May</p></div></body>")
+    (tmp_path / "blog.html").write_text(page, encoding="utf-8")
+    assert extract_text(tmp_path / "blog.html").text == "# Tide notes\n\nThe bar is shallow at low water."
+
+
+def test_a_page_of_navigation_only_is_refused_saying_so(tmp_path: Path) -> None:
+    (tmp_path / "toc.html").write_text("<body class='sidebar-iframe-inner'><ol class='chapter'>" + "".join(
+        f"<li><a href='/{i}.html'>{i}. Chapter {i}</a></li>" for i in range(1, 9)) + "</ol></body>", encoding="utf-8")
+    with pytest.raises(ExtractError, match="only site navigation"):
+        extract_text(tmp_path / "toc.html")
+
+
+def test_markup_inside_pre_keeps_the_code_as_one_block(tmp_path: Path) -> None:
+    """rustdoc's signatures: <pre> holding spans and a <div> for the where-clause, shown on its own line."""
+    page = ('<main><pre class="rust item-decl"><code>pub struct <span class="struct">Vec</span>&lt;T&gt;'
+            '<div class="where">where\n    T: Copy,</div>{ /* private fields */ }</code></pre></main>')
+    (tmp_path / "vec.html").write_text(page, encoding="utf-8")
+    assert extract_text(tmp_path / "vec.html").text == (
+        "```\npub struct Vec<T>\nwhere\n    T: Copy,\n{ /* private fields */ }\n```"
+    )
