@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 from harness import clean_env, dset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsetlog.catalog.chunking import STRATEGIES, chunk_text
-from dsetlog.catalog.extract import ExtractError, extract_text
+from dsetlog.catalog.extract import ExtractError, extract_bytes, extract_text
 from dsetlog.catalog.sentences import sentence_ends
 from dsetlog.store.log import LOG_NAME
 from projections.readmodel import ReadModel
@@ -294,3 +296,40 @@ def test_markup_inside_pre_keeps_the_code_as_one_block(tmp_path: Path) -> None:
     assert extract_text(tmp_path / "vec.html").text == (
         "```\npub struct Vec<T>\nwhere\n    T: Copy,\n{ /* private fields */ }\n```"
     )
+
+
+def test_a_page_with_rotated_text_keeps_pypdfs_plain_text(tmp_path: Path) -> None:
+    """Positions of rotated text are not a page's lines: such a page is read as pypdf reads it, nothing lost."""
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    pdf.add_page()
+    pdf.multi_cell(0, 8, "An upright sentence. Another one follows it.")
+    with pdf.rotation(90, x=100, y=200):
+        pdf.text(100, 200, "Sideways label")
+    pdf.output(str(tmp_path / "rotated.pdf"))
+    from pypdf import PdfReader
+
+    plain = PdfReader(str(tmp_path / "rotated.pdf")).pages[0].extract_text().strip()
+    got = extract_text(tmp_path / "rotated.pdf").text
+    assert got == plain and "Sideways label" in got and "An upright sentence." in got
+
+
+TAGS = ["div", "p", "nav", "main", "article", "header", "footer", "aside", "ul", "li", "a", "pre", "table", "tr",
+        "td", "h1", "h2", "span", "form", "button", "script", "br", "section", "dialog"]
+ATTRS = ["", " class='cookie-banner'", " hidden", " role='main'", " class='sidebar'", " href='#x'", " aria-hidden='true'"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.sampled_from(["<", "</"]), st.sampled_from(TAGS), st.sampled_from(ATTRS)).map(
+        lambda t: f"{t[0]}{t[1]}{t[2] if t[0] == '<' else ''}>"),
+    st.sampled_from(["Some text. ", "Skip to content", "(c) 2024", "\n\n", "  ", "&amp; more"]),
+), max_size=60))
+def test_any_tag_soup_extracts_or_refuses_cleanly(pieces: list[str]) -> None:
+    """Unclosed, stray and misnested tags never raise anything but the clear refusals."""
+    try:
+        text = extract_bytes("".join(pieces).encode(), "soup.html").text
+    except ExtractError as exc:
+        assert "no text" in str(exc) or "only site navigation" in str(exc)
+    else:
+        assert text.strip() and "\n\n\n" not in text
