@@ -46,6 +46,7 @@ TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t]*\n\s*")
 _HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(\S.*?)(?:[ \t]+#+)?[ \t]*$")  # "## Title ##" closes
 _FENCE_RE = re.compile(r"^[ \t]*(```|~~~)")
+_FENCE_LINE_RE = re.compile(r"^[ \t]*(?:```|~~~)", re.MULTILINE)
 _LINE_RE = re.compile(r"[^\n]*\n|[^\n]+")
 
 
@@ -200,10 +201,16 @@ def _token_overlap(text: str, ends: list[int], first: int, last: int, overlap: i
 
 
 def _paragraph_spans(text: str, lo: int, hi: int) -> list[Span]:
-    """Blank-line separated paragraphs of text[lo:hi], trimmed."""
+    """Blank-line separated paragraphs of text[lo:hi], trimmed; a fenced code block is one paragraph,
+    blank lines and all."""
+    fences = _fenced(text, lo, hi)
+    fence_starts = [a for a, _ in fences]
     spans: list[Span] = []
     pos = lo
     for match in _PARAGRAPH_BREAK_RE.finditer(text, lo, hi):
+        inside = bisect_left(fence_starts, match.start()) - 1
+        if inside >= 0 and match.start() < fences[inside][1]:
+            continue
         span = _trim(text, pos, match.start())
         if span:
             spans.append(span)
@@ -212,6 +219,21 @@ def _paragraph_spans(text: str, lo: int, hi: int) -> list[Span]:
     if span:
         spans.append(span)
     return spans
+
+
+def _fenced(text: str, lo: int, hi: int) -> list[Span]:
+    """The fenced code blocks (```` ``` ```` or ``~~~`` lines) of text[lo:hi]; one left open runs to hi."""
+    blocks: list[Span] = []
+    opened: int | None = None
+    for match in _FENCE_LINE_RE.finditer(text, lo, hi):
+        if opened is None:
+            opened = match.start()
+        else:
+            blocks.append((opened, match.end()))
+            opened = None
+    if opened is not None:
+        blocks.append((opened, hi))
+    return blocks
 
 
 def _split_long(text: str, paragraphs: list[Span], size: int) -> list[Span]:

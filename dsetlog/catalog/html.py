@@ -117,17 +117,16 @@ class HTMLText(HTMLParser):
             return
         if tag == "br":
             self._parts.append("\n")
-        elif tag == "a":
-            self._links.append((len(self._parts), (named.get("href") or "").startswith("#")))
-            self._frames[-1].links += 1
         elif tag in ("td", "th"):
             if "".join(self._parts).strip():  # cells of one row stay on one line, as in a markdown table
                 self._parts.append(" | ")
         if self._pre and tag != "pre":  # a <pre> is one block, whatever its markup (rustdoc's where-clauses
             self._pre_line_break(tag)   # are <div>s): a block inside it only starts a line, as browsers show it
-            return
-        if tag in BLOCK_TAGS or _chrome_of(tag, named) != (False, False):
+        elif tag in BLOCK_TAGS or _chrome_of(tag, named) != (False, False):
             self._open(tag, named)
+        if tag == "a":  # after _open: a link that is an element of its own starts its own text
+            self._links.append((len(self._parts), (named.get("href") or "").startswith("#")))
+            self._frames[-1].links += 1
 
     def handle_endtag(self, tag: str) -> None:
         if self._skip:
@@ -231,6 +230,7 @@ class HTMLText(HTMLParser):
     def _flush(self) -> None:
         raw = "".join(self._parts)
         self._parts = []
+        self._links = [(0, in_page) for _, in_page in self._links]  # an open link's text now starts the parts
         if self._pre:
             text = raw.strip("\n").rstrip()
             text = f"```\n{text}\n```" if text.strip() else ""

@@ -164,6 +164,13 @@ def test_paragraphs_overlap_is_a_number_of_paragraphs() -> None:
     assert [c.text.count("Paragraph") for c in chunks] == [3, 3, 2]
 
 
+def test_a_fenced_code_block_is_one_paragraph_blank_lines_and_all() -> None:
+    code = "```\ntilt = read()\n\nif tilt > 2.5:\n    warn()\n```"
+    text = f"Intro line.\n\n{code}\n\nOutro line."
+    chunks = chunk_text(text, strategy="paragraphs", chunk_size=len(code), overlap=0)
+    assert [c.text for c in chunks] == ["Intro line.", code, "Outro line."]
+
+
 def test_paragraph_longer_than_the_size_is_cut() -> None:
     text = "short one\n\n" + "long " * 40 + "\n\nshort two"
     chunks = chunk_text(text, strategy="paragraphs", chunk_size=50, overlap=0)
