@@ -109,19 +109,28 @@ def layout_text(pages: list[Page]) -> str:
     lines = [line for page in pages for line in page.lines or ()]
     body = _body_size(lines)
     levels = _heading_levels(lines, body)
+    document_pitch = _document_pitch(pages)
     blocks: list[_Block | str] = []  # a str: a page kept as pypdf's plain text
     for page in pages:
         if page.lines is None:
             if page.plain.strip():
                 blocks.append(page.plain.strip())
             continue
-        page_blocks = _page_blocks(_without_page_numbers(page.lines), levels)
+        page_lines = _without_page_numbers(page.lines, document_pitch)
+        page_blocks = _page_blocks(page_lines, levels, document_pitch)
         if page_blocks and blocks and _runs_on(blocks[-1], page_blocks[0]):
             previous = blocks.pop()
             assert isinstance(previous, _Block)
             page_blocks[0] = _Block(previous.lines + page_blocks[0].lines, 0)
         blocks.extend(page_blocks)
     return "\n\n".join(_render(block) for block in blocks)
+
+
+def _document_pitch(pages: list[Page]) -> float:
+    gaps = sorted(gap for page in pages for gap in _gaps(page.lines or []))
+    if gaps:
+        return gaps[len(gaps) // 4]
+    return _pitch([line for page in pages for line in page.lines or []])
 
 
 def _render(block: _Block | str) -> str:
@@ -146,11 +155,11 @@ def _heading_levels(lines: list[Line], body: float) -> dict[float, int]:
     return {size: min(level, 6) for level, size in enumerate(sorted(sizes, reverse=True), start=1)}
 
 
-def _without_page_numbers(lines: list[Line]) -> list[Line]:
+def _without_page_numbers(lines: list[Line], document_pitch: float) -> list[Line]:
     """The page's lines without a page number alone at its top or bottom, set apart from the text."""
     if len(lines) < 3:
         return lines
-    pitch = _pitch(lines)
+    pitch = _pitch(lines, document_pitch)
     kept = list(lines)
     if _PAGE_NUMBER_RE.match(kept[-1].text) and kept[-2].y - kept[-1].y > _GAP_RATIO * pitch:
         kept.pop()
@@ -159,19 +168,29 @@ def _without_page_numbers(lines: list[Line]) -> list[Line]:
     return kept
 
 
-def _pitch(lines: list[Line]) -> float:
-    """The page's usual distance between the baselines of two lines of one paragraph."""
-    gaps = [a.y - b.y for a, b in zip(lines, lines[1:], strict=False)
-            if a.y > b.y and abs(a.size - b.size) < 0.5]
-    fallback = 1.2 * (median(line.size for line in lines) if lines else 12.0)
-    # the lower quartile: between-paragraph gaps are the larger ones
-    return sorted(gaps)[len(gaps) // 4] if gaps else fallback
+def _gaps(lines: list[Line]) -> list[float]:
+    """Distances between the baselines of consecutive lines of one size going down the page."""
+    return [a.y - b.y for a, b in zip(lines, lines[1:], strict=False) if a.y > b.y and abs(a.size - b.size) < 0.5]
 
 
-def _page_blocks(lines: list[Line], levels: dict[float, int]) -> list[_Block]:
+def _pitch(lines: list[Line], document: float | None = None) -> float:
+    """The usual distance between two lines of one paragraph: the lower quartile of the page's gaps (those
+    between paragraphs are the larger ones); a page of few lines goes by the whole document's."""
+    gaps = sorted(_gaps(lines))
+    if len(gaps) >= _PAGE_GAPS or (gaps and document is None):
+        return gaps[len(gaps) // 4]
+    if document is not None:
+        return document
+    return 1.2 * (median(line.size for line in lines) if lines else 12.0)
+
+
+_PAGE_GAPS = 8  # a page with fewer gaps than this has too few to tell its line pitch
+
+
+def _page_blocks(lines: list[Line], levels: dict[float, int], document_pitch: float) -> list[_Block]:
     if not lines:
         return []
-    pitch = _pitch(lines)
+    pitch = _pitch(lines, document_pitch)
     margin = min(line.x for line in lines)
     lengths = sorted(len(line.text.strip()) for line in lines)
     full = lengths[int(0.9 * (len(lengths) - 1))]

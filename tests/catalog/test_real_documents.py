@@ -333,3 +333,18 @@ def test_any_tag_soup_extracts_or_refuses_cleanly(pieces: list[str]) -> None:
         assert "no text" in str(exc) or "only site navigation" in str(exc)
     else:
         assert text.strip() and "\n\n\n" not in text
+
+
+def test_a_page_of_a_few_spaced_lines_goes_by_the_documents_line_pitch(tmp_path: Path) -> None:
+    """Page two has only paragraph gaps, no line pitch of its own to compare them with: page one's is used."""
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=11)
+    pdf.add_page()
+    pdf.multi_cell(0, 6, "Survey notes were kept daily. " * 40)
+    pdf.add_page()
+    for note in ("First short note.", "Second short note.", "Third short note."):
+        pdf.multi_cell(0, 6, note)
+        pdf.ln(4)
+    pdf.output(str(tmp_path / "sparse.pdf"))
+    blocks = extract_text(tmp_path / "sparse.pdf").text.split("\n\n")
+    assert blocks[1:] == ["First short note.", "Second short note.", "Third short note."]
