@@ -5,7 +5,8 @@ the paragraphs strategy saw one paragraph per page and fell back to character wi
 ``visitor_text`` callback tells where each piece of text starts (text matrix times the current
 transformation matrix) and at what font size; from that, per page, a new paragraph starts where
 
-- the gap to the line before is larger than the page's usual line pitch (spacing between paragraphs);
+- the gap to the line before is larger than the usual line pitch (the page's, or the document's on a page
+  of few lines): spacing between paragraphs;
 - the font size changes (a heading and its body);
 - the line is indented relative to the line after it (a first-line indent; a hanging indent is not);
 - the line starts with a bullet;
