@@ -143,6 +143,13 @@ def test_tokens_punctuation_is_its_own_token() -> None:
     assert [c.text for c in chunks] == ["Hi,", "there!", "Bye."]
 
 
+def test_tokens_count_han_and_kana_one_a_character_and_windows_end_at_their_full_stops() -> None:
+    text = "北京是中国的首都。上海是最大的城市！東京はどうですか？Tokyo is big."
+    assert TOKEN_RE.findall("北京是首都。Tokyo 2024") == ["北", "京", "是", "首", "都", "。", "Tokyo", "2024"]
+    chunks = chunk_text(text, strategy="tokens", chunk_size=12, overlap=0)
+    assert [c.text for c in chunks] == ["北京是中国的首都。", "上海是最大的城市！", "東京はどうですか？", "Tokyo is big."]
+
+
 # --- paragraphs -------------------------------------------------------------------
 
 
