@@ -46,7 +46,7 @@ def sentence_ends(text: str, lo: int = 0, hi: int | None = None, *, end: int | N
     hi = len(text) if hi is None else hi
     end = hi if end is None else end
     scan = max(0, lo - 16)  # a sign's run or its closers may begin before lo
-    other_scripts = any(text.find(sign, scan, hi) >= 0 for sign in _ANY_END)
+    other_scripts = not text[scan:hi].isascii() and any(text.find(sign, scan, hi) >= 0 for sign in _ANY_END)
     regex = _END_RE if other_scripts else _LATIN_END_RE
     ends: list[int] = []
     for match in regex.finditer(text, scan, hi):
