@@ -227,6 +227,8 @@ def _paragraph_spans(text: str, lo: int, hi: int) -> list[Span]:
 def _fenced(text: str, lo: int, hi: int) -> list[Span]:
     """The fenced code blocks (```` ``` ```` or ``~~~`` lines) of text[lo:hi]; one left open runs to hi."""
     blocks: list[Span] = []
+    if text.find("```", lo, hi) < 0 and text.find("~~~", lo, hi) < 0:
+        return blocks  # the usual case, found without the slower line-anchored search
     opened: int | None = None
     for match in _FENCE_LINE_RE.finditer(text, lo, hi):
         if opened is None:

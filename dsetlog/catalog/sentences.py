@@ -84,10 +84,11 @@ def _is_end(text: str, sign: str, start: int, end: int, hi: int) -> bool:
 
 def _abbreviation(text: str, dot: int, nxt: str) -> bool:
     """Whether the period at ``dot`` closes an abbreviation, an initial or a list number rather than a sentence."""
-    begin = dot
-    while begin > 0 and dot - begin < 40 and not text[begin - 1].isspace():
-        begin -= 1
+    floor = max(0, dot - 40)
+    begin = max(text.rfind(" ", floor, dot), text.rfind("\n", floor, dot), text.rfind("\t", floor, dot), floor - 1) + 1
     word = text[begin:dot].lstrip(_OPENERS)
+    if not word or any(ch.isspace() for ch in word):  # another kind of space (no-break, ideographic)
+        word = re.split(r"\s", word)[-1] if word else word
     if not word:
         return False
     low = word.lower()
