@@ -12,9 +12,10 @@ What is a site's and not the page's is left out:
   share links and author box), ``role="navigation"`` or ``"search"``, and elements
   whose class, id or aria-label name a cookie or consent banner (cookie, consent, gdpr) or other chrome
   (breadcrumbs, menu, sidebar, share, social, related, newsletter, subscribe, advert, promo, skip, ...);
-- the page's own header and asides: ``<header>``, ``<aside>``, ``<form>``, their roles
-  (banner, contentinfo, complementary) and class names (header, footer, banner, masthead), unless they are
-  inside ``<main>`` or ``<article>`` (an article's header holds its title);
+- the page's own header and asides: ``<header>`` (outside any ``<section>``, ``<article>``, ``<aside>``,
+  ``<main>``: where ARIA calls it the page's banner), ``<aside>``, ``<form>``, their roles (banner,
+  contentinfo, complementary) and class names (header, footer, banner, masthead), unless they are inside
+  ``<main>`` or ``<article>`` (an article's header holds its title);
 - blocks that are mostly links (at least two links, over half of the text; three quarters inside
   ``<main>``/``<article>``): link lists, tag clouds, "related" boxes without a name;
 - once the page has a ``<main>`` (or ``role="main"``), or ``<article>`` elements that hold most of its text,
@@ -56,6 +57,7 @@ _CHROME_WORDS = frozenset(
     widget""".split()
 )
 _PAGE_CHROME_WORDS = frozenset("header footer banner masthead topbar".split())
+_SECTIONING = frozenset({"article", "aside", "main", "nav", "section"})
 _LINK_DENSITY = 0.5
 _LINK_DENSITY_IN_MAIN = 0.75
 _SKIP_LINK_RE = re.compile(r"\s*skip\b", re.IGNORECASE)
@@ -209,7 +211,8 @@ class HTMLText(HTMLParser):
             return not (frame.by_name and frame.has_h1)  # a wrapper named "has-sidebar" around the title and text
         in_main = any(f.is_main for f in self._frames)
         if frame.page_chrome and not in_main:
-            return True
+            # a <header> is the page's only outside sectioning content, as ARIA maps it to "banner"
+            return frame.tag != "header" or not any(f.tag in _SECTIONING for f in self._frames)
         if frame.links < 2 or not frame.chars or frame.tag in HEADING_LEVELS or frame.tag == "li":
             return False
         return frame.link_chars / frame.chars > (_LINK_DENSITY_IN_MAIN if in_main else _LINK_DENSITY)

@@ -348,3 +348,10 @@ def test_a_page_of_a_few_spaced_lines_goes_by_the_documents_line_pitch(tmp_path:
     pdf.output(str(tmp_path / "sparse.pdf"))
     blocks = extract_text(tmp_path / "sparse.pdf").text.split("\n\n")
     assert blocks[1:] == ["First short note.", "Second short note.", "Third short note."]
+
+
+def test_a_sections_own_header_is_kept(tmp_path: Path) -> None:
+    page = ("<body><header><a href='/'>Example site</a></header><section><header><h2>Opening hours</h2>"
+            "</header><p>Open daily from 9 a.m. to 5 p.m.</p></section></body>")
+    (tmp_path / "hours.html").write_text(page, encoding="utf-8")
+    assert extract_text(tmp_path / "hours.html").text == "## Opening hours\n\nOpen daily from 9 a.m. to 5 p.m."
