@@ -16,8 +16,9 @@ What is a site's and not the page's is left out:
   ``<main>``: where ARIA calls it the page's banner), ``<aside>``, ``<form>``, their roles (banner,
   contentinfo, complementary) and class names (header, footer, banner, masthead), unless they are inside
   ``<main>`` or ``<article>`` (an article's header holds its title);
-- blocks that are mostly links (at least two links, over half of the text; three quarters inside
-  ``<main>``/``<article>``): link lists, tag clouds, "related" boxes without a name;
+- blocks that are mostly links (at least two links, over half of the text; inside ``<main>``/``<article>``
+  three quarters, and not a block with a heading of its own): link lists, tag clouds, "related" boxes
+  without a name;
 - once the page has a ``<main>`` (or ``role="main"``), or ``<article>`` elements that hold most of its text,
   whatever lies outside them, except an ``<h1>`` that is not a link (a title set above the article).
 
@@ -74,7 +75,7 @@ class _Frame:
     """An open element whose text is held until it closes, when it is judged content or chrome."""
 
     __slots__ = ("tag", "blocks", "chars", "link_chars", "links", "chrome", "by_name", "page_chrome", "is_main",
-                 "has_main", "has_h1")
+                 "has_main", "has_h1", "has_heading")
 
     def __init__(self, tag: str, *, chrome: bool = False, by_name: bool = False, page_chrome: bool = False,
                  is_main: bool = False) -> None:
@@ -82,7 +83,7 @@ class _Frame:
         self.is_main = is_main
         self.blocks: list[_Block] = []
         self.chars = self.link_chars = self.links = 0
-        self.has_main = self.has_h1 = False
+        self.has_main = self.has_h1 = self.has_heading = False
 
 
 class HTMLText(HTMLParser):
@@ -193,6 +194,7 @@ class HTMLText(HTMLParser):
             self._pre = max(0, self._pre - 1)
         parent.has_main = parent.has_main or frame.has_main or frame.is_main
         parent.has_h1 = parent.has_h1 or frame.has_h1 or frame.tag == "h1"
+        parent.has_heading = parent.has_heading or frame.has_heading or frame.tag in HEADING_LEVELS
         if self._is_chrome(frame):
             if frame.page_chrome and not frame.chrome:  # a page's header may hold the page's title
                 parent.blocks.extend(b for b in frame.blocks if _title(b))
@@ -215,6 +217,8 @@ class HTMLText(HTMLParser):
             return frame.tag != "header" or not any(f.tag in _SECTIONING for f in self._frames)
         if frame.links < 2 or not frame.chars or frame.tag in HEADING_LEVELS or frame.tag == "li":
             return False
+        if in_main and frame.has_heading:
+            return False  # a section of the content with its own heading (rustdoc's, whose headings are links)
         return frame.link_chars / frame.chars > (_LINK_DENSITY_IN_MAIN if in_main else _LINK_DENSITY)
 
     def _pre_line_break(self, tag: str) -> None:
