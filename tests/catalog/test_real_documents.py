@@ -355,3 +355,15 @@ def test_a_sections_own_header_is_kept(tmp_path: Path) -> None:
             "</header><p>Open daily from 9 a.m. to 5 p.m.</p></section></body>")
     (tmp_path / "hours.html").write_text(page, encoding="utf-8")
     assert extract_text(tmp_path / "hours.html").text == "## Opening hours\n\nOpen daily from 9 a.m. to 5 p.m."
+
+
+def test_a_content_section_whose_heading_is_links_is_kept(tmp_path: Path) -> None:
+    """rustdoc: every item section in <main> is a source link, a permalink and a heading made of links."""
+    section = ('<section id="associatedtype.Error"><a class="src" href="../src/x.rs.html">Source</a>'
+               '<a href="#associatedtype.Error" class="anchor">§</a><h4 class="code-header">type '
+               '<a href="trait.TryFrom.html">Error</a> = <a href="enum.Infallible.html">Infallible</a></h4></section>')
+    page = f"<body><main>{section}<div class='docblock'>The type returned on a conversion error.</div></main></body>"
+    (tmp_path / "item.html").write_text(page, encoding="utf-8")
+    assert extract_text(tmp_path / "item.html").text == (
+        "Source§\n\n#### type Error = Infallible\n\nThe type returned on a conversion error."
+    )
