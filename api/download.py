@@ -27,8 +27,10 @@ from api.datasets import dataset_or_404
 from api.errors import bad_request
 from api.schemas import DownloadQuery
 from api.spec import operation
+from dsetlog.export.cards import CARD, DATASET_INFO
 from dsetlog.export.datasets import ExportError, export_dataset
 from dsetlog.export.formats import EXPORT_FORMATS, EXPORT_SUFFIX, FORMATS
+from dsetlog.export.options import ExportOptions
 from dsetlog.paths import OutputDirError
 
 BLOCK = 1 << 20
@@ -37,11 +39,21 @@ MEDIA_TYPES = tuple(dict.fromkeys([FORMATS[f].media_type for f in EXPORT_FORMATS
 
 
 class _Frozen:
-    """What export_dataset reads of a read model, taken at one seq (so the export runs without the lock)."""
+    """What export_dataset reads of a read model, taken at one seq (so the export runs without the lock):
+    the entries, the splits, the runs (their system prompts), the dataset, and the texts of the chunks the
+    entries were made from when the export carries them."""
 
-    def __init__(self, entries: list[Any], splits: dict[str, str]) -> None:
-        self.datasets = SimpleNamespace(entries=lambda _dataset_id: entries)
-        self.evaluations = SimpleNamespace(splits=lambda _dataset_id: splits)
+    def __init__(self, rm: Any, dataset_id: str, *, chunks: bool) -> None:
+        entries, runs = list(rm.datasets.entries(dataset_id)), list(rm.datasets.runs(dataset_id))
+        view, splits = rm.datasets.dataset(dataset_id), dict(rm.evaluations.splits(dataset_id))
+        texts = {}
+        if chunks:
+            for e in entries:
+                if e.source_chunk and e.source_chunk not in texts:
+                    texts[e.source_chunk] = rm.projects.chunk(e.source_chunk)
+        self.datasets = SimpleNamespace(entries=lambda _id: entries, runs=lambda _id: runs, dataset=lambda _id: view)
+        self.evaluations = SimpleNamespace(splits=lambda _id: splits)
+        self.projects = SimpleNamespace(chunk=texts.get)
 
 
 class _Sink:
@@ -113,7 +125,9 @@ class DownloadResource:
     @operation("Download the dataset: one file, or a ZIP of its split or batch files", query=DownloadQuery,
                binary=MEDIA_TYPES, errors=(400,), tags=("datasets",),
                description="format_type defaults to the dataset's own. Entries under the quality threshold "
-                           "stay out of the files (they are kept in the log).")
+                           "stay out of the files (they are kept in the log). A ZIP also holds the dataset card "
+                           "(README.md: Hugging Face datasets' configs and splits) and LLaMA-Factory's "
+                           "dataset_info.json; reasoning, context and csv_bom as in POST /datasets/generate.")
     def on_get(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
         q: DownloadQuery = req.context.query
         rm = self.ctx.model(q.as_of)
@@ -122,18 +136,21 @@ class DownloadResource:
             fmt = q.format_type or view.format_type
             if fmt not in EXPORT_FORMATS:
                 fmt = "jsonl"
-            frozen = _Frozen(rm.datasets.entries(dataset_id), dict(rm.evaluations.splits(dataset_id)))
+            frozen = _Frozen(rm, dataset_id, chunks=q.context == "chunk")
         tmp = Path(tempfile.mkdtemp(prefix="dset-download-", dir=self._tmp_root()))
+        base = tmp.resolve() / dataset_id
         try:
+            options = ExportOptions(reasoning=q.reasoning, context=q.context, csv_bom=q.csv_bom)
             files, _ = export_dataset(frozen, dataset_id, data_dir=tmp, output_dir=".",  # type: ignore[arg-type]
-                                      format_type=fmt)
+                                      format_type=fmt, options=options)
+            if len(files) > 1:  # a ZIP: with the card and dataset_info.json that say which file is which split
+                files += [base / name for name in (CARD, DATASET_INFO) if (base / name).is_file()]
         except (ExportError, OutputDirError) as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise bad_request(str(exc)) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        base = tmp.resolve() / dataset_id
         if len(files) == 1:
             path = files[0]
             name = f"{dataset_id}{path.suffix}" if path.stem == "dataset" else f"{dataset_id}_{path.name}"

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.export.options import CONTEXT_MODES, DEFAULT_CONTEXT, DEFAULT_REASONING, REASONING_MODES
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.prompts.parameters import ProjectParameters
 from dsetlog.store.events import Category
@@ -294,6 +295,10 @@ class FeedbackAccepted(Struct):
 class DownloadQuery(Query):
     format_type: Literal[EXPORT_FORMATS] | None = None  # type: ignore[valid-type]  # the one list of formats
     as_of: Seq | None = None
+    # the files, as the generate request's fields of the same names (dsetlog.export.options)
+    reasoning: Literal[REASONING_MODES] = DEFAULT_REASONING  # type: ignore[valid-type]
+    context: Literal[CONTEXT_MODES] = DEFAULT_CONTEXT  # type: ignore[valid-type]
+    csv_bom: bool = False
 
 
 class HistoryEvent(Struct):

@@ -162,6 +162,7 @@ class RunView(msgspec.Struct, gc=False):
     completion_tokens: int = 0
     cost: float = 0.0
     message: str = ""
+    system: str = ""  # the system prompt the run sent (RunStarted.system)
 
 
 # --- snapshot state ----------------------------------------------------------
@@ -329,11 +330,12 @@ class Datasets(Projection):
         run = shard.runs.get(ev.run_id)
         if run is None:
             shard.runs[ev.run_id] = RunView(
-                ev.run_id, shard.view.id, ev.command, ev.model, ev.provider, ev.simulated, rec.ts, rec.seq
+                ev.run_id, shard.view.id, ev.command, ev.model, ev.provider, ev.simulated, rec.ts, rec.seq,
+                system=_intern(ev.system),
             )
         elif run.started_seq is None:
             run.command, run.model, run.provider, run.simulated = ev.command, ev.model, ev.provider, ev.simulated
-            run.started_at, run.started_seq = rec.ts, rec.seq
+            run.started_at, run.started_seq, run.system = rec.ts, rec.seq, _intern(ev.system)
 
     @handles(RunFinished)
     def _run_finished(self, shard: _Shard, rec: Recorded, ev: RunFinished) -> None:

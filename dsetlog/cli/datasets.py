@@ -19,6 +19,14 @@ from dsetlog.engine.progress import Progress
 from dsetlog.errors import UsageError
 from dsetlog.export.datasets import export_dataset
 from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.export.options import (
+    CONTEXT_MODES,
+    DEFAULT_CONTEXT,
+    DEFAULT_REASONING,
+    INSTRUCTION_FORMATS,
+    REASONING_MODES,
+    ExportOptions,
+)
 from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.ids import new_job_id
@@ -27,6 +35,25 @@ from dsetlog.llm.providers import load_env
 from dsetlog.paths import cli_export_dir
 from dsetlog.store.log import EventLog
 from projections.readmodel import ReadModel
+
+
+def add_export_options(p: argparse.ArgumentParser) -> None:
+    """--reasoning, --context and --csv-bom: what `dset generate` and `dset export` ask of the files."""
+    formats = ", ".join(INSTRUCTION_FORMATS)
+    p.add_argument("--reasoning", choices=REASONING_MODES, default=DEFAULT_REASONING,
+                   help=f"the model's reasoning in {formats}: omit it (default), think: <think>...</think> before "
+                        "the answer (LLaMA-Factory), field: reasoning_content on the assistant message "
+                        "(axolotl; sharegpt and openai-chat)")
+    p.add_argument("--context", choices=CONTEXT_MODES, default=DEFAULT_CONTEXT,
+                   help=f"none (default): {formats} hold the question alone and leave out the negatives "
+                        "(\"The text does not say.\"); chunk: every entry with the text it was made from, "
+                        "negatives included")
+    p.add_argument("--csv-bom", action="store_true",
+                   help="write the CSV with a UTF-8 BOM (utf-8-sig), so Excel reads its non-ASCII text right")
+
+
+def export_options(args: argparse.Namespace) -> ExportOptions:
+    return ExportOptions(reasoning=args.reasoning, context=args.context, csv_bom=args.csv_bom)
 
 
 def _option_type(annotation: Any) -> tuple[Any, str]:
@@ -98,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                      help="a folder inside the data dir (default: exports), or an absolute path anywhere; "
                           "the files go into its DATASET_ID folder")
     exp.add_argument("--as-of", type=int, metavar="SEQ", help="the dataset as it was at this log sequence number")
+    add_export_options(exp)
     exp.set_defaults(func=export)
 
 
@@ -183,7 +211,8 @@ def export(args: argparse.Namespace) -> int:
     try:
         folder = cli_export_dir(data_dir(args), args.output_dir, args.dataset_id)
         files, n = export_dataset(rm, args.dataset_id, data_dir=folder, output_dir=".",
-                                  format_type=args.format_type or rm.datasets.dataset(args.dataset_id).format_type)
+                                  format_type=args.format_type or rm.datasets.dataset(args.dataset_id).format_type,
+                                  options=export_options(args))
     except (DocGenError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # an absolute --output-dir the user cannot write to

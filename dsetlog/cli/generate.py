@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dsetlog.cli.datasets import add_export_options, export_options
 from dsetlog.cli.options import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -63,6 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="the first row is a header (default: detected)")
     header.add_argument("--no-header", dest="header", action="store_false", help="the first row is a question")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
+    add_export_options(p)
     p.add_argument("--max-input-mb", type=float, default=MAX_INPUT_BYTES / 2**20, metavar="MB",
                    help=f"refuse a questions file larger than this (default {MAX_INPUT_BYTES // 2**20} MB)")
     sim = p.add_argument_group("simulator (with --simulate)")
@@ -99,7 +101,7 @@ def settings_from(args: argparse.Namespace) -> AnswerSettings:
         concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
         max_retries=args.max_retries, backoff=args.backoff, budget=budget,
         price=tuple(args.price) if args.price else None, header=args.header,
-        max_input_bytes=int(args.max_input_mb * 2**20), progress=not args.no_progress)
+        max_input_bytes=int(args.max_input_mb * 2**20), progress=not args.no_progress, export=export_options(args))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ makes the guide's quality_summary.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -18,40 +19,12 @@ from typing import Annotated
 import msgspec
 from rapidfuzz import fuzz
 
+from dsetlog.evaluation import words  # the one tokenizer of every component below
+from dsetlog.evaluation.words import content_words  # public here too: generation matches chunks with it
 from dsetlog.llm.structured import Structured
 from dsetlog.prompts.replies import InvalidOutput, strip_wrapping
 from dsetlog.prompts.templates import NEGATIVE_ANSWER
-
-# --- words -----------------------------------------------------------------------------
-
-STOPWORDS = frozenset(
-    """
-    a about above after again against all also am an and any are as at be because been before being
-    below between both but by can could did do does doing down during each few for from further had
-    has have having he her here hers herself him himself his how i if in into is it its itself just
-    me more most my myself no nor not now of off on once only or other our ours ourselves out over own
-    same she should so some such than that the their theirs them themselves then there these they this
-    those through to too under until up very was we were what when where which while who whom why will
-    with would you your yours yourself yourselves
-    """.split()
-)
-_WORD_RE = re.compile(r"[a-z0-9]+")
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ied", "es", "ed", "ly", "s")
-
-
-def stem(word: str) -> str:
-    """A crude suffix stripper: enough to match "symptoms"/"symptom" or "causes"/"caused"/"cause"."""
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            base = word[: -len(suffix)]
-            return base + "y" if suffix in ("ies", "ied") else base
-    return word
-
-
-def content_words(text: str) -> set[str]:
-    """Stemmed words of ``text`` that carry meaning (stopwords removed), numbers included."""
-    return {stem(w) for w in _WORD_RE.findall(text.lower()) if w not in STOPWORDS}
-
+from dsetlog.scripts import QUESTION_ENDS, word_count
 
 # --- structural checks ----------------------------------------------------------------
 
@@ -69,14 +42,28 @@ _REFUSAL_RE = re.compile(
 )
 
 
-def _normalised(text: str) -> str:
-    return " ".join(_WORD_RE.findall(text.lower()))
+_CLOSERS = "\"'»”’」』）)]】 \t\n"
+_GREEK_RE = re.compile("[\u0370-\u03ff\u1f00-\u1fff]")
+# Questions in Chinese, Japanese and Korean may end on their question particle with a full stop or nothing.
+_QUESTION_PARTICLE_RE = re.compile("(?:吗|呢|か|까)[。.]?$")
 
 
 def is_question(text: str) -> bool:
-    """Ends with "?" or opens with an interrogative (or a question-like imperative such as "Explain")."""
-    words = _WORD_RE.findall(text.lower())
-    return text.rstrip().endswith("?") or (bool(words) and words[0] in _INTERROGATIVES)
+    """A question in any script, or an English request that opens like one ("Explain ...").
+
+    It ends with a question mark (? ？ ؟ ፧, or Greek's ";"), opens with Spanish "¿", carries Armenian's
+    "՞", ends on a Chinese, Japanese or Korean question particle (吗 呢 か 까), or opens with an English
+    interrogative or a question-like imperative."""
+    t = words.normalise(text).rstrip(_CLOSERS)
+    first = words.tokens(t[:64])
+    return (
+        t.endswith(QUESTION_ENDS)
+        or t.lstrip().startswith("¿")
+        or "՞" in t
+        or (t.endswith(";") and bool(_GREEK_RE.search(t)))
+        or bool(_QUESTION_PARTICLE_RE.search(t))
+        or (bool(first) and first[0] in _INTERROGATIVES)
+    )
 
 
 def structural_checks(
@@ -99,9 +86,9 @@ def structural_checks(
     q, a = question.strip(), (answer.strip() if answer is not None else None)
     checks = {
         "non_empty": float(bool(q) and (a is None or bool(a))),
-        "length_ok": float(
-            min_question_chars <= len(q) <= max_question_chars
-            and (a is None or min_answer_chars <= len(a) <= max_answer_chars)
+        "length_ok": float(  # in columns: a wide (Han, kana, Hangul) character counts two
+            min_question_chars <= words.width(q) <= max_question_chars
+            and (a is None or min_answer_chars <= words.width(a) <= max_answer_chars)
         ),
         "no_refusal": float(not _REFUSAL_RE.search(q) and not (a and _REFUSAL_RE.search(a))),
     }
@@ -109,16 +96,42 @@ def structural_checks(
         checks["is_question"] = float(is_question(q))
     if a is not None:
         checks["not_copy"] = float(not _is_copy(q, a, copy_threshold))
+    if not readability_defined(f"{q} {a or ''}"):
+        checks[READABILITY_UNDEFINED] = 1.0
     return checks
 
 
+_NEW_CONTENT_SHARE = 0.2
+
+
 def _is_copy(question: str, answer: str, threshold: float) -> bool:
-    """The answer repeats the question (exactly, or nearly: rapidfuzz similarity at or above threshold)."""
-    q, a = _normalised(question), _normalised(answer)
-    return q == a or fuzz.ratio(q, a) >= threshold * 100
+    """The answer repeats the question: exactly, or nearly (rapidfuzz similarity at or above threshold)
+    while adding almost nothing the question lacks (under a fifth of its content words are new).
+
+    The second condition is for languages that ask in place (Chinese, Japanese, Korean): the answer puts
+    its fact where the question word was, so 现存的长城大多是明朝修建的 answers 现存的长城大多是哪个朝代修建的
+    at 86% similarity, yet "明朝" is the answer."""
+    q, a = _copy_text(question), _copy_text(answer)
+    if q == a:
+        return True
+    if fuzz.ratio(q, a) < threshold * 100:
+        return False
+    claimed = content_words(answer)
+    return not claimed or len(claimed - content_words(question)) < _NEW_CONTENT_SHARE * len(claimed)
+
+
+def _copy_text(text: str) -> str:
+    # With no word at all ("？", "…"), the text itself stands: two different such texts are no copies.
+    return words.normalised(text) or words.normalise(text).strip()
 
 
 # --- groundedness ----------------------------------------------------------------------
+
+
+
+@functools.cache
+def _negative_normalised() -> str:
+    return words.normalised(NEGATIVE_ANSWER)  # on first use: importing quality builds no tokenizer
 
 
 def groundedness(answer: str, chunk: str) -> float:
@@ -129,12 +142,12 @@ def groundedness(answer: str, chunk: str) -> float:
     judge's call. An answer without content words ("Yes.") scores 0.0: nothing in
     it can be shown to come from the chunk.
     """
-    if _normalised(answer) == _normalised(NEGATIVE_ANSWER):
+    if words.normalised(answer) == _negative_normalised():
         return 1.0
-    words = content_words(answer)
-    if not words:
+    claimed = content_words(answer)
+    if not claimed:
         return 0.0
-    return round(len(words & content_words(chunk)) / len(words), 4)
+    return round(len(claimed & content_words(chunk)) / len(claimed), 4)
 
 
 # --- near-duplicates ---------------------------------------------------------------------
@@ -177,11 +190,13 @@ class NearDuplicates:
         """Index ``text`` as ``entry_id``; return the id of the earlier entry it nearly duplicates, if any."""
         if entry_id in self._index_of:
             raise ValueError(f"entry {entry_id!r} is already indexed")
-        words = _WORD_RE.findall(text.lower())
-        sorted_text = " ".join(sorted(words))
+        found = words.tokens(text)
+        # rapidfuzz compares the sorted surface runs (words; Han clauses whole); with no word at all
+        # ("？！"), the text itself, so two such texts are not one
+        sorted_text = " ".join(sorted(words.surface(text))) or words.normalise(text).strip()
         index = len(self._ids)
         match = self._exact.get(sorted_text)
-        keys = self._hashes.band_keys([w for w in words if w not in STOPWORDS] or words or [""])
+        keys = self._hashes.band_keys([w for w in found if w not in words.STOPWORDS] or found or [sorted_text])
         if match is None:
             match = self._best_candidate(sorted_text, keys)
         self._store(entry_id, sorted_text, keys, match)
@@ -251,7 +266,7 @@ class _WordHashes:
     def _values(self, word: str) -> tuple[int, ...]:
         values = self._cache.get(word)
         if values is None:  # stemmed, so "symptom" and "symptoms" count as one word
-            digest = hashlib.shake_128(stem(word).encode("utf-8")).digest(self._format.size)
+            digest = hashlib.shake_128(words.stem(word).encode("utf-8")).digest(self._format.size)
             values = self._format.unpack(digest)
             if len(self._cache) < _WORD_HASH_CACHE_LIMIT:
                 self._cache[word] = values
@@ -342,19 +357,37 @@ def _syllables(word: str) -> int:
     return max(1, len(re.findall(r"[aeiouy]+", word)))
 
 
+# Flesch-Kincaid is fitted on English; it means something for text in the Latin script and nothing for
+# Chinese or Hindi (whose words it cannot count the syllables of).
+READABILITY_UNDEFINED = "readability_undefined"  # a component: 1.0 when difficulty could not use readability
+_LATIN_SHARE_FOR_READABILITY = 0.5
+
+
+def readability_defined(text: str) -> bool:
+    """Whether the Flesch-Kincaid grade means something for ``text``: most of its letters are Latin."""
+    share = words.latin_share(text)
+    return share is not None and share >= _LATIN_SHARE_FOR_READABILITY
+
+
 def difficulty(question: str, answer: str | None, *, judge_score: float | None) -> str:
     """beginner / intermediate / advanced / expert.
 
     The base level comes from the readability grade of question and answer
-    (below 6, below 10, below 14, above); a long answer (60+ words) adds a level
-    and a one-to-five-word answer takes one away. ``judge_score`` is the judge's
-    difficulty rating (1-5): when it is clearly above or below, it moves the
-    level one step towards it.
+    (below 6, below 10, below 14, above) where readability is defined (Latin-script
+    text); elsewhere it is neutral: intermediate, and the entry's components say
+    READABILITY_UNDEFINED. A long answer (60+ words) adds a level and a
+    one-to-five-word answer takes one away, words counted as the script has them
+    (a Chinese answer's characters by the characters a word takes). ``judge_score``
+    is the judge's difficulty rating (1-5): when it is clearly above or below, it
+    moves the level one step towards it.
     """
     text = f"{question} {answer or ''}".strip()
-    grade = flesch_kincaid_grade(text)
-    level = 0 if grade < 6 else 1 if grade < 10 else 2 if grade < 14 else 3
-    answer_words = len((answer or "").split())
+    if readability_defined(text):
+        grade = flesch_kincaid_grade(text)
+        level = 0 if grade < 6 else 1 if grade < 10 else 2 if grade < 14 else 3
+    else:
+        level = 1
+    answer_words = word_count(answer or "")
     if answer_words >= 60:
         level += 1
     elif 0 < answer_words <= 5:
@@ -379,6 +412,7 @@ def _nudge(level: int, judge_score: float) -> int:
 # --- combining ----------------------------------------------------------------------------------
 
 GATES = ("non_empty", "no_refusal")  # a failed gate zeroes the score: such an entry is unusable
+INFORMATIONAL = (READABILITY_UNDEFINED,)  # say how the entry was scored; no part of the score
 DEFAULT_WEIGHTS = {"length_ok": 1.0, "is_question": 1.0, "not_copy": 1.0, "groundedness": 3.0}
 JUDGE_WEIGHT = 0.4  # share of the final score given to the judge when there is one
 DUPLICATE_FACTOR = 0.5
@@ -393,7 +427,7 @@ def combine(
 ) -> float:
     """One quality_score in [0, 1] from the components.
 
-    Gates (non_empty, no_refusal) multiply; the other components are averaged with
+    Gates (non_empty, no_refusal) multiply; INFORMATIONAL ones are left out; the others are averaged with
     ``weights`` (DEFAULT_WEIGHTS, 1.0 for others); a judge score (1-5 mapped to
     0..1) takes JUDGE_WEIGHT of the result (or ``weights["judge"]``); a
     near-duplicate is multiplied by DUPLICATE_FACTOR.
@@ -401,7 +435,7 @@ def combine(
     weights = dict(weights or {})
     _check_components(components, weights, judge)
     gate = math.prod(components[g] for g in GATES if g in components)
-    graded = {k: v for k, v in components.items() if k not in GATES}
+    graded = {k: v for k, v in components.items() if k not in GATES and k not in INFORMATIONAL}
     score = _weighted_mean(graded, {**DEFAULT_WEIGHTS, **weights})
     if judge is not None:
         share = weights.get("judge", JUDGE_WEIGHT)
@@ -421,6 +455,8 @@ def _check_components(
     for name, weight in weights.items():
         if name in GATES:
             raise ValueError(f"{name!r} is a gate (a failure zeroes the score); it takes no weight")
+        if name in INFORMATIONAL:
+            raise ValueError(f"{name!r} says how the entry was scored; it takes no weight")
         if name != "judge" and name not in components:
             raise ValueError(
                 f"weight for {name!r}, which is not among the components: {', '.join(components)}"

@@ -8,10 +8,12 @@ quality threshold stay in the log only.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from dsetlog.errors import UsageError
-from dsetlog.export.formats import EXPORT_FORMATS, EXPORT_SUFFIX, FORMATS
+from dsetlog.export.cards import split_files, write_cards
+from dsetlog.export.formats import ENTRY_COLUMNS, EXPORT_FORMATS, EXPORT_SUFFIX, EXPORT_WRITERS
+from dsetlog.export.options import INSTRUCTION_FORMATS, ExportError, ExportOptions
 from dsetlog.fsutil import atomic_writer
 from dsetlog.paths import export_dir
 from projections.datasets import EntryView
@@ -20,8 +22,7 @@ from projections.readmodel import ReadModel
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
 
 
-class ExportError(UsageError, ValueError):
-    """The export cannot be written as asked (an unknown format); the message says what to give instead."""
+__all__ = ["EXPORT_BATCH", "ExportError", "export_dataset", "exportable"]
 
 
 def exportable(rm: ReadModel, dataset_id: str) -> Iterator[EntryView]:
@@ -30,25 +31,47 @@ def exportable(rm: ReadModel, dataset_id: str) -> Iterator[EntryView]:
 
 
 def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir: str = ".",
-                   format_type: str = "jsonl", batch_size: int = EXPORT_BATCH) -> tuple[list[Path], int]:
+                   format_type: str = "jsonl", batch_size: int = EXPORT_BATCH,
+                   options: ExportOptions | None = None) -> tuple[list[Path], int]:
     """Write the dataset into ``<data>/<output_dir>/<dataset_id>/``: one file per split (train, validation,
     test) when it has splits, else ``dataset``; ``batch_size`` entries per file at most. Streamed and atomic.
+    Then the folder's dataset card (README.md) and LLaMA-Factory's dataset_info.json, which describe every
+    format's files there (dsetlog.export.cards). The count returned is of the entries written: an instruction
+    format leaves the negatives out unless it carries their text (``options.context``).
 
-    :class:`ExportError` for an unknown format; :class:`dsetlog.paths.OutputDirError` for an output_dir that
-    leads outside the data dir (resolved and checked where it leads: a job resumed from a log older than the
-    API's own check meets it here)."""
+    :class:`ExportError` for an unknown format or options it cannot carry; :class:`dsetlog.paths.OutputDirError`
+    for an output_dir that leads outside the data dir (resolved and checked where it leads: a job resumed from a
+    log older than the API's own check meets it here)."""
     if format_type not in EXPORT_FORMATS:
         raise ExportError(f"format_type {format_type!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    opts = _filled(rm, dataset_id, options or ExportOptions())
+    opts.check([format_type])
     base = export_dir(data_dir, output_dir, dataset_id) / dataset_id
     suffix = EXPORT_SUFFIX[format_type]
     files: list[Path] = []
     total = 0
     for name, entries in _groups(rm, dataset_id).items():
-        written, count = _write_batches(base, name, suffix, format_type, entries, batch_size)
+        written, count = _write_batches(base, name, suffix, format_type, entries, batch_size, opts)
         files += written
         total += count
     _remove_stale(base, suffix, set(files))
+    view = rm.datasets.dataset(dataset_id)
+    present = {fmt: split_files(base, sfx) for fmt, sfx in EXPORT_SUFFIX.items()}
+    ours = [p.name for fmt, sfx in EXPORT_SUFFIX.items() for p in base.glob(f"*{sfx}")]
+    write_cards(base, title=view.name if view is not None else dataset_id, default=format_type, files=present,
+                entry_columns=ENTRY_COLUMNS, instruction=INSTRUCTION_FORMATS, ours=ours)
     return files, total
+
+
+def _filled(rm: ReadModel, dataset_id: str, opts: ExportOptions) -> ExportOptions:
+    """The options with what the dataset says: the system prompts its runs sent, the chunks' texts."""
+    systems = {run.run_id: run.system for run in rm.datasets.runs(dataset_id) if run.system}
+
+    def chunk_text(chunk_id: str) -> str | None:
+        chunk = rm.projects.chunk(chunk_id)
+        return chunk.text if chunk is not None else None
+
+    return replace(opts, systems=systems, chunk_text=opts.chunk_text or chunk_text)
 
 
 def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[EntryView]]:
@@ -64,8 +87,8 @@ def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[EntryView]]:
 
 
 def _write_batches(base: Path, name: str, suffix: str, format_type: str, entries: Iterable[EntryView],
-                   batch_size: int) -> tuple[list[Path], int]:
-    fmt = FORMATS[format_type]
+                   batch_size: int, opts: ExportOptions) -> tuple[list[Path], int]:
+    write = EXPORT_WRITERS[format_type]
     files: list[Path] = []
     total = 0
     iterator = iter(entries)
@@ -76,7 +99,7 @@ def _write_batches(base: Path, name: str, suffix: str, format_type: str, entries
         stem = name if part == 1 and not following else f"{name}_part{part:04d}"
         target = base / f"{stem}{suffix}"
         with atomic_writer(target) as fh:
-            total += fmt.write(fh, batch)
+            total += write(fh, batch, opts)
         files.append(target)
         if not following:
             return files, total

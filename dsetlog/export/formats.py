@@ -17,6 +17,8 @@ from typing import Any, BinaryIO, Protocol
 
 import msgspec
 
+from dsetlog.export import instruct
+from dsetlog.export.options import ExportOptions
 from dsetlog.fsutil import atomic_writer
 
 
@@ -30,10 +32,16 @@ class Entry(Protocol):
     category: str
     model: str
     created_at: str
+    source_chunk: str
+    metadata: dict[str, Any]
+    run_id: str  # its run's system prompt is in ExportOptions.systems
+    quality_score: float | None
+    difficulty: str
 
 
 _json = msgspec.json.Encoder()
 _BATCH = 10_000
+_DEFAULTS = ExportOptions()
 
 
 def _jsonl(fh: BinaryIO, docs: Iterable[Any]) -> int:
@@ -50,37 +58,61 @@ def _jsonl(fh: BinaryIO, docs: Iterable[Any]) -> int:
     return n
 
 
-def _text_stream(fh: BinaryIO) -> io.TextIOWrapper:
-    return io.TextIOWrapper(fh, encoding="utf-8", newline="", write_through=False)
+def _text_stream(fh: BinaryIO, *, bom: bool = False) -> io.TextIOWrapper:
+    # utf-8-sig writes the BOM that Excel needs to read the file as UTF-8 rather than the locale's code page
+    return io.TextIOWrapper(fh, encoding="utf-8-sig" if bom else "utf-8", newline="", write_through=False)
 
 
-def write_csv(fh: BinaryIO, entries: Iterable[Entry]) -> int:
-    """The seed's output.csv: timestamp, question, thoughts, final_answer."""
-    text = _text_stream(fh)
+def _csv(fh: BinaryIO, header: list[str], rows: Iterable[list[Any]], bom: bool) -> int:
+    text = _text_stream(fh, bom=bom)
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["timestamp", "question", "thoughts", "final_answer"])
+    writer.writerow(header)
     n = 0
-    for e in entries:
-        writer.writerow([e.created_at, e.question, e.reasoning, e.answer])
+    for row in rows:
+        writer.writerow(row)
         n += 1
     text.flush()
     text.detach()
     return n
 
 
-def write_seed_json(fh: BinaryIO, entries: Iterable[Entry]) -> int:
+# A document dataset's CSV: the seed's four columns first (a reader of output.csv reads it too), then what
+# tells its rows apart and sorts them
+SEED_CSV_COLUMNS = ("timestamp", "question", "thoughts", "final_answer")
+DATASET_CSV_COLUMNS = (*SEED_CSV_COLUMNS, "id", "category", "difficulty", "quality_score", "source_chunk")
+
+
+def write_csv(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+    """The seed's output.csv: timestamp, question, thoughts, final_answer."""
+    return _csv(fh, list(SEED_CSV_COLUMNS), ([e.created_at, e.question, e.reasoning, e.answer] for e in entries),
+                opts.csv_bom)
+
+
+def write_dataset_csv(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+    """A dataset's CSV: the seed's columns, then id, category, difficulty, quality_score, source_chunk."""
+    return _csv(fh, list(DATASET_CSV_COLUMNS),
+                ([e.created_at, e.question, e.reasoning, e.answer, e.id, e.category, e.difficulty,
+                  "" if e.quality_score is None else e.quality_score, e.source_chunk] for e in entries),
+                opts.csv_bom)
+
+
+def write_seed_json(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
     """The seed's output.json, JSON Lines: {"metadata": {timestamp, question}, "response": {reasoning, answer}}."""
     return _jsonl(fh, ({"metadata": {"timestamp": e.created_at, "question": e.question},
                         "response": {"reasoning": e.reasoning, "answer": e.answer}} for e in entries))
 
 
-def write_txt(fh: BinaryIO, entries: Iterable[Entry]) -> int:
+def write_txt(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
     """The seed's human-readable log: one block per answered question."""
     text = _text_stream(fh)
     n = 0
     for e in entries:
         n += 1
-        text.write(f"=== {n} === {e.created_at}\nQuestion: {e.question}\n\n")
+        system = opts.system_of(e)
+        if system:
+            text.write(f"=== {n} === {e.created_at}\nSystem: {system}\nQuestion: {e.question}\n\n")
+        else:
+            text.write(f"=== {n} === {e.created_at}\nQuestion: {e.question}\n\n")
         if e.reasoning:
             text.write(f"Thoughts:\n{e.reasoning}\n\n")
         text.write(f"Answer:\n{e.answer}\n\n")
@@ -89,33 +121,37 @@ def write_txt(fh: BinaryIO, entries: Iterable[Entry]) -> int:
     return n
 
 
-def _entry_doc(e: Entry) -> dict[str, Any]:
-    doc = {f: getattr(e, f) for f in _ENTRY_FIELDS if hasattr(e, f)}
+# The full formats' columns, the same in jsonl and parquet (so Hugging Face datasets concatenates the two,
+# and a questions dataset joins a document one): metadata is a JSON object's text in both, since its keys
+# differ from dataset to dataset and a nested column's type would differ with them.
+ENTRY_COLUMNS = ("id", "question", "answer", "reasoning", "category", "quality_score", "difficulty", "source_chunk",
+                 "model", "provider", "simulated", "created_at", "updated_at", "revision", "prompt_tokens",
+                 "completion_tokens", "metadata", "system")
+
+
+def _entry_doc(e: Entry, opts: ExportOptions) -> dict[str, Any]:
+    doc = {f: getattr(e, f, None) for f in ENTRY_COLUMNS}
+    metadata = doc["metadata"]
+    doc["metadata"] = _json.encode(metadata).decode() if metadata else "{}"
+    doc["system"] = opts.system_of(e)
     return doc
 
 
-_ENTRY_FIELDS = ("id", "question", "answer", "reasoning", "category", "quality_score", "difficulty", "source_chunk",
-                 "model", "provider", "simulated", "created_at", "updated_at", "revision", "prompt_tokens",
-                 "completion_tokens", "metadata")
-
-
-def write_jsonl(fh: BinaryIO, entries: Iterable[Entry]) -> int:
+def write_jsonl(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
     """Every field of every entry, one JSON object per line."""
-    return _jsonl(fh, (_entry_doc(e) for e in entries))
+    return _jsonl(fh, (_entry_doc(e, opts) for e in entries))
 
 
-def write_alpaca(fh: BinaryIO, entries: Iterable[Entry]) -> int:
-    return _jsonl(fh, ({"instruction": e.question, "input": "", "output": e.answer} for e in entries))
+def write_alpaca(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+    return _jsonl(fh, (instruct.alpaca_row(e, opts) for e in entries if instruct.kept(e, opts)))
 
 
-def write_sharegpt(fh: BinaryIO, entries: Iterable[Entry]) -> int:
-    return _jsonl(fh, ({"conversations": [{"from": "human", "value": e.question},
-                                          {"from": "gpt", "value": e.answer}]} for e in entries))
+def write_sharegpt(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+    return _jsonl(fh, (instruct.sharegpt_row(e, opts) for e in entries if instruct.kept(e, opts)))
 
 
-def write_openai_chat(fh: BinaryIO, entries: Iterable[Entry]) -> int:
-    return _jsonl(fh, ({"messages": [{"role": "user", "content": e.question},
-                                     {"role": "assistant", "content": e.answer}]} for e in entries))
+def write_openai_chat(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+    return _jsonl(fh, (instruct.openai_chat_row(e, opts) for e in entries if instruct.kept(e, opts)))
 
 
 def _batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
@@ -124,30 +160,34 @@ def _batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
         yield batch
 
 
-def write_parquet(fh: BinaryIO, entries: Iterable[Entry]) -> int:
-    """Columns of the jsonl format; metadata as a JSON string. Written in row groups of 10,000."""
+def parquet_schema() -> Any:
+    """The parquet file's columns: the jsonl format's, with created_at and updated_at as UTC timestamps."""
+    import pyarrow as pa
+
+    when = pa.timestamp("us", tz="UTC")
+    types = {"quality_score": pa.float64(), "simulated": pa.bool_(), "created_at": when, "updated_at": when,
+             "revision": pa.int64(), "prompt_tokens": pa.int64(), "completion_tokens": pa.int64()}
+    return pa.schema([(name, types.get(name, pa.string())) for name in ENTRY_COLUMNS])
+
+
+def write_parquet(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+    """The columns of the jsonl format, typed (timestamps as timestamps). Written in row groups of 10,000."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
-        ("id", pa.string()), ("question", pa.string()), ("answer", pa.string()), ("reasoning", pa.string()),
-        ("category", pa.string()), ("quality_score", pa.float64()), ("difficulty", pa.string()),
-        ("source_chunk", pa.string()), ("model", pa.string()), ("provider", pa.string()), ("simulated", pa.bool_()),
-        ("created_at", pa.string()), ("updated_at", pa.string()), ("revision", pa.int64()),
-        ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("metadata", pa.string()),
-    ])
+    schema = parquet_schema()
     n = 0
     with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
         for batch in _batches(entries, _BATCH):
-            cols: dict[str, list[Any]] = {name: [] for name in schema.names}
-            for e in batch:
-                doc = _entry_doc(e)
-                for name in schema.names:
-                    value = doc.get(name)
-                    if name == "metadata":
-                        value = _json.encode(value or {}).decode()
-                    cols[name].append(value)
-            writer.write_table(pa.table(cols, schema=schema))
+            docs = [_entry_doc(e, opts) for e in batch]
+            cols = []
+            for field in schema:
+                values = [d[field.name] for d in docs]
+                if pa.types.is_timestamp(field.type):  # the log's ISO-8601 text, parsed by arrow in C
+                    cols.append(pa.array(values, type=pa.string()).cast(field.type))
+                else:
+                    cols.append(pa.array(values, type=field.type))
+            writer.write_table(pa.Table.from_arrays(cols, schema=schema))
             n += len(batch)
     return n
 
@@ -156,7 +196,7 @@ class Format(msgspec.Struct, frozen=True):
     name: str
     filename: str
     media_type: str
-    write: Callable[[BinaryIO, Iterable[Entry]], int]
+    write: Callable[[BinaryIO, Iterable[Entry], ExportOptions], int]
 
 
 FORMATS: dict[str, Format] = {
@@ -180,15 +220,19 @@ SEED_FORMATS = ("csv", "json", "txt")
 EXPORT_SUFFIX: dict[str, str] = {"jsonl": ".jsonl", "parquet": ".parquet", "csv": ".csv", "alpaca": ".alpaca.jsonl",
                                  "sharegpt": ".sharegpt.jsonl", "openai-chat": ".openai-chat.jsonl"}
 EXPORT_FORMATS: tuple[str, ...] = tuple(EXPORT_SUFFIX)
+# a dataset's writer per export format: as dset generate's, but its CSV has the columns that tell rows apart
+EXPORT_WRITERS: dict[str, Callable[[BinaryIO, Iterable[Entry], ExportOptions], int]] = {
+    name: write_dataset_csv if name == "csv" else FORMATS[name].write for name in EXPORT_FORMATS}
 
 
-def export(entries: Callable[[], Iterable[Entry]], out_dir: Path, formats: Iterable[str]) -> dict[str, Path]:
+def export(entries: Callable[[], Iterable[Entry]], out_dir: Path, formats: Iterable[str],
+           opts: ExportOptions = _DEFAULTS) -> dict[str, Path]:
     """Write each format into ``out_dir`` atomically; ``entries`` is called once per format (a fresh stream)."""
     written: dict[str, Path] = {}
     for name in formats:
         fmt = FORMATS[name]
         target = out_dir / fmt.filename
         with atomic_writer(target) as fh:
-            fmt.write(fh, entries())
+            fmt.write(fh, entries(), opts)
         written[name] = target
     return written

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dsetlog.engine.progress import Budget, Progress
 from dsetlog.engine.stages import Outcome
 from dsetlog.errors import UsageError
-from dsetlog.export.formats import SEED_FORMATS, Entry, export
+from dsetlog.evaluation import quality
+from dsetlog.export.cards import write_output_cards
+from dsetlog.export.formats import ENTRY_COLUMNS, FORMATS, SEED_FORMATS, Entry, export
+from dsetlog.export.options import INSTRUCTION_FORMATS, ExportOptions
 from dsetlog.generation.questions import (
     MAX_INPUT_BYTES,
     QuestionsFile,
@@ -108,6 +111,7 @@ class AnswerSettings:
     header: bool | None = None
     max_input_bytes: int = MAX_INPUT_BYTES
     progress: bool = True  # the progress line on stderr
+    export: ExportOptions = field(default_factory=ExportOptions)  # reasoning, context, the CSV's BOM
 
     @property
     def csv_path(self) -> Path:
@@ -172,7 +176,9 @@ def _provider_for(settings: AnswerSettings) -> Iterator[Provider]:
 
 
 def _check_places(settings: AnswerSettings) -> None:
-    """Refuse now, before any call is paid for, a data dir or output folder that would only fail at the end."""
+    """Refuse now, before any call is paid for, a data dir or output folder that would only fail at the end,
+    and export options that the formats asked for cannot carry."""
+    settings.export.check(settings.formats)
     try:
         check_writable(settings.data, "--data")
         check_appendable(settings.data)
@@ -233,7 +239,7 @@ class QuestionsRun:
         items = {item_id: self.rm.datasets.item(self.dataset_id, item_id) for item_id in self.item_ids}
         failed = [i for i in items.values() if i is not None and i.status == "failed"]
         self._finish(result)
-        written = export(lambda: self._entries(items), self.settings.out, self.settings.formats)
+        written = self._write(items)
         bookmark_error = None
         try:
             bookmarked = write_statuses(self.csv_path, {normalize(i.question) for i in failed},
@@ -267,7 +273,7 @@ class QuestionsRun:
                     "out": str(Path(settings.out).resolve())}
         new.append(RunStarted(run_id=self.run_id, dataset_id=self.dataset_id, command="generate",
                               model=self.provider.model, provider=self.provider.profile,
-                              simulated=self.provider.simulated, settings=recorded))
+                              simulated=self.provider.simulated, settings=recorded, system=settings.system or ""))
         return new
 
     def _todo(self) -> tuple[list[WorkItem], int]:
@@ -304,12 +310,17 @@ class QuestionsRun:
         profile, run_id = self.provider.profile, self.run_id
 
         def make_events(item: WorkItem, c: Completion, attempt: int) -> list[Event]:
+            # the cheap structural checks score it, as a document entry is scored without the costly analysis:
+            # the two kinds of dataset have the same columns, numbers where numbers are
+            checks = quality.structural_checks(item.context, c.content)
             return [EntryGenerated(
                 dataset_id=item.dataset_id, item_id=item.item_id, entry_id=entry_id_for(item.item_id),
                 question=item.context, answer=c.content, reasoning=c.reasoning, model=c.model,
                 provider=profile, simulated=c.simulated,
                 usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens),
-                latency_ms=round(c.latency_ms, 1), attempt=attempt, run_id=run_id)]
+                latency_ms=round(c.latency_ms, 1), attempt=attempt, run_id=run_id,
+                quality_score=quality.combine(checks, duplicate=False, judge=None), quality=checks,
+                difficulty=quality.difficulty(item.context, c.content, judge_score=None))]
 
         return make_events
 
@@ -321,6 +332,18 @@ class QuestionsRun:
             failed=result.failed, skipped=skipped, prompt_tokens=progress.prompt_tokens,
             completion_tokens=progress.completion_tokens, cost=round(progress.cost, 6),
             message=str(result.fatal or "")))
+
+    def _write(self, items: dict[str, ItemView | None]) -> dict[str, Path]:
+        """The outputs, then the folder's dataset card and dataset_info.json (which files form the dataset)."""
+        settings = self.settings
+        systems = {run.run_id: run.system for run in self.rm.datasets.runs(self.dataset_id) if run.system}
+        opts = replace(settings.export, systems=systems)
+        written = export(lambda: self._entries(items), settings.out, settings.formats, opts)
+        view = self.rm.datasets.dataset(self.dataset_id)
+        write_output_cards(settings.out, written, title=view.name if view is not None else self.dataset_id,
+                           entry_columns=ENTRY_COLUMNS, instruction=INSTRUCTION_FORMATS,
+                           ours=[f.filename for f in FORMATS.values()])
+        return written
 
     def _entries(self, items: dict[str, ItemView | None]) -> Iterator[Entry]:
         """The dataset's answers in the CSV's order (a fresh stream for each format)."""

@@ -14,5 +14,5 @@ def export_files(ctx: RunContext) -> tuple[list[str], int]:
     ctx.calls.show(Phase.EXPORTING, "Exporting")
     # an OutputDirError (a job resumed from a log older than the API's check) is the job's failure, its message kept
     files, exported = export_dataset(ctx.rm, ctx.dataset_id, data_dir=ctx.data_dir, output_dir=ctx.req.output_dir,
-                                     format_type=ctx.plan.format_type)
+                                     format_type=ctx.plan.format_type, options=ctx.req.export_options)
     return [str(p.relative_to(ctx.data_dir)) for p in files], exported

@@ -15,6 +15,7 @@ import msgspec
 
 from dsetlog.evaluation import quality
 from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.export.options import ExportError
 from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.ids import content_id, digest
@@ -71,6 +72,10 @@ def make_plan(rm: ReadModel, req: GenerateRequest) -> Plan:
     categories = _categories(rm, req, project)
     params = _parameters(rm, project)
     format_type = _format_type(req, params, project)
+    try:  # before a call is paid for, not when the files are written
+        req.export_options.check([format_type])
+    except ExportError as exc:
+        raise DocGenError(str(exc)) from None
     template_name, template = _template(rm, req, project)
     template_hash = templates.prompt_hash(template)
     content = [project.id] + [msgspec.json.encode(getattr(req, f)).decode() for f in CONTENT_FIELDS]

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import msgspec
 
 from dsetlog.evaluation import scoring
 from dsetlog.export.formats import EXPORT_FORMATS
+from dsetlog.export.options import (
+    CONTEXT_MODES,
+    DEFAULT_CONTEXT,
+    DEFAULT_REASONING,
+    REASONING_MODES,
+    ExportOptions,
+)
 from dsetlog.paths import OutputDirError
 from dsetlog.prompts import templates
 
@@ -66,6 +73,14 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seed: int = 0
     max_chunks: int | None = None  # only the first N chunks (a cheap trial run)
     evaluation: bool = False  # set by POST /generate-evaluation: difficulty buckets too
+    # the files (dsetlog.export.options): reasoning and the source text in the instruction formats, a CSV BOM
+    reasoning: Literal[REASONING_MODES] = DEFAULT_REASONING  # type: ignore[valid-type]
+    context: Literal[CONTEXT_MODES] = DEFAULT_CONTEXT  # type: ignore[valid-type]
+    csv_bom: bool = False
+
+    @property
+    def export_options(self) -> ExportOptions:
+        return ExportOptions(reasoning=self.reasoning, context=self.context, csv_bom=self.csv_bom)
 
     def __post_init__(self) -> None:
         self.project_id = str(self.project_id)
@@ -98,3 +113,5 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.max_chunks is not None and self.max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         check_output_dir(self.output_dir)
+        if self.format_type is not None:  # else the project's format, known when the run starts
+            self.export_options.check([self.format_type])

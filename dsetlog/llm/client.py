@@ -31,6 +31,7 @@ from dsetlog.llm import structured
 from dsetlog.llm.providers import Provider
 from dsetlog.llm.ratelimit import RateController, controller_for, retry_after
 from dsetlog.llm.structured import Structured
+from dsetlog.scripts import token_estimate
 from dsetlog.store.events import StructuredModeLearned
 
 SIMULATOR_FINGERPRINT = "dset-simulator"
@@ -214,8 +215,11 @@ class RetryPolicy:
 
 
 def estimate_tokens(messages: list[dict[str, Any]], max_tokens: int | None) -> int:
-    chars = sum(len(str(m.get("content", ""))) for m in messages)
-    return chars // 4 + 1 + (max_tokens or 512)
+    """The tokens a call may take, for budgets and the tokens-per-minute limit: its messages by the token
+    estimate of their script (dsetlog.scripts.token_estimate: a Han character is about a token, English four
+    characters), plus the completion's limit (512 when none is set)."""
+    prompt = sum(token_estimate(c if isinstance(c := m.get("content", ""), str) else str(c)) for m in messages)
+    return int(prompt) + 1 + (max_tokens or 512)
 
 
 # The reply, decoded straight from the body's bytes with msgspec: what we read of it, nothing more.

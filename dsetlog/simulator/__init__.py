@@ -11,7 +11,8 @@ Modules, lowest first: ``config`` (SimConfig), ``reply`` (a reply on the wire), 
 text), ``schema`` (JSON instances of a schema), ``faults`` (injected faults, rate limit, refusals),
 ``stats`` (counters and the request log), ``chat`` (how a chat completion is answered), ``protocol``
 (the HTTP/1.1 connection) and ``server`` (``Simulator``, its routes, ``serve_forever``).  It imports
-nothing of dsetlog outside this package.
+nothing of dsetlog outside this package but the ground floor's ``dsetlog.scripts`` (words, sentence ends
+and the token estimate in any script, the same the client counts with).
 """
 
 from dsetlog.simulator.config import SimConfig

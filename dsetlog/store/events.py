@@ -63,6 +63,9 @@ class RunStarted(Event, frozen=True, kw_only=True):
     provider: str = ""
     simulated: bool = False
     settings: dict[str, Any] = {}  # concurrency, retries, limits: never a key
+    # the system prompt sent before every message of the run (`dset generate --system`), once per run rather
+    # than on each of its entries: exports give it to the entries the run made
+    system: str = ""
 
 
 class RunFinished(Event, frozen=True, kw_only=True):

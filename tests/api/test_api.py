@@ -762,8 +762,9 @@ def test_download_zips_split_files(data: Path, make_client: Callable[..., Any]) 
     assert resp.headers["content-type"] == "application/zip"
     assert resp.headers["content-disposition"] == f'attachment; filename="{DS}.zip"'
     with zipfile.ZipFile(io.BytesIO(resp.content)) as zf:
-        assert zf.namelist() == ["train.jsonl", "validation.jsonl", "test.jsonl"]
-        counts = {n: len(zf.read(n).splitlines()) for n in zf.namelist()}
+        # the split files, and the dataset card that says which is which split
+        assert zf.namelist() == ["train.jsonl", "validation.jsonl", "test.jsonl", "README.md"]
+        counts = {n: len(zf.read(n).splitlines()) for n in zf.namelist()[:3]}
         assert zf.testzip() is None
     assert counts == {"train.jsonl": 10, "validation.jsonl": 10, "test.jsonl": 10}
     split = client.simulate_get(f"{API}/datasets/{DS}/entries", params={"split": "test", "per_page": 500}).json

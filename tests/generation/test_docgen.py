@@ -291,7 +291,7 @@ def test_analyze_quality_scores_every_entry_with_components(env: Env) -> None:
 
 
 def test_quality_threshold_marks_entries_and_leaves_them_out_of_the_files(env: Env) -> None:
-    env.project_md(8)
+    env.project_md(4, repeat=2)  # the second copy of each section nearly duplicates the first: two qualities
     save_params(env, negativity_ratio=0.0)
     probe = env.run(datasets_per_chunk=3, analyze_quality=True, quality_threshold=0.0)
     scores = sorted(e.quality_score for e in env.entries(probe.dataset_id))
@@ -615,7 +615,8 @@ def test_format_type_writes_that_format(env: Env, format_type: str) -> None:
         assert path.name == "dataset.jsonl"
         docs = read_jsonl(path)
         assert [d["question"] for d in docs] == questions and [d["id"] for d in docs] == [e.id for e in entries]
-        assert all(d["source_chunk"] and d["metadata"]["mode"] == "default" for d in docs)
+        # metadata is a JSON object's text, as in parquet: one column type whatever its keys
+        assert all(d["source_chunk"] and json.loads(d["metadata"])["mode"] == "default" for d in docs)
     elif format_type == "parquet":
         assert path.suffix == ".parquet" and path.read_bytes()[:4] == b"PAR1"
         table = pq.read_table(path)
@@ -623,8 +624,10 @@ def test_format_type_writes_that_format(env: Env, format_type: str) -> None:
     elif format_type == "csv":
         assert path.suffix == ".csv"
         rows = list(csv.reader(path.open(encoding="utf-8", newline="")))
-        assert rows[0] == ["timestamp", "question", "thoughts", "final_answer"]
+        assert rows[0] == ["timestamp", "question", "thoughts", "final_answer", "id", "category", "difficulty",
+                           "quality_score", "source_chunk"]  # the seed's columns first
         assert [r[1] for r in rows[1:]] == questions and [r[3] for r in rows[1:]] == answers
+        assert [r[4] for r in rows[1:]] == [e.id for e in entries]
     else:
         assert path.name == f"dataset.{format_type}.jsonl"  # several formats can share one folder
         docs = read_jsonl(path)
@@ -668,7 +671,8 @@ def test_batch_size_splits_an_export_into_numbered_parts(env: Env) -> None:
     assert [f.name for f in files] == ["dataset.parquet"] and pq.read_table(files[0]).num_rows == 20  # fits in one
     # exported again in one file: the parts of the earlier export are gone, nothing is read twice
     files, total = export_dataset(env.rm, result.dataset_id, data_dir=env.data, output_dir="batches")
-    assert sorted(p.name for p in files[0].parent.iterdir()) == ["dataset.jsonl"] and total == 20
+    # (beside the dataset card, README.md, which names the files that form the dataset)
+    assert sorted(p.name for p in files[0].parent.iterdir()) == ["README.md", "dataset.jsonl"] and total == 20
 
 
 # --- prompts -----------------------------------------------------------------------------------------------
