@@ -14,7 +14,8 @@ Strategies (``chunk_size`` and ``overlap`` units in brackets):
 - ``tokens`` [tokens]: windows of at most ``chunk_size`` tokens, ending at the last
   sentence boundary in the window, else after ``chunk_size`` tokens; ``overlap``
   tokens shared, as whole sentences after a sentence end, as for characters.
-  A token is a word, one Han or kana character, or one punctuation character
+  A token is a word, one character of a script that does not space its words
+  (Han, kana, Thai, ...: :data:`dsetlog.scripts.SPACELESS`), or one punctuation character
   (:data:`TOKEN_RE`): an approximation of LLM tokens that needs no tokenizer
   download (real BPE tokenizers give roughly 1.3 tokens per English word).
 - ``markdown`` [characters]: one chunk per heading section, carrying its heading
@@ -39,13 +40,13 @@ from collections.abc import Callable
 import msgspec
 
 from dsetlog.catalog.sentences import boundaries, last_boundary
+from dsetlog.scripts import SPACELESS
 
 STRATEGIES = ("characters", "tokens", "markdown", "paragraphs")
 
-# Han, kana and CJK punctuation are written without spaces: one token a character, as BPE tokenizers
+# scripts that do not space their words (Han, kana, Thai, ...): a token a character, as BPE tokenizers
 # roughly count them (a whole run as one "word" would make a window of 400 tokens a whole document)
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002fa1f"
-TOKEN_RE = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s]")
+TOKEN_RE = re.compile(rf"[{SPACELESS}]|[^\W{SPACELESS}]+|[^\w\s]")
 _PARAGRAPH_BREAK_RE = re.compile(r"\n[ \t]*\n\s*")
 _HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(\S.*?)(?:[ \t]+#+)?[ \t]*$")  # "## Title ##" closes
 _FENCE_RE = re.compile(r"^[ \t]*(```|~~~)")

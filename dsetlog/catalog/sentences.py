@@ -5,15 +5,17 @@ not after an abbreviation ("Mount St. Helens", "Dr. Smith", "e.g. its"), an init
 dotted acronym ("the U.S. Army") or a number's label ("No. 5", "Fig. 3"); "3.5" has no whitespace after its
 dot. A missed end only makes a chunk end one sentence earlier, a false one cuts a sentence, so doubtful
 cases ("in the U.S. The") count as no end. ``!``, ``?`` and ``…`` end a sentence under the same rule on
-the next word. Scripts that mark sentence ends with their own signs end there whatever follows: ``。！？``
-(Chinese, Japanese), ``।`` and ``॥`` (Devanagari and its neighbours), ``؟`` and ``۔`` (Arabic, Urdu), ``։``
-(Armenian), ``።`` (Ethiopic), ``။`` (Myanmar). Closing quotes and brackets after the sign belong to the
-sentence.
+the next word. The other sentence signs of :data:`dsetlog.scripts.SENTENCE_ENDS` end one whatever follows:
+``。！？`` (Chinese, Japanese), ``।`` and ``॥`` (Devanagari and its neighbours), ``؟`` and ``۔`` (Arabic,
+Urdu), ``։`` (Armenian), ``።`` (Ethiopic), ``။`` (Myanmar), ``។ ៕`` (Khmer), ``།`` (Tibetan). Closing quotes
+and brackets after the sign belong to the sentence.
 """
 
 from __future__ import annotations
 
 import re
+
+from dsetlog.scripts import SENTENCE_ENDS
 
 # abbreviations after which a period does not end a sentence (lower case, without their final period)
 ABBREVIATIONS = frozenset(
@@ -25,7 +27,7 @@ ABBREVIATIONS = frozenset(
 # labels of a number ("No. 5", "Fig. 3", "pp. 10-12"): no end when a digit follows
 NUMBER_LABELS = frozenset("no nos fig figs eq eqs p pp vol vols ch chap sec art para ref refs tab op".split())
 
-_ANY_END = "。！？｡।॥؟۔։።။"  # end a sentence whatever follows
+_ANY_END = SENTENCE_ENDS.replace(".", "").replace("!", "").replace("?", "")  # end a sentence whatever follows
 _ANY_END_SET = frozenset(_ANY_END)
 _CLOSERS = "\"'”’»›)]}」』）】〕〉》"
 _END_RE = re.compile(rf"[.!?…‽{_ANY_END}]+[{re.escape(_CLOSERS)}]*")
