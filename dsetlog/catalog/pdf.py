@@ -8,17 +8,20 @@ transformation matrix) and at what font size; from that, per page, a new paragra
 - the gap to the line before is larger than the usual line pitch (the page's, or the document's on a page
   of few lines): spacing between paragraphs;
 - the font size changes (a heading and its body);
-- the line is indented relative to the line after it (a first-line indent; a hanging indent is not);
+- the line is indented relative to the lines before and after it (a first-line indent; the last line of a
+  hanging indent, a bullet's, is not);
 - the line starts with a bullet;
 - the line before ends a sentence and is clearly shorter than the page's full lines (a paragraph's last line).
 
 Lines in a font larger than the body's become markdown headings (``#`` for the largest size, ``##`` for the
-next, ...), so the markdown strategy works on PDFs as it does on HTML and .docx. A paragraph that runs on
-over a page break or into the next column (the last line ends no sentence and the next starts unindented)
-is joined again instead of being cut in two; a page number alone on a page's first or last line, set apart from the
-text, is left out. The lines of a paragraph keep their line breaks, so the text is the text pypdf read. A
-page whose positions cannot be used (the visitor saw other text than extract_text returned, or rotated
-text) keeps pypdf's plain text, as one block.
+next, ...), so the markdown strategy works on PDFs as it does on HTML and .docx; a line's size is that of
+most of its text (a bullet or a word of code in a smaller font does not change it). A paragraph that runs
+on over a page break or into the next column (the last line ends no sentence and the next starts
+unindented) is joined again instead of being cut in two. Left out, as site chrome is from a web page: a
+page number alone on a page's first or last line, and a running head or foot (the same first or last line,
+digits aside, on three pages or more), each set apart from the text by a gap. The lines of a paragraph
+keep their line breaks, so the text is the text pypdf read. A page whose positions cannot be used (the
+visitor saw other text than extract_text returned, or rotated text) keeps pypdf's plain text, one block.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ _MAX_HEADING_CHARS = 150
 _GAP_RATIO = 1.3  # a gap this much larger than the line pitch separates paragraphs
 _SHORT_LINE = 0.75  # a line ending a sentence at under this share of a full line ends its paragraph
 _BULLETS = frozenset("•◦▪‣●○■□–—➢►✓")
+_ASCII_BULLETS = ("- ", "* ", "· ")  # set in a font without a bullet glyph
 _PAGE_NUMBER_RE = re.compile(r"^[\s\-–—]*(?:page\s+)?\d{1,4}(?:\s*(?:/|of)\s*\d{1,4})?[\s\-–—]*$", re.IGNORECASE)
 
 
@@ -67,28 +71,33 @@ def read_page(page: PageObject) -> Page:
         return Page(plain, None)  # the visitor saw other text (pypdf's right-to-left runs): trust extract_text
     lines: list[Line] = []
     parts: list[str] = []
-    where: tuple[float, float, float] | None = None
+    where: tuple[float, float] | None = None
+    sizes: Counter[float] = Counter()  # characters per font size: a line's size is most of its text's
     upright = True
     for text, cm, tm, size in fragments:
         for i, piece in enumerate(text.split("\n")):
             if i:
-                _close(lines, parts, where)
-                parts, where = [], None
+                _close(lines, parts, where, sizes)
+                parts, where, sizes = [], None, Counter()
             if not piece:
                 continue
             parts.append(piece)
-            if where is None and piece.strip():
+            if piece.strip():
                 m = _mult(tm, cm)
-                upright = upright and m[0] > 0 and abs(m[1]) <= 1e-3 * m[0]
-                where = (m[4], m[5], size * math.hypot(m[2], m[3]))
-    _close(lines, parts, where)
+                sizes[round(size * math.hypot(m[2], m[3]), 2)] += len(piece.strip())
+                if where is None:
+                    upright = upright and m[0] > 0 and abs(m[1]) <= 1e-3 * m[0]
+                    where = (m[4], m[5])
+    _close(lines, parts, where, sizes)
     return Page(plain, lines if upright else None)
 
 
-def _close(lines: list[Line], parts: list[str], where: tuple[float, float, float] | None) -> None:
+def _close(lines: list[Line], parts: list[str], where: tuple[float, float] | None, sizes: Counter[float]) -> None:
+    """The line so far, if it holds text: where its first piece starts, in the size of most of its text
+    (a bullet or a word of code in a smaller font does not make a line another paragraph)."""
     text = "".join(parts).rstrip()
     if text.strip() and where is not None:
-        lines.append(Line(text, *where))
+        lines.append(Line(text, *where, sizes.most_common(1)[0][0]))
 
 
 def _mult(m: Sequence[float], n: Sequence[float]) -> tuple[float, ...]:
@@ -111,13 +120,15 @@ def layout_text(pages: list[Page]) -> str:
     body = _body_size(lines)
     levels = _heading_levels(lines, body)
     document_pitch = _document_pitch(pages)
+    trimmed = [None if p.lines is None else _without_page_numbers(p.lines, document_pitch) for p in pages]
+    running = _running_lines(trimmed, document_pitch)
     blocks: list[_Block | str] = []  # a str: a page kept as pypdf's plain text
-    for page in pages:
-        if page.lines is None:
+    for page, page_lines in zip(pages, trimmed, strict=True):
+        if page_lines is None:
             if page.plain.strip():
                 blocks.append(page.plain.strip())
             continue
-        page_lines = _without_page_numbers(page.lines, document_pitch)
+        page_lines = [line for line in page_lines if line not in running]
         page_blocks = _page_blocks(page_lines, levels, document_pitch)
         if page_blocks and blocks and _runs_on(blocks[-1], page_blocks[0]):
             previous = blocks.pop()
@@ -169,6 +180,24 @@ def _without_page_numbers(lines: list[Line], document_pitch: float) -> list[Line
     return kept
 
 
+def _running_lines(pages: list[list[Line] | None], document_pitch: float) -> set[Line]:
+    """Running heads and feet: a page's first or last line, set apart from the text, that is the first or
+    last line of at least three pages (digits aside: "Chapter 2 ... 17")."""
+    ends: dict[str, list[Line]] = {}
+    for lines in pages:
+        if lines is None or len(lines) < 3:
+            continue
+        pitch = _pitch(lines, document_pitch)
+        for line, neighbour in ((lines[0], lines[1]), (lines[-1], lines[-2])):
+            if abs(line.y - neighbour.y) > _GAP_RATIO * pitch:
+                ends.setdefault(_DIGITS_RE.sub("0", line.text.strip().lower()), []).append(line)
+    return {line for found in ends.values() if len(found) >= _RUNNING_PAGES for line in found}
+
+
+_DIGITS_RE = re.compile(r"\d+")
+_RUNNING_PAGES = 3
+
+
 def _gaps(lines: list[Line]) -> list[float]:
     """Distances between the baselines of consecutive lines of one size going down the page."""
     return [a.y - b.y for a, b in zip(lines, lines[1:], strict=False) if a.y > b.y and abs(a.size - b.size) < 0.5]
@@ -213,15 +242,23 @@ def _starts_paragraph(prev: Line, line: Line, nxt: Line | None, *, pitch: float,
     if abs(line.size - prev.size) >= 0.5 or gap > _GAP_RATIO * pitch:
         return True
     em = line.size or 12.0
-    if nxt is not None and line.x - nxt.x > 0.4 * em and abs(nxt.size - line.size) < 0.5:
-        return True  # a first-line indent: this line starts further right than the paragraph's next
+    indent = 0.4 * em
+    hanging = _bullet(prev)  # a bullet's second line is indented under its text
+    if (nxt is not None and line.x - nxt.x > indent and line.x - prev.x > indent and not hanging
+            and abs(nxt.size - line.size) < 0.5):
+        return True  # a first-line indent: further right than the lines around it (not a hanging indent's last)
     if gap <= 0:  # back up the page: the next column, where a paragraph runs on as over a page break
         return ends_sentence(prev.text)
     if nxt is None and line.x - margin > 0.4 * em and prev.x - margin <= 0.4 * em:
         return True  # an indented last line of the page, after a line at the margin
-    if line.text.lstrip()[:1] in _BULLETS:
+    if _bullet(line):
         return True
     return ends_sentence(prev.text) and len(prev.text.strip()) < _SHORT_LINE * full
+
+
+def _bullet(line: Line) -> bool:
+    text = line.text.lstrip()
+    return text[:1] in _BULLETS or text.startswith(_ASCII_BULLETS)
 
 
 def _runs_on(before: _Block | str, after: _Block) -> bool:

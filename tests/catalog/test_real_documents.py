@@ -367,3 +367,41 @@ def test_a_content_section_whose_heading_is_links_is_kept(tmp_path: Path) -> Non
     assert extract_text(tmp_path / "item.html").text == (
         "Source§\n\n#### type Error = Infallible\n\nThe type returned on a conversion error."
     )
+
+
+class _Report(FPDF):
+    """A report with a running head (its title, and the chapter on the right) and "Page n of m" feet."""
+
+    def header(self) -> None:
+        self.set_font("helvetica", "I", 9)
+        self.cell(0, 5, "Cascades Volcano Report", align="L")
+        self.cell(0, 5, f"Chapter {1 + self.page_no() // 3}", align="R")
+        self.ln(12)
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font("helvetica", size=9)
+        self.cell(0, 5, f"Page {self.page_no()} of {{nb}}", align="C")
+
+
+def test_running_heads_and_feet_are_left_out_and_paragraphs_run_on_under_them(tmp_path: Path) -> None:
+    pdf = _Report()
+    pdf.set_auto_page_break(True, margin=20)
+    pdf.add_page()
+    items = [f"Station {i} logged the tilt of the north flank, e.g. {i}.5 microradians, every hour." for i in range(4)]
+    for item in items:  # bullets set in a smaller font than their text, as word processors do
+        pdf.set_font("helvetica", size=8)
+        pdf.write(6, "- ")  # helvetica has no bullet glyph
+        pdf.set_font("helvetica", size=11)
+        pdf.write(6, item)
+        pdf.ln(8)
+    pdf.set_font("helvetica", size=11)
+    for paragraph in (LONG, LONG, LONG):
+        pdf.multi_cell(0, 6, paragraph)
+        pdf.ln(4)
+    pdf.output(str(tmp_path / "report.pdf"))
+    got = extract_text(tmp_path / "report.pdf")
+    assert got.pages >= 3  # a running head is one on three pages or more
+    assert "Cascades Volcano Report" not in got.text and "Chapter" not in got.text and "Page " not in got.text
+    blocks = [" ".join(b.split()) for b in got.text.split("\n\n")]
+    assert blocks == [f"- {item}" for item in items] + [LONG, LONG, LONG]
