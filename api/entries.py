@@ -27,6 +27,7 @@ from api.schemas import (
     HistoryEvent,
 )
 from api.spec import operation
+from dsetlog.generation import rescoring
 from dsetlog.store.events import EntryEdited, FeedbackGiven
 from dsetlog.store.log import records_at
 
@@ -70,20 +71,36 @@ class EntriesResource:
                 raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
             resp.media = entry_out(entry, rm.evaluations.splits(dataset_id).get(entry_id))
 
-    @operation("Edit an entry (an EntryEdited event: the history keeps every revision)", body=EntryEdit,
-               response=EntryUpdated, tags=("entries",))
+    @operation("Edit an entry (an EntryEdited event: the history keeps every revision), scored again",
+               body=EntryEdit, response=EntryUpdated, tags=("entries",),
+               description="A changed question or answer is scored again as the dataset was (structural checks; "
+                           "groundedness and near-duplicates where it was analysed; the judge's grade dropped) "
+                           "and the dataset's quality_threshold applied again, in the same append. revision_seq "
+                           "makes an earlier revision of the entry current instead (RevisionRestored).")
     def on_put_item(self, req: falcon.Request, resp: falcon.Response, dataset_id: str, entry_id: str) -> None:
         edit: EntryEdit = req.context.body
-        if edit.question is None and edit.answer is None and edit.category is None and edit.feedback is None:
-            raise unprocessable("give at least one of question, answer, category, feedback")
+        changes = (edit.question, edit.answer, edit.category, edit.feedback)
+        if edit.revision_seq is None and all(c is None for c in changes):
+            raise unprocessable("give at least one of question, answer, category, feedback, revision_seq")
+        if edit.revision_seq is not None and any(c is not None for c in changes[:3]):
+            raise unprocessable("revision_seq makes a whole revision current: give it without question, answer "
+                                "or category (edit them in a second PUT)")
         ctx = self.ctx
         rm = ctx.model()
         with rm.lock:
             dataset_or_404(rm, dataset_id)
-            if rm.datasets.entry(dataset_id, entry_id) is None:
+            entry = rm.datasets.entry(dataset_id, entry_id)
+            if entry is None:
                 raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
-        ctx.log.append(EntryEdited(dataset_id=dataset_id, entry_id=entry_id, question=edit.question,
-                                   answer=edit.answer, category=edit.category, feedback=edit.feedback))
+            if edit.revision_seq is not None:
+                events = rescoring.restore_events(rm, ctx.data_dir, entry, edit.revision_seq)
+                if edit.feedback is not None:
+                    events.append(EntryEdited(dataset_id=dataset_id, entry_id=entry_id, feedback=edit.feedback))
+            else:
+                events = rescoring.edit_events(rm, entry, EntryEdited(
+                    dataset_id=dataset_id, entry_id=entry_id, question=edit.question, answer=edit.answer,
+                    category=edit.category, feedback=edit.feedback))
+        ctx.log.append_many(events)
         rm = ctx.model()
         with rm.lock:
             entry = rm.datasets.entry(dataset_id, entry_id)

@@ -25,7 +25,14 @@ from typing import Any
 
 import msgspec
 
-from api.schemas import EntriesQuery, Entry, FeedbackSummary, QualityDistribution, QualitySummary
+from api.schemas import (
+    EntriesQuery,
+    Entry,
+    FeedbackSummary,
+    QualityDistribution,
+    QualitySummary,
+    SetAsideRevision,
+)
 from projections.datasets import EntryView
 from projections.readmodel import ReadModel
 
@@ -52,7 +59,15 @@ def entry_out(e: EntryView, split: str | None = None) -> Entry:
                  feedback=feedback, revision=e.revision, split=split, below_threshold=e.below_threshold,
                  duplicate_of=e.duplicate_of, model=e.model, provider=e.provider, simulated=e.simulated,
                  item_id=e.item_id, created_at=e.created_at, updated_at=e.updated_at,
-                 regeneration_job_id=e.regeneration_job_id)
+                 regeneration_job_id=e.regeneration_job_id, quality_analyzed=e.quality_analyzed,
+                 set_aside=_set_aside(e))
+
+
+def _set_aside(e: EntryView) -> SetAsideRevision | None:
+    aside = e.set_aside
+    return None if aside is None else SetAsideRevision(seq=aside.seq, job_id=aside.job_id,
+                                                       quality_score=aside.quality_score,
+                                                       replaced_score=aside.replaced_score)
 
 
 def quality_summary(doc: dict[str, Any]) -> QualitySummary:

@@ -139,8 +139,23 @@ class FeedbackSummary(Struct):
     types: list[str]
 
 
+class SetAsideRevision(Struct):
+    """A regenerated revision that scored lower than the entry's current one and was not made current:
+    ``seq`` is its EntryRegenerated's log seq (PUT ``{"revision_seq": seq}`` makes it current), the scores are
+    its and the current revision's, both without the judge's grade."""
+
+    seq: int
+    job_id: str
+    quality_score: float | None
+    replaced_score: float | None
+
+
 class Entry(Struct):
-    """One entry: the guide's fields first, then the review state."""
+    """One entry: the guide's fields first, then the review state.
+
+    ``quality_score`` is always a number once the entry is scored: the structural checks make it, and with
+    analyze_quality groundedness, near-duplicates and the judge (if any) join them. ``quality`` holds the
+    components computed, ``quality_analyzed`` says whether the costly analysis was among them."""
 
     id: str
     question: str
@@ -165,6 +180,10 @@ class Entry(Struct):
     created_at: str = ""
     updated_at: str = ""
     regeneration_job_id: str | None = None
+    quality_analyzed: Annotated[bool, msgspec.Meta(description=(
+        "the costly analysis (groundedness, near-duplicates, the judge if any) made quality_score; false: the "
+        "structural checks alone (analyze_quality false), or not scored"))] = False
+    set_aside: SetAsideRevision | None = None
 
 
 class Benchmark(Struct):
@@ -260,12 +279,18 @@ class EntriesPage(Struct):
 
 
 class EntryEdit(Body):
-    """PUT /datasets/{dataset_id}/entries/{entry_id}: any of the fields; an edit is an event (EntryEdited)."""
+    """PUT /datasets/{dataset_id}/entries/{entry_id}: any of the fields; an edit is an event (EntryEdited),
+    scored again with the dataset's settings in the same append (EntryScored) when question or answer
+    changes. ``revision_seq`` instead makes an earlier revision current (RevisionRestored): the log seq of
+    one of the entry's EntryGenerated or EntryRegenerated events (its history, or ``set_aside.seq``)."""
 
     question: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)] | None = None
     answer: Annotated[str, msgspec.Meta(max_length=1_000_000)] | None = None
     category: Annotated[str, msgspec.Meta(max_length=200)] | None = None
     feedback: Annotated[str, msgspec.Meta(max_length=10_000)] | None = None
+    revision_seq: Annotated[int, msgspec.Meta(ge=1, description=(
+        "make the revision recorded at this log seq current (an EntryGenerated or EntryRegenerated of the "
+        "entry); without question, answer or category"))] | None = None
 
 
 class EntryUpdated(Struct):

@@ -17,7 +17,7 @@ Item status:
 Folded: DatasetCreated, RunStarted/RunFinished, QuestionQueued and SlotQueued
 (work items; a repeat for a known item is ignored), AttemptStarted,
 AttemptFailed, ItemBookmarked, EntryGenerated, EntryEdited, EntryScored,
-EntryRegenerated, FeedbackGiven, RegenerationRequested.
+EntryRegenerated, RevisionRestored, FeedbackGiven, RegenerationRequested.
 
 * ``pending``: queued or attempted, neither generated nor bookmarked since the last attempt;
 * ``failed``: an ItemBookmarked after the last AttemptStarted, and no entry;
@@ -47,6 +47,7 @@ from dsetlog.store.events import (
     ItemBookmarked,
     QuestionQueued,
     RegenerationRequested,
+    RevisionRestored,
     RunFinished,
     RunStarted,
     SlotQueued,
@@ -110,6 +111,15 @@ class FeedbackView(msgspec.Struct, gc=False):
         return sum(self.ratings) / len(self.ratings) if self.ratings else None
 
 
+class SetAside(msgspec.Struct, gc=False):
+    """A regenerated revision that scored lower than the current one and was kept out of it (the log has it)."""
+
+    seq: int  # of its EntryRegenerated: what RevisionRestored names to make it current
+    job_id: str
+    quality_score: float | None
+    replaced_score: float | None
+
+
 class EntryView(msgspec.Struct, gc=False):
     id: str
     dataset_id: str
@@ -141,6 +151,8 @@ class EntryView(msgspec.Struct, gc=False):
     history: tuple[int, ...] = ()  # seqs of the records that touched it, oldest first
     duplicate_of: str | None = None  # from the last EntryScored
     below_threshold: bool = False  # from the last EntryScored: left out of exports
+    quality_analyzed: bool = False  # from the last EntryScored: the costly analysis made its score
+    set_aside: SetAside | None = None  # the last regenerated revision kept out for scoring lower
 
 
 class RunView(msgspec.Struct, gc=False):
@@ -286,7 +298,7 @@ class Datasets(Projection):
     """Datasets, their work items (queue order), entries (item order), review state and runs."""
 
     name = "datasets"
-    version = 1
+    version = 2  # 2: EntryView.quality_analyzed, .set_aside
     state_type = DatasetsState
 
     def __init__(self) -> None:
@@ -432,6 +444,7 @@ class Datasets(Projection):
         if ev.difficulty:
             entry.difficulty = _intern(ev.difficulty)
         entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold
+        entry.quality_analyzed = ev.analyzed
         shard.touched(entry, rec.seq)
 
     @handles(EntryRegenerated)
@@ -439,15 +452,19 @@ class Datasets(Projection):
         entry = shard.entries.get(ev.entry_id)
         if entry is None:
             return
-        entry.answer, entry.reasoning = ev.answer, ev.reasoning
-        if ev.question is not None:
-            entry.question = ev.question
-        entry.model, entry.provider, entry.simulated = _intern(ev.model), _intern(ev.provider), ev.simulated
-        entry.prompt_tokens, entry.completion_tokens = ev.usage.prompt_tokens, ev.usage.completion_tokens
         entry.regeneration_job_id = ev.job_id
-        entry.revision += 1
-        entry.updated_at = rec.ts
+        if ev.current:
+            entry.prompt_tokens, entry.completion_tokens = ev.usage.prompt_tokens, ev.usage.completion_tokens
+            _new_content(entry, rec, ev)
+        else:  # scored lower: the content stays, the revision waits in the log for a choice
+            entry.set_aside = SetAside(rec.seq, ev.job_id, ev.quality_score, ev.replaced_score)
         shard.touched(entry, rec.seq)
+
+    @handles(RevisionRestored)
+    def _revision_restored(self, shard: _Shard, rec: Recorded, ev: RevisionRestored) -> None:
+        if (entry := shard.entries.get(ev.entry_id)) is not None:
+            _new_content(entry, rec, ev)
+            shard.touched(entry, rec.seq)
 
     @handles(FeedbackGiven)
     def _feedback_given(self, shard: _Shard, rec: Recorded, ev: FeedbackGiven) -> None:
@@ -603,6 +620,17 @@ def _quality_summary(entries: Iterable[EntryView]) -> dict[str, Any]:
         cat = e.category or "Other"
         cats[cat] = cats.get(cat, 0) + 1
     return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
+
+
+def _new_content(entry: EntryView, rec: Recorded, ev: EntryRegenerated | RevisionRestored) -> None:
+    """A model's revision became the entry's content (a regeneration, or one a user restored)."""
+    entry.answer, entry.reasoning = ev.answer, ev.reasoning
+    if ev.question is not None:
+        entry.question = ev.question
+    entry.model, entry.provider, entry.simulated = _intern(ev.model), _intern(ev.provider), ev.simulated
+    entry.set_aside = None  # a revision was chosen since
+    entry.revision += 1
+    entry.updated_at = rec.ts
 
 
 def _add_feedback(entry: EntryView, feedback_type: str, comment: str | None, rating: int | None) -> None:

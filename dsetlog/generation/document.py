@@ -198,8 +198,7 @@ class DocumentRun:
     async def _after_generation(self, ctx: RunContext, result: DocRunResult, end: Stop) -> Stop:
         """Augment, score, split and benchmark as the request asks; how the run ends (``end`` unless stopped)."""
         augment(ctx)
-        if self.req.analyze_quality:
-            end = await score_entries(ctx) or end
+        end = await score_entries(ctx) or end  # structural checks always; the costly analysis as asked
         if end.outcome in GOING_ON and (self.req.include_evaluation_sets or self.req.evaluation):
             split_entries(ctx)
         if end.outcome in GOING_ON and self.req.run_benchmarks:

@@ -75,7 +75,7 @@ def _units(ctx: RunContext) -> list[WorkItem]:
 
 
 def _prompt(ctx: RunContext, call: ChunkCall) -> str:
-    questions = [s.question for s in call.slots] if ctx.req.generation_mode == "answer" else []
+    questions = [s.question for s in call.slots if s.question]  # "answer" mode's given questions
     variables = parameters.variables_from(ctx.plan.params, n=len(call.slots), categories=ctx.plan.categories,
                                        negatives=call.negatives, questions=questions)
     topic = call.chunk.heading or ctx.title(call.chunk.id)
@@ -99,7 +99,7 @@ def _entries_maker(ctx: RunContext, parser: LLMClient) -> Any:
         items = await _items(ctx, parser, call, c.content, attempt)
         events: list[Event] = []
         for slot, item in zip(call.slots, items, strict=True):
-            question = slot.question if mode == "answer" else item.question
+            question = slot.question or item.question  # a given question is kept as it was asked
             events.append(EntryGenerated(
                 dataset_id=ctx.dataset_id, item_id=slot.item_id, entry_id=entry_id_for(slot.item_id),
                 question=question, answer=item.answer or "", reasoning=c.reasoning,
@@ -110,6 +110,7 @@ def _entries_maker(ctx: RunContext, parser: LLMClient) -> Any:
                 latency_ms=round(c.latency_ms, 1), attempt=attempt, run_id=ctx.job_id,
                 prompt_name=ctx.plan.template_name, prompt_hash=ctx.plan.template_hash, source_chunk=call.chunk.id,
                 metadata={"mode": mode, "negative": item.negative, "chunk_length": len(call.chunk.text),
+                          "profile": ctx.models.generate.named,
                           "slot": slot.slot, "job_id": ctx.job_id}))
         # The lock keeps other runs of this dataset out; this guards the write itself against any writer
         # that does not take it: a slot done meanwhile keeps its one entry.
@@ -125,10 +126,12 @@ async def _items(ctx: RunContext, parser: LLMClient, call: ChunkCall, content: s
 
     mode, categories = ctx.req.generation_mode, ctx.plan.categories
 
+    given = any(s.question for s in call.slots)
+
     def parse(text: str) -> list[replies.GeneratedItem]:
-        # "answer" mode: the model may honestly find no answer in the text, so no count is imposed
+        # given questions: the model may honestly find no answer in the text, so no count is imposed
         return replies.parse_items(mode, text, len(call.slots), categories=categories,
-                                   negatives=None if mode == "answer" else call.negatives)
+                                   negatives=None if given else call.negatives)
 
     try:
         return parse(content)

@@ -3,7 +3,7 @@ rubric (1-5) with a difficulty, and the verdict joins the entry's quality score 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,31 +31,59 @@ class Scorable:
     chunk: str | None
 
 
+def near_duplicates(entries: Iterable[EntryView], *, mode: str) -> dict[str, str]:
+    """Entry id -> the earlier entry it nearly duplicates, over entries in dataset order (question and answer;
+    the question alone in "question" mode). A marked augmentation variant is meant to be close to its
+    source: never one."""
+    index = quality.NearDuplicates()
+    found = {}
+    for entry in entries:
+        text = entry.question if mode == "question" else f"{entry.question} {entry.answer}"
+        duplicate_of = index.add(entry.id, text)
+        if duplicate_of is not None and not entry.metadata.get("variant_of"):
+            found[entry.id] = duplicate_of
+    return found
+
+
 def entry_components(question: str, answer: str | None, chunk: str | None, *, mode: str) -> dict[str, float]:
-    """An entry's structural checks, and its groundedness in its chunk (``answer`` None: a question-only mode)."""
+    """An entry's structural checks, and its groundedness in its chunk (``answer`` None: a question-only mode;
+    ``chunk`` None: the chunk is gone, or quality is not analysed)."""
     comps = quality.structural_checks(question, answer, expect_question=mode in ("default", "question", "answer"))
     if answer is not None and chunk is not None:
         comps["groundedness"] = quality.groundedness(answer, chunk)
     return comps
 
 
+def final_score(comps: dict[str, float], *, duplicate: bool, judge: int | None) -> float:
+    """The quality score of these components (quality.combine). A judge's grade cannot lift an answer that
+    shares no content word with its chunk (groundedness 0): it may lower such a score, never raise it."""
+    score = quality.combine(comps, duplicate=duplicate, judge=judge)
+    if judge is not None and comps.get("groundedness") == 0.0:
+        score = min(score, quality.combine(comps, duplicate=duplicate, judge=None))
+    return score
+
+
 def entry_scored(entry: EntryView, question: str, answer: str | None, comps: dict[str, float], *,
-                 duplicate_of: str | None, judge: tuple[int, int] | None, threshold: float) -> EntryScored:
-    """The EntryScored of an entry with this question and answer: ``judge`` is the judge's (score, difficulty)."""
-    score = quality.combine(comps, duplicate=duplicate_of is not None, judge=judge[0] if judge else None)
+                 duplicate_of: str | None, judge: tuple[int, int] | None, threshold: float,
+                 analyzed: bool = True) -> EntryScored:
+    """The EntryScored of an entry with this question and answer: ``judge`` is the judge's (score, difficulty);
+    ``analyzed`` False: ``comps`` are the structural checks alone (analyze_quality false)."""
+    score = final_score(comps, duplicate=duplicate_of is not None, judge=judge[0] if judge else None)
     level = quality.difficulty(question, answer, judge_score=judge[1] if judge else None)
     components = dict(comps)
     if judge:
         components["judge"] = float(judge[0])
     return EntryScored(dataset_id=entry.dataset_id, entry_id=entry.id, quality_score=score, quality=components,
-                       difficulty=level, duplicate_of=duplicate_of, below_threshold=score < threshold)
+                       difficulty=level, duplicate_of=duplicate_of, below_threshold=score < threshold,
+                       analyzed=analyzed)
 
 
-def scored(target: Scorable, *, mode: str, threshold: float, judge: tuple[int, int] | None) -> EntryScored:
+def scored(target: Scorable, *, mode: str, threshold: float, judge: tuple[int, int] | None,
+           analyzed: bool = True) -> EntryScored:
     """The EntryScored of a Scorable (its answer is not scored in "question" mode)."""
     answer = None if mode == "question" else target.entry.answer
     return entry_scored(target.entry, target.entry.question, answer, target.components,
-                        duplicate_of=target.duplicate_of, judge=judge, threshold=threshold)
+                        duplicate_of=target.duplicate_of, judge=judge, threshold=threshold, analyzed=analyzed)
 
 
 async def judge_entries(calls: Calls, judge: Provider, dataset_id: str, targets: Sequence[Scorable], *, mode: str,

@@ -143,7 +143,7 @@ def _template(rm: ReadModel, req: GenerateRequest, project: ProjectView) -> tupl
     if stored is not None:
         return stored.name, stored.content
     try:
-        return templates.select_template(req.generation_mode, req.prompt_name)
+        return templates.select_template(req.generation_mode, req.prompt_name, questions_given=bool(req.questions))
     except ValueError as exc:
         raise DocGenError(str(exc)) from None
 
@@ -175,10 +175,11 @@ def _semver(version: str | None) -> tuple[int, int, int]:
 
 
 def slot_plan(plan: Plan, dataset_id: str) -> list[SlotQueued]:
-    """Every slot of the dataset, deterministic: N per chunk, or one per given question in "answer" mode."""
+    """Every slot of the dataset, deterministic: N per chunk, or one per given question in "answer" mode (without
+    questions, "answer" mode has N per chunk: the questions a reader would ask of it)."""
     req, mode = plan.req, plan.req.generation_mode
     slots: list[SlotQueued] = []
-    if mode == "answer":
+    if mode == "answer" and req.questions:
         for i, question in enumerate(req.questions or []):
             chunk = _best_chunk(question, plan.chunks)
             slots.append(SlotQueued(dataset_id=dataset_id, item_id=content_id("slot", dataset_id, "q", i),

@@ -8,9 +8,15 @@ makes it the entry's current revision; the old content stays in the log and in `
 * A CSV-questions dataset (kind "questions"): the question is answered again.
 * A document dataset: the entry is made again from its source chunk, with the dataset's generation mode
   ("question" mode writes a new question; the others a new answer, summary or response to the entry's
-  question or instruction). Its quality is scored again (structural checks and groundedness) with an
-  EntryScored, when the dataset was generated with analyze_quality; when it was generated with a
-  judge_model, that judge rates each new revision too (a resumed job judges those it has not judged yet).
+  question or instruction). Its quality is scored again (dsetlog.generation.rescoring: the structural
+  checks, and groundedness when the dataset was generated with analyze_quality) with an EntryScored; when
+  it was generated with a judge_model, that judge rates each new revision too (a resumed job judges those
+  it has not judged yet).
+* A new revision that scores lower than the one it was to replace (both without the judge's grade, the
+  basis they share) is recorded but not made current: EntryRegenerated(current=False) keeps it in the log,
+  the entry shows it as ``set_aside`` and the job's result lists it; the user makes it current with PUT
+  ``{"revision_seq": SEQ}`` (a RevisionRestored), or asks for ``accept_lower`` to take new revisions whatever
+  they score.
 * ``improve_quality``: the old content, and every comment and rating the entry received (feedback and
   edit notes), go into the prompt with the instruction to do better.
 
@@ -37,6 +43,7 @@ from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.errors import Kind, UsageError
 from dsetlog.generation.calls import Calls, ended
 from dsetlog.generation.judging import Scorable, entry_components, entry_scored, judge_entries
+from dsetlog.generation.rescoring import Rescoring, chunk_text, comparable_score
 from dsetlog.generation.texts import GROUNDED, GROUNDED_TASKS, IMPROVE, NEW_QUESTION
 from dsetlog.llm.providers import PROFILES, Provider, ProviderError, resolve, resolve_spec
 from dsetlog.prompts import templates
@@ -64,6 +71,9 @@ class RegenerationConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     max_tokens: Annotated[int, msgspec.Meta(ge=1, le=131_072)] | None = None
     improve_quality: bool = False
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    accept_lower: Annotated[bool, msgspec.Meta(description=(
+        "make each new revision current even when it scores lower than the one it replaces (default: such a "
+        "revision is set aside, in the log and the entry's set_aside, and the better one stays current)"))] = False
 
 
 class RegenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -177,6 +187,8 @@ class RegenResult:
     requested: int = 0
     regenerated: int = 0  # by this job, counting those of an earlier (interrupted) attempt
     failed: list[str] = field(default_factory=list)
+    scored_lower: list[str] = field(default_factory=list)  # new revisions that scored lower than the old
+    set_aside: list[str] = field(default_factory=list)  # ... and were kept out (without accept_lower)
     model: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -190,19 +202,32 @@ class RegenResult:
         return doc
 
 
-def regenerated_by(data_dir: str | os.PathLike[str], job_id: str) -> set[str]:
-    """Entry ids that already have an EntryRegenerated of this job in the log (a resumed job skips them)."""
-    return {rec.event.entry_id for rec in records_containing(data_dir, job_id.encode(), b'"type":"EntryRegenerated"')
+def revisions_by(data_dir: str | os.PathLike[str], job_id: str) -> dict[str, EntryRegenerated]:
+    """Entry id -> its EntryRegenerated of this job in the log, current or set aside."""
+    return {rec.event.entry_id: rec.event
+            for rec in records_containing(data_dir, job_id.encode(), b'"type":"EntryRegenerated"')
             if isinstance(rec.event, EntryRegenerated) and rec.event.job_id == job_id}
 
 
-def _rescored(entry: EntryView, *, question: str, answer: str, mode: str, chunk: str | None,
-              threshold: float) -> EntryScored:
-    """The entry's new score, with its new question and answer (the answer is not scored in "question" mode)."""
-    checked = None if mode == "question" else answer
-    comps = entry_components(question, checked, chunk, mode=mode)
-    return entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=None,
-                        threshold=threshold)
+def regenerated_by(data_dir: str | os.PathLike[str], job_id: str) -> set[str]:
+    """Entry ids that already have an EntryRegenerated of this job in the log (a resumed job skips them)."""
+    return set(revisions_by(data_dir, job_id))
+
+
+def _revision(redo: Redo, question: str, answer: str, scoring: Rescoring,
+              accept_lower: bool) -> tuple[bool, EntryScored | None]:
+    """Whether the new revision becomes current, and its score (None: the dataset's entries are not scored).
+    Compared without the judge's grade (the new revision is judged only once current)."""
+    entry = redo.entry
+    if not scoring.scored and entry.quality_score is None:
+        return True, None
+    checked = scoring.checked_answer(answer)
+    comps = entry_components(question, checked, redo.chunk if scoring.analyzed else None, mode=scoring.mode)
+    score = entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=None,
+                         threshold=scoring.threshold, analyzed=scoring.analyzed)
+    before = comparable_score(entry)
+    lower = before is not None and score.quality_score < before
+    return (accept_lower or not lower), score
 
 
 @dataclass(frozen=True)
@@ -213,28 +238,6 @@ class Redo:
     entry: EntryView
     produces: str
     chunk: str | None
-
-
-@dataclass(frozen=True)
-class Rescoring:
-    """How the dataset's entries are scored again: as it was generated (its mode, analyze_quality,
-    quality_threshold and judge_model)."""
-
-    mode: str
-    rescore: bool
-    threshold: float
-    judge: Provider | None
-
-    @classmethod
-    def of(cls, dataset: DatasetView, *, simulator_url: str | None) -> Rescoring:
-        rescore = dataset.kind == "documents" and bool(dataset.params.get("analyze_quality", True))
-        judge_spec = str(dataset.params.get("judge_model") or "") if rescore else ""
-        try:
-            judge = resolve_spec(judge_spec, simulator_url=simulator_url) if judge_spec else None
-        except ProviderError as exc:
-            raise RegenerateError(f"the dataset's judge_model: {exc}") from None
-        return cls(mode=str(dataset.params.get("generation_mode") or "default"), rescore=rescore,
-                   threshold=float(dataset.params.get("quality_threshold", 0.7) or 0.0), judge=judge)
 
 
 async def run_regeneration(
@@ -297,12 +300,14 @@ async def _regenerate(calls: Calls, dataset_id: str, entry_ids: Iterable[str], c
     missing = len(ids) - len(entries)
     if missing:
         result.message = f"{missing} entries are no longer in the dataset"
-    scoring = Rescoring.of(dataset, simulator_url=simulator_url)
+    scoring = Rescoring.of(dataset)
+    judge = _judge(scoring, simulator_url)
     stopped = False
     if todo:
         stopped = await _new_revisions(calls, dataset, todo, config, scoring, result, simulator_url=simulator_url)
-    if scoring.judge is not None and not stopped:
-        await _judge_new(calls, dataset_id, entries, scoring, scoring.judge, result)
+    _lower(calls, dataset_id, ids, result)
+    if judge is not None and not stopped:
+        await _judge_new(calls, dataset_id, entries, scoring, judge, result)
     progress = calls.progress
     result.prompt_tokens, result.completion_tokens = progress.prompt_tokens, progress.completion_tokens
     result.cost = round(progress.cost, 6)
@@ -313,9 +318,28 @@ async def _regenerate(calls: Calls, dataset_id: str, entry_ids: Iterable[str], c
     return result
 
 
-def _chunk_of(rm: ReadModel, entry: EntryView) -> str | None:
-    chunk_view = rm.projects.chunk(entry.source_chunk) if entry.source_chunk else None
-    return chunk_view.text if chunk_view is not None else None
+def _judge(scoring: Rescoring, simulator_url: str | None) -> Provider | None:
+    try:
+        return resolve_spec(scoring.judge_spec, simulator_url=simulator_url) if scoring.judge_spec else None
+    except ProviderError as exc:
+        raise RegenerateError(f"the dataset's judge_model: {exc}") from None
+
+
+def _lower(calls: Calls, dataset_id: str, ids: list[str], result: RegenResult) -> None:
+    """Note in the result which of this job's new revisions scored lower, and which were set aside."""
+    made = revisions_by(calls.log.path.parent, calls.run_id)
+    for entry_id in ids:
+        ev = made.get(entry_id)
+        if ev is None or ev.quality_score is None or ev.replaced_score is None:
+            continue
+        if ev.quality_score < ev.replaced_score:
+            result.scored_lower.append(entry_id)
+        if not ev.current:
+            result.set_aside.append(entry_id)
+    if result.set_aside:
+        note = (f"{len(result.set_aside)} new revisions scored lower than the current ones and were set aside "
+                "(the entries show them as set_aside; PUT revision_seq makes one current, accept_lower takes them)")
+        result.message = " ".join(filter(None, [result.message, note]))
 
 
 def _ended(result: RegenResult, outcome: EngineResult) -> bool:
@@ -337,14 +361,14 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
     result.model = provider.model
     units = []
     for entry in todo:
-        chunk = _chunk_of(rm, entry)
+        chunk = chunk_text(rm, entry)
         messages, produces = messages_for(entry, kind=dataset.kind, mode=scoring.mode, chunk=chunk,
                                           improve=config.improve_quality)
         item = rm.datasets.item(dataset.id, entry.item_id)
         snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
         units.append(WorkItem(dataset.id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
                               max_tokens=config.max_tokens, context=Redo(snapshot, produces, chunk)))
-    make_events = _revisions_maker(calls.run_id, dataset.id, provider, scoring, msgspec.to_builtins(config))
+    make_events = _revisions_maker(calls.run_id, dataset.id, provider, scoring, config)
     outcome = await calls.run(provider, units, make_events, Phase.REGENERATING, "Regenerating entry",
                               temperature=config.temperature, max_tokens=config.max_tokens)
     rm.catch_up()
@@ -352,13 +376,16 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
     if _ended(result, outcome):
         return True
     # what the engine gave up on (bookmarked after its retries)
-    result.failed = [u.context.entry.id for u in units if not _new_revision(rm, u.context.entry)]
+    made = revisions_by(calls.log.path.parent, calls.run_id)
+    result.failed = [u.context.entry.id for u in units if u.context.entry.id not in made]
     return False
 
 
 def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: Rescoring,
-                     settings: dict[str, Any]) -> Any:
+                     config: RegenerationConfig) -> Any:
     from dsetlog.llm.client import CallFailure
+
+    settings = msgspec.to_builtins(config)
 
     def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
         redo: Redo = unit.context
@@ -367,15 +394,17 @@ def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: 
         if not text:
             raise CallFailure("empty", "no content", retryable=True)
         question, answer = (text, entry.answer) if produces == "question" else (entry.question, text)
+        current, score = _revision(redo, question, answer, scoring, config.accept_lower)
         events: list[Event] = [EntryRegenerated(
             dataset_id=dataset_id, entry_id=entry.id, job_id=job_id, answer=answer,
             question=question if produces == "question" else None,
             reasoning=c.reasoning if produces == "answer" else entry.reasoning, model=c.model,
             provider=provider.profile, simulated=c.simulated,
-            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens), config=settings)]
-        if scoring.rescore:
-            events.append(_rescored(entry, question=question, answer=answer, mode=scoring.mode, chunk=redo.chunk,
-                                    threshold=scoring.threshold))
+            usage=Usage(prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens), config=settings,
+            current=current, quality_score=score.quality_score if score else None,
+            replaced_score=comparable_score(entry) if score else None)]
+        if current and score is not None:
+            events.append(score)
         return events
 
     return make_events
@@ -391,7 +420,7 @@ async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], sc
     for e in current:
         if e is None or "judge" in e.quality:
             continue
-        chunk = _chunk_of(rm, e)
+        chunk = chunk_text(rm, e)
         comps = entry_components(e.question, None if scoring.mode == "question" else e.answer, chunk,
                                  mode=scoring.mode)
         targets.append(Scorable(e, comps, e.duplicate_of, chunk))
@@ -404,7 +433,3 @@ async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], sc
         result.message = " ".join(filter(None, [result.message, f"{missed} new revisions could not be "
                                                 "judged; regenerate them again to retry"]))
 
-
-def _new_revision(rm: ReadModel, before: EntryView) -> bool:
-    now = rm.datasets.entry(before.dataset_id, before.id)
-    return now is not None and now.revision > before.revision

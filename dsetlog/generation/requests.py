@@ -68,7 +68,9 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # ours, beyond the guide
     judge_model: str | None = None  # an LLM judge (rubric 1-5) joins the quality score when set
     benchmark_model: str | None = None  # the model benchmarked (default: classification_model)
-    questions: list[str] | None = None  # generation_mode "answer": the questions to answer from the documents
+    # generation_mode "answer": the questions to answer from the documents; none: the questions a reader would
+    # ask of each chunk (datasets_per_chunk of them), answered from it
+    questions: list[str] | None = None
     split_ratios: list[float] = msgspec.field(default_factory=lambda: [0.8, 0.1, 0.1])
     seed: int = 0
     max_chunks: int | None = None  # only the first N chunks (a cheap trial run)
@@ -102,8 +104,6 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
             raise ValueError("taxonomy_project needs taxonomy_name")
         if self.enable_versioning and not self.dataset_name:
             raise ValueError("enable_versioning needs dataset_name: versions are versions of a name")
-        if self.generation_mode == "answer" and not self.questions:
-            raise ValueError('generation_mode "answer" needs questions: the questions to answer')
         if self.generation_mode != "answer" and self.questions:
             raise ValueError(f'questions are answered in generation_mode "answer" only, not {self.generation_mode!r}')
         if len(self.split_ratios) != 3 or abs(sum(self.split_ratios) - 1) > 1e-6 or min(self.split_ratios) < 0:

@@ -1,6 +1,8 @@
-"""Scoring: every entry's structural checks, groundedness and near-duplicates make its quality score; with
-a judge_model, the judge's verdict joins it. Entries scored already are skipped; an earlier run's score under
-another quality_threshold stands, and only its below-threshold mark is rewritten."""
+"""Scoring: every entry gets a quality score. Its structural checks always make one (cheap, no call); with
+analyze_quality, groundedness and near-duplicates join them, and with a judge_model the judge's verdict too.
+Entries scored already are skipped (an entry scored from its structural checks alone is analysed by a run that
+asks for analysis); an earlier run's score under another quality_threshold stands, and only its
+below-threshold mark is rewritten."""
 
 from __future__ import annotations
 
@@ -8,10 +10,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dsetlog.engine.stages import Phase
-from dsetlog.evaluation import quality
 from dsetlog.generation.calls import Stop, stopped
 from dsetlog.generation.context import RunContext
-from dsetlog.generation.judging import Scorable, entry_components, judge_entries, scored
+from dsetlog.generation.judging import Scorable, entry_components, judge_entries, near_duplicates, scored
 from dsetlog.store.events import EntryScored
 from projections.datasets import EntryView
 
@@ -21,18 +22,20 @@ BATCH = 5000  # events per append
 async def score_entries(ctx: RunContext) -> Stop | None:
     """Score (and judge) what is not scored yet; a Stop when the judge's calls end the run."""
     ctx.rm.catch_up()
-    judge = ctx.models.judge
+    analyze = ctx.req.analyze_quality
+    judge = ctx.models.judge if analyze else None
     threshold = ctx.req.quality_threshold
     todo, remark = [], []
-    for target in components(ctx):
+    for target in components(ctx, analyze=analyze):
         e = target.entry
-        if e.quality_score is None or (judge is not None and "judge" not in e.quality):
-            todo.append(target)  # not scored yet, or scored before a judge was asked for
+        if e.quality_score is None or (analyze and not e.quality_analyzed) or (judge is not None
+                                                                              and "judge" not in e.quality):
+            todo.append(target)  # not scored yet, or scored before analysis or a judge was asked for
         elif e.below_threshold != (e.quality_score < threshold):
             # scored by an earlier run with another quality_threshold: the score stands, the mark follows
             remark.append(EntryScored(dataset_id=ctx.dataset_id, entry_id=e.id, quality_score=e.quality_score,
                                       quality=e.quality, difficulty=e.difficulty, duplicate_of=e.duplicate_of,
-                                      below_threshold=e.quality_score < threshold))
+                                      below_threshold=e.quality_score < threshold, analyzed=e.quality_analyzed))
     for batch in _batched(remark, BATCH):
         ctx.log.append_many(batch)
     if not todo:
@@ -42,7 +45,8 @@ async def score_entries(ctx: RunContext) -> Stop | None:
     mode = ctx.req.generation_mode
     if judge is None:
         for batch in _batched(todo, BATCH):
-            ctx.log.append_many([scored(t, mode=mode, threshold=threshold, judge=None) for t in batch])
+            ctx.log.append_many([scored(t, mode=mode, threshold=threshold, judge=None, analyzed=analyze)
+                                 for t in batch])
         ctx.rm.catch_up()
         return None
     result = await judge_entries(ctx.calls, judge, ctx.dataset_id, todo, mode=mode, threshold=threshold,
@@ -51,20 +55,18 @@ async def score_entries(ctx: RunContext) -> Stop | None:
     return stopped(result)
 
 
-def components(ctx: RunContext) -> list[Scorable]:
-    """Structural checks, groundedness and near-duplicates for every entry, in dataset order."""
-    index = quality.NearDuplicates()
+def components(ctx: RunContext, *, analyze: bool = True) -> list[Scorable]:
+    """Structural checks for every entry, in dataset order; with ``analyze``, groundedness and near-duplicates."""
     mode = ctx.req.generation_mode
+    entries = ctx.rm.datasets.entries(ctx.dataset_id)
+    duplicates = near_duplicates(entries, mode=mode) if analyze else {}
     out = []
-    for entry in ctx.rm.datasets.entries(ctx.dataset_id):
+    for entry in entries:
         answer = None if mode == "question" else entry.answer
-        chunk = ctx.rm.projects.chunk(entry.source_chunk)
+        chunk = ctx.rm.projects.chunk(entry.source_chunk) if analyze else None
         text = chunk.text if chunk else None
         comps = entry_components(entry.question, answer, text, mode=mode)
-        duplicate_of = index.add(entry.id, f"{entry.question} {answer or ''}")
-        if entry.metadata.get("variant_of"):
-            duplicate_of = None  # a marked augmentation variant is meant to be close to its source
-        out.append(Scorable(entry, comps, duplicate_of, text))
+        out.append(Scorable(entry, comps, duplicates.get(entry.id), text))
     return out
 
 

@@ -5,6 +5,12 @@ Every profile reads ``<PROFILE>_API_KEY``, ``<PROFILE>_BASE_URL`` and
 can point at any OpenAI-compatible server. ``DSET_API_KEY`` is the generic key
 for ``--base-url``. The key lives only in memory: it is never part of a repr,
 an event or an output.
+
+With the built-in simulator (``--simulate``) every profile keeps its name and its model
+(``gemini`` is gemini-2.5-flash, or ``GEMINI_MODEL``), so entries and costs say what was
+asked for, while the simulator answers: the provider is ``simulated``, its base URL the
+simulator's, and no key is read or sent. Costs are those of the profile's model, labelled
+as a simulated run's estimate by whoever shows them.
 """
 
 from __future__ import annotations
@@ -71,6 +77,12 @@ class Provider:
     api_key: str = field(repr=False, default="")
     simulated: bool = False
     structured_forced: str | None = None  # <PROFILE>_STRUCTURED: this mode and no other
+    imitates: str = ""  # simulated: the profile asked for ("gemini"), whose model it stands in for
+
+    @property
+    def named(self) -> str:
+        """The profile asked for: ``imitates`` when simulated, else the profile."""
+        return self.imitates or self.profile
 
     @property
     def endpoint(self) -> str:
@@ -80,6 +92,7 @@ class Provider:
 
     @property
     def structured_default(self) -> str:
+        # the server's own: a simulator standing in for deepseek still takes every mode the simulator does
         return PROFILES[self.profile].structured
 
     def price(self) -> tuple[float, float] | None:
@@ -87,7 +100,7 @@ class Provider:
 
     def describe(self) -> str:
         label = " (simulated answers, not a real model)" if self.simulated else ""
-        return f"{self.profile}:{self.model} at {self.base_url}{label}"
+        return f"{self.named}:{self.model} at {self.base_url}{label}"
 
 
 def load_env(path: str | os.PathLike[str] | None = None) -> None:
@@ -107,15 +120,17 @@ def resolve(
     env: Mapping[str, str] | None = None,
     simulator_url: str | None = None,
 ) -> Provider:
-    """Explicit arguments win over ``<PROFILE>_*`` variables, which win over the profile's defaults."""
+    """Explicit arguments win over ``<PROFILE>_*`` variables, which win over the profile's defaults.
+
+    ``simulator_url``: the simulator answers in the profile's stead, with the profile's model (see above)."""
     env = os.environ if env is None else env
-    if simulator_url is not None:
-        profile = "simulated"
     if profile not in PROFILES:
         raise ProviderError(f"unknown provider profile {profile!r}; choose one of: {', '.join(PROFILES)}")
+    if simulator_url is not None:
+        return _simulating(profile, model=model, env=env, simulator_url=simulator_url)
     spec = PROFILES[profile]
     prefix = profile.upper()
-    url = base_url or env.get(f"{prefix}_BASE_URL") or simulator_url or spec.base_url
+    url = base_url or env.get(f"{prefix}_BASE_URL") or spec.base_url
     chosen_model = model or env.get(f"{prefix}_MODEL") or spec.model
     try:
         forced = structured.forced_mode(profile, env)
@@ -133,6 +148,19 @@ def resolve(
         )
     redaction.register(key)
     return Provider(profile, url, chosen_model, api_key=key or "none", structured_forced=forced)
+
+
+def _simulating(profile: str, *, model: str | None, env: Mapping[str, str], simulator_url: str) -> Provider:
+    """The simulator standing in for ``profile``: the profile's model (never its URL or key), the simulator's
+    structured-output setting (``SIMULATED_STRUCTURED``)."""
+    try:
+        forced = structured.forced_mode("simulated", env)
+    except structured.StructuredModeError as exc:
+        raise ProviderError(f"SIMULATED_STRUCTURED: {exc}") from None
+    chosen = model or env.get(f"{profile.upper()}_MODEL") or PROFILES[profile].model
+    imitates = "" if profile == "simulated" else profile
+    return Provider("simulated", simulator_url, chosen, api_key="simulated", simulated=True, structured_forced=forced,
+                    imitates=imitates)
 
 
 def resolve_spec(spec: str, *, default_profile: str = "deepseek", env: Mapping[str, str] | None = None,

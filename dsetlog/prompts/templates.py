@@ -107,6 +107,20 @@ Answer exactly "{NEGATIVE_ANSWER}" when the text does not answer a question.
 Keep each question unchanged in "question", in the same order.""",
         _QA_SHAPE,
     ),
+    # "answer" mode without given questions: the questions a reader of the text would ask, answered from it
+    "reader_questions": _template(
+        "questions a reader would ask, with their answers",
+        """\
+Read the text below as its reader would, and write the {n} questions that reader would most want it to \
+answer, all different; then answer each one from the text alone.
+{question_style}
+{answer_style}
+{extraction_rules}
+Each question must make sense without seeing the text (name the subject, never "the text" or "this \
+passage"), and each answer must say only what the text says.
+{negatives}""",
+        _QA_SHAPE,
+    ),
     "summarization": _template(
         "summarization examples",
         """\
@@ -135,6 +149,7 @@ TEMPLATE_MODES = {
     "default": "default",
     "question": "question",
     "answer": "answer",
+    "reader_questions": "answer",
     "summarization": "summarization",
     "instruction_following": "instruction_following",
 }
@@ -148,16 +163,29 @@ MODE_TEMPLATES = {
 DEFAULT_PROMPT_NAME = "qa_pairs"  # POST /generate's default prompt_name
 
 
-def select_template(mode: str, prompt_name: str = DEFAULT_PROMPT_NAME) -> tuple[str, str]:
+GIVEN_QUESTIONS, READER_QUESTIONS = "answer", "reader_questions"  # "answer" mode's two templates
+
+
+def select_template(mode: str, prompt_name: str = DEFAULT_PROMPT_NAME, *,
+                    questions_given: bool = True) -> tuple[str, str]:
     """(name, text) of the built-in template for a run.
 
     The request default ``qa_pairs`` stands for "the mode's own template", so
     ``generation_mode="question"`` alone asks for questions. A template named
     explicitly must be written for the mode: its reply shape must match the schema.
+    "answer" mode has two: ``answer`` answers the questions given, ``reader_questions``
+    (``questions_given`` False) writes the questions a reader would ask and answers them.
     """
     mode = normalize_mode(mode)
     if prompt_name not in TEMPLATES:
         raise ValueError(f"unknown prompt {prompt_name!r}; built-in prompts: {', '.join(TEMPLATES)}")
+    if mode == "answer":
+        wanted = GIVEN_QUESTIONS if questions_given else READER_QUESTIONS
+        if prompt_name in (GIVEN_QUESTIONS, READER_QUESTIONS) and prompt_name != wanted:
+            raise ValueError(f"prompt {prompt_name!r} is for answer mode {'without' if questions_given else 'with'} "
+                             f"questions; use {wanted!r}, or {'leave out' if questions_given else 'give'} questions")
+        if prompt_name == DEFAULT_PROMPT_NAME:
+            return wanted, TEMPLATES[wanted]
     if TEMPLATE_MODES[prompt_name] == mode:
         return prompt_name, TEMPLATES[prompt_name]
     if prompt_name == DEFAULT_PROMPT_NAME:

@@ -279,6 +279,9 @@ class EntryScored(Event, frozen=True, kw_only=True):
     difficulty: str = ""
     duplicate_of: str | None = None
     below_threshold: bool = False  # left out of exports, kept in the log
+    # True: the costly analysis (groundedness, near-duplicates, the judge when there is one) made the score;
+    # False: the structural checks alone (analyze_quality false). Scores before this field were all analysed.
+    analyzed: bool = True
 
 
 class EntryRegenerated(Event, frozen=True, kw_only=True):
@@ -295,6 +298,26 @@ class EntryRegenerated(Event, frozen=True, kw_only=True):
     simulated: bool = False
     usage: Usage = Usage()
     config: dict[str, Any] = {}
+    # False: it scored lower than the revision it was to replace, which stays current (the user may choose
+    # it: RevisionRestored); this revision is kept here only. Older events all became current.
+    current: bool = True
+    quality_score: float | None = None  # its score, on the basis compared (the judge's grade left out)
+    replaced_score: float | None = None  # the score of the current revision, on the same basis
+
+
+class RevisionRestored(Event, frozen=True, kw_only=True):
+    """A user made an earlier revision of an entry current again (the one recorded at ``seq``, an
+    EntryGenerated or EntryRegenerated of the entry): its content, copied here, is the entry's again."""
+
+    dataset_id: str
+    entry_id: str
+    seq: int
+    answer: str
+    question: str | None = None  # None: the revision wrote no question (the entry's question stays)
+    reasoning: str = ""
+    model: str = ""
+    provider: str = ""
+    simulated: bool = False
 
 
 class EvaluationSetsCreated(Event, frozen=True, kw_only=True):

@@ -671,8 +671,9 @@ def test_edit_is_an_event_in_the_history(seeded: testing.TestClient, data: Path)
     cli = subprocess.run([sys.executable, "-m", "dsetlog", "log", "history", "entry_0003", "--data", str(data),
                           "--json"], capture_output=True, text=True, timeout=60, check=True)
     history = json.loads(cli.stdout)  # `dset log history entry_0003`
-    assert [h["type"] for h in history] == ["EntryGenerated", "EntryScored", "EntryEdited"]
-    assert history[-1]["fields"]["answer"] == body["answer"]
+    # the edit is scored again in the same append (tests/api/test_entry_rescoring.py)
+    assert [h["type"] for h in history] == ["EntryGenerated", "EntryScored", "EntryEdited", "EntryScored"]
+    assert history[-2]["fields"]["answer"] == body["answer"]
     assert [h.seq for h in logtools.history(data / LOG_NAME, "entry_0003")] == [h["seq"] for h in history]
     api_history = seeded.simulate_get(f"{API}/entries/{DS}/entry_0003/history").json
     assert [(e["seq"], e["type"]) for e in api_history["events"]] == [(h["seq"], h["type"]) for h in history]
@@ -810,7 +811,7 @@ def test_regenerate_makes_a_new_revision_with_the_old_one_in_history(sim_client:
     resp = sim_client.simulate_post(f"{API}/datasets/{dataset_id}/regenerate", json={
         "entry_ids": [target["id"]],
         "regeneration_config": {"model": "gemini-2.5-flash", "temperature": 0.3, "max_tokens": 500,
-                                "improve_quality": True}})
+                                "improve_quality": True, "accept_lower": True}})  # current whatever it scores
     assert resp.status_code == 200, resp.text
     assert resp.json["job_id"].startswith("regenerate_") and resp.json["message"] == "Regeneration started for 1 entries"
     status = wait_job(sim_client, resp.json["job_id"])
@@ -838,7 +839,8 @@ def test_a_dataset_made_with_a_judge_has_its_regenerations_judged(sim_client: te
     assert "judge" in target["quality"]
     simulator.reset_stats()
     resp = sim_client.simulate_post(f"{API}/datasets/{dataset_id}/regenerate",
-                                    json={"entry_ids": [target["id"]], "regeneration_config": {"temperature": 0.9}})
+                                    json={"entry_ids": [target["id"]],
+                                          "regeneration_config": {"temperature": 0.9, "accept_lower": True}})
     status = wait_job(sim_client, resp.json["job_id"])
     assert status["status"] == "completed" and status["result"]["entries_count"] == 1, status
     regen, judged = simulator.requests()

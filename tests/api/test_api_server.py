@@ -73,7 +73,8 @@ def test_the_review_loop_over_http(tmp_path: Path, servers: list[Server]) -> Non
                                  "comments": "wrong organ"})
     assert status == 200 and fb["entries"][0]["flagged"]
     status, regen, _ = server.call("POST", f"/datasets/{dataset_id}/regenerate", {
-        "entry_ids": [entry["id"]], "regeneration_config": {"improve_quality": True, "temperature": 0.5}})
+        "entry_ids": [entry["id"]],
+        "regeneration_config": {"improve_quality": True, "temperature": 0.5, "accept_lower": True}})
     assert status == 200
     assert server.wait_job(regen["job_id"])["status"] == "completed"
     now = server.get(f"/datasets/{dataset_id}/entries/{entry['id']}")

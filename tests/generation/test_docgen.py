@@ -45,7 +45,6 @@ from dsetlog.store.events import (
     ChunkTitled,
     EntryEdited,
     EntryGenerated,
-    EntryScored,
     ItemBookmarked,
     SlotQueued,
 )
@@ -285,9 +284,10 @@ def test_analyze_quality_scores_every_entry_with_components(env: Env) -> None:
     assert summary == env.rm.datasets.quality_summary(result.dataset_id)
     assert not env.requests("judge")  # no judge model: no judge calls
 
-    other = env.run(datasets_per_chunk=3, analyze_quality=False, enable_versioning=True, dataset_name="unscored")
-    assert all(e.quality_score is None and not e.quality for e in env.entries(other.dataset_id))
-    assert not env.events(EntryScored) or {ev.dataset_id for ev in env.events(EntryScored)} == {result.dataset_id}
+    # without analysis: a score from the structural checks alone, said so (tests/generation/test_guide_generation.py)
+    other = env.run(datasets_per_chunk=3, analyze_quality=False, enable_versioning=True, dataset_name="structural")
+    assert all(e.quality_score is not None and not e.quality_analyzed and "groundedness" not in e.quality
+               for e in env.entries(other.dataset_id))
 
 
 def test_quality_threshold_marks_entries_and_leaves_them_out_of_the_files(env: Env) -> None:
@@ -833,7 +833,8 @@ BAD_INPUT = [
     (["--project", "demo", "--simulate", "--output-dir", "/abs/path"], "output_dir"),
     (["--project", "demo", "--simulate", "--output-dir", "../up"], "output_dir"),
     (["--project", "demo", "--simulate", "--run-benchmarks"], "available suites: reference_qa, negative_rejection"),
-    (["--project", "demo", "--simulate", "--generation-mode", "answer"], "needs questions"),
+    (["--project", "demo", "--simulate", "--generation-mode", "answer", "--prompt-name", "answer"],
+     "for answer mode with questions"),  # without questions, answer mode writes the reader's questions
     (["--project", "demo", "--simulate", "--taxonomy-name", "none"], "no taxonomy 'none' in project 'demo'"),
 ]
 

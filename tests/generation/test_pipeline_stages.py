@@ -89,7 +89,8 @@ def test_regeneration_reports_typed_stages_too(env: Env) -> None:
     stages: list[Stage] = []
     result = asyncio.run(run_regeneration(
         log=env.log, rm=env.rm, job_id="job_regen", dataset_id=done.dataset_id, entry_ids=[e.id for e in entries],
-        config=RegenerationConfig(), simulator_url=env.sim.base_url, on_stage=stages.append,
+        # accept_lower: every new revision current, so each is judged too
+        config=RegenerationConfig(accept_lower=True), simulator_url=env.sim.base_url, on_stage=stages.append,
         progress=Progress(total=0, enabled=False)))
     assert result.outcome == "completed" and result.regenerated == len(entries)
     check(stages)

@@ -407,7 +407,8 @@ def test_the_same_job_over_the_api_a_regeneration_and_a_second_server(tmp_path: 
         assert len(ids) == ds.entries, page
 
         status, regen, _ = first.call("POST", f"/datasets/{dataset_id}/regenerate", {
-            "entry_ids": [ids[0]], "regeneration_config": {"improve_quality": True, "max_tokens": 64}})
+            "entry_ids": [ids[0]], "regeneration_config": {"improve_quality": True, "max_tokens": 64,
+                                                       "accept_lower": True}})  # current whatever it scores
         assert status == 200, regen
         regen_done = first.wait_job(regen["job_id"], timeout=900)
         assert regen_done["status"] == "completed", (regen_done, first.log_text())
@@ -439,7 +440,7 @@ def test_the_same_job_over_the_api_a_regeneration_and_a_second_server(tmp_path: 
         ds = ReadModel.open(data).datasets.dataset(dataset_id)
         assert again["status"] == ("failed" if ds.failed else "completed"), (again, ds, second.log_text())
         status, regen, _ = second.call("POST", f"/datasets/{dataset_id}/regenerate", {
-            "entry_ids": [ids[-1]], "regeneration_config": {"max_tokens": 64}})
+            "entry_ids": [ids[-1]], "regeneration_config": {"max_tokens": 64, "accept_lower": True}})
         assert status == 200, regen
         assert second.wait_job(regen["job_id"], timeout=900)["status"] == "completed", second.log_text()
         assert second.get(f"/datasets/{dataset_id}/entries/{ids[-1]}")["revision"] == 2

@@ -50,7 +50,8 @@ def _prompt(params: ProjectParameters | None, template: str = "qa_pairs", **kwar
 
 def test_every_builtin_template_names_its_mode_and_uses_the_chunk() -> None:
     assert set(TEMPLATES) == {
-        "qa_pairs", "evaluation_qa", "default", "question", "answer", "summarization", "instruction_following"
+        "qa_pairs", "evaluation_qa", "default", "question", "answer", "reader_questions", "summarization",
+        "instruction_following"
     }  # fmt: skip
     for name, text in TEMPLATES.items():
         assert TEMPLATE_MODES[name] in MODES
