@@ -3,7 +3,10 @@
 Each extractor returns text that keeps the document's structure where chunking
 can use it: headings become markdown ``#`` lines and paragraphs are separated by
 blank lines, so the "markdown" and "paragraphs" chunking strategies work on
-HTML and .docx too. Line endings are normalised to ``\\n``.
+HTML, PDF and .docx too. A PDF's paragraphs and headings are recovered from where its
+lines are printed (:mod:`dsetlog.catalog.pdf`); a web page loses its site's chrome (navigation,
+headers, footers, cookie banners, link lists: :mod:`dsetlog.catalog.html`). Line endings are
+normalised to ``\\n``.
 
 Extraction is bounded (:class:`ExtractLimits`): the input's bytes, the decompressed size of each
 part of a .docx read, the number of parts in its zip, the characters extracted and the time
@@ -27,7 +30,6 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from html.parser import HTMLParser
 from importlib.metadata import version
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -36,6 +38,8 @@ from xml.etree import ElementTree
 import msgspec
 
 from dsetlog.catalog.errors import IngestError, TooLargeError
+from dsetlog.catalog.html import HTMLText
+from dsetlog.catalog.pdf import Page, layout_text, read_page
 
 if TYPE_CHECKING:  # the heavy libraries are imported only when such a file is extracted
     from pypdf import PdfReader
@@ -197,116 +201,22 @@ def _extract_plain(data: bytes, filename: str, guard: _Guard) -> Extracted:
 
 # --- HTML ------------------------------------------------------------------------
 
-_SKIPPED_TAGS = frozenset({"script", "style", "nav", "noscript", "template", "head", "svg"})
-_VOID_TAGS = frozenset(
-    {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "source", "wbr"}
-)
-_BLOCK_TAGS = frozenset(
-    {
-        "p", "div", "section", "article", "main", "header", "footer", "aside", "blockquote", "pre",
-        "ul", "ol", "dl", "dt", "dd", "table", "tr", "figure", "figcaption", "form", "fieldset",
-        "address", "details", "summary", "body", "html",
-    }
-)  # fmt: skip
-_HEADING_LEVELS = {f"h{level}": level for level in range(1, 7)}
-_LIST_BLOCKS = frozenset({"ul", "ol", "dl"})
-
-
-class _HTMLText(HTMLParser):
-    """Collects visible text as blocks: headings, paragraphs and list items, one per line.
-
-    Blocks are separated by blank lines, except consecutive list items, which stay
-    on adjacent lines so a list reads as one paragraph.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)  # entities (&amp;, &#8217;) decoded for us
-        self.blocks: list[tuple[str, bool]] = []  # (text, is_list_item)
-        self._parts: list[str] = []
-        self._prefix = ""
-        self._is_item = False
-        self._skip_depth = 0
-        self._pre_depth = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in _SKIPPED_TAGS:
-            if tag not in _VOID_TAGS:
-                self._skip_depth += 1
-            return
-        if self._skip_depth:
-            return
-        if tag == "br":
-            self._parts.append("\n")
-        elif tag in _HEADING_LEVELS:
-            self._flush()
-            self._prefix = "#" * _HEADING_LEVELS[tag] + " "
-        elif tag == "li":
-            self._flush()
-            self._prefix, self._is_item = "- ", True
-        elif tag in _BLOCK_TAGS or tag == "td" or tag == "th":
-            self._cell_or_block(tag)
-        if tag == "pre":
-            self._pre_depth += 1
-
-    def _cell_or_block(self, tag: str) -> None:
-        if tag in ("td", "th"):
-            # cells of one row stay on one line, separated like a markdown table
-            if self._parts and "".join(self._parts).strip():
-                self._parts.append(" | ")
-            return
-        self._flush()
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in _SKIPPED_TAGS:
-            self._skip_depth = max(0, self._skip_depth - 1)
-            return
-        if self._skip_depth:
-            return
-        if tag == "pre":
-            self._pre_depth = max(0, self._pre_depth - 1)
-        if tag in _HEADING_LEVELS or tag == "li" or tag in _BLOCK_TAGS:
-            self._flush()
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip_depth:
-            self._parts.append(data if self._pre_depth else re.sub(r"\s+", " ", data))
-
-    def close(self) -> None:
-        super().close()
-        self._flush()
-
-    def _flush(self) -> None:
-        raw = "".join(self._parts)
-        self._parts = []
-        lines = [line.strip() if not self._pre_depth else line.rstrip() for line in raw.split("\n")]
-        text = "\n".join(line for line in lines if line)
-        if text:
-            self.blocks.append((self._prefix + text, self._is_item))
-        self._prefix, self._is_item = "", False
-
-    def text(self) -> str:
-        out: list[str] = []
-        previous_item = False
-        for block, is_item in self.blocks:
-            if out:
-                out.append("\n" if is_item and previous_item else "\n\n")
-            out.append(block)
-            previous_item = is_item
-        return "".join(out)
-
-
 _HTML_PIECE = 1 << 20  # characters fed to the parser between two looks at the clock
 
 
 def _extract_html(data: bytes, filename: str, guard: _Guard) -> Extracted:
     source, encoding = _decode(data, filename)
     source = _normalise_newlines(source)
-    parser = _HTMLText()
+    parser = HTMLText()
     for start in range(0, len(source), _HTML_PIECE):
         parser.feed(source[start : start + _HTML_PIECE])
         guard.tick()
     parser.close()
-    return Extracted(text=parser.text(), media_type="text/html", extractor=f"html.parser ({encoding})")
+    text = parser.text()
+    if not text.strip() and parser.visible_chars:
+        raise ExtractError(f"{filename}: the page holds only site navigation, headers, footers or link lists "
+                           "(nothing that reads as content)")
+    return Extracted(text=text, media_type="text/html", extractor=f"html.parser ({encoding}; site chrome dropped)")
 
 
 # --- PDF -----------------------------------------------------------------------------
@@ -316,14 +226,14 @@ def _extract_pdf(data: bytes, filename: str, guard: _Guard) -> Extracted:
     from pypdf import PdfReader
     from pypdf.errors import LimitReachedError, PdfReadError
 
-    texts: list[str] = []
+    pages: list[Page] = []
     try:
         reader = PdfReader(io.BytesIO(data))
         _unlock(reader, filename)
         for page in reader.pages:
             guard.tick()
-            texts.append((page.extract_text() or "").strip())
-            guard.add_chars(len(texts[-1]) + 2)
+            pages.append(read_page(page))
+            guard.add_chars(len(pages[-1].plain) + 2)
         guard.tick()
     except ExtractError:
         raise
@@ -332,13 +242,13 @@ def _extract_pdf(data: bytes, filename: str, guard: _Guard) -> Extracted:
                                 "a likely decompression bomb", limit="pdf_stream") from exc
     except (PdfReadError, ValueError, KeyError, TypeError) as exc:
         raise ExtractError(f"{filename}: not a readable PDF ({exc})") from exc
-    if not any(texts):
+    if not any(page.plain.strip() for page in pages):
         raise ExtractError(
             f"{filename}: the PDF has no text layer (image-only or scanned); run OCR on it first"
         )
-    text = _normalise_newlines("\n\n".join(t for t in texts if t))
+    text = _normalise_newlines(layout_text(pages))
     return Extracted(
-        text=text, media_type="application/pdf", extractor=f"pypdf {version('pypdf')}", pages=len(texts)
+        text=text, media_type="application/pdf", extractor=f"pypdf {version('pypdf')} (layout)", pages=len(pages)
     )
 
 

@@ -77,15 +77,30 @@ def test_characters_respects_size_breaks_at_whitespace_and_covers() -> None:
     assert chunks[1].start > chunks[0].end  # no overlap asked, none given
 
 
+# one sentence with no end inside it: windows end at whitespace, and the overlap is words
+RUN_ON = PROSE.replace(". ", ", ").replace("; ", ", ")
+
+
 def test_characters_overlap_repeats_text_up_to_the_overlap() -> None:
-    plain = chunk_text(PROSE, strategy="characters", chunk_size=60, overlap=0)
-    overlapped = chunk_text(PROSE, strategy="characters", chunk_size=60, overlap=20)
-    _assert_exact(PROSE, overlapped)
+    plain = chunk_text(RUN_ON, strategy="characters", chunk_size=60, overlap=0)
+    overlapped = chunk_text(RUN_ON, strategy="characters", chunk_size=60, overlap=20)
+    _assert_exact(RUN_ON, overlapped)
     assert len(overlapped) > len(plain)
     for prev, nxt in pairwise(overlapped):
         shared = prev.end - nxt.start
         assert 0 < shared <= 20
-        assert PROSE[nxt.start - 1].isspace()  # starts at a word
+        assert RUN_ON[nxt.start - 1].isspace()  # starts at a word
+
+
+def test_characters_end_at_sentence_ends_and_overlap_whole_sentences() -> None:
+    chunks = chunk_text(PROSE, strategy="characters", chunk_size=150, overlap=80)
+    _assert_exact(PROSE, chunks)
+    sentences = ["Photosynthesis", "It happens", "The light", "Respiration"]
+    # the third sentence (96 characters) is longer than the overlap: not repeated
+    assert [c.text.split(" ")[0] for c in chunks] == ["Photosynthesis", "It", "Respiration"]
+    for chunk in chunks:  # every chunk is whole sentences: it starts one and ends one
+        assert chunk.text.endswith(".") and any(chunk.text.startswith(s) for s in sentences)
+    assert chunks[0].text.endswith("chlorophyll.") and chunks[1].text.startswith("It happens")  # overlap <= 80
 
 
 def test_characters_cuts_a_word_longer_than_the_window() -> None:
@@ -100,9 +115,9 @@ def test_characters_cuts_a_word_longer_than_the_window() -> None:
 
 
 def test_tokens_windows_count_tokens_with_overlap() -> None:
-    tokens = TOKEN_RE.findall(PROSE)
-    chunks = chunk_text(PROSE, strategy="tokens", chunk_size=12, overlap=4)
-    _assert_exact(PROSE, chunks)
+    tokens = TOKEN_RE.findall(RUN_ON)
+    chunks = chunk_text(RUN_ON, strategy="tokens", chunk_size=12, overlap=4)
+    _assert_exact(RUN_ON, chunks)
     counts = [len(TOKEN_RE.findall(c.text)) for c in chunks]
     assert all(n == 12 for n in counts[:-1]) and 0 < counts[-1] <= 12
     for prev, nxt in pairwise(chunks):
@@ -110,9 +125,29 @@ def test_tokens_windows_count_tokens_with_overlap() -> None:
     assert sum(counts) - 4 * (len(chunks) - 1) == len(tokens)
 
 
+def test_tokens_windows_end_at_sentence_ends_and_overlap_whole_sentences() -> None:
+    chunks = chunk_text(PROSE, strategy="tokens", chunk_size=30, overlap=12)
+    _assert_exact(PROSE, chunks)
+    assert all(len(TOKEN_RE.findall(c.text)) <= 30 for c in chunks)
+    assert [c.text for c in chunks] == [
+        "Photosynthesis converts light energy into chemical energy. It happens in chloroplasts, which contain "
+        "chlorophyll.",
+        "It happens in chloroplasts, which contain chlorophyll. The light reactions make ATP and NADPH; the "
+        "Calvin cycle then fixes carbon dioxide into sugars.",
+        "Respiration later releases that energy in mitochondria.",
+    ]  # the second sentence (8 tokens) is repeated; the third (21) does not fit in 12
+
+
 def test_tokens_punctuation_is_its_own_token() -> None:
     chunks = chunk_text("Hi, there! Bye.", strategy="tokens", chunk_size=2, overlap=0)
     assert [c.text for c in chunks] == ["Hi,", "there!", "Bye."]
+
+
+def test_tokens_count_han_and_kana_one_a_character_and_windows_end_at_their_full_stops() -> None:
+    text = "北京是中国的首都。上海是最大的城市！東京はどうですか？Tokyo is big."
+    assert TOKEN_RE.findall("北京是首都。Tokyo 2024") == ["北", "京", "是", "首", "都", "。", "Tokyo", "2024"]
+    chunks = chunk_text(text, strategy="tokens", chunk_size=12, overlap=0)
+    assert [c.text for c in chunks] == ["北京是中国的首都。", "上海是最大的城市！", "東京はどうですか？", "Tokyo is big."]
 
 
 # --- paragraphs -------------------------------------------------------------------
@@ -134,6 +169,13 @@ def test_paragraphs_overlap_is_a_number_of_paragraphs() -> None:
     firsts = [c.text.split()[1] for c in chunks]
     assert firsts == ["0", "2", "4"]  # three per chunk, the last one repeated next
     assert [c.text.count("Paragraph") for c in chunks] == [3, 3, 2]
+
+
+def test_a_fenced_code_block_is_one_paragraph_blank_lines_and_all() -> None:
+    code = "```\ntilt = read()\n\nif tilt > 2.5:\n    warn()\n```"
+    text = f"Intro line.\n\n{code}\n\nOutro line."
+    chunks = chunk_text(text, strategy="paragraphs", chunk_size=len(code), overlap=0)
+    assert [c.text for c in chunks] == ["Intro line.", code, "Outro line."]
 
 
 def test_paragraph_longer_than_the_size_is_cut() -> None:

@@ -81,7 +81,7 @@ def test_htm_extension_and_table_cells(tmp_path: Path) -> None:
     (tmp_path / "t.htm").write_text(
         "<table><tr><th>Drug</th><th>Dose</th></tr><tr><td>A</td><td>5 mg</td></tr></table>", encoding="utf-8"
     )
-    assert extract_text(tmp_path / "t.htm").text == "Drug | Dose\n\nA | 5 mg"
+    assert extract_text(tmp_path / "t.htm").text == "Drug | Dose\nA | 5 mg"  # a table's rows read as one block
 
 
 def test_docx_paragraphs_headings_and_lists(tmp_path: Path) -> None:
