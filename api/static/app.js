@@ -623,6 +623,7 @@
     $("regen-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
       const config = { improve_quality: $("g-improve").checked };
+      if ($("g-lower").checked) config.accept_lower = true;
       const model = $("g-model").value.trim();
       const temp = $("g-temp").value.trim();
       const max = $("g-max").value.trim();
@@ -852,7 +853,13 @@
       }
       case "EntryRegenerated":
         parts.push(`by ${f.model || "?"}${f.simulated ? " (simulated)" : ""}`);
+        if (f.current === false) {
+          parts.push(`set aside: scored ${fmtScore(f.quality_score)} < ${fmtScore(f.replaced_score)}`);
+        }
         parts.push(`answer: “${truncate(f.answer, 140)}”`);
+        break;
+      case "RevisionRestored":
+        parts.push(`revision of seq ${f.seq} made current`);
         break;
       default:
         break;

@@ -10,7 +10,9 @@ requests reach real objects as well as 404s. The worker is off: generation reque
 left pending. The number of examples per operation is bounded so the whole run takes seconds.
 
 Rules that JSON Schema cannot state (one field against another: split_ratios summing to 1, a benchmark suite
-that exists when benchmarks run, versioning with a name, questions in answer mode only, an edit giving at least one field, a document as
+that exists when benchmarks run, versioning with a name, questions in answer mode only, an edit giving at least one
+field and a restored revision none, a restored revision_seq that is one of the entry's revisions, export
+options the format can carry, a document as
 content or content_base64 and chunking that fits, sibling categories with different names, an output_dir
 inside the data dir) are in the operations' descriptions; a body breaking one, refused, is
 no mismatch (``filter_failure``). A body over the
@@ -41,16 +43,18 @@ from dsetlog.catalog.errors import IngestError
 from dsetlog.catalog.extract import MEDIA_TYPES
 from dsetlog.errors import DsetError
 from dsetlog.evaluation.scoring import check_suite
+from dsetlog.export.options import DEFAULT_CONTEXT, DEFAULT_REASONING, ExportError, ExportOptions
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.store.events import (
     DatasetCreated,
     EntryGenerated,
+    EntryRegenerated,
     EntryScored,
     EvaluationSetsCreated,
     SlotQueued,
 )
-from dsetlog.store.log import EventLog
+from dsetlog.store.log import EventLog, records_at
 
 API = "/api/v1"
 KNOWN: dict[str, list[str]] = {}
@@ -159,11 +163,29 @@ def _document_refused(body: dict[str, Any]) -> bool:
     return body.get("content_base64") is not None and not _is_base64(body["content_base64"])
 
 
-def breaks_a_rule(path: str, method: str, body: Any) -> bool:
-    """Does this body break a rule between fields (see the module's docstring)?"""
+def _export_refused(fields: dict[str, Any]) -> bool:
+    """Export options the format asked for cannot carry (reasoning or context for a full format, a BOM but no
+    csv): ExportOptions.check, the server's own rule."""
+    bom = fields.get("csv_bom", False)
+    try:
+        ExportOptions(reasoning=str(fields.get("reasoning") or DEFAULT_REASONING),
+                      context=str(fields.get("context") or DEFAULT_CONTEXT),
+                      csv_bom=bom is True or str(bom).lower() == "true",
+                      ).check([str(fields.get("format_type") or "jsonl")])
+    except ExportError:
+        return True
+    return False
+
+
+def breaks_a_rule(path: str, method: str, body: Any, query: Any = None) -> bool:
+    """Does this body (or query) break a rule between fields (see the module's docstring)?"""
     if not isinstance(body, dict):
         body = {}  # no body (NOT_SET): the fields' defaults; valid data is never another JSON type here
+    if path.endswith("/download"):
+        return _export_refused(query if isinstance(query, dict) else {})
     if path.endswith(("/generate", "/generate-evaluation")):
+        if _export_refused(body):
+            return True
         for name, check in GenerateRequest.refused_fields.items():  # output_dir: inside the data dir
             try:
                 check(body[name]) if isinstance(body.get(name), str) else None
@@ -189,6 +211,8 @@ def breaks_a_rule(path: str, method: str, body: Any) -> bool:
             len(ratios) != 3 or not all(isinstance(r, (int, float)) and r >= 0 for r in ratios)
             or abs(sum(ratios) - 1) > 1e-6)
     if method == "put" and path.endswith("/entries/{entry_id}"):
+        if body.get("revision_seq") is not None:  # a whole revision made current, or an edit: not both
+            return any(body.get(k) is not None for k in ("question", "answer", "category"))
         return all(body.get(k) is None for k in ("question", "answer", "category", "feedback"))
     if path.endswith("/documents"):
         return _document_refused(body)
@@ -199,11 +223,26 @@ def breaks_a_rule(path: str, method: str, body: Any) -> bool:
     return False
 
 
+def names_no_revision(case: Any) -> bool:
+    """A restored revision_seq must be the seq of one of the entry's EntryGenerated or EntryRegenerated events:
+    a reference into the log, which a schema cannot state."""
+    seq = case.body.get("revision_seq") if isinstance(case.body, dict) else None
+    if seq is None or not case.operation.path.endswith("/entries/{entry_id}"):
+        return False
+    params = case.path_parameters or {}
+    entry = APP.ctx.rm.datasets.entry(str(params.get("dataset_id")), str(params.get("entry_id")))
+    if entry is None or seq not in entry.history:
+        return True
+    (rec,) = records_at(APP.ctx.data_dir, [seq])
+    return not isinstance(rec.event, (EntryGenerated, EntryRegenerated))
+
+
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """A valid-looking body refused for breaking a rule between fields is no mismatch: the rule is documented."""
     return not (isinstance(failure, RejectedPositiveData)
-                and breaks_a_rule(case.operation.path, case.method.lower(), case.body))
+                and (breaks_a_rule(case.operation.path, case.method.lower(), case.body, case.query)
+                     or names_no_revision(case)))
 
 
 @schema.parametrize()

@@ -226,8 +226,11 @@ def test_the_page_lists_datasets_jobs_and_entries_and_downloads(page: Page, serv
     api = served.server.entries(served.dataset_id, per_page=50)
     wait_rows(page, [e["id"] for e in api["entries"]])
     expect(page.locator("#entries-status")).to_contain_text("1–18 of 18 entries")
-    expect(page.locator("#dataset-meta")).to_contain_text("splits: test 2, train 14, validation 2")
-    summary = served.server.get(f"/datasets/{served.dataset_id}")["quality_summary"]
+    dataset = served.server.get(f"/datasets/{served.dataset_id}")
+    splits = ", ".join(f"{name} {count}" for name, count in dataset["splits"].items())
+    assert sum(dataset["splits"].values()) == 18 and len(dataset["splits"]) >= 2, dataset["splits"]
+    expect(page.locator("#dataset-meta")).to_contain_text(f"splits: {splits}")
+    summary = dataset["quality_summary"]
     expect(page.locator("#quality-summary .big")).to_have_text(f"{summary['average_score']:.2f}")
 
     first = page.locator("#entries-body tr[data-id]").first
@@ -239,8 +242,10 @@ def test_the_page_lists_datasets_jobs_and_entries_and_downloads(page: Page, serv
     download = info.value
     assert download.suggested_filename == f"{served.dataset_id}.zip"
     with zipfile.ZipFile(io.BytesIO(Path(download.path()).read_bytes())) as zf:
-        assert sorted(zf.namelist()) == ["test.jsonl", "train.jsonl", "validation.jsonl"]
-        assert sum(len(zf.read(n).splitlines()) for n in zf.namelist()) == 18
+        files = sorted(n for n in zf.namelist() if n.endswith(".jsonl"))
+        assert files == ["test.jsonl", "train.jsonl", "validation.jsonl"]  # an empty split too: one file each
+        assert sorted(zf.namelist()) == ["README.md", *files]  # the dataset card: load_dataset reads the splits
+        assert sum(len(zf.read(n).splitlines()) for n in files) == 18
     with page.expect_download() as info:
         page.locator('#download-buttons button[data-format="csv"]').click()
     assert info.value.suggested_filename == f"{served.dataset_id}.zip"
@@ -450,6 +455,7 @@ def test_regenerating_selected_entries_shows_progress_and_the_new_answers(page: 
     expect(page.locator("#g-improve")).to_be_checked()
     page.fill("#g-temp", "0.5")
     page.fill("#g-conc", "1")  # one call at a time: a job long enough to watch
+    page.check("#g-lower")  # every new answer becomes current, even one scoring lower than the old
     dialog.get_by_role("button", name="Regenerate").click()
     expect(dialog).to_be_hidden()
 
