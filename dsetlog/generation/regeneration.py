@@ -155,9 +155,12 @@ def feedback_lines(entry: EntryView) -> str:
     return "Reviewer feedback:\n" + "\n".join(lines) + "\n"
 
 
-def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None,
-                 improve: bool) -> tuple[list[dict[str, str]], str]:
-    """The chat messages that regenerate ``entry`` and what they produce: "answer" or "question"."""
+def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None, improve: bool,
+                 system: str = "") -> tuple[list[dict[str, str]], str]:
+    """The chat messages that regenerate ``entry`` and what they produce: "answer" or "question".
+
+    ``system`` is the system prompt the entry's run sent (`dset generate --system`): sent again, since the
+    exports give it as the prompt the answer was made under."""
     if kind != "documents" or chunk is None:
         content = entry.question
         produces, what, source = "answer", "answer", "the question"
@@ -173,7 +176,8 @@ def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None,
         old = entry.question if produces == "question" else entry.answer
         content += "\n" + IMPROVE.format(source=source, what=what, old=old or "(empty)",
                                          feedback=feedback_lines(entry))
-    return [{"role": "user", "content": content}], produces
+    head = [{"role": "system", "content": system}] if system else []
+    return [*head, {"role": "user", "content": content}], produces
 
 
 # --- running (in the server's job worker) -----------------------------------------------------------------
@@ -359,11 +363,12 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
     rm = calls.rm
     provider = resolve_model(config.model, dataset, todo[0], simulator_url=simulator_url)
     result.model = provider.model
+    systems = {run.run_id: run.system for run in rm.datasets.runs(dataset.id) if run.system}
     units = []
     for entry in todo:
         chunk = chunk_text(rm, entry)
         messages, produces = messages_for(entry, kind=dataset.kind, mode=scoring.mode, chunk=chunk,
-                                          improve=config.improve_quality)
+                                          improve=config.improve_quality, system=systems.get(entry.run_id, ""))
         item = rm.datasets.item(dataset.id, entry.item_id)
         snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
         units.append(WorkItem(dataset.id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,22 @@ def test_csv_bom_for_excel(tmp_path: Path) -> None:
     out, _ = generate(tmp_path, "--csv-bom")
     raw = (out / "output.csv").read_bytes()
     assert raw.startswith(b"\xef\xbb\xbftimestamp,question,thoughts,final_answer\n")
+
+
+def test_a_regeneration_sends_the_runs_system_prompt_again(tmp_path: Path, make_client: Any,
+                                                           simulator: Simulator) -> None:
+    """The exports say the answer was made under the run's system prompt: a new revision is made under it too."""
+    generate(tmp_path, "--system", SYSTEM, n=2)
+    client = make_client(simulator_url=simulator.base_url, start_worker=True)
+    (dataset,) = client.simulate_get("/api/v1/datasets").json["datasets"]
+    (entry, _) = client.simulate_get(f"/api/v1/datasets/{dataset['id']}/entries").json["entries"]
+    resp = client.simulate_post(f"/api/v1/datasets/{dataset['id']}/regenerate", json={
+        "entry_ids": [entry["id"]], "regeneration_config": {"improve_quality": True}})
+    assert resp.status_code == 200, resp.text
+    deadline = time.monotonic() + 60
+    while (status := client.simulate_get(f"/api/v1/jobs/{resp.json['job_id']}").json)["status"] != "completed":
+        assert status["status"] in ("pending", "running") and time.monotonic() < deadline, status
+        time.sleep(0.05)
+    (sent,) = simulator.requests()  # the one regeneration call
+    assert sent["messages"][0] == {"role": "system", "content": SYSTEM}
+    assert entry["question"] in sent["messages"][-1]["content"]
