@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any
 
 from fpdf import FPDF
 from fpdf.enums import EncryptionMethod
@@ -61,3 +63,15 @@ def three_ways(data: Path, events: list[Event], cuts: list[int], snap_at: int) -
     from_snapshot = ReadModel.open(data)
     assert from_snapshot.snapshot_used == (snap_at > 0)
     return scratch, live, from_snapshot
+
+
+def wait_job(client: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """A job's status once it has ended (completed or failed), polled through a falcon TestClient."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = client.simulate_get(f"/api/v1/datasets/generate/{job_id}/status").json
+        if status["status"] in ("completed", "failed"):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {status}")

@@ -61,24 +61,26 @@ def alpaca_row(e: Any, opts: ExportOptions) -> dict[str, Any]:
     return row
 
 
-def _assistant(e: Any, opts: ExportOptions, role: str, content: str) -> dict[str, Any]:
-    turn = {role: "gpt" if role == "from" else "assistant", content: response(e, opts)}
+# How each conversation format spells a turn: its list's key, its role and content keys, its role names.
+_SHAREGPT = ("conversations", "from", "value", ("system", "human", "gpt"))
+_OPENAI_CHAT = ("messages", "role", "content", ("system", "user", "assistant"))
+
+
+def _conversation(e: Any, opts: ExportOptions, shape: tuple[str, str, str, tuple[str, str, str]]) -> dict[str, Any]:
+    key, role, content, (system_role, user_role, assistant_role) = shape
+    system = opts.system_of(e)
+    turns = [{role: system_role, content: system}] if system else []
+    turns.append({role: user_role, content: user_text(e, opts)})
+    assistant = {role: assistant_role, content: response(e, opts)}
     if opts.reasoning == "field":  # on every assistant turn, "" when none: one schema for the whole file
-        turn["reasoning_content"] = e.reasoning
-    return turn
+        assistant["reasoning_content"] = e.reasoning
+    turns.append(assistant)
+    return {key: turns}
 
 
 def sharegpt_row(e: Any, opts: ExportOptions) -> dict[str, Any]:
-    system = opts.system_of(e)
-    turns = [{"from": "system", "value": system}] if system else []
-    turns.append({"from": "human", "value": user_text(e, opts)})
-    turns.append(_assistant(e, opts, "from", "value"))
-    return {"conversations": turns}
+    return _conversation(e, opts, _SHAREGPT)
 
 
 def openai_chat_row(e: Any, opts: ExportOptions) -> dict[str, Any]:
-    system = opts.system_of(e)
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": user_text(e, opts)})
-    messages.append(_assistant(e, opts, "role", "content"))
-    return {"messages": messages}
+    return _conversation(e, opts, _OPENAI_CHAT)

@@ -21,6 +21,7 @@ import msgspec
 import pyarrow.parquet as pq
 import pytest
 from falcon import testing
+from helpers import wait_job
 
 from api.app import DsetApp
 from dsetlog.simulator.server import Simulator
@@ -109,16 +110,6 @@ def multipart(file_name: str, data: bytes, **fields: str) -> tuple[bytes, str]:
 def events_of(data: Path, kind: type) -> list[Any]:
     with EventLog.in_dir(data) as log:
         return [r.event for r in log.read() if isinstance(r.event, kind)]
-
-
-def wait_job(client: testing.TestClient, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = client.simulate_get(f"{API}/datasets/generate/{job_id}/status").json
-        if status["status"] in ("completed", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {status}")
 
 
 def assert_error(resp: Any, status: int, *words: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import datasets
 import pytest
 from consumers import lf_attr, lf_convert, openai_chat_errors
 from harness import Env, dset, questions_csv
+from helpers import wait_job
 
 from dsetlog.export.cards import CARD, DATASET_INFO
 from dsetlog.export.datasets import export_dataset
@@ -128,10 +128,7 @@ def test_a_regeneration_sends_the_runs_system_prompt_again(tmp_path: Path, make_
     resp = client.simulate_post(f"/api/v1/datasets/{dataset['id']}/regenerate", json={
         "entry_ids": [entry["id"]], "regeneration_config": {"improve_quality": True}})
     assert resp.status_code == 200, resp.text
-    deadline = time.monotonic() + 60
-    while (status := client.simulate_get(f"/api/v1/jobs/{resp.json['job_id']}").json)["status"] != "completed":
-        assert status["status"] in ("pending", "running") and time.monotonic() < deadline, status
-        time.sleep(0.05)
+    assert wait_job(client, resp.json["job_id"])["status"] == "completed"
     (sent,) = simulator.requests()  # the one regeneration call
     assert sent["messages"][0] == {"role": "system", "content": SYSTEM}
     assert entry["question"] in sent["messages"][-1]["content"]

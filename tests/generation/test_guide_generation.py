@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 import pytest
 from falcon import testing
 from harness import ROOT, Env, markdown
+from helpers import wait_job
 
 from dsetlog.llm.providers import PRICES, resolve, resolve_spec
 from dsetlog.simulator.server import Simulator
@@ -53,20 +53,10 @@ def project(client: testing.TestClient, sections: int = 3) -> str:
     return pid
 
 
-def wait(client: testing.TestClient, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = client.simulate_get(f"{API}/datasets/generate/{job_id}/status").json
-        if status["status"] in ("completed", "failed"):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish")
-
-
 def generate(client: testing.TestClient, **body: Any) -> dict[str, Any]:
     resp = client.simulate_post(f"{API}/datasets/generate", json=body)
     assert resp.status_code == 200, resp.text
-    status = wait(client, resp.json["job_id"])
+    status = wait_job(client, resp.json["job_id"])
     assert status["status"] == "completed", status
     return status["result"]
 
@@ -82,7 +72,7 @@ def regenerate(client: testing.TestClient, dataset_id: str, ids: list[str], **co
     resp = client.simulate_post(f"{API}/datasets/{dataset_id}/regenerate",
                                 json={"entry_ids": ids, "regeneration_config": config})
     assert resp.status_code == 200, resp.text
-    status = wait(client, resp.json["job_id"])
+    status = wait_job(client, resp.json["job_id"])
     assert status["status"] == "completed", status
     return status["result"]
 
