@@ -6,6 +6,8 @@ entry's history is the log's own records of it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import falcon
 import msgspec
 
@@ -13,6 +15,7 @@ from api.context import Context
 from api.datasets import dataset_or_404
 from api.entry_index import entry_out
 from api.errors import not_found, unprocessable
+from api.media import encode
 from api.schemas import (
     AsOfQuery,
     EntriesPage,
@@ -30,6 +33,18 @@ from api.spec import operation
 from dsetlog.generation import rescoring
 from dsetlog.store.events import EntryEdited, FeedbackGiven
 from dsetlog.store.log import records_at
+
+STREAM_OVER = 500  # entries: a bigger page goes out in pieces of this many, never joined into one body
+
+
+def _streamed(head: bytes, page: list[msgspec.Raw], tail: bytes) -> Iterator[bytes]:
+    """The page's envelope (encoded with no entries, cut at its empty list) with the pre-encoded entries
+    spliced in, joined a piece at a time as the server sends them: a 10,000-entry page (10 MB) is never one
+    body in memory beside the index's own copy of its entries."""
+    yield head + b'"entries":['
+    for start in range(0, len(page), STREAM_OVER):
+        yield (b"," if start else b"") + b",".join(page[start : start + STREAM_OVER])
+    yield b"]" + tail
 
 
 class EntriesResource:
@@ -55,9 +70,18 @@ class EntriesResource:
             page = index.page(positions[start : start + q.per_page])  # pre-encoded: msgspec.Raw
             seq = rm.seq
         total = len(positions)
-        resp.media = EntriesPage(entries=page, total=total, page=q.page, per_page=q.per_page,
-                                 quality_summary=index.summary, pages=-(-total // q.per_page), sort_by=q.sort_by,
-                                 order=direction, seq=seq)
+        envelope = EntriesPage(entries=[] if len(page) > STREAM_OVER else page, total=total, page=q.page,
+                               per_page=q.per_page, quality_summary=index.summary, pages=-(-total // q.per_page),
+                               sort_by=q.sort_by, order=direction, seq=seq)
+        if len(page) <= STREAM_OVER:
+            resp.media = envelope
+            return
+        head, tail = encode(envelope).split(b'"entries":[]', 1)
+        resp.content_type = falcon.MEDIA_JSON
+        # the length known before a byte is joined: the envelope, the entries and the commas between them
+        resp.content_length = (len(head) + len(b'"entries":[]') + len(tail)
+                               + sum(memoryview(raw).nbytes for raw in page) + len(page) - 1)
+        resp.stream = _streamed(head, page, tail)
 
     @operation("One entry", query=AsOfQuery, response=Entry,
                errors=(400,), tags=("entries",))

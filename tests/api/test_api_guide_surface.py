@@ -67,6 +67,23 @@ def test_the_guides_per_page_1000_and_up_to_the_cap(big: testing.TestClient) -> 
     assert MAX_PER_PAGE == 10_000
 
 
+def test_a_big_page_is_streamed_in_pieces_and_says_the_same_as_small_ones(big: testing.TestClient) -> None:
+    """Over STREAM_OVER entries the page is sent a piece at a time, with its length known: the same JSON, field
+    for field, as the pages of 500 that cover it."""
+    url, params = f"{API}/datasets/{DS}/entries", {"sort_by": "position"}
+    streamed = big.simulate_get(url, params={**params, "per_page": 1000})
+    assert streamed.status_code == 200 and streamed.headers["content-type"] == "application/json"
+    assert int(streamed.headers["content-length"]) == len(streamed.content)
+    small = [big.simulate_get(url, params={**params, "per_page": 500, "page": n}).json for n in (1, 2)]
+    whole = streamed.json
+    assert whole["entries"] == small[0]["entries"] + small[1]["entries"]
+    assert {k: v for k, v in whole.items() if k not in ("entries", "per_page", "pages")} == \
+        {k: v for k, v in small[0].items() if k not in ("entries", "per_page", "pages")}
+    assert (whole["per_page"], whole["pages"]) == (1000, 2)
+    last = big.simulate_get(url, params={**params, "per_page": 1000, "page": 2})  # 200 entries: one body
+    assert [e["id"] for e in last.json["entries"]] == [f"entry_{i:05d}" for i in range(1000, BIG)]
+
+
 def test_a_query_parameter_a_route_does_not_take_is_a_400_naming_it(big: testing.TestClient) -> None:
     body = _error(big.simulate_get(f"{API}/datasets/{DS}/download", params={"format": "alpaca"}), 400, "format")
     assert "format_type" in body["description"] and "as_of" in body["description"]  # what it takes
