@@ -172,7 +172,7 @@ def _provider_for(settings: AnswerSettings) -> Iterator[Provider]:
                        rate_429=rate, rate_500=rate, rate_hang=rate, rate_malformed=rate, rate_empty=rate,
                        rate_reset=rate, retry_after_s=0.2, hang_s=min(settings.timeout * 2, 600))
     with Simulator(config) as simulator:
-        yield resolve(model=settings.model, simulator_url=simulator.base_url)
+        yield resolve(settings.profile, model=settings.model, simulator_url=simulator.base_url)
 
 
 def _check_places(settings: AnswerSettings) -> None:

@@ -185,6 +185,19 @@ def test_no_key_and_no_simulate_says_what_to_set(tmp_path: Path) -> None:
     assert "DEEPSEEK_API_KEY" in proc.stderr and "--simulate" in proc.stderr
 
 
+def test_simulate_stands_in_for_the_profile_asked_for(tmp_path: Path) -> None:
+    """--profile openai --simulate: the simulator answers as gpt-4o-mini (openai's model, openai's prices), labelled
+    simulated; it never reaches openai's URL, and no key is needed."""
+    q = questions_csv(tmp_path / "q.csv", 2)
+    proc = dset(["generate", str(q), "--profile", "openai", "--simulate", "--no-progress", "--formats", "jsonl"],
+                cwd=tmp_path, env=clean_env())
+    assert proc.returncode == 0, proc.stderr
+    with EventLog.in_dir(tmp_path / "data") as log:
+        made = [r.event for r in log.read() if isinstance(r.event, EntryGenerated)]
+    assert len(made) == 2 and {(e.model, e.simulated) for e in made} == {("gpt-4o-mini", True)}
+    assert "api.openai.com" not in proc.stdout + proc.stderr
+
+
 def test_the_key_never_reaches_the_log_or_outputs(tmp_path: Path, simulator: Simulator) -> None:
     q = questions_csv(tmp_path / "q.csv", 3)
     proc = dset(["generate", str(q), *against(simulator, "--formats", "jsonl")], cwd=tmp_path, env=sim_env())
