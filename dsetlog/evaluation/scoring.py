@@ -2,31 +2,48 @@
 
 exact_match and token_f1 follow the SQuAD evaluation script: lowercase, drop
 punctuation and the articles a/an/the, collapse whitespace. rouge_l is the
-LCS-based F1 over the same tokens, but keeps articles (as ROUGE does).
+LCS-based F1 over the same tokens, but keeps articles (as ROUGE does). As MLQA's
+evaluation does for Chinese, text in scripts that do not space their words (Han,
+kana, Thai...) counts a token per character, and punctuation is any Unicode P
+character (。 ， 、 « »), so a Chinese answer is not one token that matches all or nothing.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 
 from dsetlog.prompts.templates import NEGATIVE_ANSWER
+from dsetlog.scripts import SPACELESS_RE, clusters
 
 _PUNCTUATION = set(string.punctuation) | {"‘", "’", "“", "”", "–", "—", "…"}
 _ARTICLES_RE = re.compile(r"\b(a|an|the)\b")
 
 
+def _unpunctuated(text: str) -> str:
+    return "".join(ch for ch in text.lower() if ch not in _PUNCTUATION and unicodedata.category(ch)[0] != "P")
+
+
 def normalize_answer(text: str) -> str:
     """SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES_RE.sub(" ", text).split())
+    return " ".join(_ARTICLES_RE.sub(" ", _unpunctuated(text)).split())
 
 
 def _tokens(text: str, *, keep_articles: bool = False) -> list[str]:
-    if keep_articles:
-        return "".join(ch for ch in text.lower() if ch not in _PUNCTUATION).split()
-    return normalize_answer(text).split()
+    words = _unpunctuated(text).split() if keep_articles else normalize_answer(text).split()
+    if all(w.isascii() for w in words):
+        return words
+    out: list[str] = []
+    for word in words:  # a spaceless run gives its characters (with their marks), the rest of a word stays whole
+        last = 0
+        for run in SPACELESS_RE.finditer(word):
+            out += [word[last : run.start()]] if run.start() > last else []
+            out += clusters(run.group())
+            last = run.end()
+        out += [word[last:]] if last < len(word) else []
+    return out
 
 
 def exact_match(pred: str, ref: str) -> float:

@@ -30,6 +30,16 @@ def test_exact_match() -> None:
     assert exact_match("", "") == 1.0
 
 
+def test_text_without_spaces_counts_a_token_per_character() -> None:
+    """As MLQA scores Chinese: the same facts in another order overlap, and CJK punctuation is punctuation."""
+    assert token_f1("北京是中国的首都。", "中国的首都是北京") == pytest.approx(1.0)  # same characters, other order
+    assert 0.5 < token_f1("首都是北京", "中国的首都是北京") < 1.0
+    assert exact_match("北京。", "北京") == 1.0
+    assert token_f1("东京", "北京") == pytest.approx(0.5)  # one character of two
+    assert rouge_l("火山在1980年喷发", "1980年火山喷发") > 0.5  # digits stay one token beside Han
+    assert token_f1("Москва — столица России", "столица России") == pytest.approx(0.8)  # spaced: words, — dropped
+
+
 def test_token_f1_counts_overlap_with_multiplicity() -> None:
     # pred: beta cells pancreas (3), ref: beta cells of pancreas (4), common 3 -> P=1, R=0.75
     assert token_f1("the beta cells, pancreas", "beta cells of the pancreas") == pytest.approx(

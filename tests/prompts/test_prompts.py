@@ -302,6 +302,15 @@ def test_parse_items_rejects_bad_output(content: str, message: str) -> None:
         parse_items("default", content, 2)
 
 
+def test_questions_that_differ_in_their_vowel_signs_are_two_questions() -> None:
+    """Hindi's vowel signs are combining marks, which ``\\w`` leaves out: दिन (day) and दान (gift) are not one word."""
+    day = {"question": "दिन क्या है?", "answer": "सुबह से शाम तक का समय।", "category": "समय"}
+    gift = {**day, "question": "दान क्या है?", "answer": "किसी को कुछ देना।"}
+    assert [i.question for i in parse_items("default", _reply(day, gift), 2)] == ["दिन क्या है?", "दान क्या है?"]
+    with pytest.raises(InvalidOutput, match="duplicate"):
+        parse_items("default", _reply(day, {**day, "question": "दिन  क्या है"}), 2)
+
+
 def test_parse_items_checks_taxonomy_categories() -> None:
     [item] = parse_items("qa", _reply({**QA1, "category": "endocrinology"}), 1, categories=["Endocrinology"])
     assert item.category == "Endocrinology"
