@@ -80,7 +80,7 @@ def _first_row(folder: Path, names: Iterable[str]) -> dict[str, Any]:
 # --- features: the card says each config's column types, so every split (and a jsonl and a parquet file)
 # loads with the same ones: timestamps as timestamps, a column with no value yet still a string or a number
 
-_ENTRY_TYPES = {"quality_score": "float64", "simulated": "bool", "created_at": "timestamp[us, tz=UTC]",
+_ENTRY_TYPES = {"quality_score": "float64", "quality_analyzed": "bool", "simulated": "bool", "created_at": "timestamp[us, tz=UTC]",
                 "updated_at": "timestamp[us, tz=UTC]", "revision": "int64", "prompt_tokens": "int64",
                 "completion_tokens": "int64"}
 

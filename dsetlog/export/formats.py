@@ -124,7 +124,8 @@ def write_txt(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEF
 # The full formats' columns, the same in jsonl and parquet (so Hugging Face datasets concatenates the two,
 # and a questions dataset joins a document one): metadata is a JSON object's text in both, since its keys
 # differ from dataset to dataset and a nested column's type would differ with them.
-ENTRY_COLUMNS = ("id", "question", "answer", "reasoning", "category", "quality_score", "difficulty", "source_chunk",
+ENTRY_COLUMNS = ("id", "question", "answer", "reasoning", "category", "quality_score", "quality_analyzed",
+                 "difficulty", "source_chunk",
                  "model", "provider", "simulated", "created_at", "updated_at", "revision", "prompt_tokens",
                  "completion_tokens", "metadata", "system")
 
@@ -165,7 +166,7 @@ def parquet_schema() -> Any:
     import pyarrow as pa
 
     when = pa.timestamp("us", tz="UTC")
-    types = {"quality_score": pa.float64(), "simulated": pa.bool_(), "created_at": when, "updated_at": when,
+    types = {"quality_score": pa.float64(), "quality_analyzed": pa.bool_(), "simulated": pa.bool_(), "created_at": when, "updated_at": when,
              "revision": pa.int64(), "prompt_tokens": pa.int64(), "completion_tokens": pa.int64()}
     return pa.schema([(name, types.get(name, pa.string())) for name in ENTRY_COLUMNS])
 

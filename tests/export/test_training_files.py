@@ -127,6 +127,7 @@ def test_jsonl_and_parquet_have_one_schema(env: Env, dataset_id: str) -> None:
     assert both.num_rows == 2 * jsonl.num_rows
     assert str(both.features["created_at"].dtype) == "timestamp[us, tz=UTC]"
     assert json.loads(both[0]["metadata"])["mode"] == "default"  # metadata: a JSON object's text in both
+    assert str(both.features["quality_analyzed"].dtype) == "bool" and all(both["quality_analyzed"])  # analysed
     table = pq.read_table(folder / "train.parquet")
     assert str(table.schema.field("created_at").type) == "timestamp[us, tz=UTC]"
     frame = pd.read_parquet(folder / "train.parquet")
