@@ -331,8 +331,8 @@ def test_any_tag_soup_extracts_or_refuses_cleanly(pieces: list[str]) -> None:
         text = extract_bytes("".join(pieces).encode(), "soup.html").text
     except ExtractError as exc:
         assert "no text" in str(exc) or "only site navigation" in str(exc)
-    else:
-        assert text.strip() and "\n\n\n" not in text
+    else:  # a <pre> comes out fenced and verbatim, its blank lines too; elsewhere blocks are one blank line apart
+        assert text.strip() and "\n\n\n" not in re.sub(r"```\n.*?\n```", "```", text, flags=re.DOTALL)
 
 
 def test_a_page_of_a_few_spaced_lines_goes_by_the_documents_line_pitch(tmp_path: Path) -> None:
