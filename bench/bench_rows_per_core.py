@@ -395,9 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         if raw is not None and raw.ok and dset is not None and dset.ok:
             x = Row(dset).cpu_ms / Row(raw).cpu_ms
             nan = float("nan")
-            after = Row(dset, starts.get(DSET, nan)).after_start_ms / Row(raw, starts.get(RAW, nan)).after_start_ms
+            after_dset = Row(dset, starts.get(DSET, nan)).after_start_ms
+            after_raw = Row(raw, starts.get(RAW, nan)).after_start_ms
+            after = (f"; after start-up {after_dset:.2f} / {after_raw:.2f} ms = {after_dset / after_raw:.2f}x"
+                     if after_dset > 0 and after_raw > 0 else "")
             print(f"target 1 (C={conc}): dset generate {Row(dset).cpu_ms:.2f} ms / row = {x:.2f}x the raw loop's "
-                  f"{Row(raw).cpu_ms:.2f} (target <= 1.5x) {verdict(x <= 1.5)}; after start-up {after:.2f}x")
+                  f"{Row(raw).cpu_ms:.2f} (target <= 1.5x) {verdict(x <= 1.5)}{after}")
         elif dset is not None:
             print(f"target 1 (C={conc}): not measured (a run failed: {dset.note or (raw.note if raw else '')})")
         if docs is not None and docs.ok and dset is not None and dset.ok:
