@@ -18,14 +18,17 @@ interpreter or a GIL with the client being measured. Over the same N questions (
   generate          with `dset ingest --strategy markdown` into a fresh data dir, then `dset datasets generate
                     --datasets-per-chunk 10 --concurrency C` with its classification, parsing and chunking
                     models `vllm:deepseek-chat`, pointed at the same server by VLLM_BASE_URL (a profile that
-                    needs no key; its structured mode json_schema): N/10 structured calls, ~N entries. Its figures are per generated
-                    entry (the count it prints), quality analysis on as by default.
+                    needs no key; its structured mode json_schema): N/10 structured calls, ~N entries. Its
+                    figures are per generated entry (the count it prints), quality analysis on as by default.
+                    The document repeats 10 topics, so its entries are often near-duplicates of each other:
+                    the near-duplicate check has more candidates to compare than on most real documents.
 
 Every client is a fresh child process, timed from spawn to exit (interpreter start, imports, the calls, the
 final fsyncs and output files all count); its user+sys CPU and peak RSS come from os.wait4 for that one
-child. `start CPU s` is a fresh interpreter importing what that client imports and exiting (IMPORTS: the
-fixed cost, spread over the rows), `ms/row after` = (CPU s - start CPU s) / rows. CPU ms/row = CPU s / rows; "rows/s per core" = 1000 / CPU ms per row, what the client would reach
-on a core of its own while CPU-bound, whatever else the machine is doing. `sim CPU` is the server's share
+child. CPU ms/row = CPU s / rows; "rows/s per core" = 1000 / CPU ms per row, what the client would reach on
+a core of its own while CPU-bound, whatever else the machine is doing. `start CPU s` is a fresh interpreter
+importing what that client imports and exiting (IMPORTS: a fixed cost, spread over the rows); `ms/row
+after` = (CPU s - start CPU s) / rows. `sim CPU` is the server's share
 of one core over the same wall time. The load average is printed: on 2 cores anything else running
 steals wall time (rows/s) but hardly CPU per row.
 
