@@ -247,6 +247,23 @@ class Row:
         return 1000 / self.cpu_ms if self.cpu_ms > 0 else float("nan")
 
 
+def machine_cpu() -> tuple[float, float, float]:
+    """(busy, steal, wall-clock x cores) seconds of the whole machine so far, from /proc/stat (nan elsewhere)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan"), float("nan"), float("nan")
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / tick, steal / tick, sum(fields) / tick
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of every child it has reaped (clients, ingests, servers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def least_cpu(ms: list[Measure]) -> Measure:
     good = [m for m in ms if m.ok and m.rows]
     return min(good, key=lambda m: m.cpu_s / m.rows) if good else ms[-1]
@@ -325,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = work / "handbook.md"
     make_document(doc, chunks)
     load0 = os.getloadavg()
+    machine0, own0 = machine_cpu(), own_cpu()
     results: dict[tuple[int, str], Measure] = {}
     starts: dict[str, float] = {}
     targets: dict[int, Measure] = {}
@@ -378,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load1 = os.getloadavg()
+    machine1, own1 = machine_cpu(), own_cpu()
 
     print()
     print(f"{rows} questions (the document pipeline: {chunks} chunks x {PER_CHUNK} entries asked for, per generated "
@@ -393,6 +412,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"load average {load0[0]:.2f} -> {load1[0]:.2f} (1 min), {load0[1]:.2f} -> {load1[1]:.2f} (5 min), "
           f"{os.cpu_count()} cores")
+    busy, steal, total = (b - a for a, b in zip(machine0, machine1, strict=True))
+    if total > 0:
+        wall = total / (os.cpu_count() or 1)
+        others = busy - (own1 - own0)
+        print(f"the machine over the run ({wall:.0f} s): this benchmark's processes {own1 - own0:.1f} s of CPU, "
+              f"everything else {max(others, 0.0):.1f} s ({max(others, 0.0) / wall:.0%} of one core), "
+              f"hypervisor steal {steal / total:.1%} of the cores' time")
     for conc in concurrencies:
         raw, dset, docs = (results.get((conc, label)) for label in (RAW, DSET, DOCS))
         if raw is not None and raw.ok and dset is not None and dset.ok:
