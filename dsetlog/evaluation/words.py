@@ -140,5 +140,7 @@ def width(text: str) -> int:
 
 def latin_share(text: str) -> float | None:
     """The share of ``text``'s letters that are Latin (None: it has no letters)."""
+    if text.isascii():  # every ASCII letter is Latin: one search instead of two passes over every answer
+        return 1.0 if LETTER_RE.search(text) else None
     letters = len(LETTER_RE.findall(text))
     return len(LATIN_LETTER_RE.findall(text)) / letters if letters else None
