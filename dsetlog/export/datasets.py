@@ -63,9 +63,14 @@ def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir
     return files, total
 
 
+def run_systems(rm: ReadModel, dataset_id: str) -> dict[str, str]:
+    """The system prompt each of the dataset's runs sent, by run id (runs that sent none left out)."""
+    return {run.run_id: run.system for run in rm.datasets.runs(dataset_id) if run.system}
+
+
 def _filled(rm: ReadModel, dataset_id: str, opts: ExportOptions) -> ExportOptions:
     """The options with what the dataset says: the system prompts its runs sent, the chunks' texts."""
-    systems = {run.run_id: run.system for run in rm.datasets.runs(dataset_id) if run.system}
+    systems = run_systems(rm, dataset_id)
 
     def chunk_text(chunk_id: str) -> str | None:
         chunk = rm.projects.chunk(chunk_id)

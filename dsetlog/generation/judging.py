@@ -31,6 +31,12 @@ class Scorable:
     chunk: str | None
 
 
+def duplicate_text(mode: str, question: str, answer: str) -> str:
+    """What an entry's near-duplicates are found in: question and answer, the question alone in "question"
+    mode (its entries are questions)."""
+    return question if mode == "question" else f"{question} {answer}"
+
+
 def near_duplicates(entries: Iterable[EntryView], *, mode: str) -> dict[str, str]:
     """Entry id -> the earlier entry it nearly duplicates, over entries in dataset order (question and answer;
     the question alone in "question" mode). A marked augmentation variant is meant to be close to its
@@ -38,8 +44,7 @@ def near_duplicates(entries: Iterable[EntryView], *, mode: str) -> dict[str, str
     index = quality.NearDuplicates()
     found = {}
     for entry in entries:
-        text = entry.question if mode == "question" else f"{entry.question} {entry.answer}"
-        duplicate_of = index.add(entry.id, text)
+        duplicate_of = index.add(entry.id, duplicate_text(mode, entry.question, entry.answer))
         if duplicate_of is not None and not entry.metadata.get("variant_of"):
             found[entry.id] = duplicate_of
     return found

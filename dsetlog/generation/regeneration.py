@@ -41,6 +41,7 @@ import msgspec
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.errors import Kind, UsageError
+from dsetlog.export.datasets import run_systems
 from dsetlog.generation.calls import Calls, ended
 from dsetlog.generation.judging import Scorable, entry_components, entry_scored, judge_entries
 from dsetlog.generation.rescoring import Rescoring, chunk_text, comparable_score
@@ -363,7 +364,7 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
     rm = calls.rm
     provider = resolve_model(config.model, dataset, todo[0], simulator_url=simulator_url)
     result.model = provider.model
-    systems = {run.run_id: run.system for run in rm.datasets.runs(dataset.id) if run.system}
+    systems = run_systems(rm, dataset.id)
     units = []
     for entry in todo:
         chunk = chunk_text(rm, entry)

@@ -24,7 +24,7 @@ from rapidfuzz import fuzz, process, utils
 
 from dsetlog.errors import UsageError
 from dsetlog.evaluation import quality
-from dsetlog.generation.judging import entry_components, entry_scored, final_score
+from dsetlog.generation.judging import duplicate_text, entry_components, entry_scored, final_score
 from dsetlog.store.events import (
     EntryEdited,
     EntryGenerated,
@@ -93,20 +93,15 @@ def rescored(rm: ReadModel, entry: EntryView, question: str, answer: str, *,
         return [entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=None,
                              threshold=how.threshold, analyzed=how.analyzed)]
     others = [e for e in rm.datasets.entries(dataset.id) if e.id != entry.id]
-    text = _text(how.mode, question, answer)
+    text = duplicate_text(how.mode, question, answer)
     twin = _twin(text, others, how.mode)
     out = [entry_scored(entry, question, checked, comps, duplicate_of=twin.id if twin else None, judge=None,
                         threshold=how.threshold, analyzed=True)]
     for other in others:  # those it duplicated before, and no longer does (or now is a copy of)
         if other.duplicate_of == entry.id and other.quality_score is not None and (
-                other is twin or not _pair(_text(how.mode, other.question, other.answer), text)):
+                other is twin or not _pair(duplicate_text(how.mode, other.question, other.answer), text)):
             out.append(_marked(other, None, how.threshold))
     return out
-
-
-def _text(mode: str, question: str, answer: str) -> str:
-    """What near-duplicates are found in, as a generation run does (dsetlog.generation.judging.near_duplicates)."""
-    return question if mode == "question" else f"{question} {answer}"
 
 
 def _pair(first: str, second: str) -> bool:
@@ -119,7 +114,7 @@ def _pair(first: str, second: str) -> bool:
 def _twin(text: str, others: list[EntryView], mode: str) -> EntryView | None:
     """The entry, other than the edited one, that ``text`` nearly duplicates: the edit made the copy, so the
     edited entry is the duplicate. rapidfuzz narrows the dataset down in C; the index decides each candidate."""
-    texts = [_text(mode, e.question, e.answer) for e in others]
+    texts = [duplicate_text(mode, e.question, e.answer) for e in others]
     found = process.extract(text, texts, scorer=fuzz.token_sort_ratio, processor=utils.default_process,
                             score_cutoff=PREFILTER, limit=None)
     for _, _, i in sorted(found, key=lambda hit: (-hit[1], hit[2])):  # the closest first, earliest on ties
