@@ -140,6 +140,9 @@ def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DSET_", "DEEPSEEK_"))}
     env["DSET_API_KEY"] = "x"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    # A user's install has its bytecode compiled; a child that compiled dsetlog from source on every start
+    # (PYTHONDONTWRITEBYTECODE, set on some machines) would charge ~0.2 s of start-up CPU that no user pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
 
@@ -261,8 +264,9 @@ def make_questions(path: Path, n: int) -> None:
         w.writerow(["question"])
         for i in range(n):
             topic = TOPICS[i % len(TOPICS)]
-            w.writerow([f"Question {i + 1}: explain {topic} to a first-year student, with one concrete example "
-                        f"and one common misconception (variant {i // len(TOPICS)})."])
+            # a question (the simulator answers one with a paragraph of ~600 characters, as models do)
+            w.writerow([f"Question {i + 1}: how does {topic} work, explained to a first-year student with one "
+                        f"concrete example and one common misconception (variant {i // len(TOPICS)})?"])
 
 
 def best(ms: list[Measure]) -> Measure:

@@ -17,10 +17,11 @@ import errno
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx2
 import msgspec
 import openai
@@ -247,6 +248,7 @@ class _Reply(msgspec.Struct):
 
 
 _reply_decoder = msgspec.json.Decoder(_Reply)
+_encoder = msgspec.json.Encoder()
 
 
 def _text(value: Any) -> str:
@@ -279,14 +281,17 @@ def _unfinished_json(content: str) -> bool:
 
 
 class LLMClient:
-    """An AsyncOpenAI client for one provider, with the SDK's own retries off: we retry, and log each attempt.
+    """The OpenAI SDK's client for one provider, its chat-completions call made at the floor of Python's cost.
 
-    It runs on the SDK's aiohttp transport: against the simulator at 100 ms, `dset generate` made
-    321 rows/s on it where httpx2's pool (even split into pools of 8) gave 253 at concurrency 64, and
-    httpx2's single pool spent ~5 ms of CPU per call at concurrency 256 walking its connections
-    (bench/bench_generate.py). Replies are read raw (headers for the rate controller) and decoded with
-    msgspec. Every call to an endpoint goes through its one :class:`RateController`; structured calls
-    through the endpoint's mode in :data:`dsetlog.llm.structured.BOOK`.
+    The SDK gives the client everything but the per-call machinery: its auth and default headers, its base
+    URL, and its errors (a non-2xx reply becomes the SDK's own APIStatusError subclass, so every failure is
+    classified as the SDK would raise it). The call itself is one aiohttp POST (the SDK's aiohttp transport
+    underneath, without httpx2 in between) with the body encoded and the reply decoded by msgspec: through
+    ``AsyncOpenAI.post`` a call cost ~1.4 ms of CPU more (its request building, header merges, the
+    httpx2-to-aiohttp adapter and the httpx2 response), five times the raw aiohttp loop's whole cost
+    (bench/bench_rows_per_core.py). The SDK's own retries are off: we retry, and log each attempt. Every
+    call to an endpoint goes through its one :class:`RateController`; structured calls through the
+    endpoint's mode in :data:`dsetlog.llm.structured.BOOK`.
     """
 
     def __init__(self, provider: Provider, *, timeout: float = 300.0, concurrency: int = 8,
@@ -301,14 +306,46 @@ class LLMClient:
         self.on_learned = on_learned
         for mode in learned:  # what the log learned earlier (projections.endpoints.LearnedMode)
             structured.BOOK.learned(mode.endpoint, mode.model, mode.mode)
-        self._client = openai.AsyncOpenAI(
-            api_key=provider.api_key, base_url=provider.base_url, max_retries=0, timeout=timeout,
-            http_client=openai.DefaultAioHttpClient(
-                limits=httpx2.Limits(max_connections=max(concurrency * 2, 16),
-                                     max_keepalive_connections=max(concurrency, 16)),
-                timeout=timeout,
-            ),
+        self._client = openai.AsyncOpenAI(api_key=provider.api_key, base_url=provider.base_url, max_retries=0,
+                                          timeout=timeout)
+        self._url = str(self._client.base_url.join("chat/completions"))
+        self._timeout, self._connections = timeout, max(concurrency * 2, 16)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        """The connection pool, made in the running event loop on the first call; it sends the SDK's headers."""
+        sdk = self._client
+        headers = {k: v for k, v in {**sdk.default_headers, **sdk.auth_headers}.items() if isinstance(v, str)}
+        self._session = aiohttp.ClientSession(
+            headers=headers, trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the SDK's own transport honours them
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API's cookies mean nothing to us; keeping them costs CPU
+            # (the certificates the SDK would trust, SSL_CERT_FILE included; a plain-http server needs none)
+            connector=aiohttp.TCPConnector(limit=self._connections, ssl=httpx2.create_ssl_context(trust_env=True)
+                                           if self._url.startswith("https:") else True),
+            timeout=aiohttp.ClientTimeout(total=self._timeout, sock_connect=self._timeout),
         )
+        return self._session
+
+    async def _post(self, body: bytes, attempt: int) -> tuple[int, Mapping[str, str], bytes]:
+        """POST the body; (status, headers, content) of a 2xx reply, else the SDK's own exception."""
+        session = self._session or self._open()
+        try:
+            # The simulator decides faults per (prompt, attempt); real APIs ignore the header.
+            async with session.post(self._url, data=body, headers={"X-Dset-Attempt": str(attempt)}) as resp:
+                content = await resp.read()
+                status, headers = resp.status, resp.headers
+        except TimeoutError as exc:
+            raise openai.APITimeoutError(request=self._request()) from exc
+        except aiohttp.ClientError as exc:
+            raise openai.APIConnectionError(message=f"{type(exc).__name__}: {exc}", request=self._request()) from exc
+        if not 200 <= status < 300:
+            reply = httpx2.Response(status, headers=list(resp.raw_headers), content=content, request=self._request())
+            raise self._client._make_status_error_from_response(reply)  # noqa: SLF001 - the SDK's status -> error map
+        return status, headers, content
+
+    def _request(self) -> httpx2.Request:
+        """What the SDK's errors name as their request (built only when a call failed)."""
+        return httpx2.Request("POST", self._url)
 
     def mode(self, model: str | None = None) -> str:
         """The structured-output mode calls to this endpoint and model are made in now."""
@@ -343,22 +380,19 @@ class LLMClient:
             body["response_format"] = response_format
         if temperature is not None:
             body["temperature"] = temperature
-        # The simulator decides faults per (prompt, attempt); real APIs ignore the header.
-        options: openai.RequestOptions = {"headers": {"X-Dset-Attempt": str(attempt)},
-                                          "security": {"bearer_auth": True}}
         started = time.perf_counter()
         try:
-            raw = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response, options=options)
+            status, headers, content = await self._post(_encoder.encode(body), attempt)
         except Exception as exc:  # noqa: BLE001 - every failure is classified, none escapes raw
             raise self._failed(exc, mode, model) from exc
         latency_ms = (time.perf_counter() - started) * 1000
-        resp = self._decode(raw)
+        resp = self._decode(status, headers, content)
         choice = resp.choices[0]  # type: ignore[index]
         content, reasoning = split_reasoning(choice.message or _Message())
         usage = resp.usage
         prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
         completion_tokens = (usage.completion_tokens or 0) if usage else 0
-        self.limiter.succeeded(raw.headers, estimated_tokens=estimate, actual_tokens=prompt_tokens + completion_tokens)
+        self.limiter.succeeded(headers, estimated_tokens=estimate, actual_tokens=prompt_tokens + completion_tokens)
         finish = choice.finish_reason or "stop"
         if finish == "length" and schema is not None and content.strip() and _unfinished_json(content):
             raise CallFailure("cut", f"the reply stopped at max_tokens={max_tokens or 'the server default'} "
@@ -369,13 +403,12 @@ class LLMClient:
         return Completion(content.strip(), reasoning.strip(), resp.model or model, prompt_tokens,
                           completion_tokens, latency_ms, finish, simulated, mode)
 
-    def _decode(self, raw: httpx2.Response) -> _Reply:
-        content = raw.content
-        if _is_html(raw.headers, content[:64].decode("latin-1")):
+    def _decode(self, status: int, headers: Mapping[str, str], content: bytes) -> _Reply:
+        if _is_html(headers, content[:64].decode("latin-1")):
             self.limiter.seen()
             raise CallFailure("not_openai", f"{self.endpoint}/chat/completions answered with an HTML page, not "
                               "JSON: this is not an OpenAI-compatible API. Check --base-url (it usually ends "
-                              "in /v1)", status_code=raw.status_code, fatal=True)
+                              "in /v1)", status_code=status, fatal=True)
         try:
             resp = _reply_decoder.decode(content)
         except msgspec.DecodeError as exc:
@@ -408,6 +441,8 @@ class LLMClient:
                            free=True)
 
     async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
         await self._client.close()
 
 

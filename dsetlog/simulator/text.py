@@ -367,6 +367,10 @@ class Source:
             # "Give the topic of this text in at most eight words": a few of its words, not its sentences
             wanted = _NUMBER_WORDS.get(limit.group(1).lower()) or int(limit.group(1))
             return "Simulated answer: " + " ".join(self.keywords[: max(1, min(wanted, _TOPIC_WORDS))])
+        if not self.grounded:
+            # Only a question was asked: a model answers it from what it knows, in a paragraph (real answers
+            # to an open question run to hundreds of characters), about the question's own words.
+            return "Simulated answer: " + " ".join(self._filler(self.rng.randint(5, 8)))
         n = len(self.statements)
         k = min(n, self.rng.choice((2, 3)))
         start = self.rng.randrange(n)
