@@ -68,6 +68,15 @@ def word_re() -> re.Pattern[str]:
     return re.compile(f"(?:[^\\W_]|[{combining_marks()}])+")
 
 
+_ASCII_WORD_RE = re.compile("[A-Za-z0-9]+")
+
+
+def word_runs(text: str) -> list[str]:
+    """``word_re().findall(text)``: ASCII text (most answers) by a plain class that finds the same runs
+    several times faster than the class of every script's combining marks."""
+    return _ASCII_WORD_RE.findall(text) if text.isascii() else word_re().findall(text)
+
+
 @functools.cache
 def cluster_re() -> re.Pattern[str]:
     """A character with the combining marks that follow it (Thai "กี่" is one cluster of three code points)."""

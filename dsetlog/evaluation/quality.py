@@ -342,19 +342,25 @@ def flesch_kincaid_grade(text: str) -> float:
     over the network on first use and fails offline. Syllables are counted by the
     usual vowel-group rule, which is what readability formulas were fitted with.
     """
-    words = re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?", text)
+    words = _FK_WORD_RE.findall(text)
     if not words:
         return 0.0
-    sentences = max(1, len(re.findall(r"[.!?]+(?=\s|$)", text.strip())))
-    syllables = sum(_syllables(w) for w in words)
+    sentences = max(1, len(_FK_SENTENCE_RE.findall(text.strip())))
+    syllables = sum(map(_syllables, words))
     return round(0.39 * len(words) / sentences + 11.8 * syllables / len(words) - 15.59, 2)
 
 
+_FK_WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_FK_SENTENCE_RE = re.compile(r"[.!?]+(?=\s|$)")
+_VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")
+
+
+@functools.lru_cache(maxsize=1 << 16)  # words repeat: a dataset's vocabulary is counted once, not per answer
 def _syllables(word: str) -> int:
     word = word.lower()
     if len(word) > 2 and word.endswith("e") and not word.endswith(("le", "ee")):
         word = word[:-1]  # a silent final e ("make"), but "table" and "agree" keep theirs
-    return max(1, len(re.findall(r"[aeiouy]+", word)))
+    return max(1, len(_VOWEL_GROUP_RE.findall(word)))
 
 
 # Flesch-Kincaid is fitted on English; it means something for text in the Latin script and nothing for

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 
-from dsetlog.scripts import LATIN_LETTER_RE, LETTER_RE, SPACELESS_RE, WIDE_RE, clusters, word_re
+from dsetlog.scripts import LATIN_LETTER_RE, LETTER_RE, SPACELESS_RE, WIDE_RE, clusters, word_runs
 
 _ENGLISH_STOPWORDS = """
     a about above after again against all also am an and any are as at be because been before being
@@ -83,7 +83,7 @@ def stem(word: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _tokens(text: str) -> tuple[str, ...]:
     out: list[str] = []
-    for run in word_re().findall(normalise(text)):
+    for run in word_runs(normalise(text)):
         if run.isascii() or not SPACELESS_RE.search(run):
             out.append(run)
             continue
@@ -108,7 +108,7 @@ def tokens(text: str) -> list[str]:
 
 def surface(text: str) -> list[str]:
     """The runs of letters and digits of ``text``, normalised: its words, and spaceless runs left whole."""
-    return word_re().findall(normalise(text))
+    return word_runs(normalise(text))
 
 
 def normalised(text: str) -> str:

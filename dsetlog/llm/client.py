@@ -17,6 +17,8 @@ import errno
 import random
 import re
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -280,6 +282,16 @@ def _unfinished_json(content: str) -> bool:
     return False
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY name for ``url``, as the SDK's own transport honours them.
+
+    Looked up once per client: aiohttp's ``trust_env`` does it (and reads ~/.netrc) in a thread on every
+    request, which cost as much CPU as the rest of the request."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    return None if proxy is None or urllib.request.proxy_bypass(parts.hostname or "") else proxy
+
+
 class LLMClient:
     """The OpenAI SDK's client for one provider, its chat-completions call made at the floor of Python's cost.
 
@@ -317,7 +329,7 @@ class LLMClient:
         sdk = self._client
         headers = {k: v for k, v in {**sdk.default_headers, **sdk.auth_headers}.items() if isinstance(v, str)}
         self._session = aiohttp.ClientSession(
-            headers=headers, trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the SDK's own transport honours them
+            headers=headers, proxy=_env_proxy(self._url),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API's cookies mean nothing to us; keeping them costs CPU
             # (the certificates the SDK would trust, SSL_CERT_FILE included; a plain-http server needs none)
             connector=aiohttp.TCPConnector(limit=self._connections, ssl=httpx2.create_ssl_context(trust_env=True)

@@ -17,7 +17,7 @@ from dsetlog.errors import DsetError
 from dsetlog.llm.structured import Structured, fenced_json
 from dsetlog.prompts.parameters import allowed_categories
 from dsetlog.prompts.templates import NEGATIVE_ANSWER, normalize_mode
-from dsetlog.scripts import word_re
+from dsetlog.scripts import word_runs
 
 
 class InvalidOutput(DsetError, ValueError):
@@ -176,7 +176,7 @@ def _is_negative(answer: str) -> bool:
 def _normalise(text: str) -> str:
     """Words only, in any script: word_re keeps the vowel signs ``\\w`` leaves out (Devanagari's, Thai's), so
     "दिन" (day) and "दान" (gift) stay two questions."""
-    return " ".join(word_re().findall(text.lower()))
+    return " ".join(word_runs(text.lower()))
 
 
 def _canonical_category(category: str, categories: Sequence[str]) -> str:
