@@ -35,9 +35,11 @@ _INTERROGATIVES = frozenset(
     summarise outline give state
     """.split()
 )
-_REFUSAL_RE = re.compile(
-    r"\bas an ai\b|\bas a (?:large )?language model\b|\bi (?:cannot|can't|can not|am unable|'m unable)\b"
-    r"|\bi(?:'m| am) sorry\b|\bi apologi[sz]e\b|\bi (?:do not|don't) have (?:access|enough information)\b",
+_REFUSAL_RE = re.compile(  # "as an ai", "as a (large) language model", "i cannot", "i'm sorry", "i apologise",
+    # "i don't have access": the shared openings factored out, which halves the search over a long answer
+    r"\b(?:as a(?:n ai\b| (?:large )?language model\b)"
+    r"|i(?: (?:cannot|can't|can not|am unable|'m unable)\b|(?:'m| am) sorry\b| apologi[sz]e\b"
+    r"| (?:do not|don't) have (?:access|enough information)\b))",
     re.IGNORECASE,
 )
 
