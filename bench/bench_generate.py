@@ -264,7 +264,7 @@ def make_questions(path: Path, n: int) -> None:
         w.writerow(["question"])
         for i in range(n):
             topic = TOPICS[i % len(TOPICS)]
-            # a question (the simulator answers one with a paragraph of ~600 characters, as models do)
+            # a question (the simulator answers one with a paragraph of ~500 characters, as models do)
             w.writerow([f"Question {i + 1}: how does {topic} work, explained to a first-year student with one "
                         f"concrete example and one common misconception (variant {i // len(TOPICS)})?"])
 

@@ -90,7 +90,7 @@ class EventWriter:
         self.on_failure = on_failure
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="dset-log-writer", daemon=True)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by start(), which alone starts the thread
         self.committed = 0
         self.failure: LogWriteError | None = None
         self.lost_entries = 0
@@ -126,8 +126,7 @@ class EventWriter:
             except LogWriteError as exc:
                 self.failure = exc
                 self._lose(batch)
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(self.on_failure, exc)
+                self._loop.call_soon_threadsafe(self.on_failure, exc)
                 continue
             self.committed += len(batch)
 

@@ -337,6 +337,11 @@ def parse_judge(content: str) -> int:
 DIFFICULTIES = ("beginner", "intermediate", "advanced", "expert")
 
 
+_FK_WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+_FK_SENTENCE_RE = re.compile(r"[.!?]+(?=\s|$)")
+_VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")
+
+
 def flesch_kincaid_grade(text: str) -> float:
     """The Flesch-Kincaid grade level: 0.39 * words/sentence + 11.8 * syllables/word - 15.59.
 
@@ -350,11 +355,6 @@ def flesch_kincaid_grade(text: str) -> float:
     sentences = max(1, len(_FK_SENTENCE_RE.findall(text.strip())))
     syllables = sum(map(_syllables, words))
     return round(0.39 * len(words) / sentences + 11.8 * syllables / len(words) - 15.59, 2)
-
-
-_FK_WORD_RE = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
-_FK_SENTENCE_RE = re.compile(r"[.!?]+(?=\s|$)")
-_VOWEL_GROUP_RE = re.compile(r"[aeiouy]+")
 
 
 @functools.lru_cache(maxsize=1 << 16)  # words repeat: a dataset's vocabulary is counted once, not per answer

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import random
 import re
+import ssl
 import time
 import urllib.parse
 import urllib.request
@@ -292,13 +294,20 @@ def _env_proxy(url: str) -> str | None:
     return None if proxy is None or urllib.request.proxy_bypass(parts.hostname or "") else proxy
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """The certificates the SDK would trust (SSL_CERT_FILE and SSL_CERT_DIR included), built once a process."""
+    return httpx2.create_ssl_context(trust_env=True)
+
+
 class LLMClient:
     """The OpenAI SDK's client for one provider, its chat-completions call made at the floor of Python's cost.
 
     The SDK gives the client everything but the per-call machinery: its auth and default headers, its base
-    URL, and its errors (a non-2xx reply becomes the SDK's own APIStatusError subclass, so every failure is
-    classified as the SDK would raise it). The call itself is one aiohttp POST (the SDK's aiohttp transport
-    underneath, without httpx2 in between) with the body encoded and the reply decoded by msgspec: through
+    URL, its certificates and its errors (a non-2xx reply becomes the SDK's own APIStatusError subclass, so
+    every failure is classified as the SDK would raise it). The call itself is one POST on aiohttp (what the
+    SDK's aiohttp transport sends on, without httpx2 in between) with the body encoded and the reply decoded
+    by msgspec: through
     ``AsyncOpenAI.post`` a call cost ~1.4 ms of CPU more (its request building, header merges, the
     httpx2-to-aiohttp adapter and the httpx2 response), five times the raw aiohttp loop's whole cost
     (bench/bench_rows_per_core.py). The SDK's own retries are off: we retry, and log each attempt. Every
@@ -318,8 +327,10 @@ class LLMClient:
         self.on_learned = on_learned
         for mode in learned:  # what the log learned earlier (projections.endpoints.LearnedMode)
             structured.BOOK.learned(mode.endpoint, mode.model, mode.mode)
+        # The SDK's own HTTP client sends nothing (our calls go by _post); given the shared SSL context it costs
+        # nothing to make, where a default one builds its own (~18 ms of CPU for every client of every job).
         self._client = openai.AsyncOpenAI(api_key=provider.api_key, base_url=provider.base_url, max_retries=0,
-                                          timeout=timeout)
+                                          timeout=timeout, http_client=httpx2.AsyncClient(verify=_ssl_context()))
         self._url = str(self._client.base_url.join("chat/completions"))
         self._timeout, self._connections = timeout, max(concurrency * 2, 16)
         self._session: aiohttp.ClientSession | None = None
@@ -331,9 +342,7 @@ class LLMClient:
         self._session = aiohttp.ClientSession(
             headers=headers, proxy=_env_proxy(self._url),
             cookie_jar=aiohttp.DummyCookieJar(),  # an API's cookies mean nothing to us; keeping them costs CPU
-            # (the certificates the SDK would trust, SSL_CERT_FILE included; a plain-http server needs none)
-            connector=aiohttp.TCPConnector(limit=self._connections, ssl=httpx2.create_ssl_context(trust_env=True)
-                                           if self._url.startswith("https:") else True),
+            connector=aiohttp.TCPConnector(limit=self._connections, ssl=_ssl_context()),
             timeout=aiohttp.ClientTimeout(total=self._timeout, sock_connect=self._timeout),
         )
         return self._session
