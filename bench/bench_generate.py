@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,14 +242,16 @@ def measure_bare(sim: SimProcess, concurrency: int, questions_csv: Path, rows: i
     return m
 
 
-def measure_dset(sim: SimProcess, concurrency: int, questions_csv: Path, rows: int, work: Path) -> Measure:
+def measure_dset(sim: SimProcess, concurrency: int, questions_csv: Path, rows: int, work: Path, *,
+                 extra: Sequence[str] = (), label: str = DSET) -> Measure:
+    """`dset generate` over the questions, ``extra`` flags added, in a fresh data dir; its output.csv checked."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"dset-c{concurrency}-", dir=work))
     csv_copy = run_dir / "questions.csv"  # dset writes bookmarks back into its CSV: each run gets its own
     shutil.copyfile(questions_csv, csv_copy)
     cmd = [*dset_command(), "generate", str(csv_copy), "--base-url", sim.base_url, "--model", MODEL,
            "--concurrency", str(concurrency), "--no-progress", "--data", str(run_dir / "data"),
-           "--out", str(run_dir / "out")]
-    m, _ = run_child(cmd, cwd=run_dir, sim=sim, label=DSET, concurrency=concurrency, rows=rows)
+           "--out", str(run_dir / "out"), *extra]
+    m, _ = run_child(cmd, cwd=run_dir, sim=sim, label=label, concurrency=concurrency, rows=rows)
     if m.ok:
         with open(run_dir / "out" / "output.csv", newline="", encoding="utf-8") as fh:
             written = sum(1 for _ in csv.reader(fh)) - 1

@@ -82,7 +82,8 @@ from bench_generate import (  # noqa: E402 - the bench directory is not a packag
 )
 
 RAW, OPENAI, DSET, DOCS = "raw aiohttp", "bare AsyncOpenAI", "dset generate", "dset datasets generate"
-CLIENTS = {"raw": RAW, "openai": OPENAI, "dset": DSET, "docs": DOCS}
+DSET1 = "dset generate --cores 1"  # one process, never a send process: target 4 beside `dset generate`'s auto
+CLIENTS = {"raw": RAW, "openai": OPENAI, "dset": DSET, "dset1": DSET1, "docs": DOCS}
 PER_CHUNK = 10  # entries asked for per document chunk: N/10 calls for ~N entries
 DOCS_SPEC = f"vllm:{MODEL}"  # every model role of the document run: the vllm profile, VLLM_BASE_URL = the server
 TARGET_LATENCY_MS = 100.0
@@ -213,6 +214,7 @@ IMPORTS = {
     RAW: "asyncio, json, aiohttp",
     OPENAI: "asyncio, json, httpx2, openai",
     DSET: "dsetlog.cli.main, dsetlog.generation.answering, dsetlog.engine.engine, dsetlog.llm.client",
+    DSET1: "dsetlog.cli.main, dsetlog.generation.answering, dsetlog.engine.engine, dsetlog.llm.client",
     DOCS: "dsetlog.cli.main, dsetlog.jobs.lifecycle, dsetlog.engine.engine, dsetlog.llm.client",
 }
 
@@ -344,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     machine0, own0 = machine_cpu(), own_cpu()
     results: dict[tuple[int, str], Measure] = {}
     starts: dict[str, float] = {}
-    targets: dict[int, Measure] = {}
+    targets: dict[tuple[int, str], Measure] = {}
     sim_line = ""
 
     def run(label: str, sim: SimProcess, conc: int) -> Measure:
@@ -354,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
             return measure_openai(sim, conc, questions_csv, rows, work)
         if label == DSET:
             return measure_dset(sim, conc, questions_csv, rows, work)
+        if label == DSET1:
+            return measure_dset(sim, conc, questions_csv, rows, work, extra=("--cores", "1"), label=DSET1)
         return measure_docs(sim, conc, doc, chunks, work)
 
     def show(label: str, conc: int, m: Measure, latency: float) -> None:
@@ -387,12 +391,13 @@ def main(argv: list[str] | None = None) -> int:
             sim = SimProcess(TARGET_LATENCY_MS)
             try:
                 for conc in TARGET_CONCURRENCY:
-                    runs = []
-                    for _ in range(args.repeat):
-                        m = measure_dset(sim, conc, questions_csv, rows, work)
-                        show(DSET, conc, m, TARGET_LATENCY_MS)
-                        runs.append(m)
-                    targets[conc] = fastest(runs)
+                    for label in (DSET, DSET1):  # auto beside --cores 1: what the second core gives (target 4)
+                        runs = []
+                        for _ in range(args.repeat):
+                            m = run(label, sim, conc)
+                            show(label, conc, m, TARGET_LATENCY_MS)
+                            runs.append(m)
+                        targets[(conc, label)] = fastest(runs)
             finally:
                 sim.stop()
     finally:
@@ -409,8 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"target 2: `dset generate` alone, server at {TARGET_LATENCY_MS:g} ms"
               f"{f', fastest of {args.repeat}' if args.repeat > 1 else ''}")
-        print_table({(c, DSET): m for c, m in targets.items()}, list(TARGET_CONCURRENCY), [DSET], TARGET_LATENCY_MS,
-                    starts)
+        print_table(targets, list(TARGET_CONCURRENCY), [DSET, DSET1], TARGET_LATENCY_MS, starts)
     print()
     print(f"load average {load0[0]:.2f} -> {load1[0]:.2f} (1 min), {load0[1]:.2f} -> {load1[1]:.2f} (5 min), "
           f"{os.cpu_count()} cores")
@@ -442,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
             why = (docs.note if not docs.ok else "dset generate was not run (--clients)" if dset is None
                    else f"dset generate failed: {dset.note}")
             print(f"target 3 (C={conc}): not measured ({why})")
-    for conc, m in targets.items():
+    for conc in TARGET_CONCURRENCY if targets else ():
+        m = targets[(conc, DSET)]
         ideal = conc / (TARGET_LATENCY_MS / 1000)
         if conc == 64:
             goal, text = 0.9 * ideal, f"0.9 x the ideal {ideal:.0f} = {0.9 * ideal:.0f}"
@@ -456,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{rows / ideal:.2f} s, and start-up alone takes {start:.2f} s of CPU")
         else:
             print(f"target 2 (C={conc}): failed: {m.note}")
+    for conc in TARGET_CONCURRENCY if targets else ():
+        auto, one = targets[(conc, DSET)], targets[(conc, DSET1)]
+        if auto.ok and one.ok:
+            print(f"target 4 (C={conc}, {TARGET_LATENCY_MS:g} ms): auto {auto.rate:.0f} rows/s, {Row(auto).cpu_ms:.2f} "
+                  f"ms CPU / row (run + send process); --cores 1 {one.rate:.0f} rows/s, {Row(one).cpu_ms:.2f} ms: "
+                  f"{auto.rate / one.rate:.2f}x the rows/s for {Row(auto).cpu_ms / Row(one).cpu_ms:.2f}x the CPU")
     if load0[0] > 1.0:
         print(f"note: load average {load0[0]:.1f} on {os.cpu_count()} cores at the start: wall-clock figures "
               "(rows/s) understate; CPU ms/row holds better. (The run itself, a client and the server, adds "

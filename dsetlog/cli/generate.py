@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--temperature", type=float)
     p.add_argument("--max-tokens", type=int)
     p.add_argument("--concurrency", type=int, default=8, help="calls in flight at once (default 8)")
+    p.add_argument("--cores", default="auto", choices=["auto", "1", "2"],
+                   help="processes the client may use: 1; 2 (the requests sent from a second process, on another "
+                        "core); auto (default): 2 once this one is CPU-bound and the machine has a core to spare")
     p.add_argument("--rpm", type=int, default=0, help="requests per minute limit (0: none)")
     p.add_argument("--tpm", type=int, default=0, help="tokens per minute limit (0: none)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per call (default 300)")
@@ -98,7 +101,8 @@ def settings_from(args: argparse.Namespace) -> AnswerSettings:
         questions=Path(args.questions), data=data_dir(args), out=Path(args.out), formats=formats,
         dataset=args.dataset, profile=args.profile, model=args.model, base_url=args.base_url, simulator=simulator,
         system=args.system, temperature=args.temperature, max_tokens=args.max_tokens,
-        concurrency=args.concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
+        concurrency=args.concurrency, cores=None if args.cores == "auto" else int(args.cores), rpm=args.rpm,
+        tpm=args.tpm, timeout=args.timeout,
         max_retries=args.max_retries, backoff=args.backoff, budget=budget,
         price=tuple(args.price) if args.price else None, header=args.header,
         max_input_bytes=int(args.max_input_mb * 2**20), progress=not args.no_progress, export=export_options(args))

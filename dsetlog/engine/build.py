@@ -53,6 +53,7 @@ class EngineSettings:
     temperature: float | None = None
     max_tokens: int | None = None
     learned: Iterable[LearnedMode] = ()
+    cores: int | None = None  # the engines' processes: 1, 2 (a send process), None: 2 once that pays
 
     def policy(self) -> RetryPolicy:
         return self.retry if self.retry is not None else default_retry()
@@ -85,4 +86,4 @@ def engine_for(provider: Provider, settings: EngineSettings, *, log: EventLog, m
     return Engine(log=log, client=client_for(provider, settings, **sampling), policy=settings.policy(),
                   make_events=make_events, progress=progress, run_id=run_id, concurrency=settings.concurrency,
                   budget=budget or Budget(), cancel=cancel,
-                  price=price if price is not None else provider.price())
+                  price=price if price is not None else provider.price(), cores=settings.cores)

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dsetlog.engine.cores import second_core
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome
 from dsetlog.llm.client import (
@@ -152,6 +153,7 @@ class Engine:
     budget: Budget = field(default_factory=Budget)
     cancel: Cancel | None = None  # set: stop taking items, as when interrupted (a job cancelled by a user)
     price: tuple[float, float] | None = None  # USD per million input/output tokens
+    cores: int | None = None  # 1: requests sent from this process; 2: from a send process; None: when it pays
 
     async def run(self, items: Sequence[WorkItem]) -> EngineResult:
         writer = EventWriter(self.log, on_failure=lambda exc: write_failed())
@@ -179,6 +181,7 @@ class Engine:
         loop = asyncio.get_running_loop()
         tasks = [asyncio.create_task(worker()) for _ in range(max(1, min(self.concurrency, len(items) or 1)))]
         tick = asyncio.create_task(ticker())
+        spread = asyncio.create_task(self._second_core(pending))
 
         def interrupt() -> None:
             state["stop"] = "interrupted"
@@ -207,6 +210,7 @@ class Engine:
             for sig in handled:
                 loop.remove_signal_handler(sig)
             tick.cancel()
+            spread.cancel()
             await writer.close()
             self.progress.close()
         if writer.failure is not None:
@@ -218,6 +222,11 @@ class Engine:
         elif result.failed:
             result.outcome = Outcome.FAILED
         return result
+
+    async def _second_core(self, pending: deque[WorkItem]) -> None:
+        """Move the requests to a send process on another core once that pays (dsetlog.engine.cores)."""
+        if await second_core(self.cores, lambda: len(pending), self.concurrency):
+            await self.client.use_send_process()
 
     async def _process(self, item: WorkItem, writer: EventWriter, result: EngineResult,
                        state: dict[str, str]) -> None:

@@ -101,6 +101,7 @@ class AnswerSettings:
     temperature: float | None = None
     max_tokens: int | None = None
     concurrency: int = 8
+    cores: int | None = None  # None: auto (dsetlog.engine.cores)
     rpm: int = 0
     tpm: int = 0
     timeout: float = 300.0
@@ -267,7 +268,8 @@ class QuestionsRun:
             if datasets.item(self.dataset_id, item_id) is None:
                 new.append(QuestionQueued(dataset_id=self.dataset_id, item_id=item_id, question=q.text, row=q.row,
                                           source=source))
-        recorded = {"concurrency": settings.concurrency, "max_retries": settings.max_retries,
+        recorded = {"concurrency": settings.concurrency, "cores": settings.cores or "auto",
+                    "max_retries": settings.max_retries,
                     "backoff": settings.backoff, "timeout": settings.timeout, "rpm": settings.rpm,
                     "tpm": settings.tpm, "budget": str(settings.budget), "formats": settings.formats,
                     "out": str(Path(settings.out).resolve())}
@@ -299,7 +301,7 @@ class QuestionsRun:
 
         s = self.settings
         engine_settings = EngineSettings(
-            concurrency=s.concurrency, timeout=s.timeout, rpm=s.rpm, tpm=s.tpm,
+            concurrency=s.concurrency, cores=s.cores, timeout=s.timeout, rpm=s.rpm, tpm=s.tpm,
             retry=RetryPolicy(max_retries=s.max_retries, backoff=s.backoff), temperature=s.temperature,
             max_tokens=s.max_tokens, learned=self.rm.endpoints.modes())
         return engine_for(self.provider, engine_settings, log=self.log, make_events=self._answer_events(),

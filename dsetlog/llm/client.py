@@ -13,19 +13,13 @@ OpenAI-compatible at all stops the run at once.
 from __future__ import annotations
 
 import asyncio
-import errno
-import functools
 import random
 import re
-import ssl
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiohttp
 import httpx2
 import msgspec
 import openai
@@ -35,6 +29,7 @@ from dsetlog.errors import DsetError, Kind
 from dsetlog.llm import structured
 from dsetlog.llm.providers import Provider
 from dsetlog.llm.ratelimit import RateController, controller_for, retry_after
+from dsetlog.llm.sender import Pool, SendFailed, SendProcess, refused, ssl_context
 from dsetlog.llm.structured import Structured
 from dsetlog.scripts import token_estimate
 from dsetlog.store.events import StructuredModeLearned
@@ -118,24 +113,6 @@ def _is_html(headers: Any, body: Any) -> bool:
     return "html" in kind or (isinstance(body, str) and body.lstrip()[:1] == "<")
 
 
-def _refused(exc: BaseException) -> bool:
-    """Was the connection refused (nothing listens there), as opposed to reset or timed out?"""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == errno.ECONNREFUSED:
-            return True
-        if isinstance(seen, OSError) and "connect call failed" in str(seen).lower():
-            return True
-        os_error = getattr(seen, "os_error", None)  # aiohttp's ClientConnectorError wraps it
-        if isinstance(os_error, BaseException) and os_error is not seen:
-            seen = os_error
-            continue
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 def _context_failure(text: str, status: int) -> CallFailure:
     numbers = [int(n.replace(",", "")) for n in _NUMBER.findall(text)]
     limit = f" (the model's limit is {numbers[0]} tokens)" if numbers else ""
@@ -151,7 +128,7 @@ def classify(exc: BaseException, *, url: str = "", reached: bool = True) -> Call
     """
     if isinstance(exc, CallFailure):
         return exc
-    if isinstance(exc, openai.APIConnectionError) and _refused(exc):
+    if isinstance(exc, openai.APIConnectionError) and refused(exc):
         # (the aiohttp transport reports a refused connection as a connect *timeout*: look at the cause)
         if not reached:
             return CallFailure("unreachable", f"nothing answers at {url}: the connection was refused. Is the "
@@ -284,22 +261,6 @@ def _unfinished_json(content: str) -> bool:
     return False
 
 
-def _env_proxy(url: str) -> str | None:
-    """The proxy HTTPS_PROXY / HTTP_PROXY / NO_PROXY name for ``url``, as the SDK's own transport honours them.
-
-    Looked up once per client: aiohttp's ``trust_env`` does it (and reads ~/.netrc) in a thread on every
-    request, which cost as much CPU as the rest of the request."""
-    parts = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    return None if proxy is None or urllib.request.proxy_bypass(parts.hostname or "") else proxy
-
-
-@functools.cache
-def _ssl_context() -> ssl.SSLContext:
-    """The certificates the SDK would trust (SSL_CERT_FILE and SSL_CERT_DIR included), built once a process."""
-    return httpx2.create_ssl_context(trust_env=True)
-
-
 class LLMClient:
     """The OpenAI SDK's client for one provider, its chat-completions call made at the floor of Python's cost.
 
@@ -330,37 +291,49 @@ class LLMClient:
         # The SDK's own HTTP client sends nothing (our calls go by _post); given the shared SSL context it costs
         # nothing to make, where a default one builds its own (~18 ms of CPU for every client of every job).
         self._client = openai.AsyncOpenAI(api_key=provider.api_key, base_url=provider.base_url, max_retries=0,
-                                          timeout=timeout, http_client=httpx2.AsyncClient(verify=_ssl_context()))
+                                          timeout=timeout, http_client=httpx2.AsyncClient(verify=ssl_context()))
         self._url = str(self._client.base_url.join("chat/completions"))
         self._timeout, self._connections = timeout, max(concurrency * 2, 16)
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: Pool | None = None
+        self._sender: SendProcess | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self) -> Pool:
         """The connection pool, made in the running event loop on the first call; it sends the SDK's headers."""
+        self._pool = Pool(self._url, self._headers(), timeout=self._timeout, connections=self._connections)
+        return self._pool
+
+    def _headers(self) -> dict[str, str]:
         sdk = self._client
-        headers = {k: v for k, v in {**sdk.default_headers, **sdk.auth_headers}.items() if isinstance(v, str)}
-        self._session = aiohttp.ClientSession(
-            headers=headers, proxy=_env_proxy(self._url),
-            cookie_jar=aiohttp.DummyCookieJar(),  # an API's cookies mean nothing to us; keeping them costs CPU
-            connector=aiohttp.TCPConnector(limit=self._connections, ssl=_ssl_context()),
-            timeout=aiohttp.ClientTimeout(total=self._timeout, sock_connect=self._timeout),
-        )
-        return self._session
+        return {k: v for k, v in {**sdk.default_headers, **sdk.auth_headers}.items() if isinstance(v, str)}
+
+    async def use_send_process(self) -> bool:
+        """Send from now on through a send process on another core (:class:`~dsetlog.llm.sender.SendProcess`),
+        once it is ready; True when it is. Calls already in flight finish where they are."""
+        if self._sender is None:
+            self._sender = SendProcess(self._url, self._headers(), timeout=self._timeout,
+                                       connections=self._connections)
+            return await self._sender.start()
+        return self._sender.ready
+
+    @property
+    def sending_elsewhere(self) -> bool:
+        """Calls go through a send process now."""
+        return self._sender is not None and self._sender.ready
 
     async def _post(self, body: bytes, attempt: int) -> tuple[int, Mapping[str, str], bytes]:
         """POST the body; (status, headers, content) of a 2xx reply, else the SDK's own exception."""
-        session = self._session or self._open()
+        sender = self._sender
         try:
-            # The simulator decides faults per (prompt, attempt); real APIs ignore the header.
-            async with session.post(self._url, data=body, headers={"X-Dset-Attempt": str(attempt)}) as resp:
-                content = await resp.read()
-                status, headers = resp.status, resp.headers
-        except TimeoutError as exc:
-            raise openai.APITimeoutError(request=self._request()) from exc
-        except aiohttp.ClientError as exc:
-            raise openai.APIConnectionError(message=f"{type(exc).__name__}: {exc}", request=self._request()) from exc
+            if sender is not None and sender.ready:
+                status, headers, content = await sender.send(body, attempt)
+            else:
+                status, headers, content = await (self._pool or self._open()).send(body, attempt)
+        except SendFailed as exc:
+            if exc.kind == "timeout":
+                raise openai.APITimeoutError(request=self._request()) from exc
+            raise openai.APIConnectionError(message=exc.message, request=self._request()) from exc
         if not 200 <= status < 300:
-            reply = httpx2.Response(status, headers=list(resp.raw_headers), content=content, request=self._request())
+            reply = httpx2.Response(status, headers=list(headers.items()), content=content, request=self._request())
             raise self._client._make_status_error_from_response(reply)  # noqa: SLF001 - the SDK's status -> error map
         return status, headers, content
 
@@ -462,8 +435,10 @@ class LLMClient:
                            free=True)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._sender is not None:
+            await self._sender.close()
+        if self._pool is not None:
+            await self._pool.close()
         await self._client.close()
 
 
