@@ -2,9 +2,11 @@
 
 The engine asks :func:`second_core` whether to move its requests to a send process
 (:class:`dsetlog.llm.sender.SendProcess`). ``cores`` is the user's word (``--cores``): 1 never, 2 at once,
-None (auto) once the run's process has kept one core busy for two seconds running while the machine's other
-cores had at least half a core idle (a busy machine gains nothing from one more process), and only when
-enough work is left to pay for starting one.
+None (auto) once the run's process has kept one core busy for two seconds running while the machine had at
+least half a core idle (a busy machine gains nothing from one more process), and only when enough work is left
+to pay for starting one. Auto then keeps the send process only if it pays: :func:`rows_per_s` over a few
+seconds before it and after it, and back to one process when the rows a second did not rise by ``PAYS``. (On
+a 2-core machine whose other core also runs the model server, it does not: bench/bench_rows_per_core.py.)
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ SPARE = 0.5  # idle cores the machine must have for a second process to run
 WINDOW_S = 1.0
 WINDOWS = 2  # busy windows in a row before a second process starts
 MIN_LEFT = 4  # items left, per call in flight, for a process start (~0.2 s of CPU) to pay
+PAYS = 1.1  # the rows a second with a send process, against without, for it to stay
+MEASURE_S = 2.0  # seconds of rows counted before and after
 
 
 def _idle_ticks() -> tuple[int, int] | None:
@@ -71,3 +75,10 @@ async def second_core(cores: int | None, left: Callable[[], int], concurrency: i
         share, idle = watch.sample()
         busy = busy + 1 if share >= BUSY and (idle is None or idle >= SPARE) else 0
     return True
+
+
+async def rows_per_s(done: Callable[[], int], seconds: float = MEASURE_S) -> float:
+    """The rate ``done()`` grows at over the next ``seconds``."""
+    start, began = done(), time.monotonic()
+    await asyncio.sleep(seconds)
+    return (done() - start) / max(time.monotonic() - began, 1e-9)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsetlog.engine.cores import second_core
+from dsetlog.engine.cores import PAYS, rows_per_s, second_core
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome
 from dsetlog.llm.client import (
@@ -224,9 +224,20 @@ class Engine:
         return result
 
     async def _second_core(self, pending: deque[WorkItem]) -> None:
-        """Move the requests to a send process on another core once that pays (dsetlog.engine.cores)."""
-        if await second_core(self.cores, lambda: len(pending), self.concurrency):
+        """Move the requests to a send process on another core once that pays (dsetlog.engine.cores), and
+        (auto) back when it did not."""
+        if not await second_core(self.cores, lambda: len(pending), self.concurrency):
+            return
+        if self.cores is not None:
             await self.client.use_send_process()
+            return
+        done = lambda: self.progress.done + self.progress.failed  # noqa: E731 - read at each end of a window
+        alone = await rows_per_s(done)
+        if not await self.client.use_send_process():
+            return
+        spread = await rows_per_s(done)
+        if len(pending) and spread < alone * PAYS:
+            await self.client.stop_send_process()
 
     async def _process(self, item: WorkItem, writer: EventWriter, result: EngineResult,
                        state: dict[str, str]) -> None:

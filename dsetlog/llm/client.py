@@ -315,6 +315,11 @@ class LLMClient:
             return await self._sender.start()
         return self._sender.ready
 
+    async def stop_send_process(self) -> None:
+        """Send from this process again; the send process ends once the calls it holds are answered."""
+        if self._sender is not None:
+            await self._sender.retire()
+
     @property
     def sending_elsewhere(self) -> bool:
         """Calls go through a send process now."""

@@ -122,6 +122,7 @@ class _Frames(asyncio.Protocol):
     def __init__(self, on_frame: Callable[[Any], None], on_lost: Callable[[], None]) -> None:
         self._on_frame, self._on_lost = on_frame, on_lost
         self._buf = bytearray()
+        self._out: list[bytes] = []  # frames sent in this turn of the loop: one write (one syscall) for them all
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -142,8 +143,15 @@ class _Frames(asyncio.Protocol):
 
     def send(self, frame: Any) -> None:
         data = _encode(frame)
-        assert self.transport is not None
-        self.transport.write(len(data).to_bytes(_HEADER, "big") + data)
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(len(data).to_bytes(_HEADER, "big"))
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_lost()
@@ -179,7 +187,7 @@ class SendProcess:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "dsetlog.llm.sender", str(theirs.fileno())], pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        except OSError:
+        except (OSError, ValueError):  # no interpreter to start, no descriptors to pass (not a POSIX system)
             ours.close()
             self.gone = True
             return False
@@ -187,11 +195,11 @@ class SendProcess:
             theirs.close()
         self._started = loop.create_future()
         frames = self._frames = _Frames(self._reply, self._lost)
-        await loop.create_unix_connection(lambda: frames, sock=ours)
-        frames.send(self._config)
         try:
+            await loop.create_unix_connection(lambda: frames, sock=ours)
+            frames.send(self._config)
             await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT_S)
-        except (TimeoutError, ConnectionError):
+        except (TimeoutError, OSError, NotImplementedError):  # (ConnectionError is an OSError)
             await self.close()
             return False
         self.ready = True
@@ -243,6 +251,13 @@ class SendProcess:
         for future in calls.values():
             if not future.done():
                 future.set_exception(SendFailed("connection", "dset's send process ended during the call"))
+
+    async def retire(self) -> None:
+        """Take no more calls; close once those held are answered (or given up)."""
+        self.ready, self.gone = False, True
+        while self._calls:
+            await asyncio.sleep(0.05)
+        await self.close()
 
     async def close(self) -> None:
         """Close the socket (the process exits on its end of it) and wait for the process to end."""

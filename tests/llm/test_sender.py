@@ -219,3 +219,50 @@ def test_the_process_share_of_a_core_is_measured() -> None:
     share, idle = watch.sample()
     assert 0.5 < share <= 1.2  # one thread spinning: about one core (a shared machine may steal some)
     assert idle is None or idle >= 0
+
+
+def test_auto_goes_back_to_one_process_when_the_second_did_not_pay(
+        make_simulator: Callable[..., Simulator], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's auto path for real (a send process started, then retired) with the measurements fixed: the
+    rows a second did not rise with the send process, so it ends once its calls are answered and the run sends
+    the rest itself, every item answered once."""
+    from dsetlog.engine import engine as engine_module
+
+    sim = make_simulator(latency_ms=40)
+    items = [WorkItem("ds", f"q{i}", [{"role": "user", "content": f"Question {i}?"}], context=f"Question {i}?")
+             for i in range(800)]
+    rates = [100.0, 100.0]  # alone, then with the send process: no gain
+
+    async def fixed_rate(done: Callable[[], int], seconds: float = 0.0) -> float:
+        await asyncio.sleep(0.3)
+        return rates.pop(0)
+
+    async def decided(*args: object) -> bool:
+        return True
+
+    monkeypatch.setattr(engine_module, "second_core", decided)
+    monkeypatch.setattr(engine_module, "rows_per_s", fixed_rate)
+
+    async def go() -> tuple[int, list[int], bool]:
+        with EventLog(tmp_path / "events.jsonl") as log:
+            client = _client(sim.base_url)
+            engine = Engine(log=log, client=client, policy=RetryPolicy(max_retries=3, backoff=0.01),
+                            make_events=_answer, progress=Progress(total=len(items), enabled=False), concurrency=8)
+            run = asyncio.create_task(engine.run(items))
+            helpers: list[int] = []
+            while not run.done():
+                helpers = helpers or _children(os.getpid())
+                await asyncio.sleep(0.02)
+            result = await run
+            retired = not client.sending_elsewhere and not any(_alive(pid) for pid in helpers)
+            await client.close()
+            return result.answered, helpers, retired
+
+    answered, helpers, retired = asyncio.run(go())
+    assert answered == 800 and rates == []
+    assert helpers and retired  # it was started, then ended during the run
+    with EventLog(tmp_path / "events.jsonl") as log:
+        records = list(log.read())
+    entries = [r.event.item_id for r in records if isinstance(r.event, EntryGenerated)]
+    assert sorted(entries) == sorted(i.item_id for i in items)
+    assert not [r for r in records if type(r.event).__name__ == "AttemptFailed"]  # retired without failing a call
