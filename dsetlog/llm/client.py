@@ -268,10 +268,11 @@ class LLMClient:
     URL, its certificates and its errors (a non-2xx reply becomes the SDK's own APIStatusError subclass, so
     every failure is classified as the SDK would raise it). The call itself is one POST on aiohttp (what the
     SDK's aiohttp transport sends on, without httpx2 in between) with the body encoded and the reply decoded
-    by msgspec: through
-    ``AsyncOpenAI.post`` a call cost ~1.4 ms of CPU more (its request building, header merges, the
-    httpx2-to-aiohttp adapter and the httpx2 response), five times the raw aiohttp loop's whole cost
-    (bench/bench_rows_per_core.py). The SDK's own retries are off: we retry, and log each attempt. Every
+    by msgspec: through ``AsyncOpenAI.post`` a call cost ~1.4 ms of CPU more (its request building, header
+    merges, the httpx2-to-aiohttp adapter and the httpx2 response), five times the raw aiohttp loop's whole cost
+    (bench/bench_rows_per_core.py). The POST is made in this process's :class:`~dsetlog.llm.sender.Pool`, or,
+    after :meth:`use_send_process`, by a send process on another core; what comes back is handled the same
+    either way. The SDK's own retries are off: we retry, and log each attempt. Every
     call to an endpoint goes through its one :class:`RateController`; structured calls through the
     endpoint's mode in :data:`dsetlog.llm.structured.BOOK`.
     """
