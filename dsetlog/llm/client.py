@@ -335,7 +335,7 @@ class LLMClient:
             else:
                 status, headers, content = await (self._pool or self._open()).send(body, attempt)
         except SendFailed as exc:
-            if exc.kind == "timeout":
+            if exc.failure == "timeout":
                 raise openai.APITimeoutError(request=self._request()) from exc
             raise openai.APIConnectionError(message=exc.message, request=self._request()) from exc
         if not 200 <= status < 300:

@@ -37,6 +37,8 @@ import aiohttp
 import httpx2
 import msgspec
 
+from dsetlog.errors import DsetError, Kind
+
 _HEADER = 4  # a frame: its length (4 bytes, big-endian), then msgpack
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder().decode
@@ -46,13 +48,16 @@ GRACE_S = 30.0  # beyond the call's own timeout (the send process enforces that)
 Sent = tuple[int, Mapping[str, str], bytes]  # status, headers, body
 
 
-class SendFailed(Exception):
-    """A request that got no HTTP reply: ``kind`` "timeout" or "connection"; the cause is the transport's error
-    (a refused connection is a ``ConnectionRefusedError`` somewhere down the cause chain)."""
+class SendFailed(DsetError):
+    """A request that got no HTTP reply: ``failure`` "timeout" or "connection"; the cause is the transport's error
+    (a refused connection is a ``ConnectionRefusedError`` somewhere down the cause chain). The client turns it
+    into the SDK's own error before anyone else sees it."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    kind = Kind.UNAVAILABLE  # no reply this time: the same call may get one later
+
+    def __init__(self, failure: str, message: str) -> None:
         super().__init__(message)
-        self.kind, self.message = kind, message
+        self.failure, self.message = failure, message
 
 
 def env_proxy(url: str) -> str | None:
@@ -294,7 +299,7 @@ async def _serve(sock: socket.socket) -> None:
         try:
             status, headers, content = await pool.send(body, attempt)
         except SendFailed as exc:
-            frames.send((call_id, 0, exc.kind, exc.message, refused(exc)))
+            frames.send((call_id, 0, exc.failure, exc.message, refused(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - whatever went wrong, the run must hear of its call
             frames.send((call_id, 0, "connection", f"{type(exc).__name__}: {exc}", False))
