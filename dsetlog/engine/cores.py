@@ -20,7 +20,7 @@ BUSY = 0.85  # of one core: the run's process is CPU-bound
 SPARE = 0.5  # idle cores the machine must have for a second process to run
 WINDOW_S = 1.0
 WINDOWS = 2  # busy windows in a row before a second process starts
-MIN_LEFT = 4  # items left, per call in flight, for a process start (~0.2 s of CPU) to pay
+MIN_LEFT = 4  # items left, per call in flight, for a process start (0.2-0.5 s of CPU) to pay
 PAYS = 1.1  # the rows a second with a send process, against without, for it to stay
 MEASURE_S = 2.0  # seconds of rows counted before and after
 

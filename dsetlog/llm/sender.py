@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 import httpx2
 import msgspec
+from multidict import CIMultiDict  # aiohttp's own: header names compare without case, as in its replies
 
 from dsetlog.errors import DsetError, Kind
 
@@ -178,11 +179,10 @@ class SendProcess:
         self._frames: _Frames | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._started: asyncio.Future[None] | None = None
-        self.ready = False
-        self.gone = False  # it ended (or never started): it is not tried again
+        self.ready = False  # calls may go to it: False before it is ready and for good once it is retired or gone
 
     async def start(self) -> bool:
-        """Spawn the process and wait until it is ready; False (and ``gone``) when it could not be."""
+        """Spawn the process and wait until it is ready; False when it could not be."""
         loop = asyncio.get_running_loop()
         ours, theirs = socket.socketpair()
         try:
@@ -194,7 +194,6 @@ class SendProcess:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         except (OSError, ValueError):  # no interpreter to start, no descriptors to pass (not a POSIX system)
             ours.close()
-            self.gone = True
             return False
         finally:
             theirs.close()
@@ -203,7 +202,7 @@ class SendProcess:
         try:
             await loop.create_unix_connection(lambda: frames, sock=ours)
             frames.send(self._config)
-            await asyncio.wait_for(asyncio.shield(self._started), START_TIMEOUT_S)
+            await asyncio.wait_for(self._started, START_TIMEOUT_S)
         except (TimeoutError, OSError, NotImplementedError):  # (ConnectionError is an OSError)
             await self.close()
             return False
@@ -241,7 +240,7 @@ class SendProcess:
         if future is None or future.done():
             return  # given up already
         if frame[1]:
-            future.set_result((frame[1], _headers(frame[2]), frame[3]))
+            future.set_result((frame[1], CIMultiDict(frame[2]), frame[3]))
             return
         failure = SendFailed(frame[2], frame[3])
         if frame[4]:  # the POST found the connection refused: the classification needs to know it
@@ -249,7 +248,7 @@ class SendProcess:
         future.set_exception(failure)
 
     def _lost(self) -> None:
-        self.ready, self.gone = False, True
+        self.ready = False
         if self._started is not None and not self._started.done():
             self._started.set_exception(ConnectionError("dset's send process ended before it was ready"))
         calls, self._calls = self._calls, {}
@@ -259,14 +258,14 @@ class SendProcess:
 
     async def retire(self) -> None:
         """Take no more calls; close once those held are answered (or given up)."""
-        self.ready, self.gone = False, True
+        self.ready = False
         while self._calls:
             await asyncio.sleep(0.05)
         await self.close()
 
     async def close(self) -> None:
         """Close the socket (the process exits on its end of it) and wait for the process to end."""
-        self.ready, self.gone = False, True
+        self.ready = False
         if self._frames is not None and self._frames.transport is not None:
             self._frames.transport.close()
         proc, self._proc = self._proc, None
@@ -276,12 +275,6 @@ class SendProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def _headers(pairs: list[list[str]]) -> Mapping[str, str]:
-    from multidict import CIMultiDict  # aiohttp's own: header names compare without case, as in its replies
-
-    return CIMultiDict(pairs)
 
 
 # --------------------------------------------------------------------------------------------------------------
