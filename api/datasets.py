@@ -69,7 +69,7 @@ class DatasetsResource:
             for name in splits.values():
                 counts[name] = counts.get(name, 0) + 1
             doc = Dataset(
-                id=v.id, name=v.name, entries=index.page(list(range(min(INLINE_ENTRIES, len(index.entries))))),
+                id=v.id, name=v.name, entries=index.page(rm, list(range(min(INLINE_ENTRIES, len(index.entries))))),
                 total_entries=len(index.entries), created_at=v.created_at, format_type=v.format_type,
                 quality_summary=index.summary, kind=v.kind, project_id=v.project_id, version=v.version,
                 source=v.source, entries_inline=INLINE_ENTRIES, entries_url=f"{API}/datasets/{v.id}/entries",
@@ -99,12 +99,11 @@ class DatasetsResource:
             suite, model = wanted[-1]
             answers = rm.evaluations.benchmark_answers(dataset_id, suite=suite, model=model)
             out = []
-            for e in rm.datasets.entries(dataset_id):  # dataset order
-                a = answers.get(e.id)
-                if a is not None:
-                    out.append(BenchmarkAnswer(entry_id=e.id, question=e.question, reference=e.answer, answer=a.answer,
-                                               scores=dict(a.scores), current=a.revision == e.revision,
-                                               job_id=a.job_id))
+            benchmarked = [e for e in rm.datasets.entries(dataset_id) if e.id in answers]  # dataset order
+            for e in rm.full(benchmarked):
+                a = answers[e.id]
+                out.append(BenchmarkAnswer(entry_id=e.id, question=e.question, reference=e.answer, answer=a.answer,
+                                           scores=dict(a.scores), current=a.revision == e.revision, job_id=a.job_id))
         start = (q.page - 1) * q.per_page
         resp.media = BenchmarkAnswers(dataset_id=dataset_id, suite=suite, model=model,
                                       answers=out[start : start + q.per_page], total=len(out), page=q.page,

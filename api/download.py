@@ -54,6 +54,7 @@ class _Frozen:
         self.datasets = SimpleNamespace(entries=lambda _id: entries, runs=lambda _id: runs, dataset=lambda _id: view)
         self.evaluations = SimpleNamespace(splits=lambda _id: splits)
         self.projects = SimpleNamespace(chunk=texts.get)
+        self.iter_full = rm.iter_full  # texts are read from the log, which only grows: no lock needed
 
 
 class _Sink:

@@ -65,9 +65,9 @@ class EntriesResource:
         with rm.lock:
             dataset_or_404(rm, dataset_id, q.as_of)
             index = self.ctx.entries.index(rm, dataset_id)
-            positions, direction = index.query(q)
+            positions, direction = index.query(rm, q)
             start = (q.page - 1) * q.per_page
-            page = index.page(positions[start : start + q.per_page])  # pre-encoded: msgspec.Raw
+            page = index.page(rm, positions[start : start + q.per_page])  # pre-encoded: msgspec.Raw
             seq = rm.seq
         total = len(positions)
         envelope = EntriesPage(entries=[] if len(page) > STREAM_OVER else page, total=total, page=q.page,
@@ -93,7 +93,7 @@ class EntriesResource:
             entry = rm.datasets.entry(dataset_id, entry_id)
             if entry is None:
                 raise not_found(f"dataset {dataset_id} has no entry {entry_id!r}")
-            resp.media = entry_out(entry, rm.evaluations.splits(dataset_id).get(entry_id))
+            resp.media = entry_out(rm.text_of(entry), rm.evaluations.splits(dataset_id).get(entry_id))
 
     @operation("Edit an entry (an EntryEdited event: the history keeps every revision), scored again",
                body=EntryEdit, response=EntryUpdated, tags=("entries",),
@@ -129,7 +129,7 @@ class EntriesResource:
         with rm.lock:
             entry = rm.datasets.entry(dataset_id, entry_id)
             assert entry is not None
-            out = entry_out(entry, rm.evaluations.splits(dataset_id).get(entry_id))
+            out = entry_out(rm.text_of(entry), rm.evaluations.splits(dataset_id).get(entry_id))
         resp.media = EntryUpdated(message=f"Entry {entry_id} updated successfully", entry=out)
 
     @operation("Every event of the log that touched an entry, oldest first", response=EntryHistory,

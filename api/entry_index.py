@@ -33,7 +33,7 @@ from api.schemas import (
     QualitySummary,
     SetAsideRevision,
 )
-from projections.datasets import EntryView
+from projections.datasets import EntryView, FullEntry
 from projections.readmodel import ReadModel
 
 INDEXES_KEPT = 16  # (dataset, live or as_of) pairs
@@ -44,8 +44,8 @@ _encoder = msgspec.json.Encoder()
 DEFAULT_ORDER = {"quality": "desc", "category": "asc", "difficulty": "asc", "position": "asc", "updated": "desc"}
 
 
-def entry_out(e: EntryView, split: str | None = None) -> Entry:
-    """The API's shape of an entry (read it under the read model's lock)."""
+def entry_out(e: FullEntry, split: str | None = None) -> Entry:
+    """The API's shape of an entry (read it under the read model's lock; its texts: ReadModel.full)."""
     meta = dict(e.metadata)
     meta["model"] = e.model
     meta["generation_time"] = e.created_at
@@ -90,6 +90,7 @@ class EntryIndex:
         self.flagged = sum(1 for e in self.entries if e.flagged)
         self._position = {e.id: i for i, e in enumerate(self.entries)}
         self._keys = [_sort_keys(e) for e in self.entries]  # what each order was sorted by, to see it move
+        self._texts = [_texts_of(e) for e in self.entries]  # where their texts were, to see a search's text move
         self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
         self._orders: dict[tuple[str, str], list[int]] = {}
         self._results: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
@@ -106,16 +107,18 @@ class EntryIndex:
             return False
         moved: set[str] = set()
         positions = {self._position[i] for i in changed_ids if i in self._position}
+        changed_text = {i for i in positions if _texts_of(self.entries[i]) != self._texts[i]}
         for i in positions:
             self._encoded[i] = None
             new = _sort_keys(self.entries[i])
             moved.update(name for name, old, now in zip(_KEY_NAMES, self._keys[i], new, strict=True) if old != now)
             self._keys[i] = new
+            self._texts[i] = _texts_of(self.entries[i])
         with self._lock:
             for key in [k for k in self._orders if k[0] in moved]:
                 del self._orders[key]
             for key in list(self._results):
-                if key[0] in moved or not self._still_holds(key, positions):
+                if key[0] in moved or not self._still_holds(rm, key, positions, changed_text):
                     del self._results[key]
                     self._members.pop(key, None)
         if moved & {"quality", "category"}:
@@ -125,28 +128,28 @@ class EntryIndex:
         self.seq = rm.seq
         return True
 
-    def _still_holds(self, key: tuple[Any, ...], positions: set[int]) -> bool:
+    def _still_holds(self, rm: ReadModel, key: tuple[Any, ...], positions: set[int], changed_text: set[int]) -> bool:
         """Is each changed entry still in (or out of) this cached result, as it was?"""
         filters = key[2:]
         if filters == _NO_FILTER or not positions:
             return True
+        needle = filters[-1]
+        if needle is not None and changed_text:
+            return False  # a changed text may have moved in or out of the search: it is searched again
         members = self._members.get(key)
         if members is None:
             members = self._members[key] = set(self._results[key])
-        keep = self._predicate(*filters)
+        keep = self._predicate(*filters[:-1])
         return all(keep(self.entries[i]) == (i in members) for i in positions)
 
-    def page(self, positions: list[int]) -> list[msgspec.Raw]:
-        """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes)."""
+    def page(self, rm: ReadModel, positions: list[int]) -> list[msgspec.Raw]:
+        """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes); their
+        texts are read from the log, in one pass for the page."""
         encoded, entries, splits = self._encoded, self.entries, self.splits
-        out = []
-        for i in positions:
-            raw = encoded[i]
-            if raw is None:
-                e = entries[i]
-                raw = encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, splits.get(e.id))))
-            out.append(raw)
-        return out
+        missing = [i for i in dict.fromkeys(positions) if encoded[i] is None]
+        for i, e in zip(missing, rm.full(entries[i] for i in missing), strict=True):
+            encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, splits.get(e.id))))
+        return [encoded[i] for i in positions]  # type: ignore[misc]
 
     def order(self, sort_by: str, direction: str) -> list[int]:
         key = (sort_by, direction)
@@ -176,7 +179,7 @@ class EntryIndex:
         known.sort(key=lambda i: primary(entries[i]), reverse=descending)  # stable: ties stay in id order
         return known + unknown
 
-    def query(self, q: EntriesQuery) -> tuple[list[int], str]:
+    def query(self, rm: ReadModel, q: EntriesQuery) -> tuple[list[int], str]:
         """Positions of the matching entries in the requested order, and that order ("asc" / "desc")."""
         direction = q.order or DEFAULT_ORDER[q.sort_by]
         low = max(v for v in (q.filter_quality, q.min_quality, 0.0) if v is not None)
@@ -193,17 +196,32 @@ class EntryIndex:
         if filters == _NO_FILTER:
             result = order
         else:
-            keep = self._predicate(*filters)
+            keep = self._predicate(*filters[:-1])
             entries = self.entries
             result = [i for i in order if keep(entries[i])]
+            needle = filters[-1]
+            if needle is not None and result:
+                found = self._search(rm, needle, result)
+                result = [i for i in result if i in found]
         with self._lock:
             self._results[key] = result
             while len(self._results) > RESULTS_KEPT:
                 self._results.popitem(last=False)
         return result, direction
 
+    def _search(self, rm: ReadModel, needle: str, positions: list[int]) -> set[int]:
+        """The positions among these whose question or answer holds ``needle`` (casefolded), their texts read
+        from the log in its order (the dataset's: a sequential read)."""
+        entries = self.entries
+        ordered = sorted(positions)
+        found = set()
+        for i, e in zip(ordered, rm.iter_full(entries[i] for i in ordered), strict=True):
+            if needle in e.question.casefold() or needle in e.answer.casefold():
+                found.add(i)
+        return found
+
     def _predicate(self, low: float, high: float | None, category: str | None, difficulty: str | None,
-                   flagged: bool | None, split: str | None, needle: str | None) -> Callable[[EntryView], bool]:
+                   flagged: bool | None, split: str | None) -> Callable[[EntryView], bool]:
         splits = self.splits
         cat = category.casefold() if category is not None else None
 
@@ -220,8 +238,6 @@ class EntryIndex:
                 return False
             if split is not None and splits.get(e.id) != split:
                 return False
-            if needle is not None and needle not in e.question.casefold() and needle not in e.answer.casefold():
-                return False
             return True
 
         return keep
@@ -234,6 +250,11 @@ _KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged")
 def _sort_keys(e: EntryView) -> tuple[Any, ...]:
     """An entry's values that orders and summaries depend on, in _KEY_NAMES' order."""
     return e.quality_score, e.category, e.difficulty, e.updated_at, e.flagged
+
+
+def _texts_of(e: EntryView) -> tuple[int, int]:
+    """Where the texts a search reads are (an edit moves them)."""
+    return e.question_at, e.answer_at
 
 
 def _split_seq(rm: ReadModel, dataset_id: str) -> int:

@@ -34,6 +34,7 @@ import msgspec
 
 from dsetlog.store.events import Event
 from dsetlog.store.layout import Recorded
+from projections.lean import LEAN
 
 Handler = Callable[[Recorded, Any], None]
 _encoder = msgspec.msgpack.Encoder()
@@ -72,7 +73,8 @@ class ProjectionProtocol(Protocol):
 
     def apply(self, rec: Recorded) -> None: ...
 
-    def apply_batch(self, recs: Sequence[Recorded]) -> None: ...
+    # bounds: where the records' lines are in the log (see dsetlog.store.scan.read_located), or None
+    def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None: ...
 
     def snapshot_state(self) -> Any: ...
 
@@ -130,6 +132,10 @@ class Projection:
         self._handlers: dict[type[Event], Handler] = {
             event_type: getattr(self, attr) for event_type, attr in self._handler_names.items()
         }
+        # a replay decodes some events as lean classes (projections.lean): the same handler folds them
+        for full, lean in LEAN.items():
+            if full in self._handlers:
+                self._handlers[lean] = self._handlers[full]
         self.handled_types: frozenset[type[Event]] | None = frozenset(self._handlers)
 
     @property
@@ -143,8 +149,10 @@ class Projection:
         if handler is not None:
             handler(rec, ev)
 
-    def apply_batch(self, recs: Sequence[Recorded]) -> None:
-        """Fold records in order; the same result as :meth:`apply` on each, with less overhead per record."""
+    def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None:
+        """Fold records in order; the same result as :meth:`apply` on each, with less overhead per record.
+
+        ``bounds``: where their lines are in the log, for a projection that keeps that (Datasets)."""
         get = self._handlers.get
         for rec in recs:
             ev = rec.event

@@ -31,6 +31,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -53,6 +54,7 @@ from dsetlog.store.events import (
     SlotQueued,
 )
 from dsetlog.store.layout import Recorded
+from dsetlog.store.scan import line_ref
 from projections.base import Projection, gc_paused, handles
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -121,12 +123,15 @@ class SetAside(msgspec.Struct, gc=False):
 
 
 class EntryView(msgspec.Struct, gc=False):
+    """An entry as the read model keeps it: what lists, filters, sorts and summaries need, and where its texts
+    are in the log (refs, :mod:`projections.texts`); :meth:`ReadModel.full` reads them into a :class:`FullEntry`."""
+
     id: str
     dataset_id: str
     item_id: str
-    question: str
-    answer: str
-    reasoning: str
+    question_at: int  # the refs of the records whose question, answer and reasoning are the entry's now
+    answer_at: int
+    reasoning_at: int
     category: str
     model: str
     provider: str
@@ -153,6 +158,14 @@ class EntryView(msgspec.Struct, gc=False):
     below_threshold: bool = False  # from the last EntryScored: left out of exports
     quality_analyzed: bool = False  # from the last EntryScored: the costly analysis made its score
     set_aside: SetAside | None = None  # the last regenerated revision kept out for scoring lower
+
+
+class FullEntry(EntryView, gc=False):
+    """An entry with its texts, read from the log (:meth:`ReadModel.full`): a copy, made when asked for."""
+
+    question: str = ""
+    answer: str = ""
+    reasoning: str = ""
 
 
 class RunView(msgspec.Struct, gc=False):
@@ -224,7 +237,8 @@ class _Shard:
         self.entries: dict[str, EntryView] = {}
         self.runs: dict[str, RunView] = {}
         self.body = body
-        self.deferred: list[Recorded] = []  # records for this shard that arrived while it was encoded
+        # records for this shard that arrived while it was encoded, with their refs (projections.texts)
+        self.deferred: list[tuple[Recorded, int]] = []
         # (seq, entry id) of the latest changes to existing entries, and the seq of the last entry added: what
         # lets a reader's index of this dataset follow an edit without rebuilding (api/entry_index.py). Bounded;
         # not part of the snapshot (an index is never older than the process).
@@ -237,7 +251,7 @@ class _Shard:
         return cls(DatasetView(dataset_id, dataset_id, "questions", "", None, None, "jsonl", {}, rec.ts, rec.seq),
                    False)
 
-    def decode_body(self) -> list[Recorded]:
+    def decode_body(self) -> list[tuple[Recorded, int]]:
         """Decode the snapshot's body into items, entries and runs; returns the records deferred meanwhile."""
         assert self.body is not None
         body = _body_decoder.decode(self.body)
@@ -294,16 +308,47 @@ class _Shard:
         return changed, self.added_seq
 
 
+class _Where:
+    """Where the records being folded are in the log: a batch's bounds (dsetlog.store.scan.read_located) and its
+    first seq, or, while a shard's deferred records are folded, their refs by seq."""
+
+    __slots__ = ("bounds", "first_seq", "refs")
+
+    def __init__(self) -> None:
+        self.bounds: Sequence[int] | None = None
+        self.first_seq = 0
+        self.refs: dict[int, int] | None = None
+
+    @contextmanager
+    def deferred(self, deferred: list[tuple[Recorded, int]]) -> Iterator[None]:
+        self.refs = {rec.seq: at for rec, at in deferred}
+        try:
+            yield
+        finally:
+            self.refs = None
+
+    def ref(self, rec: Recorded) -> int:
+        """The line ref of ``rec`` (dsetlog.store.scan.line_ref); 0 when it was folded without its bounds."""
+        if self.refs is not None:
+            return self.refs.get(rec.seq, 0)
+        bounds = self.bounds
+        if not bounds:
+            return 0
+        i = rec.seq - self.first_seq
+        return line_ref(bounds[i], bounds[i + 1] - 1)
+
+
 class Datasets(Projection):
     """Datasets, their work items (queue order), entries (item order), review state and runs."""
 
     name = "datasets"
-    version = 2  # 2: EntryView.quality_analyzed, .set_aside
+    version = 3  # 2: EntryView.quality_analyzed, .set_aside; 3: texts left in the log (EntryView.*_at)
     state_type = DatasetsState
 
     def __init__(self) -> None:
         super().__init__()
         self._shards: dict[str, _Shard] = {}  # first-mention order
+        self._where = _Where()
         self._decode_lock = threading.Lock()  # two readers may race to decode the same shard
 
     # -- folding ---------------------------------------------------------------
@@ -311,7 +356,8 @@ class Datasets(Projection):
     def apply(self, rec: Recorded) -> None:
         self.apply_batch((rec,))
 
-    def apply_batch(self, recs: Sequence[Recorded]) -> None:
+    def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None:
+        self._where.bounds, self._where.first_seq = bounds, recs[0].seq if recs else 0
         get = self._handlers.get
         shards = self._shards
         for rec in recs:
@@ -323,7 +369,7 @@ class Datasets(Projection):
             if shard is None:
                 shard = shards[ev.dataset_id] = _Shard.placeholder(ev.dataset_id, rec)
             elif shard.body is not None:
-                shard.deferred.append(rec)
+                shard.deferred.append((rec, self._where.ref(rec)))
                 continue
             handler(shard, rec, ev)
 
@@ -393,15 +439,14 @@ class Datasets(Projection):
 
     @handles(EntryGenerated)
     def _entry_generated(self, shard: _Shard, rec: Recorded, ev: EntryGenerated) -> None:
-        item = shard.item(ev.item_id, ev.question)
+        item = shard.item(ev.item_id)  # (one never queued has no question of its own: the entry's is in the log)
         if item.status == DONE or ev.entry_id in shard.entries:
             return  # at most one entry per item (and per entry id): the first one stands
         usage = ev.usage
-        # the question as queued is the same text: one string for both (memory: the read model holds them all)
-        question = item.question if ev.question == item.question else ev.question
+        at = self._where.ref(rec)  # its texts stay in the log (the replay did not even decode them: projections.lean)
         # positional: keyword construction of a 28-field Struct costs several times more in a replay
         shard.entries[ev.entry_id] = EntryView(
-            ev.entry_id, shard.view.id, item.item_id, question, ev.answer, ev.reasoning, _intern(ev.category),
+            ev.entry_id, shard.view.id, item.item_id, at, at, at, _intern(ev.category),
             _intern(ev.model), _intern(ev.provider), ev.simulated, usage.prompt_tokens, usage.completion_tokens,
             ev.latency_ms, _intern(ev.prompt_name), _intern(ev.prompt_hash), ev.source_chunk, ev.quality_score,
             ev.quality, _intern(ev.difficulty), ev.metadata, rec.ts, rec.ts, _intern(ev.run_id), 1, None, False,
@@ -424,9 +469,9 @@ class Datasets(Projection):
         if entry is None:
             return  # names no entry of this dataset: nothing to edit
         if ev.question is not None:
-            entry.question = ev.question
+            entry.question_at = self._where.ref(rec)
         if ev.answer is not None:
-            entry.answer = ev.answer
+            entry.answer_at = self._where.ref(rec)
         if ev.category is not None:
             entry.category = ev.category
         if ev.feedback is not None:
@@ -455,7 +500,7 @@ class Datasets(Projection):
         entry.regeneration_job_id = ev.job_id
         if ev.current:
             entry.prompt_tokens, entry.completion_tokens = ev.usage.prompt_tokens, ev.usage.completion_tokens
-            _new_content(entry, rec, ev)
+            _new_content(entry, rec, ev, self._where.ref(rec))
         else:  # scored lower: the content stays, the revision waits in the log for a choice
             entry.set_aside = SetAside(rec.seq, ev.job_id, ev.quality_score, ev.replaced_score)
         shard.touched(entry, rec.seq)
@@ -463,7 +508,7 @@ class Datasets(Projection):
     @handles(RevisionRestored)
     def _revision_restored(self, shard: _Shard, rec: Recorded, ev: RevisionRestored) -> None:
         if (entry := shard.entries.get(ev.entry_id)) is not None:
-            _new_content(entry, rec, ev)
+            _new_content(entry, rec, ev, self._where.ref(rec))
             shard.touched(entry, rec.seq)
 
     @handles(FeedbackGiven)
@@ -500,8 +545,10 @@ class Datasets(Projection):
             if shard.body is None:
                 return  # another thread got here first
             get = self._handlers.get
-            for rec in shard.decode_body():
-                get(rec.event.__class__)(shard, rec, rec.event)  # type: ignore[misc]
+            deferred = shard.decode_body()
+            with self._where.deferred(deferred):
+                for rec, _ in deferred:
+                    get(rec.event.__class__)(shard, rec, rec.event)  # type: ignore[misc]
 
     def dataset(self, dataset_id: str) -> DatasetView | None:
         shard = self._shards.get(dataset_id)
@@ -622,11 +669,12 @@ def _quality_summary(entries: Iterable[EntryView]) -> dict[str, Any]:
     return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
 
 
-def _new_content(entry: EntryView, rec: Recorded, ev: EntryRegenerated | RevisionRestored) -> None:
-    """A model's revision became the entry's content (a regeneration, or one a user restored)."""
-    entry.answer, entry.reasoning = ev.answer, ev.reasoning
+def _new_content(entry: EntryView, rec: Recorded, ev: EntryRegenerated | RevisionRestored, at: int) -> None:
+    """A model's revision (at ``at`` in the log) became the entry's content (a regeneration, or one a user
+    restored)."""
+    entry.answer_at = entry.reasoning_at = at
     if ev.question is not None:
-        entry.question = ev.question
+        entry.question_at = at
     entry.model, entry.provider, entry.simulated = _intern(ev.model), _intern(ev.provider), ev.simulated
     entry.set_aside = None  # a revision was chosen since
     entry.revision += 1

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from dsetlog.store.check import LogCheckStatus
@@ -51,6 +51,8 @@ from dsetlog.store.log import log_path
 from dsetlog.store.scan import file_identity, record_ends_at
 from dsetlog.store.tolerant import read_batches_tolerant
 from projections.base import ProjectionProtocol, event_classes, gc_paused
+from projections.datasets import EntryView, FullEntry
+from projections.lean import fold_decoder
 from projections.skipped import Skipped, SkippedRecord
 from projections.snapshot import (
     SNAPSHOT_DIR,
@@ -62,6 +64,7 @@ from projections.snapshot import (
 )
 from projections.soundness import Soundness
 from projections.standard import StandardProjections, standard_projections
+from projections.texts import TEXTS_CHUNK, iter_full
 
 # records folded since the last snapshot before maybe_save_snapshot() writes a new one
 DEFAULT_SNAPSHOT_EVERY = 50_000
@@ -236,8 +239,9 @@ class ReadModel(StandardProjections):
     def _fold(self) -> int:
         appliers = [(p, p.apply_batch, getattr(p, "handled_types", None)) for p in self._projections]
         n = 0
-        batches = read_batches_tolerant(self.path, offset=self._offset, seq=self._seq, until_seq=self._until)
-        for recs, end, unreadable in batches:
+        batches = read_batches_tolerant(self.path, offset=self._offset, seq=self._seq, until_seq=self._until,
+                                        decoder=fold_decoder)
+        for recs, end, unreadable, bounds in batches:
             if unreadable is not None:
                 self._skipped.add(SkippedRecord(seq=unreadable.seq, type=unreadable.type, reason=unreadable.reason))
                 self._seq, self._offset, self._crc = unreadable.seq, end, unreadable.crc
@@ -251,20 +255,20 @@ class ReadModel(StandardProjections):
             for p, apply_batch, handled in appliers:
                 if handled is None or not present.isdisjoint(handled):
                     if careful:
-                        self._apply_one_by_one(p, recs)
+                        self._apply_one_by_one(p, recs, bounds)
                         continue
                     try:
-                        apply_batch(recs)
+                        apply_batch(recs, bounds)
                     except Exception as exc:  # noqa: BLE001 - a record that passed its checksum never stops the fold
                         raise _FoldFailed(first.seq, last.seq, p.name, exc) from exc
             self._seq, self._offset, self._crc = last.seq, end, last.crc
             n += len(recs)
         return n
 
-    def _apply_one_by_one(self, p: ProjectionProtocol, recs: Sequence[Recorded]) -> None:
-        for rec in recs:
+    def _apply_one_by_one(self, p: ProjectionProtocol, recs: Sequence[Recorded], bounds: Sequence[int]) -> None:
+        for i, rec in enumerate(recs):
             try:
-                p.apply_batch((rec,))
+                p.apply_batch((rec,), bounds[i : i + 2])
             except Exception as exc:  # noqa: BLE001 - skip that record for this projection, and say so
                 reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
                 self._skipped.add(SkippedRecord(seq=rec.seq, type=type(rec.event).__name__, reason=reason,
@@ -335,6 +339,21 @@ class ReadModel(StandardProjections):
             return False
         self.save_snapshot()
         return True
+
+    # -- texts -------------------------------------------------------------------------
+
+    def full(self, entries: Iterable[EntryView]) -> list[FullEntry]:
+        """These entries with their texts, read from the log (see :mod:`projections.texts`)."""
+        return list(self.iter_full(entries))
+
+    def iter_full(self, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
+        """:meth:`full`, ``chunk`` at a time; :class:`~projections.texts.StaleTextError` (a LogError) when the log
+        was rewritten under this model (:meth:`catch_up` folds it again, and the texts can then be read)."""
+        return iter_full(self.path, entries, chunk=chunk)
+
+    def text_of(self, entry: EntryView) -> FullEntry:
+        """One entry with its texts."""
+        return self.full((entry,))[0]
 
     # -- access ------------------------------------------------------------------------
 

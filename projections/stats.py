@@ -45,7 +45,7 @@ class EventStats(Projection):
     def apply(self, rec: Recorded) -> None:
         self.apply_batch((rec,))
 
-    def apply_batch(self, recs: Sequence[Recorded]) -> None:
+    def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None:
         if not recs:
             return
         # counted by class in C (Counter over attrgetter), then a handful of classes turned into names

@@ -243,7 +243,7 @@ class Env:
 
     def entries(self, dataset_id: str) -> list[Any]:
         self.rm.catch_up()
-        return self.rm.datasets.entries(dataset_id)
+        return self.rm.full(self.rm.datasets.entries(dataset_id))
 
     def events(self, kind: type) -> list[Any]:
         return [r.event for r in self.log.read() if isinstance(r.event, kind)]

@@ -16,7 +16,7 @@ from dsetlog.export.formats import ENTRY_COLUMNS, EXPORT_FORMATS, EXPORT_SUFFIX,
 from dsetlog.export.options import INSTRUCTION_FORMATS, ExportError, ExportOptions
 from dsetlog.fsutil import atomic_writer
 from dsetlog.paths import export_dir
-from projections.datasets import EntryView
+from projections.datasets import FullEntry
 from projections.readmodel import ReadModel
 
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
@@ -25,9 +25,10 @@ EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbe
 __all__ = ["EXPORT_BATCH", "ExportError", "export_dataset", "exportable"]
 
 
-def exportable(rm: ReadModel, dataset_id: str) -> Iterator[EntryView]:
-    """Entries that go into files: those under the quality threshold stay in the log only."""
-    return (e for e in rm.datasets.entries(dataset_id) if not e.below_threshold)
+def exportable(rm: ReadModel, dataset_id: str) -> Iterator[FullEntry]:
+    """Entries that go into files, with their texts (read from the log a chunk at a time, as they are written):
+    those under the quality threshold stay in the log only."""
+    return rm.iter_full(e for e in rm.datasets.entries(dataset_id) if not e.below_threshold)
 
 
 def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir: str = ".",
@@ -79,19 +80,19 @@ def _filled(rm: ReadModel, dataset_id: str, opts: ExportOptions) -> ExportOption
     return replace(opts, systems=systems, chunk_text=opts.chunk_text or chunk_text)
 
 
-def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[EntryView]]:
+def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[FullEntry]]:
     """The files' names and what goes into each: the splits when the dataset has them, else one ``dataset``."""
     assignment = rm.evaluations.splits(dataset_id)
     if not assignment:
         return {"dataset": exportable(rm, dataset_id)}
 
-    def in_split(name: str) -> Iterator[EntryView]:
+    def in_split(name: str) -> Iterator[FullEntry]:
         return (e for e in exportable(rm, dataset_id) if assignment.get(e.id) == name)
 
     return {name: in_split(name) for name in ("train", "validation", "test")}
 
 
-def _write_batches(base: Path, name: str, suffix: str, format_type: str, entries: Iterable[EntryView],
+def _write_batches(base: Path, name: str, suffix: str, format_type: str, entries: Iterable[FullEntry],
                    batch_size: int, opts: ExportOptions) -> tuple[list[Path], int]:
     write = EXPORT_WRITERS[format_type]
     files: list[Path] = []
@@ -119,7 +120,7 @@ def _remove_stale(base: Path, suffix: str, written: set[Path]) -> None:
                 stale.unlink()
 
 
-def _take(iterator: Iterator[EntryView], n: int) -> list[EntryView]:
+def _take(iterator: Iterator[FullEntry], n: int) -> list[FullEntry]:
     out = []
     for e in iterator:
         out.append(e)

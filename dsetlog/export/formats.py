@@ -23,7 +23,7 @@ from dsetlog.fsutil import atomic_writer
 
 
 class Entry(Protocol):
-    """What an exporter reads from an entry (projections.datasets.EntryView has it all)."""
+    """What an exporter reads from an entry (projections.datasets.FullEntry has it all)."""
 
     id: str
     question: str

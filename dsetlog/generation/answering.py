@@ -348,9 +348,8 @@ class QuestionsRun:
         return written
 
     def _entries(self, items: dict[str, ItemView | None]) -> Iterator[Entry]:
-        """The dataset's answers in the CSV's order (a fresh stream for each format)."""
-        for item in items.values():
-            if item is not None and item.entry_id:
-                entry = self.rm.datasets.entry(self.dataset_id, item.entry_id)
-                if entry is not None:
-                    yield entry
+        """The dataset's answers in the CSV's order (a fresh stream for each format), their texts read from the log."""
+        datasets = self.rm.datasets
+        views = (datasets.entry(self.dataset_id, item.entry_id) for item in items.values()
+                 if item is not None and item.entry_id)
+        return self.rm.iter_full(e for e in views if e is not None)

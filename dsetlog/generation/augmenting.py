@@ -18,12 +18,10 @@ def augment(ctx: RunContext) -> None:
     ctx.rm.catch_up()
     datasets = ctx.rm.datasets
     new: list[Event] = []
-    for entry in datasets.entries(ctx.dataset_id):
-        if entry.metadata.get("variant_of"):
-            continue
+    sources = [e for e in datasets.entries(ctx.dataset_id) if not e.metadata.get("variant_of")
+               and datasets.item(ctx.dataset_id, content_id("slot", e.item_id, technique)) is None]
+    for entry in ctx.rm.iter_full(sources):
         variant_item = content_id("slot", entry.item_id, technique)
-        if datasets.item(ctx.dataset_id, variant_item) is not None:
-            continue
         question = parameters.augment(entry.question, technique, seed=entry.id)
         if question is None:
             continue

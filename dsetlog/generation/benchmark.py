@@ -13,7 +13,7 @@ from dsetlog.generation.calls import Stop, stopped
 from dsetlog.generation.context import RunContext
 from dsetlog.generation.texts import BENCHMARK_SYSTEM
 from dsetlog.store.events import BenchmarkAnswered, BenchmarkCompleted, Event, Usage
-from projections.datasets import EntryView
+from projections.datasets import FullEntry
 
 if TYPE_CHECKING:
     from dsetlog.engine.engine import WorkItem
@@ -51,14 +51,14 @@ async def benchmark(ctx: RunContext) -> tuple[dict[str, Any], Stop | None]:
     return {"suite": suite, "model": provider.model, **results}, stop
 
 
-def _questions(ctx: RunContext) -> list[EntryView]:
-    """The test split; a tiny dataset may leave it empty: then everything kept."""
+def _questions(ctx: RunContext) -> list[FullEntry]:
+    """The test split, with texts; a tiny dataset may leave it empty: then everything kept."""
     assignment = ctx.rm.evaluations.splits(ctx.dataset_id)
     test = [e for e in ctx.rm.datasets.entries(ctx.dataset_id) if assignment.get(e.id) == "test"]
-    return test or [e for e in ctx.rm.datasets.entries(ctx.dataset_id) if not e.below_threshold]
+    return ctx.rm.full(test or [e for e in ctx.rm.datasets.entries(ctx.dataset_id) if not e.below_threshold])
 
 
-def _units(ctx: RunContext, entries: list[EntryView]) -> list[WorkItem]:
+def _units(ctx: RunContext, entries: list[FullEntry]) -> list[WorkItem]:
     from dsetlog.engine.engine import WorkItem
 
     units = []
@@ -81,7 +81,7 @@ def _answers_maker(ctx: RunContext) -> Any:
     def make_events(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
         if not c.content.strip():
             raise CallFailure("empty", "no answer", retryable=True)
-        entry: EntryView = unit.context
+        entry: FullEntry = unit.context
         if rejection_suite:
             scores = {"rejection_accuracy": float(scoring.rejection_correct(c.content, entry.answer))}
         else:
@@ -93,7 +93,7 @@ def _answers_maker(ctx: RunContext) -> Any:
     return make_events
 
 
-def _results(suite: str, test: list[EntryView], scores: list[dict[str, float]], *, reused: int) -> dict[str, Any]:
+def _results(suite: str, test: list[FullEntry], scores: list[dict[str, float]], *, reused: int) -> dict[str, Any]:
     rejection_suite = suite == "negative_rejection"
     results: dict[str, Any] = {"questions": len(test), "answered": len(scores), "reused": reused}
     if rejection_suite:

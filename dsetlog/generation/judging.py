@@ -13,7 +13,7 @@ from dsetlog.generation.calls import Calls
 from dsetlog.llm.providers import Provider
 from dsetlog.prompts import replies
 from dsetlog.store.events import EntryScored, Event
-from projections.datasets import EntryView
+from projections.datasets import EntryView, FullEntry
 
 if TYPE_CHECKING:
     from dsetlog.engine.engine import EngineResult, WorkItem
@@ -25,7 +25,7 @@ class Scorable:
     """An entry with what its score is made of: its structural checks and groundedness (``components``),
     the entry it nearly duplicates, and its chunk's text (None: the chunk is gone)."""
 
-    entry: EntryView
+    entry: FullEntry
     components: dict[str, float]
     duplicate_of: str | None
     chunk: str | None
@@ -37,7 +37,7 @@ def duplicate_text(mode: str, question: str, answer: str) -> str:
     return question if mode == "question" else f"{question} {answer}"
 
 
-def near_duplicates(entries: Iterable[EntryView], *, mode: str) -> dict[str, str]:
+def near_duplicates(entries: Iterable[FullEntry], *, mode: str) -> dict[str, str]:
     """Entry id -> the earlier entry it nearly duplicates, over entries in dataset order (question and answer;
     the question alone in "question" mode). A marked augmentation variant is meant to be close to its
     source: never one."""

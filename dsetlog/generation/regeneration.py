@@ -51,7 +51,7 @@ from dsetlog.prompts import templates
 from dsetlog.store import locks
 from dsetlog.store.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.store.log import EventLog, records_containing
-from projections.datasets import DatasetView, EntryView
+from projections.datasets import DatasetView, EntryView, FullEntry
 from projections.readmodel import ReadModel
 
 if TYPE_CHECKING:  # dsetlog.llm.client imports the openai SDK: only runs that make calls pay for that import
@@ -156,7 +156,7 @@ def feedback_lines(entry: EntryView) -> str:
     return "Reviewer feedback:\n" + "\n".join(lines) + "\n"
 
 
-def messages_for(entry: EntryView, *, kind: str, mode: str, chunk: str | None, improve: bool,
+def messages_for(entry: FullEntry, *, kind: str, mode: str, chunk: str | None, improve: bool,
                  system: str = "") -> tuple[list[dict[str, str]], str]:
     """The chat messages that regenerate ``entry`` and what they produce: "answer" or "question".
 
@@ -240,7 +240,7 @@ class Redo:
     """What one call regenerates: the entry's revision when asked, what the call produces ("answer" or
     "question"), and its chunk's text (None: not a document dataset, or the chunk is gone)."""
 
-    entry: EntryView
+    entry: FullEntry  # the revision as it was when asked for (a copy: the view moves as the log is folded)
     produces: str
     chunk: str | None
 
@@ -366,14 +366,13 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
     result.model = provider.model
     systems = run_systems(rm, dataset.id)
     units = []
-    for entry in todo:
+    for entry in rm.full(todo):
         chunk = chunk_text(rm, entry)
         messages, produces = messages_for(entry, kind=dataset.kind, mode=scoring.mode, chunk=chunk,
                                           improve=config.improve_quality, system=systems.get(entry.run_id, ""))
         item = rm.datasets.item(dataset.id, entry.item_id)
-        snapshot = msgspec.structs.replace(entry)  # the view changes as the log is folded; keep this revision
         units.append(WorkItem(dataset.id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
-                              max_tokens=config.max_tokens, context=Redo(snapshot, produces, chunk)))
+                              max_tokens=config.max_tokens, context=Redo(entry, produces, chunk)))
     make_events = _revisions_maker(calls.run_id, dataset.id, provider, scoring, config)
     outcome = await calls.run(provider, units, make_events, Phase.REGENERATING, "Regenerating entry",
                               temperature=config.temperature, max_tokens=config.max_tokens)
@@ -421,11 +420,9 @@ async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], sc
     """Judge every new revision of this job the judge has not rated yet (a resumed job finds earlier ones here)."""
     rm = calls.rm
     failed = set(result.failed)
-    current = [rm.datasets.entry(dataset_id, e.id) for e in entries if e.id not in failed]
+    now = (rm.datasets.entry(dataset_id, e.id) for e in entries if e.id not in failed)
     targets = []
-    for e in current:
-        if e is None or "judge" in e.quality:
-            continue
+    for e in rm.full(e for e in now if e is not None and "judge" not in e.quality):
         chunk = chunk_text(rm, e)
         comps = entry_components(e.question, None if scoring.mode == "question" else e.answer, chunk,
                                  mode=scoring.mode)

@@ -34,7 +34,7 @@ from dsetlog.store.events import (
     RevisionRestored,
 )
 from dsetlog.store.log import records_at
-from projections.datasets import DatasetView, EntryView
+from projections.datasets import DatasetView, EntryView, FullEntry
 from projections.readmodel import ReadModel
 
 # rapidfuzz similarity a candidate must reach before the near-duplicate index looks at it: well below the
@@ -92,7 +92,7 @@ def rescored(rm: ReadModel, entry: EntryView, question: str, answer: str, *,
     if not (how.analyzed and duplicates):
         return [entry_scored(entry, question, checked, comps, duplicate_of=entry.duplicate_of, judge=None,
                              threshold=how.threshold, analyzed=how.analyzed)]
-    others = [e for e in rm.datasets.entries(dataset.id) if e.id != entry.id]
+    others = rm.full(e for e in rm.datasets.entries(dataset.id) if e.id != entry.id)
     text = duplicate_text(how.mode, question, answer)
     twin = _twin(text, others, how.mode)
     out = [entry_scored(entry, question, checked, comps, duplicate_of=twin.id if twin else None, judge=None,
@@ -111,7 +111,7 @@ def _pair(first: str, second: str) -> bool:
     return index.add("second", second) is not None
 
 
-def _twin(text: str, others: list[EntryView], mode: str) -> EntryView | None:
+def _twin(text: str, others: list[FullEntry], mode: str) -> FullEntry | None:
     """The entry, other than the edited one, that ``text`` nearly duplicates: the edit made the copy, so the
     edited entry is the duplicate. rapidfuzz narrows the dataset down in C; the index decides each candidate."""
     texts = [duplicate_text(mode, e.question, e.answer) for e in others]
@@ -146,9 +146,10 @@ def edit_events(rm: ReadModel, entry: EntryView, edit: EntryEdited) -> list[Even
     """The edit, then the scores it changes (a category or a comment changes none). Read under ``rm.lock``."""
     if edit.question is None and edit.answer is None:
         return [edit]
-    question = entry.question if edit.question is None else edit.question
-    answer = entry.answer if edit.answer is None else edit.answer
-    if (question, answer) == (entry.question, entry.answer):
+    now = rm.text_of(entry)
+    question = now.question if edit.question is None else edit.question
+    answer = now.answer if edit.answer is None else edit.answer
+    if (question, answer) == (now.question, now.answer):
         return [edit]
     return [edit, *rescored(rm, entry, question, answer)]
 
@@ -165,5 +166,7 @@ def restore_events(rm: ReadModel, data_dir: Path, entry: EntryView, seq: int) ->
     restored = RevisionRestored(dataset_id=entry.dataset_id, entry_id=entry.id, seq=seq, answer=ev.answer,
                                 question=question, reasoning=ev.reasoning, model=ev.model, provider=ev.provider,
                                 simulated=ev.simulated)
-    return [restored, *rescored(rm, entry, entry.question if question is None else question, ev.answer)]
+    if question is None:
+        question = rm.text_of(entry).question
+    return [restored, *rescored(rm, entry, question, ev.answer)]
 

@@ -58,7 +58,7 @@ async def score_entries(ctx: RunContext) -> Stop | None:
 def components(ctx: RunContext, *, analyze: bool = True) -> list[Scorable]:
     """Structural checks for every entry, in dataset order; with ``analyze``, groundedness and near-duplicates."""
     mode = ctx.req.generation_mode
-    entries = ctx.rm.datasets.entries(ctx.dataset_id)
+    entries = ctx.rm.full(ctx.rm.datasets.entries(ctx.dataset_id))
     duplicates = near_duplicates(entries, mode=mode) if analyze else {}
     out = []
     for entry in entries:

@@ -17,6 +17,9 @@ import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from dsetlog.store.errors import CorruptLogError, LogError
 from dsetlog.store.layout import DECODE_ERRORS, Recorded, count_checked, first_bad, parse_line, record_decoder
@@ -28,6 +31,7 @@ PARALLEL_CHECK_BYTES = 1 << 26
 _CHECK_HEAD = 1 << 25
 _SEEK_LINEAR = 1 << 16  # seek_seq walks record by record once its range is this small
 _seq_of = operator.attrgetter("seq")
+_plus_one = (1).__add__
 
 
 def find_valid_end(fd: int, size: int, *, floor: int = 0, floor_seq: int = 0) -> tuple[int, int]:
@@ -91,7 +95,23 @@ def read_batches(
 ) -> Iterator[tuple[list[Recorded], int]]:
     """Like :func:`read_records`, a chunk at a time: (records, the file offset just after the last of them).
 
-    The same checks and the same stops and errors as :func:`read_records`, for
+    See :func:`read_located`, which this is with the records' positions left out.
+    """
+    for recs, bounds in read_located(path, offset=offset, seq=seq, until_seq=until_seq, end=end):
+        yield recs, bounds[-1]
+
+
+def read_located(
+    path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None, end: int | None = None,
+    decoder: msgspec.json.Decoder[list[Any]] | None = None,
+) -> Iterator[tuple[list[Any], list[int]]]:
+    """Like :func:`read_records`, a chunk at a time: (records, their bounds).
+
+    ``bounds`` has one offset more than there are records: record ``i``'s line is
+    ``[bounds[i], bounds[i + 1] - 1)``, its newline after it, and ``bounds[-1]`` is where the last one ends.
+    ``decoder`` decodes the lines (:data:`~dsetlog.store.layout.record_decoder`'s Recorded when None): a
+    reader that folds only some fields of an event may decode a Struct that declares just those, which
+    msgspec then skips over without building them. The same checks and the same stops and errors as :func:`read_records`, for
     callers that fold millions of records (projections). Each chunk is decoded by one
     C call, and when there is much to read the checksums are checked by a second
     process (:mod:`dsetlog.store.crc_worker`) on another core; no record is yielded before
@@ -114,13 +134,14 @@ def read_batches(
         if valid_end - offset >= PARALLEL_CHECK_BYTES:
             head_end = _line_end_after(fd, offset + _CHECK_HEAD, valid_end)
             checker = _Checker.start(path, fd, head_end, valid_end)
+        decode_lines = (decoder or record_decoder).decode_lines
         try:
             chunks = itertools.chain(line_chunks(fd, offset, head_end), line_chunks(fd, head_end, valid_end))
             for pos, data, n in chunks:
                 if pos == head_end and checker is not None:
                     checker.first_seq = seq + 1
                 try:
-                    recs = record_decoder.decode_lines(memoryview(data)[:n])
+                    recs = decode_lines(memoryview(data)[:n])
                 except DECODE_ERRORS:
                     bad, why = first_bad(data, n)
                     raise CorruptLogError(path, seq + 1 + bad, why) from None
@@ -137,16 +158,68 @@ def read_batches(
                     good, why = count_checked(data, n)
                     if why:
                         raise CorruptLogError(path, seq + 1 + good, why)
+                # where each line starts, computed in C: the split's parts are the lines (and a partial one)
+                bounds = list(itertools.accumulate(map(_plus_one, map(len, data.split(b"\n"))), initial=pos))
                 if until_seq is not None and recs[-1].seq >= until_seq:
                     keep = until_seq - seq
                     if keep > 0:
-                        yield recs[:keep], pos + _nth_line_end(data, keep)
+                        yield recs[:keep], bounds[: keep + 1]
                     return
                 seq = recs[-1].seq
-                yield recs, pos + n
+                del bounds[len(recs) + 1 :]
+                yield recs, bounds
         finally:
             if checker is not None:
                 checker.stop()
+
+
+# A line's place in the log in one int (what a read model keeps instead of the text the line holds):
+# its start, shifted, and its length, which MAX_RECORD_BYTES (2**27) keeps below 2**28.
+LINE_REF_BITS = 28
+_LENGTH_MASK = (1 << LINE_REF_BITS) - 1
+_REF_SPAN = 1 << 20  # read_lines covers neighbouring lines with one pread up to this many bytes
+_REF_GAP = 1 << 16  # and reads over a gap this small rather than make a second call
+
+
+def line_ref(start: int, end: int) -> int:
+    """The ref of the line at ``[start, end)`` (its newline not included)."""
+    return start << LINE_REF_BITS | (end - start)
+
+
+def ref_start(ref: int) -> int:
+    return ref >> LINE_REF_BITS
+
+
+def read_lines(path: Path, refs: Iterable[int]) -> dict[int, bytes]:
+    """The lines at these refs (:func:`line_ref`), read in the log's order, neighbours by one ``pread``.
+
+    Unchecked: the caller checks that a line is the record it expects (a log rewritten since the ref was
+    taken holds other bytes there). FileNotFoundError when there is no log.
+    """
+    wanted = sorted(set(refs))
+    out: dict[int, bytes] = {}
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        i = 0
+        while i < len(wanted):
+            span_start = wanted[i] >> LINE_REF_BITS
+            span_end = span_start + (wanted[i] & _LENGTH_MASK)
+            j = i + 1
+            while j < len(wanted):  # the neighbours one read can cover
+                start = wanted[j] >> LINE_REF_BITS
+                end = start + (wanted[j] & _LENGTH_MASK)
+                if start - span_end > _REF_GAP or end - span_start > _REF_SPAN:
+                    break
+                span_end = max(span_end, end)
+                j += 1
+            data = os.pread(fd, span_end - span_start, span_start)
+            for ref in wanted[i:j]:
+                start = (ref >> LINE_REF_BITS) - span_start
+                out[ref] = data[start : start + (ref & _LENGTH_MASK)]
+            i = j
+    finally:
+        os.close(fd)
+    return out
 
 
 def _line_end_after(fd: int, pos: int, end: int) -> int:
@@ -167,12 +240,6 @@ def usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _nth_line_end(data: bytes, k: int) -> int:
-    """The offset in ``data`` just after its k-th newline (k >= 0)."""
-    end = 0
-    for _ in range(k):
-        end = data.index(b"\n", end) + 1
-    return end
 
 
 class _Checker:

@@ -13,14 +13,14 @@ import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
 from dsetlog.store.errors import CorruptLogError
 from dsetlog.store.layout import Recorded, event_type_of, raw_fields, record_decoder
 from dsetlog.store.limits import json_depth
-from dsetlog.store.scan import last_line_end, line_chunks, read_batches
+from dsetlog.store.scan import last_line_end, line_chunks, read_located
 
 
 class Unreadable(NamedTuple):
@@ -36,6 +36,7 @@ class Batch(NamedTuple):
     recs: list[Recorded]  # empty for an unreadable record
     end: int  # the offset just after the last of them
     unreadable: Unreadable | None = None
+    bounds: list[int] = []  # where each record's line starts, and ``end`` (see read_located)
 
 
 class _Undecodable(NamedTuple):
@@ -48,23 +49,26 @@ class _Undecodable(NamedTuple):
 
 
 def read_batches_tolerant(path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None,
-                          end: int | None = None) -> Iterator[Batch]:
-    """:func:`~dsetlog.store.scan.read_batches`, with its every check and error, except that a record which passed
+                          end: int | None = None, decoder: msgspec.json.Decoder[list[Any]] | None = None,
+                          ) -> Iterator[Batch]:
+    """:func:`~dsetlog.store.scan.read_located`, with its every check and error, except that a record which passed
     its checksum but which the decoder cannot read (``RecursionError``) comes as an :class:`Unreadable` one."""
     while True:
         try:
-            for recs, batch_end in read_batches(path, offset=offset, seq=seq, until_seq=until_seq, end=end):
-                yield Batch(recs, batch_end)
-                offset, seq = batch_end, recs[-1].seq
+            for recs, bounds in read_located(path, offset=offset, seq=seq, until_seq=until_seq, end=end,
+                                             decoder=decoder):
+                yield Batch(recs, bounds[-1], None, bounds)
+                offset, seq = bounds[-1], recs[-1].seq
             return
         except RecursionError:
             found = _find_undecodable(path, offset, end)
             if found is None:
                 raise
         if found.start > offset:  # the records before it, with every check
-            for recs, batch_end in read_batches(path, offset=offset, seq=seq, until_seq=until_seq, end=found.start):
-                yield Batch(recs, batch_end)
-                offset, seq = batch_end, recs[-1].seq
+            for recs, bounds in read_located(path, offset=offset, seq=seq, until_seq=until_seq, end=found.start,
+                                             decoder=decoder):
+                yield Batch(recs, bounds[-1], None, bounds)
+                offset, seq = bounds[-1], recs[-1].seq
             if until_seq is not None and seq >= until_seq:
                 return
             if offset != found.start:  # what is before it is not valid records, and a record follows

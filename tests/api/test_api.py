@@ -642,9 +642,10 @@ def test_an_index_followed_through_edits_answers_as_a_fresh_one(seeded: testing.
         with rm.lock:
             followed, fresh = ctx.entries.index(rm, DS), EntryIndex(rm, DS)
             for q in queries:
-                assert followed.query(q) == fresh.query(q), (step, q)
+                assert followed.query(rm, q) == fresh.query(rm, q), (step, q)
             assert followed.summary == fresh.summary and followed.flagged == fresh.flagged
-            assert followed.page(fresh.query(queries[0])[0][:50]) == fresh.page(fresh.query(queries[0])[0][:50])
+            first = fresh.query(rm, queries[0])[0][:50]
+            assert followed.page(rm, first) == fresh.page(rm, first)
 
 
 def test_dataset_inlines_a_bounded_number_of_entries(data: Path, make_client: Callable[..., Any]) -> None:

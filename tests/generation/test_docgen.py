@@ -759,7 +759,7 @@ def test_cli_generate_answer_mode_with_questions_file_and_questions(env: Env) ->
     dataset_id = proc.stdout.split("dataset ", 1)[1].split()[0]
     assert job_id.startswith("job_") and dataset_id.startswith("dataset_")
     rm = ReadModel.open(env.data)
-    assert [e.question for e in rm.datasets.entries(dataset_id)] == ["When does the harbour open?",
+    assert [e.question for e in rm.full(rm.datasets.entries(dataset_id))] == ["When does the harbour open?",
                                                                      "How long does the ferry crossing take?"]
     assert rm.jobs.job(job_id).status == "completed" and rm.jobs.job(job_id).dataset_id == dataset_id
     files = list((env.data / dataset_id).glob("*.jsonl"))
@@ -769,7 +769,8 @@ def test_cli_generate_answer_mode_with_questions_file_and_questions(env: Env) ->
     assert proc.returncode == 0, proc.stderr
     other = proc.stdout.split("dataset ", 1)[1].split()[0]
     assert other != dataset_id
-    assert [e.question for e in ReadModel.open(env.data).datasets.entries(other)] == [
+    again = ReadModel.open(env.data)
+    assert [e.question for e in again.full(again.datasets.entries(other))] == [
         "Who built the lighthouse?", "Is entry to the museum free?"]
     listed = dset(env.data, "datasets", "list")
     assert dataset_id in listed.stdout and other in listed.stdout

@@ -59,7 +59,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_answers_copied_from_non_latin_chunks_are_grounded_and_score_high(generated: tuple[Path, str]) -> None:
     data, dataset_id = generated
     rm = ReadModel.open(data)
-    entries = rm.datasets.entries(dataset_id)
+    entries = rm.full(rm.datasets.entries(dataset_id))
     assert len(entries) == 3 * len(LANGUAGES)
     chunks = {e.source_chunk: rm.projects.chunk(e.source_chunk).text for e in entries}
     assert len(chunks) == len(LANGUAGES)
@@ -85,13 +85,14 @@ def test_the_entries_are_exported_into_their_split_files(generated: tuple[Path, 
         assert path.exists(), sorted(p.name for p in (data / dataset_id).iterdir())
         exported += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(exported) == len(kept)
-    answers = {e.answer for e in rm.datasets.entries(dataset_id)}
+    answers = {e.answer for e in rm.full(rm.datasets.entries(dataset_id))}
     assert all(str(row.get("answer") or row.get("output")) in answers for row in exported)
 
 
 def test_a_near_duplicate_is_only_ever_a_real_one(generated: tuple[Path, str]) -> None:
     data, dataset_id = generated
-    entries = {e.id: e for e in ReadModel.open(data).datasets.entries(dataset_id)}
+    rm = ReadModel.open(data)
+    entries = {e.id: e for e in rm.full(rm.datasets.entries(dataset_id))}
     for e in entries.values():
         if e.duplicate_of is not None:  # two slots that drew the same sentence: the same answer
             assert words.normalised(e.answer) == words.normalised(entries[e.duplicate_of].answer), e

@@ -137,7 +137,8 @@ def test_cli_answer_mode_without_questions(tmp_path: Path, simulator: Simulator)
                 "--datasets-per-chunk", "2", "--no-progress")
     assert proc.returncode == 0, proc.stderr
     dataset_id = proc.stdout.split("dataset ", 1)[1].split()[0]
-    made = ReadModel.open(data).datasets.entries(dataset_id)
+    rm = ReadModel.open(data)
+    made = rm.full(rm.datasets.entries(dataset_id))
     assert len(made) == 2 * 2 and all(e.question and e.answer for e in made)
 
 

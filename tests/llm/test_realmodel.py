@@ -352,7 +352,7 @@ def test_a_document_dataset_with_every_model_role_on_the_real_server(tmp_path: P
     refused = [s for s in served if s != 200]
     assert refused == [500] and served[0] == 500, (Counter(served), llama.tail())
 
-    entries = rm.datasets.entries(ds.id)
+    entries = rm.full(rm.datasets.entries(ds.id))
     for e in entries:  # every entry was scored, and its mark agrees with its score
         assert e.quality_score is not None and e.below_threshold == (e.quality_score < THRESHOLD), e
     empty = [e for e in entries if not e.answer.strip() or not e.question.strip()]

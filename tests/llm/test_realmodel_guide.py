@@ -51,7 +51,7 @@ def test_answer_mode_without_questions_and_without_analysis_on_the_real_server(t
     assert proc.returncode in (0, 1), shown(proc, llama)  # 1: some slots bookmarked (the tiny model's JSON)
     rm = ReadModel.open(data)
     (ds,) = rm.datasets.datasets(kind="documents")
-    made = rm.datasets.entries(ds.id)
+    made = rm.full(rm.datasets.entries(ds.id))
     assert made, shown(proc, llama)
     for e in made:
         assert e.question.strip() and e.metadata["mode"] == "answer" and e.metadata["profile"] == "vllm"

@@ -255,7 +255,7 @@ def test_catch_up_reads_only_the_bytes_appended(tmp_path: Path, monkeypatch: pyt
 
 def test_entries_share_their_repeated_strings(tmp_path: Path) -> None:
     """Millions of entries name a handful of models, prompts and runs: one string each, however they were
-    folded (from the log, or from a snapshot), and an entry's question is its item's when they are equal."""
+    folded (from the log, or from a snapshot); their texts are not in memory at all, but in the log."""
     run = {"model": "deepseek-chat", "provider": "deepseek", "prompt_name": "answer", "prompt_hash": "3f9a1c",
            "run_id": "run-1", "category": "Science", "difficulty": "easy"}
     append(tmp_path, created(), *[queued(f"q{i}") for i in range(3)], *[generated(f"q{i}", **run) for i in range(3)])
@@ -264,8 +264,9 @@ def test_entries_share_their_repeated_strings(tmp_path: Path) -> None:
         a, b, c = rm.datasets.entries(DS)
         for field in run:
             assert getattr(a, field) is getattr(b, field) is getattr(c, field), (opened, field)
+        assert not hasattr(a, "question") and not hasattr(a, "answer")
+        assert rm.text_of(a).question == "question q0?"
         if opened == "log":
-            assert a.question is rm.datasets.item(DS, "q0").question  # type: ignore[union-attr]
             rm.save_snapshot()
 
 
@@ -428,7 +429,7 @@ def test_snapshot_anchor_finds_records_longer_than_its_window(tmp_path: Path) ->
     rm.save_snapshot()
     again = ReadModel.open(tmp_path)
     assert again.snapshot_used
-    assert again.datasets.entry(DS, "e-a").answer.startswith("word word")  # type: ignore[union-attr]
+    assert again.text_of(again.datasets.entry(DS, "e-a")).answer.startswith("word word")  # type: ignore[arg-type]
 
 
 def test_maybe_save_snapshot_policy(tmp_path: Path) -> None:
@@ -450,10 +451,10 @@ def test_as_of_shows_the_state_at_that_seq(tmp_path: Path) -> None:
     seqs = append(tmp_path, created(), queued("a"), generated("a", answer="first"))
     append(tmp_path, EntryEdited(dataset_id=DS, entry_id="e-a", answer="second"), queued("b"))
     rm = ReadModel.open(tmp_path)
-    assert rm.datasets.entry(DS, "e-a").answer == "second"  # type: ignore[union-attr]
+    assert rm.text_of(rm.datasets.entry(DS, "e-a")).answer == "second"  # type: ignore[arg-type]
     past = rm.as_of(seqs[-1])
     assert past.seq == 3 and past.until_seq == 3
-    assert past.datasets.entry(DS, "e-a").answer == "first"  # type: ignore[union-attr]
+    assert past.text_of(past.datasets.entry(DS, "e-a")).answer == "first"  # type: ignore[arg-type]
     assert [it.item_id for it in past.datasets.items(DS)] == ["a"]
     assert rm.as_of(0).datasets.datasets() == []
     assert rm.as_of(99).seq == 5  # past the end: all there is
@@ -544,7 +545,7 @@ def test_at_most_one_entry_per_item_and_requeue_is_idempotent(tmp_path: Path) ->
     ]
     assert [e.id for e in d.entries(DS)] == ["e1"]
     assert d.entry(DS, "e2") is None
-    assert d.entry(DS, "e1").answer == "first"  # type: ignore[union-attr]
+    assert ReadModel.open(tmp_path).text_of(d.entry(DS, "e1")).answer == "first"  # type: ignore[arg-type]
     v = d.dataset(DS)
     assert v is not None and (v.items, v.done, v.entries, v.pending) == (2, 1, 1, 1)
 
@@ -633,7 +634,7 @@ def test_feedback_edits_and_flags(tmp_path: Path) -> None:
     a = rm.datasets.entry(DS, "e-a")
     b = rm.datasets.entry(DS, "e-b")
     assert a is not None and b is not None
-    assert (a.question, a.answer, a.category) == ("question a?", "new answer", "New")
+    assert (rm.text_of(a).question, rm.text_of(a).answer, a.category) == ("question a?", "new answer", "New")
     assert (a.revision, a.prompt_tokens, a.completion_tokens) == (2, 3, 4)
     assert a.updated_at != a.created_at or a.updated_at == rm.stats.last_ts  # stamped by the edit's record
     assert a.feedback is not None
@@ -754,7 +755,8 @@ def test_slots_scores_and_regenerations(tmp_path: Path) -> None:
         ),
         EntryScored(dataset_id="docs", entry_id="nope", quality_score=0.1),
     )  # fmt: skip
-    d = ReadModel.open(tmp_path).datasets
+    rm = ReadModel.open(tmp_path)
+    d = rm.datasets
     assert [(it.item_id, it.row, it.source, it.question, it.status) for it in d.items("docs")] == [
         ("c1/0", 0, "c1", "", PENDING),
         ("c1/1", 1, "c1", "given?", DONE),
@@ -762,7 +764,8 @@ def test_slots_scores_and_regenerations(tmp_path: Path) -> None:
     e = d.entry("docs", "e-c1/1")
     assert e is not None
     assert (e.quality_score, e.quality, e.difficulty) == (0.85, {"len": 1.0}, "easy")
-    assert (e.answer, e.reasoning, e.revision, e.regeneration_job_id) == ("regenerated", "why", 2, "job-2")
+    full = rm.text_of(e)
+    assert (full.answer, full.reasoning, e.revision, e.regeneration_job_id) == ("regenerated", "why", 2, "job-2")
     assert (e.prompt_tokens, e.completion_tokens) == (1, 2)
     assert e.history == (seqs[4], seqs[5], seqs[6])
     assert d.quality_summary("docs")["distribution"]["high"] == 1
