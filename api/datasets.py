@@ -20,8 +20,8 @@ from api.schemas import (
     DatasetSummary,
 )
 from api.spec import operation
-from projections.datasets import DatasetView
 from projections.readmodel import ReadModel
+from projections.views import DatasetView
 
 API = "/api/v1"
 

@@ -33,8 +33,8 @@ from api.schemas import (
     QualitySummary,
     SetAsideRevision,
 )
-from projections.datasets import EntryView, FullEntry
 from projections.readmodel import ReadModel
+from projections.views import EntryView, FullEntry
 
 INDEXES_KEPT = 16  # (dataset, live or as_of) pairs
 RESULTS_KEPT = 32  # query results per index

@@ -1,18 +1,7 @@
 """Read models folded from the event log: see :class:`ReadModel` and the standard projections."""
 
 from projections.base import Projection, ProjectionProtocol, gc_paused, handles
-from projections.datasets import (
-    DONE,
-    FAILED,
-    ITEM_STATUSES,
-    PENDING,
-    Datasets,
-    DatasetView,
-    EntryView,
-    FeedbackView,
-    ItemView,
-    RunView,
-)
+from projections.datasets import DONE, FAILED, ITEM_STATUSES, PENDING, Datasets
 from projections.evaluations import BenchmarkView, Evaluations, SplitsView
 from projections.jobs import (
     JOB_CANCELLED,
@@ -40,6 +29,7 @@ from projections.readmodel import ReadModel
 from projections.snapshot import SNAPSHOT_DIR, SNAPSHOT_NAME, fingerprint
 from projections.standard import standard_projections
 from projections.stats import EventStats
+from projections.views import DatasetView, EntryView, FeedbackView, FullEntry, ItemView, RunView
 
 __all__ = [
     "BenchmarkView",
@@ -66,6 +56,7 @@ __all__ = [
     "EntryView",
     "EventStats",
     "FeedbackView",
+    "FullEntry",
     "ItemView",
     "JobView",
     "Jobs",

@@ -144,10 +144,8 @@ class Projection:
         return self._handlers
 
     def apply(self, rec: Recorded) -> None:
-        ev = rec.event
-        handler = self._handlers.get(ev.__class__)
-        if handler is not None:
-            handler(rec, ev)
+        """Fold one record: :meth:`apply_batch` of one (a subclass overrides that one only)."""
+        self.apply_batch((rec,))
 
     def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None:
         """Fold records in order; the same result as :meth:`apply` on each, with less overhead per record.

@@ -56,6 +56,14 @@ from dsetlog.store.events import (
 from dsetlog.store.layout import Recorded
 from dsetlog.store.scan import line_ref
 from projections.base import Projection, gc_paused, handles
+from projections.views import (
+    DatasetView,
+    EntryView,
+    FeedbackView,
+    ItemView,
+    RunView,
+    SetAside,
+)
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
 ITEM_STATUSES = (PENDING, DONE, FAILED)
@@ -63,131 +71,6 @@ FLAGGING_FEEDBACK = frozenset({"content_error", "quality_issue"})
 FEEDBACK_COMMENTS_KEPT = 10  # the last comments of an entry; counts and ratings are kept in full
 JOURNAL_KEPT = 4096  # changes to existing entries remembered per dataset (see _Shard.journal)
 HIGH_QUALITY, MEDIUM_QUALITY = 0.8, 0.5  # quality_summary's distribution: >= 0.8 high, >= 0.5 medium
-
-
-# gc=False: these never take part in a reference cycle, and a replay makes millions of them; left
-# to the cyclic GC every full collection would walk all of them.
-
-
-class DatasetView(msgspec.Struct, gc=False):
-    id: str
-    name: str
-    kind: str
-    source: str
-    project_id: str | None
-    version: str | None
-    format_type: str
-    params: dict[str, Any]
-    created_at: str  # the record's timestamp
-    created_seq: int
-    items: int = 0
-    done: int = 0
-    failed: int = 0
-    pending: int = 0
-    entries: int = 0
-
-
-class ItemView(msgspec.Struct, gc=False):
-    """A work item: one question to answer (or one chunk slot), in queue order."""
-
-    item_id: str
-    dataset_id: str
-    question: str
-    row: int
-    status: str  # pending | done | failed
-    attempts: int = 0  # AttemptStarted seen
-    last_error: str | None = None  # reason of the last AttemptFailed / ItemBookmarked
-    entry_id: str | None = None
-    source: str = ""
-    queued: bool = True  # False while only other events (attempts, an entry) have named it
-
-
-class FeedbackView(msgspec.Struct, gc=False):
-    count: int = 0
-    ratings: list[int] = []
-    comments: list[str] = []  # the last FEEDBACK_COMMENTS_KEPT, oldest first
-    types: list[str] = []  # feedback types seen, first seen first ("edit" for an edit's feedback)
-
-    @property
-    def average_rating(self) -> float | None:
-        return sum(self.ratings) / len(self.ratings) if self.ratings else None
-
-
-class SetAside(msgspec.Struct, gc=False):
-    """A regenerated revision that scored lower than the current one and was kept out of it (the log has it)."""
-
-    seq: int  # of its EntryRegenerated: what RevisionRestored names to make it current
-    job_id: str
-    quality_score: float | None
-    replaced_score: float | None
-
-
-class EntryView(msgspec.Struct, gc=False):
-    """An entry as the read model keeps it: what lists, filters, sorts and summaries need, and where its texts
-    are in the log (refs, :mod:`projections.texts`); :meth:`ReadModel.full` reads them into a :class:`FullEntry`."""
-
-    id: str
-    dataset_id: str
-    item_id: str
-    question_at: int  # the refs of the records whose question, answer and reasoning are the entry's now
-    answer_at: int
-    reasoning_at: int
-    category: str
-    model: str
-    provider: str
-    simulated: bool
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    prompt_name: str
-    prompt_hash: str
-    source_chunk: str
-    quality_score: float | None
-    quality: dict[str, float]
-    difficulty: str
-    metadata: dict[str, Any]
-    created_at: str
-    updated_at: str
-    run_id: str = ""
-    revision: int = 1  # 1 + number of edits and regenerations
-    feedback: FeedbackView | None = None  # None until the first feedback
-    flagged: bool = False  # a content_error / quality_issue feedback named it
-    regeneration_job_id: str | None = None  # the last RegenerationRequested / EntryRegenerated naming it
-    history: tuple[int, ...] = ()  # seqs of the records that touched it, oldest first
-    duplicate_of: str | None = None  # from the last EntryScored
-    below_threshold: bool = False  # from the last EntryScored: left out of exports
-    quality_analyzed: bool = False  # from the last EntryScored: the costly analysis made its score
-    set_aside: SetAside | None = None  # the last regenerated revision kept out for scoring lower
-
-
-class FullEntry(EntryView, gc=False):
-    """An entry with its texts, read from the log (:meth:`ReadModel.full`): a copy, made when asked for."""
-
-    question: str = ""
-    answer: str = ""
-    reasoning: str = ""
-
-
-class RunView(msgspec.Struct, gc=False):
-    run_id: str
-    dataset_id: str
-    command: str
-    model: str
-    provider: str
-    simulated: bool
-    started_at: str | None
-    started_seq: int | None
-    outcome: str | None = None  # None while running (or after a crash that left no RunFinished)
-    finished_at: str | None = None
-    finished_seq: int | None = None
-    answered: int = 0
-    failed: int = 0
-    skipped: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    message: str = ""
-    system: str = ""  # the system prompt the run sent (RunStarted.system)
 
 
 # --- snapshot state ----------------------------------------------------------
@@ -220,6 +103,25 @@ _INTERNED = ("category", "model", "provider", "prompt_name", "prompt_hash", "dif
 def _intern_entry(e: EntryView) -> None:
     for name in _INTERNED:
         setattr(e, name, _intern(getattr(e, name)))
+    e.quality, e.metadata = _shared(e.quality), e.metadata or _NO_METADATA
+
+
+# The same goes for score components: structural checks give a few values each, so most entries of a dataset
+# have one of a few dicts of them, and an entry's dicts are replaced, never changed in place (read them only).
+# Components that vary (a judge's grade, groundedness) stop the sharing at SHARED_KEPT distinct dicts.
+SHARED_KEPT = 4096
+_shared_quality: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
+_NO_METADATA: dict[str, Any] = {}
+
+
+def _shared(quality: dict[str, float]) -> dict[str, float]:
+    key = tuple(quality.items())
+    found = _shared_quality.get(key)
+    if found is None:
+        if len(_shared_quality) >= SHARED_KEPT:
+            return quality
+        found = _shared_quality[key] = quality
+    return found
 
 
 _body_encoder = msgspec.msgpack.Encoder()
@@ -272,21 +174,22 @@ class _Shard:
                 ShardBody(list(self.items.values()), list(self.entries.values()), list(self.runs.values())))
         return ShardState(self.view, self.declared, memoryview(body))
 
-    def queue(self, item_id: str, question: str, row: int, source: str) -> None:
-        """A work item queued (a question, or a document chunk's slot); re-queued on resume: idempotent."""
+    def queue(self, item_id: str, at: int, row: int, source: str) -> None:
+        """A work item queued by the record at ``at`` (a question, or a document chunk's slot); re-queued on
+        resume: idempotent."""
         item = self.items.get(item_id)
         if item is None:
-            self.items[item_id] = ItemView(item_id, self.view.id, question, row, PENDING, 0, None, None, source)
+            self.items[item_id] = ItemView(item_id, self.view.id, at, row, PENDING, 0, None, None, source)
             self.view.items += 1
             self.view.pending += 1
         elif not item.queued:
-            item.question, item.row, item.source, item.queued = question, row, source, True
+            item.question_at, item.row, item.source, item.queued = at, row, source, True
 
-    def item(self, item_id: str, question: str = "") -> ItemView:
+    def item(self, item_id: str) -> ItemView:
         """The item, or one never queued (a document chunk slot) that joins the queue here."""
         item = self.items.get(item_id)
         if item is None:
-            item = self.items[item_id] = ItemView(item_id, self.view.id, question, 0, PENDING, queued=False)
+            item = self.items[item_id] = ItemView(item_id, self.view.id, 0, 0, PENDING, queued=False)
             self.view.items += 1
             self.view.pending += 1
         return item
@@ -353,9 +256,6 @@ class Datasets(Projection):
 
     # -- folding ---------------------------------------------------------------
 
-    def apply(self, rec: Recorded) -> None:
-        self.apply_batch((rec,))
-
     def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None:
         self._where.bounds, self._where.first_seq = bounds, recs[0].seq if recs else 0
         get = self._handlers.get
@@ -407,12 +307,12 @@ class Datasets(Projection):
 
     @handles(QuestionQueued)
     def _question_queued(self, shard: _Shard, rec: Recorded, ev: QuestionQueued) -> None:
-        shard.queue(ev.item_id, ev.question, ev.row, ev.source)
+        shard.queue(ev.item_id, self._where.ref(rec), ev.row, ev.source)
 
     @handles(SlotQueued)
     def _slot_queued(self, shard: _Shard, rec: Recorded, ev: SlotQueued) -> None:
         # a chunk slot is a work item like a CSV question: its row is the slot, its source the chunk
-        shard.queue(ev.item_id, ev.question, ev.slot, ev.chunk_id)
+        shard.queue(ev.item_id, self._where.ref(rec), ev.slot, ev.chunk_id)
 
     @handles(AttemptStarted)
     def _attempt_started(self, shard: _Shard, rec: Recorded, ev: AttemptStarted) -> None:
@@ -439,7 +339,7 @@ class Datasets(Projection):
 
     @handles(EntryGenerated)
     def _entry_generated(self, shard: _Shard, rec: Recorded, ev: EntryGenerated) -> None:
-        item = shard.item(ev.item_id)  # (one never queued has no question of its own: the entry's is in the log)
+        item = shard.item(ev.item_id)
         if item.status == DONE or ev.entry_id in shard.entries:
             return  # at most one entry per item (and per entry id): the first one stands
         usage = ev.usage
@@ -449,7 +349,8 @@ class Datasets(Projection):
             ev.entry_id, shard.view.id, item.item_id, at, at, at, _intern(ev.category),
             _intern(ev.model), _intern(ev.provider), ev.simulated, usage.prompt_tokens, usage.completion_tokens,
             ev.latency_ms, _intern(ev.prompt_name), _intern(ev.prompt_hash), ev.source_chunk, ev.quality_score,
-            ev.quality, _intern(ev.difficulty), ev.metadata, rec.ts, rec.ts, _intern(ev.run_id), 1, None, False,
+            _shared(ev.quality), _intern(ev.difficulty), ev.metadata or _NO_METADATA, rec.ts, rec.ts,
+            _intern(ev.run_id), 1, None, False,
             None, (rec.seq,),
         )  # fmt: skip
         v = shard.view
@@ -485,7 +386,7 @@ class Datasets(Projection):
         entry = shard.entries.get(ev.entry_id)
         if entry is None:
             return
-        entry.quality_score, entry.quality = ev.quality_score, ev.quality
+        entry.quality_score, entry.quality = ev.quality_score, _shared(ev.quality)
         if ev.difficulty:
             entry.difficulty = _intern(ev.difficulty)
         entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold

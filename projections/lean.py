@@ -1,10 +1,10 @@
 """What a replay decodes: every event as it is logged, less the fields that no projection folds.
 
-An EntryGenerated line is mostly its texts (a question, an answer of ~600 characters, reasoning). The read
-model keeps where each entry's texts are (the line of the record that wrote them) and reads them from the log
-when a page, an export or a search needs them (:mod:`projections.texts`), so a replay need not build them:
-it decodes EntryGenerated as a Struct with every other field, and msgspec skips the texts without making a
-string of them. The lean Struct is derived here from the event's own fields: the schema is declared once,
+An EntryGenerated line is mostly its texts (a question, an answer of ~600 characters, reasoning), and a
+QuestionQueued line its question. The read model keeps where each entry's and work item's texts are (the line
+of the record that wrote them) and reads them from the log when a page, an export, a search or a bookmark
+needs them (:mod:`projections.texts`), so a replay need not build them: it decodes those events as Structs
+with every other field, and msgspec skips the texts without making a string of them. The lean Struct is derived here from the event's own fields: the schema is declared once,
 in :mod:`dsetlog.store.events`, and a field added there is folded here too.
 
 Handlers keep naming the event classes (``@handles(EntryGenerated)``): :class:`~projections.base.Projection`
@@ -17,12 +17,14 @@ from typing import Any, Union
 
 import msgspec
 
-from dsetlog.store.events import EVENT_TYPES, EntryGenerated, Event
+from dsetlog.store.events import EVENT_TYPES, EntryGenerated, Event, QuestionQueued, SlotQueued
 from dsetlog.store.layout import Recorded
 
 # event class -> the fields a replay skips (read from the log by projections.texts when needed)
 SKIPPED: dict[type[Event], frozenset[str]] = {
     EntryGenerated: frozenset({"question", "answer", "reasoning"}),
+    QuestionQueued: frozenset({"question"}),  # a work item's question: ReadModel.questions
+    SlotQueued: frozenset({"question"}),
 }
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from dsetlog.store.check import LogCheckStatus
@@ -51,7 +51,6 @@ from dsetlog.store.log import log_path
 from dsetlog.store.scan import file_identity, record_ends_at
 from dsetlog.store.tolerant import read_batches_tolerant
 from projections.base import ProjectionProtocol, event_classes, gc_paused
-from projections.datasets import EntryView, FullEntry
 from projections.lean import fold_decoder
 from projections.skipped import Skipped, SkippedRecord
 from projections.snapshot import (
@@ -64,7 +63,7 @@ from projections.snapshot import (
 )
 from projections.soundness import Soundness
 from projections.standard import StandardProjections, standard_projections
-from projections.texts import TEXTS_CHUNK, iter_full
+from projections.texts import TextReads
 
 # records folded since the last snapshot before maybe_save_snapshot() writes a new one
 DEFAULT_SNAPSHOT_EVERY = 50_000
@@ -81,7 +80,7 @@ class _FoldFailed(Exception):
         self.first, self.last = first, last
 
 
-class ReadModel(StandardProjections):
+class ReadModel(StandardProjections, TextReads):
     """A data dir's projections, folded from ``<data>/events.jsonl`` in order.
 
     Hold :attr:`lock` while reading the projections from several threads: a
@@ -339,21 +338,6 @@ class ReadModel(StandardProjections):
             return False
         self.save_snapshot()
         return True
-
-    # -- texts -------------------------------------------------------------------------
-
-    def full(self, entries: Iterable[EntryView]) -> list[FullEntry]:
-        """These entries with their texts, read from the log (see :mod:`projections.texts`)."""
-        return list(self.iter_full(entries))
-
-    def iter_full(self, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
-        """:meth:`full`, ``chunk`` at a time; :class:`~projections.texts.StaleTextError` (a LogError) when the log
-        was rewritten under this model (:meth:`catch_up` folds it again, and the texts can then be read)."""
-        return iter_full(self.path, entries, chunk=chunk)
-
-    def text_of(self, entry: EntryView) -> FullEntry:
-        """One entry with its texts."""
-        return self.full((entry,))[0]
 
     # -- access ------------------------------------------------------------------------
 

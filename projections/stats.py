@@ -42,9 +42,6 @@ class EventStats(Projection):
     def total(self) -> int:
         return sum(self._counts.values())
 
-    def apply(self, rec: Recorded) -> None:
-        self.apply_batch((rec,))
-
     def apply_batch(self, recs: Sequence[Recorded], bounds: Sequence[int] | None = None) -> None:
         if not recs:
             return

@@ -13,16 +13,16 @@ rewritten under a model (`dset log repair`) is caught, never read as the wrong t
 from __future__ import annotations
 
 import itertools
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
 from msgspec.structs import astuple
 
 from dsetlog.store.errors import LogError
+from dsetlog.store.layout import checked_event, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
-from projections.datasets import EntryView, FullEntry
+from projections.views import EntryView, FullEntry, ItemView
 
 TEXTS_CHUNK = 2048  # entries whose texts iter_full reads at a time
 
@@ -31,23 +31,40 @@ class StaleTextError(LogError):
     """A ref does not point at the record it was taken from: the log changed under the read model."""
 
 
-class _Line(msgspec.Struct, gc=False):
-    seq: int
-    crc: int
-    event: msgspec.Raw
-
-
 class _Texts(msgspec.Struct, gc=False):
     """The text fields of the events that write an entry's content; the rest of the event is skipped."""
 
     entry_id: str = ""
+    item_id: str = ""
     question: str | None = None
     answer: str | None = None
     reasoning: str | None = None
 
 
-_line_decoder = msgspec.json.Decoder(_Line)
-_texts_decoder = msgspec.json.Decoder(_Texts)
+_line_decoder = event_decoder(_Texts)
+
+
+class TextReads:
+    """The texts of a read model's entries and work items, read from its log (``self.path``)."""
+
+    path: Path
+
+    def full(self, entries: Iterable[EntryView]) -> list[FullEntry]:
+        """These entries with their texts."""
+        return list(self.iter_full(entries))
+
+    def iter_full(self, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
+        """:meth:`full`, ``chunk`` at a time; :class:`StaleTextError` (a LogError) when the log was rewritten under
+        this model (``catch_up()`` folds it again, and the texts can then be read)."""
+        return iter_full(self.path, entries, chunk=chunk)
+
+    def text_of(self, entry: EntryView) -> FullEntry:
+        """One entry with its texts."""
+        return self.full((entry,))[0]
+
+    def questions(self, items: Sequence[ItemView]) -> list[str]:
+        """The questions of these work items, read from the records that queued them."""
+        return questions(self.path, items)
 
 
 def iter_full(path: Path, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
@@ -68,20 +85,30 @@ def iter_full(path: Path, entries: Iterable[EntryView], *, chunk: int = TEXTS_CH
             lines = read_lines(path, owners)
         except FileNotFoundError:
             raise StaleTextError(f"the log {path} is gone: entry texts cannot be read") from None
-        found = {at: _decode(path, at, line, owners[at]) for at, line in lines.items()}
+        found = {at: _decode(path, at, line, entry_id=owners[at]) for at, line in lines.items()}
         for e in part:
             yield FullEntry(*astuple(e), found[e.question_at].question or "", found[e.answer_at].answer or "",
                             found[e.reasoning_at].reasoning or "")
 
 
-def _decode(path: Path, at: int, line: bytes, entry_id: str) -> _Texts:
+def questions(path: Path, items: Sequence[ItemView]) -> list[str]:
+    """The questions of these work items, as the records that queued them say ("" for one never queued)."""
+    owners = {it.question_at: it.item_id for it in items if it.question_at}
     try:
-        rec = _line_decoder.decode(line)
-        texts = _texts_decoder.decode(rec.event) if zlib.crc32(rec.event) == rec.crc else None
-    except msgspec.DecodeError:
-        texts = None
-    if texts is None or texts.entry_id != entry_id:
+        lines = read_lines(path, owners)
+    except FileNotFoundError:
+        raise StaleTextError(f"the log {path} is gone: questions cannot be read") from None
+    found = {at: _decode(path, at, line, item_id=owners[at]) for at, line in lines.items()}
+    return [(found[it.question_at].question or "") if it.question_at else "" for it in items]
+
+
+def _decode(path: Path, at: int, line: bytes, *, entry_id: str = "", item_id: str = "") -> _Texts:
+    """The line's texts, decoded in one pass, once its checksum holds; it must be the record of this entry (or
+    this work item)."""
+    texts = checked_event(line, _line_decoder)
+    if texts is None or (texts.entry_id, texts.item_id if item_id else "") != (entry_id, item_id):
+        whose = f"entry {entry_id}" if entry_id else f"work item {item_id}"
         raise StaleTextError(
             f"the log {path} changed under the read model: byte {ref_start(at)} no longer holds the record that "
-            f"wrote entry {entry_id} (was it repaired?); catch up and read again")
+            f"wrote {whose} (was it repaired?); catch up and read again")
     return texts

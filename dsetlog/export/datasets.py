@@ -7,7 +7,6 @@ quality threshold stay in the log only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from dsetlog.export.formats import ENTRY_COLUMNS, EXPORT_FORMATS, EXPORT_SUFFIX,
 from dsetlog.export.options import INSTRUCTION_FORMATS, ExportError, ExportOptions
 from dsetlog.fsutil import atomic_writer
 from dsetlog.paths import export_dir
-from projections.datasets import FullEntry
 from projections.readmodel import ReadModel
+from projections.views import EntryView
 
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
 
@@ -25,10 +24,9 @@ EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbe
 __all__ = ["EXPORT_BATCH", "ExportError", "export_dataset", "exportable"]
 
 
-def exportable(rm: ReadModel, dataset_id: str) -> Iterator[FullEntry]:
-    """Entries that go into files, with their texts (read from the log a chunk at a time, as they are written):
-    those under the quality threshold stay in the log only."""
-    return rm.iter_full(e for e in rm.datasets.entries(dataset_id) if not e.below_threshold)
+def exportable(rm: ReadModel, dataset_id: str) -> list[EntryView]:
+    """Entries that go into files: those under the quality threshold stay in the log only."""
+    return [e for e in rm.datasets.entries(dataset_id) if not e.below_threshold]
 
 
 def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir: str = ".",
@@ -52,7 +50,7 @@ def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir
     files: list[Path] = []
     total = 0
     for name, entries in _groups(rm, dataset_id).items():
-        written, count = _write_batches(base, name, suffix, format_type, entries, batch_size, opts)
+        written, count = _write_batches(rm, base, name, suffix, format_type, entries, batch_size, opts)
         files += written
         total += count
     _remove_stale(base, suffix, set(files))
@@ -80,36 +78,31 @@ def _filled(rm: ReadModel, dataset_id: str, opts: ExportOptions) -> ExportOption
     return replace(opts, systems=systems, chunk_text=opts.chunk_text or chunk_text)
 
 
-def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Iterable[FullEntry]]:
+def _groups(rm: ReadModel, dataset_id: str) -> dict[str, list[EntryView]]:
     """The files' names and what goes into each: the splits when the dataset has them, else one ``dataset``."""
     assignment = rm.evaluations.splits(dataset_id)
+    entries = exportable(rm, dataset_id)
     if not assignment:
-        return {"dataset": exportable(rm, dataset_id)}
-
-    def in_split(name: str) -> Iterator[FullEntry]:
-        return (e for e in exportable(rm, dataset_id) if assignment.get(e.id) == name)
-
-    return {name: in_split(name) for name in ("train", "validation", "test")}
+        return {"dataset": entries}
+    return {name: [e for e in entries if assignment.get(e.id) == name] for name in ("train", "validation", "test")}
 
 
-def _write_batches(base: Path, name: str, suffix: str, format_type: str, entries: Iterable[FullEntry],
+def _write_batches(rm: ReadModel, base: Path, name: str, suffix: str, format_type: str, entries: list[EntryView],
                    batch_size: int, opts: ExportOptions) -> tuple[list[Path], int]:
+    """The entries into one file, or into numbered parts of ``batch_size``; each streamed with its texts read
+    from the log a chunk at a time (memory holds a chunk, not a file's worth)."""
     write = EXPORT_WRITERS[format_type]
     files: list[Path] = []
     total = 0
-    iterator = iter(entries)
-    batch, part = _take(iterator, batch_size), 1
-    while True:
-        following = _take(iterator, batch_size) if len(batch) == batch_size else []
+    parts = max(1, -(-len(entries) // batch_size))
+    for part in range(parts):
         # one file when it all fits (a dataset of exactly batch_size entries too), else numbered parts
-        stem = name if part == 1 and not following else f"{name}_part{part:04d}"
+        stem = name if parts == 1 else f"{name}_part{part + 1:04d}"
         target = base / f"{stem}{suffix}"
         with atomic_writer(target) as fh:
-            total += write(fh, batch, opts)
+            total += write(fh, rm.iter_full(entries[part * batch_size : (part + 1) * batch_size]), opts)
         files.append(target)
-        if not following:
-            return files, total
-        batch, part = following, part + 1
+    return files, total
 
 
 def _remove_stale(base: Path, suffix: str, written: set[Path]) -> None:
@@ -118,12 +111,3 @@ def _remove_stale(base: Path, suffix: str, written: set[Path]) -> None:
         for stale in [base / f"{name}{suffix}", *base.glob(f"{name}_part[0-9][0-9][0-9][0-9]{suffix}")]:
             if stale not in written and stale.is_file():
                 stale.unlink()
-
-
-def _take(iterator: Iterator[FullEntry], n: int) -> list[FullEntry]:
-    out = []
-    for e in iterator:
-        out.append(e)
-        if len(out) >= n:
-            break
-    return out

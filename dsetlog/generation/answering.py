@@ -56,7 +56,7 @@ from projections.readmodel import ReadModel
 if TYPE_CHECKING:  # the engine's client imports the openai SDK: only a run that makes calls pays for that import
     from dsetlog.engine.engine import Engine, EngineResult, MakeEvents, WorkItem
     from dsetlog.llm.client import Completion
-    from projections.datasets import ItemView
+    from projections.views import ItemView
 
 
 def dataset_id_for(dataset: str | None, csv_path: Path) -> str:
@@ -243,7 +243,7 @@ class QuestionsRun:
         written = self._write(items)
         bookmark_error = None
         try:
-            bookmarked = write_statuses(self.csv_path, {normalize(i.question) for i in failed},
+            bookmarked = write_statuses(self.csv_path, {normalize(q) for q in self.rm.questions(failed)},
                                         header=self.settings.header)
         except (QuestionsFileError, OSError) as exc:  # the outputs are written: a warning, not a failure
             bookmarked, bookmark_error = False, str(exc)

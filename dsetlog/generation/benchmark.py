@@ -13,7 +13,7 @@ from dsetlog.generation.calls import Stop, stopped
 from dsetlog.generation.context import RunContext
 from dsetlog.generation.texts import BENCHMARK_SYSTEM
 from dsetlog.store.events import BenchmarkAnswered, BenchmarkCompleted, Event, Usage
-from projections.datasets import FullEntry
+from projections.views import FullEntry
 
 if TYPE_CHECKING:
     from dsetlog.engine.engine import WorkItem

@@ -13,7 +13,7 @@ from dsetlog.generation.calls import Calls
 from dsetlog.llm.providers import Provider
 from dsetlog.prompts import replies
 from dsetlog.store.events import EntryScored, Event
-from projections.datasets import EntryView, FullEntry
+from projections.views import EntryView, FullEntry
 
 if TYPE_CHECKING:
     from dsetlog.engine.engine import EngineResult, WorkItem

@@ -51,8 +51,8 @@ from dsetlog.prompts import templates
 from dsetlog.store import locks
 from dsetlog.store.events import EntryRegenerated, EntryScored, Event, Usage
 from dsetlog.store.log import EventLog, records_containing
-from projections.datasets import DatasetView, EntryView, FullEntry
 from projections.readmodel import ReadModel
+from projections.views import DatasetView, EntryView, FullEntry
 
 if TYPE_CHECKING:  # dsetlog.llm.client imports the openai SDK: only runs that make calls pay for that import
     from dsetlog.engine.engine import EngineResult, WorkItem

@@ -34,8 +34,8 @@ from dsetlog.store.events import (
     RevisionRestored,
 )
 from dsetlog.store.log import records_at
-from projections.datasets import DatasetView, EntryView, FullEntry
 from projections.readmodel import ReadModel
+from projections.views import DatasetView, EntryView, FullEntry
 
 # rapidfuzz similarity a candidate must reach before the near-duplicate index looks at it: well below the
 # index's own threshold (0.9), so the index, not this filter, decides

@@ -14,7 +14,7 @@ from dsetlog.generation.calls import Stop, stopped
 from dsetlog.generation.context import RunContext
 from dsetlog.generation.judging import Scorable, entry_components, judge_entries, near_duplicates, scored
 from dsetlog.store.events import EntryScored
-from projections.datasets import EntryView
+from projections.views import EntryView
 
 BATCH = 5000  # events per append
 

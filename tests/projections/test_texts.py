@@ -136,6 +136,15 @@ def test_a_log_changed_under_the_model_is_never_read_as_the_wrong_text(tmp_path:
     assert texts(rm, "e1") == ("question 1?", "one", "")
 
 
+def test_a_text_whose_bytes_changed_in_place_is_refused_by_its_checksum(tmp_path: Path) -> None:
+    append(tmp_path, DatasetCreated(dataset_id=DS, name="qs"), *entry(0, "the answer"))
+    rm = ReadModel.open(tmp_path)
+    log = tmp_path / LOG_NAME
+    log.write_bytes(log.read_bytes().replace(b"the answer", b"the ANSWER"))  # same length, same place
+    with pytest.raises(StaleTextError, match="no longer holds the record that wrote entry e0"):
+        rm.text_of(rm.datasets.entry(DS, "e0"))  # type: ignore[arg-type]
+
+
 def test_search_reads_the_text_now_in_the_log(tmp_path: Path) -> None:
     """q= searches the texts in the log; an edit of an answer moves the entry in and out of a cached search."""
     append(tmp_path, DatasetCreated(dataset_id=DS, name="qs"), *entry(0, "about photosynthesis"),
