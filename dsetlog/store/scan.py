@@ -31,7 +31,6 @@ PARALLEL_CHECK_BYTES = 1 << 26
 _CHECK_HEAD = 1 << 25
 _SEEK_LINEAR = 1 << 16  # seek_seq walks record by record once its range is this small
 _seq_of = operator.attrgetter("seq")
-_plus_one = (1).__add__
 
 
 def find_valid_end(fd: int, size: int, *, floor: int = 0, floor_seq: int = 0) -> tuple[int, int]:
@@ -97,13 +96,13 @@ def read_batches(
 
     See :func:`read_located`, which this is with the records' positions left out.
     """
-    for recs, bounds in read_located(path, offset=offset, seq=seq, until_seq=until_seq, end=end):
+    for recs, bounds in read_located(path, offset=offset, seq=seq, until_seq=until_seq, end=end, locate=False):
         yield recs, bounds[-1]
 
 
 def read_located(
     path: Path, *, offset: int = 0, seq: int = 0, until_seq: int | None = None, end: int | None = None,
-    decoder: msgspec.json.Decoder[list[Any]] | None = None,
+    decoder: msgspec.json.Decoder[list[Any]] | None = None, locate: bool = True,
 ) -> Iterator[tuple[list[Any], list[int]]]:
     """Like :func:`read_records`, a chunk at a time: (records, their bounds).
 
@@ -158,16 +157,13 @@ def read_located(
                     good, why = count_checked(data, n)
                     if why:
                         raise CorruptLogError(path, seq + 1 + good, why)
-                # where each line starts, computed in C: the split's parts are the lines (and a partial one)
-                bounds = list(itertools.accumulate(map(_plus_one, map(len, data.split(b"\n"))), initial=pos))
                 if until_seq is not None and recs[-1].seq >= until_seq:
                     keep = until_seq - seq
                     if keep > 0:
-                        yield recs[:keep], bounds[: keep + 1]
+                        yield recs[:keep], _line_starts(data, n, pos, keep)
                     return
                 seq = recs[-1].seq
-                del bounds[len(recs) + 1 :]
-                yield recs, bounds
+                yield recs, _line_starts(data, n, pos, len(recs)) if locate else [pos + n]
         finally:
             if checker is not None:
                 checker.stop()
@@ -219,6 +215,21 @@ def read_lines(path: Path, refs: Iterable[int]) -> dict[int, bytes]:
             i = j
     finally:
         os.close(fd)
+    return out
+
+
+def _line_starts(data: bytes, n: int, pos: int, k: int) -> list[int]:
+    """Where the first ``k`` lines of ``data[:n]`` (read at ``pos``) start, and where the k-th ends.
+
+    A loop over ``bytes.find`` (memchr): half the cost of splitting the chunk into line objects to measure them.
+    """
+    out = [pos]
+    find, add = data.find, out.append
+    i = 0
+    while k > 0 and (j := find(b"\n", i, n)) >= 0:
+        i = j + 1
+        add(pos + i)
+        k -= 1
     return out
 
 
