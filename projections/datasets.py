@@ -157,9 +157,17 @@ class _Shard:
         """Decode the snapshot's body into items, entries and runs; returns the records deferred meanwhile."""
         assert self.body is not None
         body = _body_decoder.decode(self.body)
-        self.items = {it.item_id: it for it in body.items}
+        # decoded, every string is one of its own: share what a fold shares (memory: 10M entries)
+        ds = self.view.id
+        for it in body.items:
+            it.dataset_id = ds
+        self.items = items = {it.item_id: it for it in body.items}
         for e in body.entries:
             _intern_entry(e)
+            item = items.get(e.item_id)
+            e.dataset_id, e.item_id = ds, e.item_id if item is None else item.item_id
+            if e.updated_at == e.created_at:
+                e.updated_at = e.created_at
         self.entries = {e.id: e for e in body.entries}
         self.runs = {r.run_id: r for r in body.runs}
         deferred, self.deferred = self.deferred, []
