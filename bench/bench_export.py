@@ -30,6 +30,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -47,6 +49,26 @@ _WORDS = (
 def _rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+@contextmanager
+def peak_rss(start_mb: float) -> Iterator[list[float]]:
+    """The highest RSS (MB) of this process while inside, sampled every 5 ms: ``high[0]`` once out."""
+    high = [start_mb]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            high[0] = max(high[0], _rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield high
+    finally:
+        done.set()
+        sampler.join()
+        high[0] = max(high[0], _rss_mb())
 
 
 def _peak_mb() -> float:
@@ -111,23 +133,10 @@ def measure(data: Path, format_type: str) -> dict[str, float]:
     load_s = time.perf_counter() - t0
     rss_loaded = _rss_mb()
     out = Path(tempfile.mkdtemp(prefix="bench-export-out-", dir=data.parent))
-    high = [rss_loaded]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.005):
-            high[0] = max(high[0], _rss_mb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with peak_rss(rss_loaded) as high:
         t1 = time.perf_counter()
         files, n = export_dataset(rm, DATASET_ID, data_dir=out, output_dir=".", format_type=format_type)
         export_s = time.perf_counter() - t1
-    finally:
-        done.set()
-        sampler.join()
-    high[0] = max(high[0], _rss_mb())
     size_mb = sum(f.stat().st_size for f in files) / 1e6
     shutil.rmtree(out, ignore_errors=True)
     return {"entries": n, "files": len(files), "load_s": load_s, "export_s": export_s, "rss_loaded_mb": rss_loaded,

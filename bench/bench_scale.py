@@ -51,7 +51,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -145,25 +144,14 @@ def _measure_export(data: Path, *, dataset: str, format_type: str, out: Path) ->
         import pyarrow  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     imported_mb = _rss_mb() - rss_loaded
-    high = [rss_loaded]
-    done = threading.Event()
+    from bench_export import peak_rss
 
-    def sample() -> None:
-        while not done.wait(0.005):
-            high[0] = max(high[0], _rss_mb())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
+    with peak_rss(rss_loaded) as high:
         t1 = time.perf_counter()
         folder = cli_export_dir(data, str(out), dataset)
         files, n = export_dataset(rm, dataset, data_dir=folder, output_dir=".", format_type=format_type,
                                   options=ExportOptions())
         export_s = time.perf_counter() - t1
-    finally:
-        done.set()
-        sampler.join()
-    high[0] = max(high[0], _rss_mb())
     return {"entries": n, "files": len(files), "load_s": load_s, "seconds": export_s, "rss_loaded_mb": rss_loaded,
             "growth_mb": high[0] - rss_loaded, "import_mb": imported_mb,
             "mb": sum(f.stat().st_size for f in files) / MB}

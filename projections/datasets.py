@@ -69,6 +69,7 @@ PENDING, DONE, FAILED = "pending", "done", "failed"
 ITEM_STATUSES = (PENDING, DONE, FAILED)
 FLAGGING_FEEDBACK = frozenset({"content_error", "quality_issue"})
 FEEDBACK_COMMENTS_KEPT = 10  # the last comments of an entry; counts and ratings are kept in full
+PART_ENTRIES = 500_000  # entries (and items) a part of a shard's snapshot holds: ~0.5 GB encoded
 JOURNAL_KEPT = 4096  # changes to existing entries remembered per dataset (see _Shard.journal)
 HIGH_QUALITY, MEDIUM_QUALITY = 0.8, 0.5  # quality_summary's distribution: >= 0.8 high, >= 0.5 medium
 
@@ -85,8 +86,9 @@ class ShardBody(msgspec.Struct, array_like=True):
 class ShardState(msgspec.Struct, array_like=True):
     view: DatasetView
     declared: bool
-    # msgpack of ShardBody, decoded on first use; memoryview: decoding it does not copy it out of the file
-    body: memoryview
+    # msgpack of ShardBody in parts of at most PART_ENTRIES entries (msgpack's bin holds < 4 GiB: a dataset of
+    # millions of entries is more), decoded on first use; memoryviews: decoding does not copy them out of the file
+    body: list[memoryview]
 
 
 class DatasetsState(msgspec.Struct, array_like=True):
@@ -132,7 +134,7 @@ class _Shard:
 
     __slots__ = ("view", "declared", "items", "entries", "runs", "body", "deferred", "journal", "added_seq")
 
-    def __init__(self, view: DatasetView, declared: bool, body: bytes | memoryview | None = None) -> None:
+    def __init__(self, view: DatasetView, declared: bool, body: list[memoryview] | None = None) -> None:
         self.view = view
         self.declared = declared
         self.items: dict[str, ItemView] = {}  # queue order
@@ -156,7 +158,9 @@ class _Shard:
     def decode_body(self) -> list[tuple[Recorded, int]]:
         """Decode the snapshot's body into items, entries and runs; returns the records deferred meanwhile."""
         assert self.body is not None
-        body = _body_decoder.decode(self.body)
+        parts = [_body_decoder.decode(part) for part in self.body]
+        body = ShardBody([it for p in parts for it in p.items], [e for p in parts for e in p.entries],
+                         [r for p in parts for r in p.runs])
         # decoded, every string is one of its own: share what a fold shares (memory: 10M entries)
         ds = self.view.id
         for it in body.items:
@@ -176,11 +180,22 @@ class _Shard:
 
     def state(self) -> ShardState:
         """What the snapshot keeps of it (its body encoded, or still the encoded one it was loaded with)."""
-        body = self.body
-        if body is None:
-            body = _body_encoder.encode(
-                ShardBody(list(self.items.values()), list(self.entries.values()), list(self.runs.values())))
-        return ShardState(self.view, self.declared, memoryview(body))
+        return ShardState(self.view, self.declared, [memoryview(part) for part in self.parts()])
+
+    def part_count(self) -> int:
+        if self.body is not None:
+            return len(self.body)
+        return max(1, -(-max(len(self.items), len(self.entries)) // PART_ENTRIES))
+
+    def parts(self) -> Iterator[bytes | memoryview]:
+        """Its body's parts, encoded one at a time (or the encoded ones it was loaded with)."""
+        if self.body is not None:
+            yield from self.body
+            return
+        items, entries = list(self.items.values()), list(self.entries.values())
+        for i in range(self.part_count()):
+            a, b = i * PART_ENTRIES, (i + 1) * PART_ENTRIES
+            yield _body_encoder.encode(ShardBody(items[a:b], entries[a:b], list(self.runs.values()) if i == 0 else []))
 
     def queue(self, item_id: str, at: int, row: int, source: str) -> None:
         """A work item queued by the record at ``at`` (a question, or a document chunk's slot); re-queued on
@@ -253,7 +268,7 @@ class Datasets(Projection):
     """Datasets, their work items (queue order), entries (item order), review state and runs."""
 
     name = "datasets"
-    version = 3  # 2: EntryView.quality_analyzed, .set_aside; 3: texts left in the log (EntryView.*_at)
+    version = 4  # 2: EntryView.quality_analyzed, .set_aside; 3: texts left in the log (EntryView.*_at); 4: parts
     state_type = DatasetsState
 
     def __init__(self) -> None:
@@ -527,22 +542,24 @@ class Datasets(Projection):
 
     # -- snapshots -------------------------------------------------------------
 
-    def _shard_states(self) -> Iterator[ShardState]:
+    def _ready_shards(self) -> Iterator[_Shard]:
         for shard in self._shards.values():
             if shard.deferred:
                 self._decode(shard)
-            yield shard.state()
+            yield shard
 
     def snapshot_state(self) -> DatasetsState:
-        return DatasetsState(list(self._shard_states()))
+        return DatasetsState([shard.state() for shard in self._ready_shards()])
 
     def snapshot_parts(self) -> Iterator[bytes | memoryview]:
-        """The msgpack of :meth:`snapshot_state`, a shard at a time: a save holds one encoded shard, not all."""
+        """The msgpack of :meth:`snapshot_state`, a part of a shard at a time: a save holds one encoded part."""
         yield _array_header(1) + _array_header(len(self._shards))  # DatasetsState(shards=[...])
-        for state in self._shard_states():
-            yield _array_header(3) + _body_encoder.encode(state.view) + _body_encoder.encode(state.declared)
-            yield _bin_header(len(state.body))
-            yield state.body
+        for shard in self._ready_shards():
+            yield _array_header(3) + _body_encoder.encode(shard.view) + _body_encoder.encode(shard.declared)
+            yield _array_header(shard.part_count())
+            for part in shard.parts():
+                yield _bin_header(len(part))
+                yield part
 
     def load_snapshot_state(self, state: DatasetsState) -> None:
         # bodies stay encoded (often views into the snapshot file's bytes) until first use
@@ -560,6 +577,9 @@ def _bin_header(n: int) -> bytes:
     """msgpack's bin header, sized as msgspec writes it."""
     if n < 1 << 8:
         return b"\xc4" + n.to_bytes(1, "big")
+    if n >= 1 << 32:
+        raise ValueError(f"a snapshot part of {n:,} bytes is more than msgpack's bin holds (4 GiB): lower "
+                         "projections.datasets.PART_ENTRIES")
     return b"\xc5" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xc6" + n.to_bytes(4, "big")
 
 
