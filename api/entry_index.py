@@ -118,7 +118,7 @@ class EntryIndex:
             for key in [k for k in self._orders if k[0] in moved]:
                 del self._orders[key]
             for key in list(self._results):
-                if key[0] in moved or not self._still_holds(rm, key, positions, changed_text):
+                if key[0] in moved or not self._still_holds(key, positions, changed_text):
                     del self._results[key]
                     self._members.pop(key, None)
         if moved & {"quality", "category"}:
@@ -128,7 +128,7 @@ class EntryIndex:
         self.seq = rm.seq
         return True
 
-    def _still_holds(self, rm: ReadModel, key: tuple[Any, ...], positions: set[int], changed_text: set[int]) -> bool:
+    def _still_holds(self, key: tuple[Any, ...], positions: set[int], changed_text: set[int]) -> bool:
         """Is each changed entry still in (or out of) this cached result, as it was?"""
         filters = key[2:]
         if filters == _NO_FILTER or not positions:

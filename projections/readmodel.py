@@ -6,6 +6,7 @@
     with rm.lock:                        # consistent reads while another thread catches up
         view = rm.datasets.dataset(dataset_id)
     old = rm.as_of(seq)                  # the same projections folded only up to ``seq``
+    rows = rm.full(view_list)            # entries with their texts, which only the log holds
     rm.maybe_save_snapshot()             # start-up cache, written atomically
 
 The snapshot (``<data>/snapshots/readmodel.msgpack``, :mod:`projections.snapshot`) is only a cache. It is
