@@ -90,7 +90,6 @@ class EntryIndex:
         self.flagged = sum(1 for e in self.entries if e.flagged)
         self._position = {e.id: i for i, e in enumerate(self.entries)}
         self._keys = [_sort_keys(e) for e in self.entries]  # what each order was sorted by, to see it move
-        self._texts = [_texts_of(e) for e in self.entries]  # where their texts were, to see a search's text move
         self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
         self._orders: dict[tuple[str, str], list[int]] = {}
         self._results: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
@@ -107,18 +106,16 @@ class EntryIndex:
             return False
         moved: set[str] = set()
         positions = {self._position[i] for i in changed_ids if i in self._position}
-        changed_text = {i for i in positions if _texts_of(self.entries[i]) != self._texts[i]}
         for i in positions:
             self._encoded[i] = None
             new = _sort_keys(self.entries[i])
             moved.update(name for name, old, now in zip(_KEY_NAMES, self._keys[i], new, strict=True) if old != now)
             self._keys[i] = new
-            self._texts[i] = _texts_of(self.entries[i])
         with self._lock:
             for key in [k for k in self._orders if k[0] in moved]:
                 del self._orders[key]
             for key in list(self._results):
-                if key[0] in moved or not self._still_holds(key, positions, changed_text):
+                if key[0] in moved or not self._still_holds(key, positions, "text" in moved):
                     del self._results[key]
                     self._members.pop(key, None)
         if moved & {"quality", "category"}:
@@ -128,13 +125,13 @@ class EntryIndex:
         self.seq = rm.seq
         return True
 
-    def _still_holds(self, key: tuple[Any, ...], positions: set[int], changed_text: set[int]) -> bool:
+    def _still_holds(self, key: tuple[Any, ...], positions: set[int], text_moved: bool) -> bool:
         """Is each changed entry still in (or out of) this cached result, as it was?"""
         filters = key[2:]
         if filters == _NO_FILTER or not positions:
             return True
         needle = filters[-1]
-        if needle is not None and changed_text:
+        if needle is not None and text_moved:
             return False  # a changed text may have moved in or out of the search: it is searched again
         members = self._members.get(key)
         if members is None:
@@ -244,17 +241,13 @@ class EntryIndex:
 
 
 _NO_FILTER = (0.0, None, None, None, None, None, None)
-_KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged")
+_KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged", "text")
 
 
 def _sort_keys(e: EntryView) -> tuple[Any, ...]:
-    """An entry's values that orders and summaries depend on, in _KEY_NAMES' order."""
-    return e.quality_score, e.category, e.difficulty, e.updated_at, e.flagged
-
-
-def _texts_of(e: EntryView) -> tuple[int, int]:
-    """Where the texts a search reads are (an edit moves them)."""
-    return e.question_at, e.answer_at
+    """An entry's values that orders, summaries and searches depend on, in _KEY_NAMES' order ("text": where the
+    texts a search reads are in the log; an edit of them moves it)."""
+    return e.quality_score, e.category, e.difficulty, e.updated_at, e.flagged, (e.question_at, e.answer_at)
 
 
 def _split_seq(rm: ReadModel, dataset_id: str) -> int:

@@ -54,61 +54,49 @@ class TextReads:
         return list(self.iter_full(entries))
 
     def iter_full(self, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
-        """:meth:`full`, ``chunk`` at a time; :class:`StaleTextError` (a LogError) when the log was rewritten under
-        this model (``catch_up()`` folds it again, and the texts can then be read)."""
-        return iter_full(self.path, entries, chunk=chunk)
+        """:meth:`full`, ``chunk`` at a time (an export of millions holds one chunk's texts); :class:`StaleTextError`
+        (a LogError) when the log was rewritten under this model (``catch_up()`` folds it again, and the texts can
+        then be read)."""
+        it = iter(entries)
+        while part := list(itertools.islice(it, chunk)):
+            owners: dict[int, str] = {}
+            for e in part:
+                for at in (e.question_at, e.answer_at, e.reasoning_at):
+                    if not at:
+                        raise StaleTextError(f"entry {e.id} was folded without its place in the log (records fed "
+                                             "to a projection by hand?): open it with ReadModel.open to read its texts")
+                    owners[at] = e.id
+            found = _texts_at(self.path, owners, items=False)
+            for e in part:
+                yield FullEntry(*astuple(e), found[e.question_at].question or "", found[e.answer_at].answer or "",
+                                found[e.reasoning_at].reasoning or "")
 
     def text_of(self, entry: EntryView) -> FullEntry:
         """One entry with its texts."""
         return self.full((entry,))[0]
 
     def questions(self, items: Sequence[ItemView]) -> list[str]:
-        """The questions of these work items, read from the records that queued them."""
-        return questions(self.path, items)
+        """The questions of these work items, as the records that queued them say ("" for one never queued)."""
+        found = _texts_at(self.path, {it.question_at: it.item_id for it in items if it.question_at}, items=True)
+        return [(found[it.question_at].question or "") if it.question_at else "" for it in items]
 
 
-def iter_full(path: Path, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
-    """These entries with their texts, ``chunk`` at a time (an export of millions holds one chunk's texts).
-
-    :class:`StaleTextError` when the log at ``path`` no longer holds a text where the entry's ref says.
-    """
-    it = iter(entries)
-    while part := list(itertools.islice(it, chunk)):
-        owners: dict[int, str] = {}
-        for e in part:
-            for at in (e.question_at, e.answer_at, e.reasoning_at):
-                if not at:
-                    raise StaleTextError(f"entry {e.id} was folded without its place in the log (records fed to a "
-                                         "projection by hand?): open it with ReadModel.open to read its texts")
-                owners[at] = e.id
-        try:
-            lines = read_lines(path, owners)
-        except FileNotFoundError:
-            raise StaleTextError(f"the log {path} is gone: entry texts cannot be read") from None
-        found = {at: _decode(path, at, line, entry_id=owners[at]) for at, line in lines.items()}
-        for e in part:
-            yield FullEntry(*astuple(e), found[e.question_at].question or "", found[e.answer_at].answer or "",
-                            found[e.reasoning_at].reasoning or "")
-
-
-def questions(path: Path, items: Sequence[ItemView]) -> list[str]:
-    """The questions of these work items, as the records that queued them say ("" for one never queued)."""
-    owners = {it.question_at: it.item_id for it in items if it.question_at}
+def _texts_at(path: Path, owners: dict[int, str], *, items: bool) -> dict[int, _Texts]:
+    """The texts of the records at these refs, each checked (its checksum) to be the record of its owner: the
+    entry (or, with ``items``, the work item) the ref was taken for."""
     try:
         lines = read_lines(path, owners)
     except FileNotFoundError:
-        raise StaleTextError(f"the log {path} is gone: questions cannot be read") from None
-    found = {at: _decode(path, at, line, item_id=owners[at]) for at, line in lines.items()}
-    return [(found[it.question_at].question or "") if it.question_at else "" for it in items]
-
-
-def _decode(path: Path, at: int, line: bytes, *, entry_id: str = "", item_id: str = "") -> _Texts:
-    """The line's texts, decoded in one pass, once its checksum holds; it must be the record of this entry (or
-    this work item)."""
-    texts = checked_event(line, _line_decoder)
-    if texts is None or (texts.entry_id, texts.item_id if item_id else "") != (entry_id, item_id):
-        whose = f"entry {entry_id}" if entry_id else f"work item {item_id}"
-        raise StaleTextError(
-            f"the log {path} changed under the read model: byte {ref_start(at)} no longer holds the record that "
-            f"wrote {whose} (was it repaired?); catch up and read again")
-    return texts
+        raise StaleTextError(f"the log {path} is gone: texts cannot be read") from None
+    found = {}
+    for at, line in lines.items():
+        texts, owner = checked_event(line, _line_decoder), owners[at]
+        # a work item's question is on a record naming it and no entry (QuestionQueued, SlotQueued)
+        mine = texts is not None and (texts.item_id == owner and not texts.entry_id if items else texts.entry_id == owner)
+        if not mine:
+            whose = f"work item {owner}" if items else f"entry {owner}"
+            raise StaleTextError(
+                f"the log {path} changed under the read model: byte {ref_start(at)} no longer holds the record "
+                f"that wrote {whose} (was it repaired?); catch up and read again")
+        found[at] = texts
+    return found
