@@ -35,12 +35,13 @@ WRITE_WAIT = 30.0  # seconds a write waits for the start-up check of the log bef
 # starts, so neither the first job nor a request answered meanwhile (waiting on the GIL, or on a module that
 # thread is importing) pays for it at the first POST.
 JOB_MODULES = ("dsetlog.llm.client", "dsetlog.llm.ratelimit", "dsetlog.engine.engine", "aiohttp")
+SEARCH_INDEX_EVERY = 1.0  # seconds between looks at the log for texts the search index has not yet
 
 
 class Context:
     def __init__(self, data_dir: str | Path, *, max_body: int, simulator_url: str | None = None,
                  start_worker: bool = True, max_jobs: int = 4, rpm: int = 0, tpm: int = 0,
-                 rm: ReadModel | None = None, write_wait: float = WRITE_WAIT) -> None:
+                 rm: ReadModel | None = None, write_wait: float = WRITE_WAIT, search_index: bool = True) -> None:
         self.data_dir = Path(data_dir)
         self.max_body = max_body
         self.simulator_url = simulator_url
@@ -56,8 +57,13 @@ class Context:
         self._start_worker = start_worker
         self._closing = False
         self._writes_ready = threading.Event()  # set once the start-up check has its verdict (and the worker runs)
+        self._stop = threading.Event()
+        self._indexer: threading.Thread | None = None
         if start_worker:
             threading.Thread(target=_import_job_modules, name="dset-warm-up", daemon=True).start()
+        if search_index:
+            self._indexer = threading.Thread(target=self._keep_search_index, name="dset-search-index", daemon=True)
+            self._indexer.start()
         if self.rm.verification().state == "checking":
             threading.Thread(target=self._when_verified, name="dset-writes-ready", daemon=True).start()
         else:
@@ -124,6 +130,17 @@ class Context:
                 self._as_of.move_to_end(as_of)
             return past
 
+    def _keep_search_index(self) -> None:
+        """Keep the search index up with the log (projections.search), a transaction at a time, so a search seldom
+        has texts to read that the index does not reach: at start-up it indexes the log it has not seen."""
+        index = self.rm.search_index()
+        while not self._stop.wait(SEARCH_INDEX_EVERY) and not index.off:  # off: no index here (read-only, full)
+            reach = index.reach()
+            while not self._stop.is_set() and reach < self.rm.offset:
+                before, reach = reach, index.catch_up(limit=1)  # a transaction; searches get the lock between
+                if reach <= before:
+                    break
+
     def _after_job(self) -> None:
         """A job added many records: keep the start-up snapshot recent (a kill -9 then replays little)."""
         self.rm.catch_up()
@@ -132,6 +149,9 @@ class Context:
 
     def close(self, *, save_snapshot: bool = False) -> None:
         self._closing = True
+        self._stop.set()
+        if self._indexer is not None:
+            self._indexer.join(30)
         self.rm.stop_check()
         self._writes_ready.wait(5)  # a worker starting as the check ends is started, and stopped next
         self.worker.stop()
@@ -142,6 +162,7 @@ class Context:
                     _log.info("read model snapshot saved at seq %d", self.rm.seq)
             except (OSError, LogError) as exc:
                 _log.warning("could not save the read model snapshot: %s", exc)
+        self.rm.search_index().close()
         self.log.close()
 
 

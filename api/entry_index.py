@@ -19,8 +19,10 @@ or difficulty come last either way.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -33,7 +35,9 @@ from api.schemas import (
     QualitySummary,
     SetAsideRevision,
 )
+from dsetlog.store.scan import ref_start
 from projections.readmodel import ReadModel
+from projections.search import matcher, needs_check
 from projections.views import EntryView, FullEntry
 
 INDEXES_KEPT = 16  # (dataset, live or as_of) pairs
@@ -92,6 +96,7 @@ class EntryIndex:
         self._keys = [_sort_keys(e) for e in self.entries]  # what each order was sorted by, to see it move
         self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
         self._orders: dict[tuple[str, str], list[int]] = {}
+        self._ranks: dict[tuple[str, str], array[int]] = {}  # an order's inverse: position -> its place in it
         self._results: OrderedDict[tuple[Any, ...], list[int]] = OrderedDict()
         self._members: dict[tuple[Any, ...], set[int]] = {}  # a filtered result's positions, made when needed
         self._lock = threading.Lock()
@@ -114,6 +119,7 @@ class EntryIndex:
         with self._lock:
             for key in [k for k in self._orders if k[0] in moved]:
                 del self._orders[key]
+                self._ranks.pop(key, None)
             for key in list(self._results):
                 if key[0] in moved or not self._still_holds(key, positions, "text" in moved):
                     del self._results[key]
@@ -190,32 +196,65 @@ class EntryIndex:
                 self._results.move_to_end(key)
                 return found, direction
         order = self.order(q.sort_by, direction)
+        needle = filters[-1]
         if filters == _NO_FILTER:
             result = order
-        else:
-            keep = self._predicate(*filters[:-1])
-            entries = self.entries
+        elif needle is None:
+            keep, entries = self._predicate(*filters[:-1]), self.entries
             result = [i for i in order if keep(entries[i])]
-            needle = filters[-1]
-            if needle is not None and result:
-                found = self._search(rm, needle, result)
-                result = [i for i in result if i in found]
+        else:
+            found = self._search(rm, needle, self._predicate(*filters[:-1]))
+            result = self._in_order(found, q.sort_by, direction)
         with self._lock:
             self._results[key] = result
             while len(self._results) > RESULTS_KEPT:
                 self._results.popitem(last=False)
         return result, direction
 
-    def _search(self, rm: ReadModel, needle: str, positions: list[int]) -> set[int]:
-        """The positions among these whose question or answer holds ``needle`` (casefolded), their texts read
-        from the log in its order (the dataset's: a sequential read)."""
-        entries = self.entries
-        ordered = sorted(positions)
-        found = set()
-        for i, e in zip(ordered, rm.iter_full(entries[i] for i in ordered), strict=True):
-            if needle in e.question.casefold() or needle in e.answer.casefold():
-                found.add(i)
+    def _search(self, rm: ReadModel, needle: str, keep: Callable[[EntryView], bool]) -> set[int]:
+        """The positions of the entries kept by ``keep`` whose question or answer holds ``needle`` (casefolded)
+        where a word starts (:func:`projections.search.matcher`). The search index names the lines that hold its
+        words; entries it does not reach yet, and hits its words cannot settle, are read from the log."""
+        entries, matches = self.entries, matcher(needle)
+        hits = rm.search_hits(self.dataset_id, needle)
+        if hits is None:
+            return self._read_and_match(rm, matches, [i for i, e in enumerate(entries) if keep(e)])
+        found: set[int] = set()
+        where = self._position
+        for lines, at in ((hits.question, _QUESTION_AT), (hits.answer, _ANSWER_AT)):
+            for start, entry_id in lines:
+                i = where.get(entry_id)
+                if i is not None and ref_start(at(entries[i])) == start and keep(entries[i]):
+                    found.add(i)  # the line is still the entry's text (an edit moves it off it)
+        if needs_check(needle):
+            found = self._read_and_match(rm, matches, sorted(found))
+        if hits.reach < rm.offset:  # texts written past the index's reach
+            reach = hits.reach
+            tail = [i for i, e in enumerate(entries)
+                    if max(ref_start(e.question_at), ref_start(e.answer_at)) >= reach and keep(e)]
+            found |= self._read_and_match(rm, matches, tail)
         return found
+
+    def _read_and_match(self, rm: ReadModel, matches: Callable[[str], bool], positions: list[int]) -> set[int]:
+        """Those of these positions (ascending: the log's order) whose question or answer ``matches``."""
+        entries = self.entries
+        return {i for i, e in zip(positions, rm.iter_full(entries[i] for i in positions), strict=True)
+                if matches(e.question) or matches(e.answer)}
+
+    def _in_order(self, found: set[int], sort_by: str, direction: str) -> list[int]:
+        """These positions in the order of (sort_by, direction): a few are sorted by their rank in it, many
+        picked out of it."""
+        order = self.order(sort_by, direction)
+        if len(found) * 16 >= len(order):
+            return [i for i in order if i in found]
+        key = (sort_by, direction)
+        rank = self._ranks.get(key)
+        if rank is None:
+            rank = array("q", bytes(8 * len(order)))
+            for r, i in enumerate(order):
+                rank[i] = r
+            self._ranks[key] = rank
+        return sorted(found, key=rank.__getitem__)
 
     def _predicate(self, low: float, high: float | None, category: str | None, difficulty: str | None,
                    flagged: bool | None, split: str | None) -> Callable[[EntryView], bool]:
@@ -241,6 +280,7 @@ class EntryIndex:
 
 
 _NO_FILTER = (0.0, None, None, None, None, None, None)
+_QUESTION_AT, _ANSWER_AT = attrgetter("question_at"), attrgetter("answer_at")
 _KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged", "text")
 
 

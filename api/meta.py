@@ -24,11 +24,21 @@ class LogHealth(msgspec.Struct):
     skipped: list[SkippedRecord] = []  # the first of them
 
 
+class SearchIndexHealth(msgspec.Struct):
+    """The search index (projections.search): ``indexed`` bytes of the log's ``log_bytes`` (the rest is searched by
+    reading its texts); ``off`` when it cannot be kept here (a read-only or full disk: searches read every text)."""
+
+    indexed: int
+    log_bytes: int
+    off: bool = False
+
+
 class HealthStatus(Health):
     """Health, with the log's state. ``status``: "ok"; "checking" while the log is being checked (reads are
     served, writes wait); "corrupt" when it is (reads are served, writes refused until `dset log repair`)."""
 
     log: LogHealth | None = None
+    search_index: SearchIndexHealth | None = None
 
 
 class OpenAPIResource:
@@ -58,5 +68,8 @@ class HealthResource:
         check = rm.verification()
         log = LogHealth(check=check, writable=check.state == "ok", skipped_records=rm.skipped_count,
                         skipped=rm.skipped[:10])
+        index = rm.search_index()
+        search = SearchIndexHealth(indexed=min(index.known_reach, rm.offset), log_bytes=rm.offset, off=index.off)
         resp.media = HealthStatus(status=check.state, seq=rm.seq, jobs_running=worker.running,
-                                  worker=worker.enabled, simulated=self.ctx.simulator_url is not None, log=log)
+                                  worker=worker.enabled, simulated=self.ctx.simulator_url is not None, log=log,
+                                  search_index=search)

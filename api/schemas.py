@@ -269,7 +269,9 @@ class EntriesQuery(Query):
     difficulty: Annotated[str, msgspec.Meta(max_length=50)] | None = None
     flagged: bool | None = None
     split: Literal["train", "validation", "test"] | None = None
-    q: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    q: Annotated[str, msgspec.Meta(max_length=200, description=(
+        "Search: entries whose question or answer holds this text where a word starts, case-insensitive "
+        "(each character of a script written without spaces starts a word)"))] | None = None
     as_of: Seq | None = None
 
 

@@ -443,12 +443,30 @@ def bench_serve(args: argparse.Namespace, skip: set[str], data: Path, dataset: s
                           f"{args.seconds:g} s)", value=0.0 if r["errors"] else r["rps"], limit=1000,
                           target=">= 1,000 req/s", higher_is_better=True)
         if "search" not in skip:
+            wait_search_index(base, data, table, to_entries, startup)
             bench_search(args, base, url, table, to_entries, make_log.VOCABULARY)
         mem = _status_mb(proc.pid)
         table.add("dset serve: VmRSS at the end", f"{_mb(mem['VmRSS'])} (peak {_mb(mem['VmHWM'])})",
                   target="(none)")
     finally:
         stop_server(proc)
+
+
+def wait_search_index(base: str, data: Path, table: Table, to_entries: float | None, startup: float) -> None:
+    """Wait for the server's search index (projections.search) to reach the end of the log: its build time."""
+    t0 = time.perf_counter()
+    while True:
+        index = _get(f"{base}/health")[1]["search_index"]
+        if index["off"]:
+            raise SystemExit("the server's search index is off: see serve.log")
+        if index["indexed"] >= index["log_bytes"]:
+            break
+        time.sleep(0.5)
+    built = startup + time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in (data / "snapshots").glob("search.sqlite3*"))
+    table.add("search index: built by dset serve", f"{_s(built)} from start-up (as it serves), "
+              f"{_mb(size / 1e6)} on disk" + (f"; x {to_entries:g} for 10M entries: {_s(built * to_entries)}"
+                                              if to_entries else ""), target="(none)")
 
 
 def bench_search(args: argparse.Namespace, base: str, url: str, table: Table, to_entries: float | None,

@@ -22,9 +22,11 @@ from msgspec.structs import astuple
 from dsetlog.store.errors import LogError
 from dsetlog.store.layout import checked_event, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
+from projections.search import Hits, SearchIndex
 from projections.views import EntryView, FullEntry, ItemView
 
 TEXTS_CHUNK = 2048  # entries whose texts iter_full reads at a time
+SEARCH_INLINE_BYTES = 32 << 20  # of log a search indexes before it answers; more, and it reads the tail's texts
 
 
 class StaleTextError(LogError):
@@ -45,9 +47,13 @@ _line_decoder = event_decoder(_Texts)
 
 
 class TextReads:
-    """The texts of a read model's entries and work items, read from its log (``self.path``)."""
+    """The texts of a read model's entries and work items, read from its log (``self.path``), and the words of
+    its search index (``<data_dir>/snapshots``)."""
 
     path: Path
+    data_dir: Path
+    offset: int
+    _search: SearchIndex | None = None
 
     def full(self, entries: Iterable[EntryView]) -> list[FullEntry]:
         """These entries with their texts."""
@@ -79,6 +85,22 @@ class TextReads:
         """The questions of these work items, as the records that queued them say ("" for one never queued)."""
         found = _texts_at(self.path, {it.question_at: it.item_id for it in items if it.question_at}, items=True)
         return [(found[it.question_at].question or "") if it.question_at else "" for it in items]
+
+
+    def search_index(self) -> SearchIndex:
+        """The data dir's search index, as this model reaches it (made on first use)."""
+        if self._search is None:
+            self._search = SearchIndex(self.data_dir, self.path)
+        return self._search
+
+    def search_hits(self, dataset_id: str, needle: str) -> Hits | None:
+        """The search index's hits for the (casefolded) needle in this dataset (:class:`SearchIndex`), the index
+        first brought up to this model's records if that is at most SEARCH_INLINE_BYTES of log; None: no index or
+        no words in the needle (read the texts)."""
+        index = self.search_index()
+        if 0 < self.offset - index.reach() <= SEARCH_INLINE_BYTES:
+            index.catch_up()
+        return index.hits(dataset_id, needle)
 
 
 def _texts_at(path: Path, owners: dict[int, str], *, items: bool) -> dict[int, _Texts]:

@@ -1,0 +1,213 @@
+"""The search index (projections.search): a q= search finds what reading every text finds, whether the index
+is whole, behind, rebuilt, shared by processes or unusable; and what a search means (issue 15)."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import append
+
+import projections.search as search
+import projections.texts as texts
+from api.entry_index import EntryIndex
+from api.schemas import EntriesQuery
+from dsetlog.store.events import (
+    DatasetCreated,
+    EntryEdited,
+    EntryGenerated,
+    EntryRegenerated,
+    Event,
+    QuestionQueued,
+    RevisionRestored,
+)
+from dsetlog.store.log import LOG_NAME
+from projections import ReadModel
+from projections.search import SEARCH_NAME, SearchIndex, matcher
+from projections.snapshot import SNAPSHOT_DIR
+
+DS = "ds"
+
+
+@pytest.mark.parametrize(("needle", "text", "found"), [
+    ("insulin", "Insulin resistance", True),
+    ("insulin", "an insulinoma", True),
+    ("sulin", "Insulin resistance", False),  # not where a word starts
+    ("sulin", "(sulin", True),
+    ("fact 12?", "it is fact 12? yes", True),
+    ("fact 12?", "fact 12!", False),
+    ("fact 12", "fact 120", True),  # the last word is a prefix
+    ("fact 12", "fact, 12", False),  # the punctuation between is part of the needle
+    (" apple", "pineapple apple", True),  # a needle starting with a space needs no word start
+    ("bar", "foo_bar", True),  # "_" separates words (it is punctuation)
+    ("oo", "foo_bar", False),
+    ("光合", "植物的光合作用", True),  # every Chinese character starts a word
+    ("ข้าว", "กินข้าว", True),  # Thai too
+    ("strasse", "STRASSE", True),
+    ("straße".casefold(), "Straße", True),  # casefolded needles (the API's) meet casefolded texts
+    ("cafe", "café", False),  # accents count
+    ("", "anything", True),
+])
+def test_what_a_search_means(needle: str, text: str, found: bool) -> None:
+    assert matcher(needle.casefold())(text) is found
+
+
+VOCAB = ["insulin", "insulinoma", "glucose", "fact", "12", "120", "apple", "pineapple", "foo_bar", "café",
+         "cafe", "光合作用", "植物", "กินข้าว", "Straße", "ΣΑΣ", "x", "e\u0301t\u00e9", "fact12"]
+PUNCT = [" ", " ", " ", ", ", "? ", "-", "_", "(", "。"]
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice(VOCAB) + rng.choice(PUNCT) for _ in range(n)).strip()
+
+
+def _corpus(n: int, seed: int = 7) -> list[Event]:
+    rng = random.Random(seed)
+    events: list[Event] = [DatasetCreated(dataset_id=DS, name="qs"), DatasetCreated(dataset_id="other", name="o")]
+    for i in range(n):
+        q, a = _text(rng, 3) + "?", _text(rng, 12)
+        for ds in (DS, "other"):  # the same texts in another dataset: hits there are not this dataset's
+            events += [QuestionQueued(dataset_id=ds, item_id=f"q{i}", question=q, row=i),
+                       EntryGenerated(dataset_id=ds, item_id=f"q{i}", entry_id=f"e{i}", question=q, answer=a,
+                                      quality_score=rng.random())]
+    return events
+
+
+def _needles(rm: ReadModel, rng: random.Random, k: int) -> list[str]:
+    """Pieces of the texts themselves (at word starts and not), words of the vocabulary, and odd ones."""
+    full = rm.full(rm.datasets.entries(DS))
+    out = ["insulin", "sulin", "fact 12", "fact 12?", "光合", "ข้าว", "straße", "cafe", "?", "zzz", "e\u0301t",
+           "x", "120", "a"]
+    while len(out) < k:
+        t = rng.choice(full)
+        text = rng.choice((t.question, t.answer))
+        at = rng.randrange(len(text))
+        out.append(text[at:at + rng.randint(1, 14)])
+    return [n.casefold() for n in out if n.strip()]
+
+
+def _expected(rm: ReadModel, needle: str) -> list[str]:
+    m = matcher(needle)
+    return [e.id for e in rm.full(rm.datasets.entries(DS)) if m(e.question) or m(e.answer)]
+
+
+def _search(rm: ReadModel, needle: str, **filters: object) -> list[str]:
+    with rm.lock:
+        index = EntryIndex(rm, DS)
+        positions, _ = index.query(rm, EntriesQuery(q=needle, sort_by="position", **filters))  # type: ignore[arg-type]
+        return [index.entries[i].id for i in positions]
+
+
+def test_searches_find_what_reading_every_text_finds(tmp_path: Path) -> None:
+    append(tmp_path, *_corpus(300))
+    rm = ReadModel.open(tmp_path)
+    needles = _needles(rm, random.Random(3), 120)
+    for needle in needles:
+        assert _search(rm, needle) == _expected(rm, needle), needle
+    index = SearchIndex(tmp_path, rm.path)
+    assert index.reach() == rm.offset  # the first search indexed the log
+    hits = index.hits(DS, "insulin")
+    assert hits is not None and hits.answer and all(isinstance(start, int) for start, _ in hits.answer)
+    # and with the index gone (a file that is not a database), the same, read from the texts
+    (tmp_path / SNAPSHOT_DIR / SEARCH_NAME).unlink()
+    for name in ("-wal", "-shm"):
+        (tmp_path / SNAPSHOT_DIR / (SEARCH_NAME + name)).unlink(missing_ok=True)
+    (tmp_path / SNAPSHOT_DIR / SEARCH_NAME).mkdir()
+    unusable = ReadModel.open(tmp_path)
+    assert unusable.search_hits(DS, "insulin") is None
+    for needle in needles[:40]:
+        assert _search(unusable, needle) == _expected(rm, needle), needle
+
+
+def test_filters_and_orders_apply_to_a_search(tmp_path: Path) -> None:
+    append(tmp_path, *_corpus(200))
+    rm = ReadModel.open(tmp_path)
+    full = {e.id: e for e in rm.full(rm.datasets.entries(DS))}
+    m = matcher("insulin")
+    want = sorted((i for i, e in full.items() if (m(e.question) or m(e.answer)) and (e.quality_score or 0) >= 0.5),
+                  key=lambda i: (-(full[i].quality_score or 0), i))
+    with rm.lock:
+        index = EntryIndex(rm, DS)
+        positions, _ = index.query(rm, EntriesQuery(q="insulin", min_quality=0.5))
+        assert [index.entries[i].id for i in positions] == want
+        # few hits are ordered by their rank in the order, many are picked out of it: the same either way
+        few = index._in_order(set(positions[:3]), "quality", "desc")
+        assert [index.entries[i].id for i in few] == want[:3]
+
+
+def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path) -> None:
+    append(tmp_path, *_corpus(20))
+    rm = ReadModel.open(tmp_path)
+    assert "e3" not in _search(rm, "zebra")
+    append(tmp_path, EntryEdited(dataset_id=DS, entry_id="e3", answer="a zebra"),
+           EntryEdited(dataset_id=DS, entry_id="e4", question="zebra question?"))
+    rm.catch_up()
+    assert _search(rm, "zebra") == ["e3", "e4"]
+    append(tmp_path, EntryEdited(dataset_id=DS, entry_id="e3", answer="a horse"),
+           EntryRegenerated(dataset_id=DS, entry_id="e5", job_id="j", answer="zebras regenerated"),
+           EntryRegenerated(dataset_id=DS, entry_id="e6", job_id="j", answer="zebra set aside", current=False))
+    rm.catch_up()
+    assert _search(rm, "zebra") == ["e4", "e5"]  # e3 edited away; a set-aside revision is not the entry's text
+    seq = rm.seq
+    append(tmp_path, RevisionRestored(dataset_id=DS, entry_id="e7", seq=seq, answer="zebra restored"))
+    rm.catch_up()
+    assert _search(rm, "zebra") == ["e4", "e5", "e7"]
+    assert _search(rm.as_of(seq), "zebra") == ["e4", "e5"]  # an older model, the same index
+
+
+def test_texts_past_the_index_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    append(tmp_path, *_corpus(150))
+    rm = ReadModel.open(tmp_path)
+    monkeypatch.setattr(search, "COMMIT_BYTES", 4096)
+    index = SearchIndex(tmp_path, rm.path)
+    reach = index.catch_up(limit=20_000)  # a part of the log, as a server's indexing thread leaves it meanwhile
+    assert 0 < reach < rm.offset
+    monkeypatch.setattr(texts, "SEARCH_INLINE_BYTES", 0)  # searches do not add to it
+    needles = _needles(rm, random.Random(5), 60)
+    for needle in needles:
+        assert _search(rm, needle) == _expected(rm, needle), needle
+    assert SearchIndex(tmp_path, rm.path).reach() == reach
+    assert index.catch_up() == rm.offset
+
+
+def test_an_index_of_a_log_rewritten_since_is_built_again(tmp_path: Path) -> None:
+    append(tmp_path, *_corpus(40, seed=1))
+    rm = ReadModel.open(tmp_path)
+    assert _search(rm, "insulin") == _expected(rm, "insulin")
+    old = SearchIndex(tmp_path, rm.path).reach()
+    # another log in its place (as a repair or a restore leaves it), longer than the indexed part
+    (tmp_path / LOG_NAME).unlink()
+    append(tmp_path, *_corpus(60, seed=2))
+    rm = ReadModel.open(tmp_path)
+    assert rm.offset > old
+    for needle in ("insulin", "glucose", "光合", "fact 12"):
+        assert _search(rm, needle) == _expected(rm, needle), needle
+    db = sqlite3.connect(tmp_path / SNAPSHOT_DIR / SEARCH_NAME)
+    assert db.execute("SELECT count(*) FROM lines").fetchone() == (120,)  # 60 entries in each of 2 datasets
+
+
+_INDEXER = """
+import sys
+from pathlib import Path
+import projections.search as search
+search.COMMIT_BYTES = 2048
+data = Path(sys.argv[1])
+print(search.SearchIndex(data, data / "events.jsonl").catch_up())
+"""
+
+
+def test_processes_sharing_a_data_dir_index_it_once(tmp_path: Path) -> None:
+    append(tmp_path, *_corpus(200))
+    rm = ReadModel.open(tmp_path)
+    procs = [subprocess.Popen([sys.executable, "-c", _INDEXER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert {int(o) for o in outs} == {rm.offset}
+    db = sqlite3.connect(tmp_path / SNAPSHOT_DIR / SEARCH_NAME)
+    assert db.execute("SELECT count(*), count(DISTINCT start) FROM lines").fetchone() == (400, 400)
+    assert _search(rm, "glucose") == _expected(rm, "glucose")
