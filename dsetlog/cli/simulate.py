@@ -57,6 +57,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="answer 400 context_length_exceeded when prompt + max_tokens exceeds N (default 0: off)")
     p.add_argument("--max-body-bytes", type=int, default=0, metavar="N",
                    help="answer 413 to a chat request body above N bytes (default 0: no limit)")
+    # OpenAI's Batch API (/v1/files, /v1/batches)
+    p.add_argument("--no-batch", action="store_false", dest="batch_supported",
+                   help="answer /files and /batches 404, as a server without the Batch API does")
+    p.add_argument("--batch-delay-s", type=float, default=0.0, metavar="S",
+                   help="seconds from a batch's create to completed (default 0: done at the first retrieve)")
+    p.add_argument("--batch-error-rate", type=float, default=0.0, metavar="P",
+                   help="share of batch lines answered 500 into the error file")
+    p.add_argument("--batch-expire", action="store_true",
+                   help="batches expire at --batch-delay-s with half their lines done (the rest: batch_expired)")
+    p.add_argument("--batch-max-requests", type=int, default=50_000, metavar="N",
+                   help="lines a batch input file may hold (default OpenAI's 50,000)")
+    p.add_argument("--batch-max-bytes", type=int, default=200 * 1024 * 1024, metavar="N",
+                   help="bytes a batch input file may hold (default OpenAI's 200 MB)")
     p.set_defaults(func=run)
 
 

@@ -70,6 +70,18 @@ class Chat:
         reply.tracked = True  # in flight until the connection sends (or drops) it
         return reply
 
+    def answer_line(self, body: bytes) -> Reply:
+        """The reply to one batch input line's body: the same answer a chat request gets, without the
+        endpoint's front door (size, key, rate limit: the batch routes have their own) and without injected
+        faults, which belong to live calls; ``stream`` is ignored, as a batch has nothing to stream to."""
+        if self.config.quota_exhausted:
+            return quota_refusal()
+        req = self._request(body)
+        if isinstance(req, Reply):
+            return req
+        req = {k: v for k, v in req.items() if k not in ("stream", "stream_options")}
+        return self._complete(req, prompt_key(req["model"], req["messages"]), 0, empty=False, delay=0.0)
+
     def _reply(self, headers: dict[str, str], body: bytes) -> Reply:
         cfg, stats = self.config, self.stats
         stats.count("requests")

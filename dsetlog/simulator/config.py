@@ -25,6 +25,20 @@ client can be tested offline against each:
 * ``not_openai``: ``"html"`` answers every API path with a web server's default page, ``"404"`` with a
   plain-text ``404 page not found``: what a wrong base URL gives.
 * ``context_tokens`` / ``max_body_bytes``: OpenAI's 400 ``context_length_exceeded``, and a 413.
+
+OpenAI's Batch API (``/v1/files`` + ``/v1/batches``, ``batches.Batches``), whose progress is read off the
+clock, never run in the background:
+
+* ``batch_supported``: False answers the file and batch routes 404 as a server without them does
+  (llama.cpp's server, vLLM's, ollama).
+* ``batch_delay_s``: seconds from a batch's create to ``completed``: ``validating`` for its first tenth,
+  ``in_progress`` (``request_counts`` climbing with the clock) to nine tenths, then ``finalizing``.
+* ``batch_error_rate``: the share of lines answered 500 ``server_error`` (into the error file), drawn
+  from ``(seed, custom_id)``.
+* ``batch_expire``: the window closes at ``batch_delay_s`` with half the lines done: status ``expired``,
+  those lines in the output file and the rest in the error file as ``batch_expired``, as OpenAI does.
+* ``batch_max_requests`` / ``batch_max_bytes``: the input file limits (OpenAI's 50,000 lines and 200 MB);
+  a file over either fails the batch's validation.
 """
 
 from __future__ import annotations
@@ -70,6 +84,13 @@ class SimConfig(msgspec.Struct, kw_only=True):
     not_openai: str = ""  # "", "html" or "404"
     context_tokens: int = 0  # prompt + max_tokens above this is a 400; 0 = unlimited
     max_body_bytes: int = 0  # a larger chat request body is a 413; 0 = unlimited
+    # OpenAI's Batch API (see the module docstring)
+    batch_supported: bool = True  # False: /files and /batches answer 404
+    batch_delay_s: float = 0.0  # create -> completed
+    batch_error_rate: float = 0.0  # share of lines answered 500 into the error file
+    batch_expire: bool = False  # the window closes at batch_delay_s with half the lines done
+    batch_max_requests: int = 50_000  # lines per input file
+    batch_max_bytes: int = 200 * 1024 * 1024  # bytes per input file
 
     def __post_init__(self) -> None:
         for kind in FAULT_KINDS:
@@ -100,6 +121,13 @@ class SimConfig(msgspec.Struct, kw_only=True):
         for name in ("context_tokens", "max_body_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative (0 means unlimited)")
+        if not 0.0 <= self.batch_delay_s < float("inf"):
+            raise ValueError("batch_delay_s must be a finite number, 0 or more")
+        if not 0.0 <= self.batch_error_rate <= 1.0:
+            raise ValueError(f"batch_error_rate must be between 0 and 1, got {self.batch_error_rate}")
+        for name in ("batch_max_requests", "batch_max_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
     def rates(self) -> tuple[tuple[str, float], ...]:
         """(kind, rate) in the order faults are drawn."""

@@ -22,7 +22,9 @@ from dsetlog.simulator.stats import Stats
 _log = logging.getLogger(__name__)
 
 _MAX_HEAD = 64 * 1024
-_MAX_BODY = 64 * 1024 * 1024
+# A batch input file may be 200 MB (SimConfig.batch_max_bytes), and one over it must reach the batch's
+# validation rather than die here; a chat request body never comes near this.
+_MAX_BODY = 256 * 1024 * 1024
 
 # How a connection gets the reply to one request: (method, target, headers, body) -> Reply.
 Dispatch = Callable[[str, str, dict[str, str], bytes], Reply]

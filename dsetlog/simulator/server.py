@@ -2,9 +2,10 @@
 caller's loop; a context manager; its stats and request log), the routes it answers, and
 ``serve_forever`` for ``dset simulate``.
 
-Routes: ``POST /v1/chat/completions`` (``chat.Chat``), ``GET /v1/models`` and ``/v1/models/{id}``, and
-the simulator's own ``GET /_sim/stats``, ``GET /_sim/requests?last=N`` and ``POST /_sim/reset``; the
-``/v1`` prefix is optional.  ``stats()["max_in_flight"]`` is the most chat requests it was serving at
+Routes: ``POST /v1/chat/completions`` (``chat.Chat``), ``GET /v1/models`` and ``/v1/models/{id}``,
+OpenAI's Batch API (``batches.Batches``: ``/v1/files`` and ``/v1/batches``, unless
+``SimConfig.batch_supported`` is False), and the simulator's own ``GET /_sim/stats``,
+``GET /_sim/requests?last=N`` and ``POST /_sim/reset``; the ``/v1`` prefix is optional.  ``stats()["max_in_flight"]`` is the most chat requests it was serving at
 once (from the request read to its answer sent); ``requests(last=N)`` / ``GET /_sim/requests?last=N``
 return the decoded JSON bodies of the last chat requests (a bounded log of ``SimConfig.request_log``
 bodies), to see what a client sent.
@@ -21,6 +22,7 @@ from typing import Any
 
 import msgspec
 
+from dsetlog.simulator.batches import Batches
 from dsetlog.simulator.chat import Chat
 from dsetlog.simulator.config import SimConfig
 from dsetlog.simulator.faults import auth_refusal, not_openai_reply
@@ -50,7 +52,9 @@ class Simulator:
     ``stats()``: ``requests`` counts chat-completion requests received (whatever their outcome);
     ``completions`` counts 200 answers with content actually written; ``faults`` counts injected
     faults and 401/402 refusals; ``rate_limited`` counts 429s from the ``rate_limit_rps`` bucket (not
-    faults, and not attempts); ``by_prompt`` maps prompt key to requests seen for it (this is also
+    faults, and not attempts); ``file_uploads``, ``batch_creates`` and ``batch_cancels`` count the Batch
+    API's accepted submissions and ``batch_lines`` the batch lines answered (never in ``requests``);
+    ``by_prompt`` maps prompt key to requests seen for it (this is also
     the counter behind server-side attempt numbering, so ``reset_stats()`` restarts attempts too).
     """
 
@@ -59,6 +63,7 @@ class Simulator:
         self.base_url = ""
         self._stats = Stats(self.config.request_log)
         self._chat = Chat(self.config, self._stats)
+        self._batches = Batches(self.config, self._stats, self._chat)
         self._conns: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -195,6 +200,10 @@ class Simulator:
                 return _not_allowed("POST")
             self.reset_stats()
             return Reply(200, b'{"ok":true}')
+        if self.config.batch_supported:
+            reply = self._batches.handle(method, target, headers, body)
+            if reply is not None:
+                return reply
         return error(404, f"Unknown path {path}", "invalid_request_error", "not_found")
 
 

@@ -1,5 +1,6 @@
 """What the simulator counts: requests, completions, faults, attempts per prompt, the most chat requests
-in flight at once, and a bounded log of the chat request bodies it was sent.
+in flight at once, the Batch API's uploads, creates, cancels and answered lines, and a bounded log of the
+chat request bodies it was sent.
 
 Mutated on the server's loop and read from any thread (``Simulator.stats()``, ``requests()``), so every
 change and every snapshot holds the one lock.
@@ -30,6 +31,10 @@ class Stats:
         self.requests = 0
         self.completions = 0
         self.rate_limited = 0
+        self.file_uploads = 0
+        self.batch_creates = 0
+        self.batch_cancels = 0
+        self.batch_lines = 0  # batch input lines answered (never counted in requests)
         self.faults = dict.fromkeys(_STAT_FAULTS, 0)
         self.by_prompt: dict[str, int] = {}
         self.max_in_flight = self.in_flight  # requests still being served when cleared stay counted
@@ -41,6 +46,10 @@ class Stats:
                 "requests": self.requests,
                 "completions": self.completions,
                 "rate_limited": self.rate_limited,
+                "file_uploads": self.file_uploads,
+                "batch_creates": self.batch_creates,
+                "batch_cancels": self.batch_cancels,
+                "batch_lines": self.batch_lines,
                 "faults": dict(self.faults),
                 "by_prompt": dict(self.by_prompt),
                 "max_in_flight": self.max_in_flight,
@@ -55,7 +64,7 @@ class Stats:
     # -- counting, on the loop
 
     def count(self, counter: str) -> None:
-        """Add one to ``requests``, ``completions`` or ``rate_limited``."""
+        """Add one to ``requests``, ``completions``, ``rate_limited`` or one of the batch counters."""
         with self.lock:
             setattr(self, counter, getattr(self, counter) + 1)
 
