@@ -56,6 +56,7 @@ from dsetlog.store.events import (
 from dsetlog.store.layout import Recorded
 from dsetlog.store.scan import line_ref
 from projections.base import Projection, gc_paused, handles
+from projections.snapshot import release_pages
 from projections.views import (
     DatasetView,
     EntryView,
@@ -158,22 +159,33 @@ class _Shard:
     def decode_body(self) -> list[tuple[Recorded, int]]:
         """Decode the snapshot's body into items, entries and runs; returns the records deferred meanwhile."""
         assert self.body is not None
-        parts = [_body_decoder.decode(part) for part in self.body]
-        body = ShardBody([it for p in parts for it in p.items], [e for p in parts for e in p.entries],
-                         [r for p in parts for r in p.runs])
-        # decoded, every string is one of its own: share what a fold shares (memory: 10M entries)
         ds = self.view.id
-        for it in body.items:
-            it.dataset_id = ds
-        self.items = items = {it.item_id: it for it in body.items}
-        for e in body.entries:
-            _intern_entry(e)
+        items: dict[str, ItemView] = {}
+        entries: dict[str, EntryView] = {}
+        runs: dict[str, RunView] = {}
+        # a part at a time, each string decoded shared at once as a fold shares it (memory: a 5M-entry dataset
+        # decoded whole first held ~2 GB of strings it then dropped)
+        for raw in self.body:
+            part = _body_decoder.decode(raw)
+            for it in part.items:
+                it.dataset_id = ds
+                items[it.item_id] = it
+            for e in part.entries:
+                _intern_entry(e)
+                e.dataset_id = ds
+                if e.updated_at == e.created_at:
+                    e.updated_at = e.created_at
+                entries[e.id] = e
+            runs.update((r.run_id, r) for r in part.runs)
+            del part
+        for e in entries.values():  # an entry and its item share their ids, as in a fold (an item may be in another part)
             item = items.get(e.item_id)
-            e.dataset_id, e.item_id = ds, e.item_id if item is None else item.item_id
-            if e.updated_at == e.created_at:
-                e.updated_at = e.created_at
-        self.entries = {e.id: e for e in body.entries}
-        self.runs = {r.run_id: r for r in body.runs}
+            if item is not None:
+                e.item_id = item.item_id
+                if item.entry_id == e.id:
+                    item.entry_id = e.id
+        self.items, self.entries, self.runs = items, entries, runs
+        release_pages(self.body)
         deferred, self.deferred = self.deferred, []
         self.body = None
         return deferred
@@ -268,7 +280,7 @@ class Datasets(Projection):
     """Datasets, their work items (queue order), entries (item order), review state and runs."""
 
     name = "datasets"
-    version = 4  # 2: EntryView.quality_analyzed, .set_aside; 3: texts left in the log (EntryView.*_at); 4: parts
+    version = 5  # 2: EntryView.quality_analyzed, .set_aside; 3: texts in the log (*_at); 4: parts; 5: array_like
     state_type = DatasetsState
 
     def __init__(self) -> None:

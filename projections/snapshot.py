@@ -97,7 +97,18 @@ def read_snapshot(path: Path, projections: Sequence[ProjectionProtocol], *, log:
     raws = [view[ref.start : ref.start + ref.length] for ref in header.states]
     if any(zlib.crc32(raw) != ref.crc for raw, ref in zip(raws, header.states, strict=True)):
         return None
+    release_pages((view,))  # checked: the pages read need not stay in this process's memory until decoded
     return header, raws
+
+
+def release_pages(views: Iterable[memoryview]) -> None:
+    """Let go of the snapshot file's pages these views (of its mapping) have been read through: they leave the
+    process's resident memory and stay in the page cache, read again if a view is used again. A state decoded
+    or checked keeps none of the file's bytes in memory (at 10M entries the file is 9 GB)."""
+    for obj in {id(v.obj): v.obj for v in views}.values():
+        if isinstance(obj, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            with suppress(OSError, ValueError):  # ValueError: closed
+                obj.madvise(mmap.MADV_DONTNEED)
 
 
 def load_states(projections: Sequence[ProjectionProtocol], raws: Sequence[memoryview]) -> None:

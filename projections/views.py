@@ -8,7 +8,9 @@ from typing import Any
 import msgspec
 
 # gc=False: these never take part in a reference cycle, and a replay makes millions of them; left
-# to the cyclic GC every full collection would walk all of them.
+# to the cyclic GC every full collection would walk all of them. array_like (those there is one of per entry or
+# work item): a snapshot keeps their fields by position, not each under its name again (half a snapshot's bytes
+# at 10M entries were field names).
 
 
 class DatasetView(msgspec.Struct, gc=False):
@@ -29,7 +31,7 @@ class DatasetView(msgspec.Struct, gc=False):
     entries: int = 0
 
 
-class ItemView(msgspec.Struct, gc=False):
+class ItemView(msgspec.Struct, gc=False, array_like=True):
     """A work item: one question to answer (or one chunk slot), in queue order. Its question stays in the log:
     ``question_at`` is the line ref of the record that queued it (0: never queued); ReadModel.questions reads it."""
 
@@ -45,7 +47,7 @@ class ItemView(msgspec.Struct, gc=False):
     queued: bool = True  # False while only other events (attempts, an entry) have named it
 
 
-class FeedbackView(msgspec.Struct, gc=False):
+class FeedbackView(msgspec.Struct, gc=False, array_like=True):
     count: int = 0
     ratings: list[int] = []
     comments: list[str] = []  # the last FEEDBACK_COMMENTS_KEPT, oldest first
@@ -56,7 +58,7 @@ class FeedbackView(msgspec.Struct, gc=False):
         return sum(self.ratings) / len(self.ratings) if self.ratings else None
 
 
-class SetAside(msgspec.Struct, gc=False):
+class SetAside(msgspec.Struct, gc=False, array_like=True):
     """A regenerated revision that scored lower than the current one and was kept out of it (the log has it)."""
 
     seq: int  # of its EntryRegenerated: what RevisionRestored names to make it current
@@ -65,7 +67,7 @@ class SetAside(msgspec.Struct, gc=False):
     replaced_score: float | None
 
 
-class EntryView(msgspec.Struct, gc=False):
+class EntryView(msgspec.Struct, gc=False, array_like=True):
     """An entry as the read model keeps it: what lists, filters, sorts and summaries need, and where its texts
     are in the log (refs, :mod:`projections.texts`); :meth:`ReadModel.full` reads them into a :class:`FullEntry`."""
 

@@ -53,6 +53,7 @@ from projections import (
     ReadModel,
     handles,
 )
+from projections import datasets as datasets_module
 from projections import readmodel as readmodel_module
 
 DS = "ds-1"
@@ -264,6 +265,9 @@ def test_entries_share_their_repeated_strings(tmp_path: Path) -> None:
         a, b, c = rm.datasets.entries(DS)
         for field in run:
             assert getattr(a, field) is getattr(b, field) is getattr(c, field), (opened, field)
+        for e in (a, b, c):  # an entry and its work item share their ids (one string each)
+            item = rm.datasets.item(DS, e.item_id)
+            assert item is not None and item.item_id is e.item_id and item.entry_id is e.id, opened
         assert not hasattr(a, "question") and not hasattr(a, "answer")
         assert rm.text_of(a).question == "question q0?"
         if opened == "log":
@@ -728,6 +732,35 @@ def test_a_projection_ignores_event_types_it_does_not_handle(tmp_path: Path) -> 
         _ = again.datasets
     with pytest.raises(TypeError, match="needs at least one event type"):
         handles()
+
+
+def test_snapshot_pages_leave_memory_once_checked_and_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot is mapped: its pages, read to check it and to decode a dataset, must not stay resident
+    (the file is 9 GB at 10M entries). A dataset in several parts shares ids across them."""
+    monkeypatch.setattr(datasets_module, "PART_ENTRIES", 250)
+    events: list[Any] = [created()] + [queued(f"q{i}") for i in range(2000)]
+    # entries in another order than their items, each with 2 KB the snapshot keeps (metadata)
+    events += [generated(f"q{i}", metadata={"note": f"{i}" * 2000}) for i in reversed(range(2000))]
+    append(tmp_path, *events)
+    ReadModel.open(tmp_path).save_snapshot()
+
+    def file_kb() -> int:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("RssFile:"))
+
+    size_kb = (tmp_path / "snapshots" / "readmodel.msgpack").stat().st_size // 1024
+    before = file_kb()
+    rm = ReadModel.open(tmp_path)
+    assert rm.snapshot_used
+    after_open = file_kb()
+    entries = rm.datasets.entries(DS)
+    after_decode = file_kb()
+    assert len(entries) == 2000 and rm.datasets._shards[DS].part_count() == 8
+    assert size_kb > 4000
+    assert after_open - before < size_kb // 4 and after_decode - before < size_kb // 4, (before, after_open, after_decode)
+    for e in entries:
+        item = rm.datasets.item(DS, e.item_id)
+        assert item is not None and item.item_id is e.item_id and item.entry_id is e.id
 
 
 def test_shards_from_a_snapshot_fold_their_queued_records_when_read(tmp_path: Path) -> None:
