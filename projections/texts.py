@@ -20,7 +20,7 @@ import msgspec
 from msgspec.structs import astuple
 
 from dsetlog.store.errors import LogError
-from dsetlog.store.layout import checked_event, event_decoder
+from dsetlog.store.layout import checked_events, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
 from projections.search import Hits, SearchIndex
 from projections.views import EntryView, FullEntry, ItemView
@@ -67,15 +67,17 @@ class TextReads:
         while part := list(itertools.islice(it, chunk)):
             owners: dict[int, str] = {}
             for e in part:
-                for at in (e.question_at, e.answer_at, e.reasoning_at):
-                    if not at:
-                        raise StaleTextError(f"entry {e.id} was folded without its place in the log (records fed "
-                                             "to a projection by hand?): open it with ReadModel.open to read its texts")
-                    owners[at] = e.id
+                q, a, r = e.question_at, e.answer_at, e.reasoning_at
+                if not (q and a and r):
+                    raise StaleTextError(f"entry {e.id} was folded without its place in the log (records fed "
+                                         "to a projection by hand?): open it with ReadModel.open to read its texts")
+                owners[q] = owners[a] = owners[r] = e.id  # most often one line: the EntryGenerated
             found = _texts_at(self.path, owners, items=False)
             for e in part:
-                yield FullEntry(*astuple(e), found[e.question_at].question or "", found[e.answer_at].answer or "",
-                                found[e.reasoning_at].reasoning or "")
+                q = found[e.question_at]
+                a = q if e.answer_at == e.question_at else found[e.answer_at]
+                r = a if e.reasoning_at == e.answer_at else found[e.reasoning_at]
+                yield FullEntry(*astuple(e), q.question or "", a.answer or "", r.reasoning or "")
 
     def text_of(self, entry: EntryView) -> FullEntry:
         """One entry with its texts."""
@@ -111,8 +113,8 @@ def _texts_at(path: Path, owners: dict[int, str], *, items: bool) -> dict[int, _
     except FileNotFoundError:
         raise StaleTextError(f"the log {path} is gone: texts cannot be read") from None
     found = {}
-    for at, line in lines.items():
-        texts, owner = checked_event(line, _line_decoder), owners[at]
+    for at, texts in zip(lines, checked_events(list(lines.values()), _line_decoder), strict=True):
+        owner = owners[at]
         # a work item's question is on a record naming it and no entry (QuestionQueued, SlotQueued)
         mine = texts is not None and (texts.item_id == owner and not texts.entry_id if items else texts.entry_id == owner)
         if not mine:

@@ -16,7 +16,7 @@ import operator
 import re
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -91,6 +91,22 @@ def checked_event(line: bytes, decoder: msgspec.json.Decoder[Any]) -> Any | None
     if at < 0 or zlib.crc32(memoryview(line)[at + len(_EVENT_AT) : -1]) != rec.crc:
         return None
     return rec.event
+
+
+def checked_events(lines: Sequence[bytes], decoder: msgspec.json.Decoder[Any]) -> list[Any | None]:
+    """:func:`checked_event` of each line, the lines decoded by one call (a read of thousands of texts)."""
+    try:
+        recs = decoder.decode_lines(b"\n".join(lines))
+    except DECODE_ERRORS:
+        recs = []
+    if len(recs) != len(lines):  # one is not a whole line: each is judged alone
+        return [checked_event(line, decoder) for line in lines]
+    out: list[Any | None] = []
+    add, crc32, skip = out.append, zlib.crc32, len(_EVENT_AT)
+    for line, rec in zip(lines, recs, strict=True):
+        at = line.find(_EVENT_AT)
+        add(rec.event if at >= 0 and crc32(memoryview(line)[at + skip : -1]) == rec.crc else None)
+    return out
 
 
 def event_bytes(line: bytes) -> bytes:
