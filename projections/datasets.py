@@ -130,6 +130,22 @@ def _shared(quality: dict[str, float]) -> dict[str, float]:
 _body_encoder = msgspec.msgpack.Encoder()
 
 
+class _SameAsLast:
+    """The string it was last given when this one is equal to it: the records of one append share their
+    timestamp, and an entry keeps it (a replay decodes each record's as a string of its own)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self) -> None:
+        self.last = ""
+
+    def __call__(self, ts: str) -> str:
+        if ts == self.last:
+            return self.last
+        self.last = ts
+        return ts
+
+
 class _Shard:
     """One dataset's state; ``body`` is not None while it is still the encoded snapshot."""
 
@@ -163,6 +179,7 @@ class _Shard:
         items: dict[str, ItemView] = {}
         entries: dict[str, EntryView] = {}
         runs: dict[str, RunView] = {}
+        same_ts = _SameAsLast()
         # a part at a time, each string decoded shared at once as a fold shares it (memory: a 5M-entry dataset
         # decoded whole first held ~2 GB of strings it then dropped)
         for raw in self.body:
@@ -173,8 +190,8 @@ class _Shard:
             for e in part.entries:
                 _intern_entry(e)
                 e.dataset_id = ds
-                if e.updated_at == e.created_at:
-                    e.updated_at = e.created_at
+                e.created_at = same_ts(e.created_at)
+                e.updated_at = same_ts(e.updated_at)
                 entries[e.id] = e
             runs.update((r.run_id, r) for r in part.runs)
             del part
@@ -248,14 +265,15 @@ class _Shard:
 
 class _Where:
     """Where the records being folded are in the log: a batch's bounds (dsetlog.store.scan.read_located) and its
-    first seq, or, while a shard's deferred records are folded, their refs by seq."""
+    first seq, or, while a shard's deferred records are folded, their refs by seq; and their shared timestamps."""
 
-    __slots__ = ("bounds", "first_seq", "refs")
+    __slots__ = ("bounds", "first_seq", "refs", "ts")
 
     def __init__(self) -> None:
         self.bounds: Sequence[int] | None = None
         self.first_seq = 0
         self.refs: dict[int, int] | None = None
+        self.ts = _SameAsLast()  # and when: the records of one append share their time
 
     @contextmanager
     def deferred(self, deferred: list[tuple[Recorded, int]]) -> Iterator[None]:
@@ -377,14 +395,14 @@ class Datasets(Projection):
         item = shard.item(ev.item_id)
         if item.status == DONE or ev.entry_id in shard.entries:
             return  # at most one entry per item (and per entry id): the first one stands
-        usage = ev.usage
         at = self._where.ref(rec)  # its texts stay in the log (the replay did not even decode them: projections.lean)
         # positional: keyword construction of a 28-field Struct costs several times more in a replay
+        ts, usage = self._where.ts(rec.ts), ev.usage
         shard.entries[ev.entry_id] = EntryView(
             ev.entry_id, shard.view.id, item.item_id, at, at, at, _intern(ev.category),
             _intern(ev.model), _intern(ev.provider), ev.simulated, usage.prompt_tokens, usage.completion_tokens,
             ev.latency_ms, _intern(ev.prompt_name), _intern(ev.prompt_hash), ev.source_chunk, ev.quality_score,
-            _shared(ev.quality), _intern(ev.difficulty), ev.metadata or _NO_METADATA, rec.ts, rec.ts,
+            _shared(ev.quality), _intern(ev.difficulty), ev.metadata or _NO_METADATA, ts, ts,
             _intern(ev.run_id), 1, None, False,
             None, (rec.seq,),
         )  # fmt: skip
@@ -550,7 +568,7 @@ class Datasets(Projection):
         (high >= 0.8 > medium >= 0.5 > low); categories count every entry, an
         empty category as "Other". An empty dataset averages 0.0.
         """
-        return _quality_summary(self.entries(dataset_id))
+        return quality_summary_of(self.entries(dataset_id))
 
     # -- snapshots -------------------------------------------------------------
 
@@ -595,7 +613,8 @@ def _bin_header(n: int) -> bytes:
     return b"\xc5" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xc6" + n.to_bytes(4, "big")
 
 
-def _quality_summary(entries: Iterable[EntryView]) -> dict[str, Any]:
+def quality_summary_of(entries: Iterable[EntryView]) -> dict[str, Any]:
+    """Datasets.quality_summary of these entries."""
     total, scored = 0.0, 0
     dist = {"high": 0, "medium": 0, "low": 0}
     cats: dict[str, int] = {}
