@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from projections.base import ProjectionProtocol
+from projections.batches import Batches
 from projections.datasets import Datasets
 from projections.endpoints import Endpoints
 from projections.evaluations import Evaluations
@@ -21,7 +22,7 @@ P = TypeVar("P", bound=ProjectionProtocol)
 
 def standard_projections() -> list[ProjectionProtocol]:
     """New, empty instances of every standard projection."""
-    return [EventStats(), Datasets(), Projects(), Jobs(), Evaluations(), Endpoints()]
+    return [EventStats(), Datasets(), Projects(), Jobs(), Evaluations(), Endpoints(), Batches()]
 
 
 class StandardProjections:
@@ -72,3 +73,6 @@ class StandardProjections:
     def endpoints(self) -> Endpoints:
         return self.get(Endpoints)
 
+    @property
+    def batches(self) -> Batches:
+        return self.get(Batches)

@@ -26,6 +26,7 @@ from dsetlog.engine.stages import Outcome
 from dsetlog.errors import UsageError
 from dsetlog.export.formats import FORMATS, SEED_FORMATS
 from dsetlog.generation.answering import Answered, AnswerSettings, QuestionsRun, SimulatorSettings, Started
+from dsetlog.generation.batching import FALLBACKS, BatchSettings
 from dsetlog.generation.questions import MAX_INPUT_BYTES
 from dsetlog.llm.providers import PROFILES, load_env
 
@@ -70,6 +71,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_export_options(p)
     p.add_argument("--max-input-mb", type=float, default=MAX_INPUT_BYTES / 2**20, metavar="MB",
                    help=f"refuse a questions file larger than this (default {MAX_INPUT_BYTES // 2**20} MB)")
+    batch = p.add_argument_group("batches (a provider's Batch API: half the price, answers within 24 h)")
+    batch.add_argument("--batch", action="store_true",
+                       help="send the questions as batches (/v1/files + /v1/batches); the same command again "
+                            "polls the batches already submitted and submits only what none holds")
+    batch.add_argument("--batch-fallback", choices=FALLBACKS, default="none",
+                       help="online: answer online what the server cannot batch (no Batch API) and what batches "
+                            "failed; none (default): stop with a message")
+    batch.add_argument("--batch-cancel", action="store_true",
+                       help="cancel this dataset's open batches on the provider, keep what they answered, submit nothing")
+    batch.add_argument("--batch-poll", type=float, default=5.0, metavar="S",
+                       help="seconds before the first poll, doubling up to 300 (default 5)")
+    batch.add_argument("--batch-max-requests", type=int, metavar="N",
+                       help="requests per batch input file (default: the profile's, OpenAI's 50,000)")
     sim = p.add_argument_group("simulator (with --simulate)")
     sim.add_argument("--sim-latency-ms", type=float, default=20.0)
     sim.add_argument("--sim-fault-rate", type=float, default=0.0,
@@ -95,6 +109,7 @@ def settings_from(args: argparse.Namespace) -> AnswerSettings:
         raise UsageError("--concurrency must be >= 1, --max-retries and --backoff >= 0, --timeout > 0")
     if not args.max_input_mb > 0:
         raise UsageError("--max-input-mb must be greater than 0")
+    batch = batch_settings(args)
     simulator = (SimulatorSettings(latency_ms=args.sim_latency_ms, fault_rate=args.sim_fault_rate, seed=args.sim_seed)
                  if args.simulate else None)
     return AnswerSettings(
@@ -105,7 +120,21 @@ def settings_from(args: argparse.Namespace) -> AnswerSettings:
         tpm=args.tpm, timeout=args.timeout,
         max_retries=args.max_retries, backoff=args.backoff, budget=budget,
         price=tuple(args.price) if args.price else None, header=args.header,
-        max_input_bytes=int(args.max_input_mb * 2**20), progress=not args.no_progress, export=export_options(args))
+        max_input_bytes=int(args.max_input_mb * 2**20), progress=not args.no_progress, export=export_options(args),
+        batch=batch)
+
+
+def batch_settings(args: argparse.Namespace) -> BatchSettings | None:
+    """The --batch options; None for an online run (a --batch-* option without --batch is refused)."""
+    if not (args.batch or args.batch_cancel):
+        if args.batch_fallback != "none" or args.batch_max_requests is not None:
+            raise UsageError("--batch-fallback and --batch-max-requests go with --batch")
+        return None
+    if not args.batch_poll > 0 or (args.batch_max_requests is not None and args.batch_max_requests < 1):
+        raise UsageError("--batch-poll must be > 0 and --batch-max-requests >= 1")
+    return BatchSettings(fallback=args.batch_fallback, poll_first=args.batch_poll,
+                         poll_cap=max(args.batch_poll, 300.0 if args.batch_poll >= 1 else args.batch_poll * 4),
+                         max_requests=args.batch_max_requests, cancel=args.batch_cancel)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         print_start(questions_run.start())
         answered = questions_run.answer()
         print_end(answered)
+        if settings.batch is not None and settings.batch.cancel and answered.batch is not None:
+            return cancelled(answered)
         return ending(answered, settings.budget)
 
 
@@ -129,9 +160,15 @@ def print_end(a: Answered) -> None:
     if a.bookmark_error is not None:
         print(f"dset: warning: could not write bookmarks into {a.csv_path}: {a.bookmark_error}", file=sys.stderr)
     cost = f", est. cost ${a.cost:.4f}" if a.cost is not None else ""
+    if a.cost is not None and a.batch is not None:
+        cost += f" (batch prices: {a.batch_discount:.0%} of the profile's)"
     print(f"dset: {a.answered} answered, {a.failed} failed, {a.pending} pending, "
           f"{a.skipped} skipped (blank or duplicate); this run: {a.new_answers} new answers, "
           f"{a.tokens:,} tokens{cost}", file=sys.stderr)
+    if a.batch is not None:
+        print(f"dset: batches: {a.batch.submitted} submitted by this run, {a.batch.open} still open on the provider"
+              f"{f', {len(a.batch.online)} answered online (--batch-fallback online)' if a.batch.online else ''}",
+              file=sys.stderr)
     print(f"dset: wrote {', '.join(str(p) for p in a.written)}"
           f"{'; bookmarks updated in ' + str(a.csv_path) if a.bookmarked else ''}", file=sys.stderr)
 
@@ -141,11 +178,22 @@ def ending(a: Answered, budget: Budget) -> int:
     if a.outcome == Outcome.FATAL and a.fatal is not None:
         print(f"dset: stopped: {a.fatal}", file=sys.stderr)
     elif a.outcome == Outcome.BUDGET:
-        print(f"dset: stopped: budget of {budget} reached; run again with a larger --budget to continue",
-              file=sys.stderr)
+        print(f"dset: stopped: {a.fatal}" if a.fatal else
+              f"dset: stopped: budget of {budget} reached; run again with a larger --budget to continue", file=sys.stderr)
     elif a.outcome == Outcome.INTERRUPTED:
-        print("dset: interrupted; run the same command again to continue", file=sys.stderr)
+        print(f"dset: {a.fatal or 'interrupted; run the same command again to continue'}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if a.failed:
         print(f"dset: {a.failed} question(s) bookmarked ERROR; run again to retry them", file=sys.stderr)
     return EXIT_OK if a.complete else EXIT_FAILED
+
+
+def cancelled(a: Answered) -> int:
+    """Say what --batch-cancel did: 0 once no batch of the dataset is open on the provider."""
+    assert a.batch is not None
+    if a.fatal:
+        print(f"dset: stopped: {a.fatal}", file=sys.stderr)
+        return EXIT_INTERRUPTED if a.outcome == Outcome.INTERRUPTED else EXIT_FAILED
+    print(f"dset: cancelled {a.batch.cancelled} batch(es); {a.pending} question(s) not answered are left for the "
+          "next run (the same command without --batch-cancel submits them)", file=sys.stderr)
+    return EXIT_OK if a.batch.open == 0 else EXIT_FAILED

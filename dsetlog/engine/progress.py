@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """A span as people read it: MM:SS, or H:MM:SS past an hour."""
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
@@ -32,6 +33,8 @@ class Progress:
     enabled: bool = True
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     interval: float = 0.0  # 0: pick by stream (0.2 s on a terminal, 10 s otherwise)
+    # what a run waiting on others' work shows after the counts (a batch run: its batches' states and ETA)
+    detail: str = ""
     _start: float = field(default_factory=time.monotonic)
     _start_done: int = -1
     _last: float = 0.0
@@ -52,10 +55,12 @@ class Progress:
         elapsed = max(1e-6, time.monotonic() - self._start)
         rate = (self.done - self._start_done) / elapsed
         left = self.total - self.done - self.failed
-        eta = _duration(left / rate) if rate > 0 and left > 0 else "--:--"
+        eta = duration(left / rate) if rate > 0 and left > 0 else "--:--"
         share = (self.done + self.failed) / self.total if self.total else 1.0
         bar = "#" * int(share * 20)
         cost = f"${self.cost:.4f}" if self.priced else "cost n/a"
+        if self.detail:  # the rate of entries says nothing while a provider works on them: the detail has the ETA
+            return f"[{bar:<20}] {self.done}/{self.total} done, {self.failed} failed | {self.detail} | {cost}"
         return (f"[{bar:<20}] {self.done}/{self.total} done, {self.failed} failed | {rate:.1f}/s | "
                 f"ETA {eta} | {self.tokens:,} tokens | {cost}")
 

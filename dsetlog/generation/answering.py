@@ -55,6 +55,7 @@ from projections.readmodel import ReadModel
 
 if TYPE_CHECKING:  # the engine's client imports the openai SDK: only a run that makes calls pays for that import
     from dsetlog.engine.engine import Engine, EngineResult, MakeEvents, WorkItem
+    from dsetlog.generation.batching import BatchOutcome, BatchSettings
     from dsetlog.llm.client import Completion
     from projections.views import ItemView
 
@@ -113,6 +114,7 @@ class AnswerSettings:
     max_input_bytes: int = MAX_INPUT_BYTES
     progress: bool = True  # the progress line on stderr
     export: ExportOptions = field(default_factory=ExportOptions)  # reasoning, context, the CSV's BOM
+    batch: BatchSettings | None = None  # through the provider's Batch API (--batch); None: online calls
 
     @property
     def csv_path(self) -> Path:
@@ -153,6 +155,8 @@ class Answered:
     csv_path: Path
     bookmarked: bool  # the CSV's status column was written
     bookmark_error: str | None  # why the bookmarks could not be written (the outputs were)
+    batch: BatchOutcome | None = None  # the batch part of a --batch run
+    batch_discount: float = 1.0  # the share of the profile's prices the cost was estimated at
 
     @property
     def complete(self) -> bool:
@@ -233,8 +237,10 @@ class QuestionsRun:
         bookmarks."""
         from dsetlog.engine.engine import EngineResult, run_engine
 
-        result = EngineResult(Outcome.COMPLETED)
-        if self.todo:
+        result, batch = EngineResult(Outcome.COMPLETED), None
+        if self.todo and self.settings.batch is not None:
+            result, batch = self._batched()
+        elif self.todo:
             result = run_engine(self._engine(), self.todo)
         self.rm.catch_up()
         items = {item_id: self.rm.datasets.item(self.dataset_id, item_id) for item_id in self.item_ids}
@@ -249,13 +255,40 @@ class QuestionsRun:
             bookmarked, bookmark_error = False, str(exc)
         answered = sum(1 for i in items.values() if i is not None and i.status == "done")
         progress = self.progress
+        fatal = result.fatal.message if result.fatal is not None else (batch.message if batch else None) or None
         return Answered(
-            outcome=result.outcome, fatal=result.fatal.message if result.fatal is not None else None,
+            outcome=result.outcome, fatal=fatal,
             answered=answered, failed=len(failed),
             pending=len(self.item_ids) - answered - len(failed), skipped=self.qfile.blank + self.qfile.duplicates,
             new_answers=result.answered, tokens=progress.tokens, cost=progress.cost if self.price is not None else None,
             written=list(written.values()), csv_path=self.csv_path, bookmarked=bookmarked,
-            bookmark_error=bookmark_error)
+            bookmark_error=bookmark_error, batch=batch,
+            batch_discount=self.provider.batch.discount if batch is not None else 1.0)
+
+    def _batched(self) -> tuple[EngineResult, BatchOutcome]:
+        """Answer through the provider's Batch API at its batch prices (dsetlog.generation.batching); what it
+        hands back (a server without the API, batches' failures, with --batch-fallback online) online."""
+        from dsetlog.engine.engine import EngineResult, run_engine
+        from dsetlog.generation.batching import BatchRun
+
+        s, discount = self.settings, self.provider.batch.discount
+        assert s.batch is not None
+        price = (self.price[0] * discount, self.price[1] * discount) if self.price is not None else None
+        out = BatchRun(log=self.log, rm=self.rm, provider=self.provider, dataset_id=self.dataset_id,
+                       run_id=self.run_id, make_events=self._answer_events(), progress=self.progress,
+                       settings=s.batch, max_retries=s.max_retries, budget=s.budget, price=price,
+                       sampling={"temperature": s.temperature, "max_tokens": s.max_tokens}).run(self.todo)
+        result = EngineResult(out.outcome, answered=out.answered, failed=out.failed)
+        if out.online and out.outcome not in (Outcome.INTERRUPTED, Outcome.FATAL):
+            online = run_engine(self._engine(), out.online)  # online items are priced as online calls
+            result.answered += online.answered
+            result.failed += online.failed
+            result.fatal = online.fatal
+            if online.outcome != Outcome.COMPLETED:
+                result.outcome = online.outcome
+        if result.outcome == Outcome.COMPLETED and result.failed:
+            result.outcome = Outcome.FAILED
+        return result, out
 
     def _start_events(self) -> list[Event]:
         """The dataset unless the log has it, each question it does not have, and the run's start."""
@@ -273,6 +306,8 @@ class QuestionsRun:
                     "backoff": settings.backoff, "timeout": settings.timeout, "rpm": settings.rpm,
                     "tpm": settings.tpm, "budget": str(settings.budget), "formats": settings.formats,
                     "out": str(Path(settings.out).resolve())}
+        if settings.batch is not None:
+            recorded["batch"] = {"fallback": settings.batch.fallback, "cancel": settings.batch.cancel}
         new.append(RunStarted(run_id=self.run_id, dataset_id=self.dataset_id, command="generate",
                               model=self.provider.model, provider=self.provider.profile,
                               simulated=self.provider.simulated, settings=recorded, system=settings.system or ""))

@@ -313,8 +313,9 @@ class BatchClient:
     ``base_url`` ends where the SDK's does (``.../v1``); ``api_key`` is registered for redaction at once,
     so no message of this client can show it."""
 
-    def __init__(self, base_url: str, api_key: str = "none", *, timeout: float = 120.0) -> None:
-        redaction.register(api_key)
+    def __init__(self, base_url: str, api_key: str = "none", *, timeout: float = 120.0, secret: bool = True) -> None:
+        if secret:  # (not the simulator's placeholder "simulated": that word would vanish from every answer)
+            redaction.register(api_key)
         self.base_url = base_url.rstrip("/")
         self.endpoint = redaction.redact(self.base_url)  # as it may be shown
         self._reached = False  # has the endpoint ever answered? (a refused connection then is not a wrong URL)
@@ -323,7 +324,7 @@ class BatchClient:
 
     @classmethod
     def for_provider(cls, provider: Provider, *, timeout: float = 120.0) -> BatchClient:
-        return cls(provider.base_url, provider.api_key, timeout=timeout)
+        return cls(provider.base_url, provider.api_key, timeout=timeout, secret=not provider.simulated)
 
     def __enter__(self) -> BatchClient:
         return self

@@ -261,6 +261,63 @@ def _unfinished_json(content: str) -> bool:
     return False
 
 
+def structured_mode(provider: Provider, model: str | None = None) -> str:
+    """The structured-output mode calls to the provider's endpoint and model are made in now."""
+    return provider.structured_forced or structured.BOOK.mode(
+        provider.endpoint, model or provider.model, default=provider.structured_default)
+
+
+def request_body(provider: Provider, messages: list[dict[str, Any]], *, response_format: dict[str, Any] | None = None,
+                 schema: Structured | None = None, temperature: float | None = None, max_tokens: int | None = None,
+                 model: str | None = None) -> tuple[dict[str, Any], str]:
+    """The request body of one chat call and the structured mode it is made in ("" for free text): what
+    :meth:`LLMClient.complete` posts, and what a batch input line carries (dsetlog.llm.batches)."""
+    model = model or provider.model
+    mode = ""
+    if schema is not None:
+        mode = structured_mode(provider, model)
+        messages, response_format = schema.request(mode, messages)
+    # The request chat.completions.create() would send, byte for byte, without its parameter
+    # transform: that walks every one of create()'s ~45 parameters through typing introspection, ~1 ms
+    # of CPU per call, and has nothing to convert in plain JSON messages.
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if response_format is not None:
+        body["response_format"] = response_format
+    if temperature is not None:
+        body["temperature"] = temperature
+    return body, mode
+
+
+def completion_of(resp: _Reply | dict[str, Any], *, model: str, mode: str = "", structured_reply: bool = False,
+                  max_tokens: int | None = None, latency_ms: float = 0.0, simulated: bool = False) -> Completion:
+    """The completion a chat reply holds (decoded, or the JSON object of a batch output line): its content
+    and reasoning split as every server sends them, its usage; a CallFailure for what online and batch
+    answers alike must not become an entry (no choices, no content, structured JSON cut at max_tokens)."""
+    if isinstance(resp, dict):
+        try:
+            resp = msgspec.convert(resp, _Reply)
+        except msgspec.ValidationError as exc:
+            raise CallFailure("malformed", f"the response could not be parsed ({exc})", retryable=True) from None
+    if not resp.choices:
+        raise CallFailure("malformed", "the response has no choices", retryable=True)
+    choice = resp.choices[0]
+    content, reasoning = split_reasoning(choice.message or _Message())
+    usage = resp.usage
+    prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
+    completion_tokens = (usage.completion_tokens or 0) if usage else 0
+    finish = choice.finish_reason or "stop"
+    if finish == "length" and structured_reply and content.strip() and _unfinished_json(content):
+        raise CallFailure("cut", f"the reply stopped at max_tokens={max_tokens or 'the server default'} "
+                          "(finish_reason length) inside its JSON", cut=True)
+    if not content.strip():
+        raise CallFailure("empty", "the model returned no content", retryable=True)
+    simulated = simulated or resp.system_fingerprint == SIMULATOR_FINGERPRINT
+    return Completion(content.strip(), reasoning.strip(), resp.model or model, prompt_tokens,
+                      completion_tokens, latency_ms, finish, simulated, mode)
+
+
 class LLMClient:
     """The OpenAI SDK's client for one provider, its chat-completions call made at the floor of Python's cost.
 
@@ -349,8 +406,7 @@ class LLMClient:
 
     def mode(self, model: str | None = None) -> str:
         """The structured-output mode calls to this endpoint and model are made in now."""
-        return self.provider.structured_forced or structured.BOOK.mode(
-            self.endpoint, model or self.provider.model, default=self.provider.structured_default)
+        return structured_mode(self.provider, model)
 
     async def complete(self, messages: list[dict[str, Any]], *, attempt: int = 1,
                        response_format: dict[str, Any] | None = None, schema: Structured | None = None,
@@ -362,24 +418,12 @@ class LLMClient:
         ``response_format`` is sent as given (for callers that know the server).
         """
         max_tokens = max_tokens if max_tokens is not None else self.max_tokens
-        temperature = temperature if temperature is not None else self.temperature
         model = model or self.provider.model
-        mode = ""
-        if schema is not None:
-            mode = self.mode(model)
-            messages, response_format = schema.request(mode, messages)
-        estimate = estimate_tokens(messages, max_tokens)
+        temperature = temperature if temperature is not None else self.temperature
+        body, mode = request_body(self.provider, messages, response_format=response_format, schema=schema,
+                                  temperature=temperature, max_tokens=max_tokens, model=model)
+        estimate = estimate_tokens(body["messages"], max_tokens)
         await self.limiter.acquire(estimate)
-        # The request chat.completions.create() would send, byte for byte, without its parameter
-        # transform: that walks every one of create()'s ~45 parameters through typing introspection, ~1 ms
-        # of CPU per call, and has nothing to convert in plain JSON messages.
-        body: dict[str, Any] = {"model": model, "messages": messages}
-        if max_tokens is not None:
-            body["max_tokens"] = max_tokens
-        if response_format is not None:
-            body["response_format"] = response_format
-        if temperature is not None:
-            body["temperature"] = temperature
         started = time.perf_counter()
         try:
             status, headers, content = await self._post(_encoder.encode(body), attempt)
@@ -387,21 +431,11 @@ class LLMClient:
             raise self._failed(exc, mode, model) from exc
         latency_ms = (time.perf_counter() - started) * 1000
         resp = self._decode(status, headers, content)
-        choice = resp.choices[0]  # type: ignore[index]
-        content, reasoning = split_reasoning(choice.message or _Message())
         usage = resp.usage
-        prompt_tokens = (usage.prompt_tokens or 0) if usage else 0
-        completion_tokens = (usage.completion_tokens or 0) if usage else 0
-        self.limiter.succeeded(headers, estimated_tokens=estimate, actual_tokens=prompt_tokens + completion_tokens)
-        finish = choice.finish_reason or "stop"
-        if finish == "length" and schema is not None and content.strip() and _unfinished_json(content):
-            raise CallFailure("cut", f"the reply stopped at max_tokens={max_tokens or 'the server default'} "
-                              "(finish_reason length) inside its JSON", cut=True)
-        if not content.strip():
-            raise CallFailure("empty", "the model returned no content", retryable=True)
-        simulated = self.provider.simulated or resp.system_fingerprint == SIMULATOR_FINGERPRINT
-        return Completion(content.strip(), reasoning.strip(), resp.model or model, prompt_tokens,
-                          completion_tokens, latency_ms, finish, simulated, mode)
+        actual = ((usage.prompt_tokens or 0) + (usage.completion_tokens or 0)) if usage else 0
+        self.limiter.succeeded(headers, estimated_tokens=estimate, actual_tokens=actual)
+        return completion_of(resp, model=model, mode=mode, structured_reply=schema is not None,
+                             max_tokens=max_tokens, latency_ms=latency_ms, simulated=self.provider.simulated)
 
     def _decode(self, status: int, headers: Mapping[str, str], content: bytes) -> _Reply:
         if _is_html(headers, content[:64].decode("latin-1")):

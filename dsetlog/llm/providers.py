@@ -31,6 +31,21 @@ class ProviderError(UsageError, ValueError):
     """A provider cannot be used as configured; the message says what to set."""
 
 
+# OpenAI's Batch API limits per input file, and its price: half the online one.
+BATCH_MAX_REQUESTS, BATCH_MAX_BYTES, BATCH_DISCOUNT = 50_000, 200_000_000, 0.5
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What a profile's Batch API takes. ``supported``: True, False, or None (not known: ask the server,
+    as for any profile pointed at another base URL). ``discount``: the batch price's share of the online one."""
+
+    supported: bool | None = None
+    max_requests: int = BATCH_MAX_REQUESTS
+    max_bytes: int = BATCH_MAX_BYTES
+    discount: float = BATCH_DISCOUNT
+
+
 @dataclass(frozen=True)
 class Profile:
     name: str
@@ -39,17 +54,21 @@ class Profile:
     needs_key: bool = True
     # the structured-output mode calls start in (dsetlog.llm.structured); an endpoint that refuses it moves down
     structured: str = structured.JSON_SCHEMA
+    batch: BatchLimits = BatchLimits()
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner", structured=structured.JSON_OBJECT),
-        Profile("openai", "https://api.openai.com/v1", "gpt-4o-mini"),
+        # DeepSeek's, ollama's and vLLM's servers have no /v1/batches; gemini's and grok's OpenAI-compatible
+        # endpoints are not known to: their servers are asked
+        Profile("deepseek", "https://api.deepseek.com", "deepseek-reasoner", structured=structured.JSON_OBJECT,
+                batch=BatchLimits(supported=False)),
+        Profile("openai", "https://api.openai.com/v1", "gpt-4o-mini", batch=BatchLimits(supported=True)),
         Profile("gemini", "https://generativelanguage.googleapis.com/v1beta/openai/", "gemini-2.5-flash"),
         Profile("grok", "https://api.x.ai/v1", "grok-3-mini"),
-        Profile("ollama", "http://127.0.0.1:11434/v1", "llama3.1", needs_key=False),
-        Profile("vllm", "http://127.0.0.1:8000/v1", "default", needs_key=False),
+        Profile("ollama", "http://127.0.0.1:11434/v1", "llama3.1", needs_key=False, batch=BatchLimits(supported=False)),
+        Profile("vllm", "http://127.0.0.1:8000/v1", "default", needs_key=False, batch=BatchLimits(supported=False)),
         # The simulator's URL is only known once it listens on a free port.
         Profile("simulated", "", "deepseek-reasoner", needs_key=False),
     )
@@ -97,6 +116,15 @@ class Provider:
 
     def price(self) -> tuple[float, float] | None:
         return PRICES.get(self.model)
+
+    @property
+    def batch(self) -> BatchLimits:
+        """The Batch API of this endpoint: the profile's, when it is the profile's own server; else not known
+        (a profile pointed at another server, the simulator: the server is asked)."""
+        spec = PROFILES[self.profile]
+        if self.simulated or self.base_url.rstrip("/") != spec.base_url.rstrip("/"):
+            return BatchLimits(None, spec.batch.max_requests, spec.batch.max_bytes, spec.batch.discount)
+        return spec.batch
 
     def describe(self) -> str:
         label = " (simulated answers, not a real model)" if self.simulated else ""

@@ -411,6 +411,117 @@ class StructuredModeLearned(Event, frozen=True, kw_only=True):
     reason: str = ""
 
 
+# --- batches (a provider's Batch API: /v1/files + /v1/batches) ----------------------
+
+
+class BatchInputUploaded(Event, frozen=True, kw_only=True):
+    """A batch input file of these items was uploaded; its batch is not created yet. Recorded before the
+    create, so a run killed between the two looks the batch up by its input file instead of making another."""
+
+    dataset_id: str
+    input_file_id: str
+    item_ids: list[str]
+    model: str = ""
+    requests: int = 0
+    bytes: int = 0
+    endpoint: str = ""  # the base URL (secrets redacted)
+    run_id: str = ""
+    estimated_tokens: int = 0  # prompt tokens of the requests plus their max_tokens (or the average allowed)
+
+
+class BatchSubmitted(Event, frozen=True, kw_only=True):
+    """The provider made a batch of these items (on the uploaded ``input_file_id``): until it ends, none of
+    them is submitted again. ``adopted``: found on the provider after a run died before recording it."""
+
+    dataset_id: str
+    batch_id: str
+    input_file_id: str
+    item_ids: list[str]
+    model: str = ""
+    requests: int = 0
+    status: str = ""
+    endpoint: str = ""
+    run_id: str = ""
+    adopted: bool = False
+
+
+class BatchProgress(Event, frozen=True, kw_only=True):
+    """A poll found the batch's status or request counts changed."""
+
+    dataset_id: str
+    batch_id: str
+    status: str
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchCompleted(Event, frozen=True, kw_only=True):
+    """The batch ended completed and its results were read back (its entries and failures precede this).
+    ``answered``: entries written from it; ``retried``: items it failed that a later batch (or call) takes."""
+
+    dataset_id: str
+    batch_id: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    answered: int = 0
+    retried: int = 0
+    bookmarked: int = 0
+
+
+class BatchFailed(Event, frozen=True, kw_only=True):
+    """The provider refused the batch (validation: ``reason`` names the issues), or knows it no more; none of
+    its items ran. With ``batch_id`` empty: no batch could be made of the upload ``input_file_id`` (its file
+    expired or was refused), whose items are free again."""
+
+    dataset_id: str
+    batch_id: str
+    reason: str = ""
+    input_file_id: str = ""
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    answered: int = 0
+    retried: int = 0
+    bookmarked: int = 0
+
+
+class BatchExpired(Event, frozen=True, kw_only=True):
+    """The batch's completion window closed: what it answered was read back, the rest is ``retried``."""
+
+    dataset_id: str
+    batch_id: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    answered: int = 0
+    retried: int = 0
+    bookmarked: int = 0
+
+
+class BatchCancelled(Event, frozen=True, kw_only=True):
+    """The batch ended cancelled (``dset generate --batch-cancel``, or on the provider's side): what it had
+    answered was read back; the items it left are taken by a later run."""
+
+    dataset_id: str
+    batch_id: str
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    answered: int = 0
+    retried: int = 0
+    bookmarked: int = 0
+
+
 def _all_event_types() -> tuple[type[Event], ...]:
     seen: list[type[Event]] = []
     stack = list(Event.__subclasses__())
