@@ -178,7 +178,7 @@ def run_load(base: str, paths: list[str], connections: int, seconds: float) -> d
 
 
 def load_main(args: argparse.Namespace) -> int:
-    spec = json.loads(args.load)
+    spec = json.loads(sys.stdin.read() if args.load == "-" else args.load)
     print(json.dumps(run_load(spec["base"], spec["paths"], spec["connections"], spec["seconds"])))
     return 0
 
@@ -208,8 +208,8 @@ def bench_entries(args: argparse.Namespace, work: Path) -> list[tuple[str, dict[
                 prefix = url.split("://", 1)[1].split("/", 1)[1]
                 paths = [f"/{prefix}&page={p}" for p in range(1, pages + 1)]
             spec = json.dumps({"base": base, "paths": paths, "connections": args.connections, "seconds": args.seconds})
-            out = subprocess.run([sys.executable, __file__, "--load", spec], capture_output=True, text=True,
-                                 check=True)
+            out = subprocess.run([sys.executable, __file__, "--load", "-"], input=spec, capture_output=True,
+                                 text=True, check=True)
             result = json.loads(out.stdout)
             rows.append((name, result, per_page))
             print(f"  {name}: {result['rps']:.0f} req/s, p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms",
