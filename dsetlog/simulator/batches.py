@@ -19,7 +19,8 @@ first retrieve finds it done.  ``create`` always answers ``validating``, as Open
   "request_id", "body"}, "error": null}``; a line answered with an HTTP error goes to the error file in the
   same shape with the error in ``response.body`` and ``"error": null`` (what OpenAI writes, though its
   reference documents ``error`` for non-HTTP failures only); ``batch_error_rate`` draws lines, by
-  ``(seed, custom_id)``, that are answered 500 ``server_error``.  ``request_counts.failed`` counts the
+  ``(seed, custom_id)`` and the batches that held the custom_id before, that are answered 500 ``server_error``
+  (a custom_id batched ``max_faults_per_prompt`` times before is never drawn: retries get through).  ``request_counts.failed`` counts the
   error file's lines; ``output_file_id`` / ``error_file_id`` stay null while a file would be empty.
 * ``batch_expire``: the window closes at D with half the lines done.  The batch is ``expired``: the done
   lines are in the output (or error) file and every unfinished one is in the error file as ``{"response":
@@ -73,6 +74,15 @@ def _unit(seed: int, custom_id: str) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
+def _drawn_error(cfg: SimConfig, line: _Line) -> bool:
+    """Is the line answered 500? Drawn by (seed, custom_id) in its first batch, and afresh in each later batch
+    that holds it again; from its ``max_faults_per_prompt``-th batch on never, as online retries get through."""
+    if line.earlier >= cfg.max_faults_per_prompt:
+        return False
+    key = line.custom_id if not line.earlier else f"{line.custom_id}#{line.earlier}"
+    return _unit(cfg.seed, key) < cfg.batch_error_rate
+
+
 class _Refused(Exception):
     """A batch or file request the simulator refuses; control flow inside this module, turned into its reply."""
 
@@ -124,6 +134,7 @@ class _File(msgspec.Struct):
 class _Line(msgspec.Struct):
     custom_id: str
     body: bytes  # the request body, encoded as the chat endpoint receives it
+    earlier: int = 0  # batches made before this one that held the same custom_id (its retries)
 
 
 class _Outcome(msgspec.Struct):
@@ -160,6 +171,7 @@ class Batches:
         self.files: dict[str, _File] = {}
         self.batches: dict[str, _Batch] = {}
         self._made = 0
+        self._held: dict[str, int] = {}  # custom_id -> valid batches that held it
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
         path = target.split("?", 1)[0].rstrip("/")
@@ -292,6 +304,9 @@ class Batches:
         if batch.errors:
             batch.lines = []
             return
+        for line in batch.lines:
+            line.earlier = self._held.get(line.custom_id, 0)
+            self._held[line.custom_id] = line.earlier + 1
         order = random.Random(_digest(cfg.seed, "order", hashlib.blake2b(content).hexdigest()))
         order.shuffle(batch.lines)
 
@@ -357,7 +372,7 @@ class Batches:
             line = batch.lines[len(batch.outcomes)]
             self.stats.count("batch_lines")
             rid = _digest(batch.id, line.custom_id)[:24]
-            if cfg.batch_error_rate and _unit(cfg.seed, line.custom_id) < cfg.batch_error_rate:
+            if cfg.batch_error_rate and _drawn_error(cfg, line):
                 status, body = 500, msgspec.json.decode(error_body(_SERVER_ERROR, "server_error"))
             else:
                 reply = self.chat.answer_line(line.body)
