@@ -463,14 +463,15 @@ def estimate(body: dict[str, Any]) -> tuple[int, int]:
     return total - completion, completion
 
 
-def detail(states: list[BatchState]) -> str:
-    """The progress line's batch part: states, the provider's counts, an ETA from their rate since submission."""
+def detail(states: list[BatchState], now: float | None = None) -> str:
+    """The progress line's batch part: states, the provider's counts, an ETA from their rate since the first
+    submission (``now``: the epoch seconds, the provider's clock)."""
     by_status: dict[str, int] = {}
     for s in states:
         by_status[s.status] = by_status.get(s.status, 0) + 1
     total = sum(s.total for s in states)
     finished = sum(s.completed + s.failed for s in states)
-    now = time.time()
+    now = time.time() if now is None else now
     elapsed = max((now - s.created_at for s in states if s.created_at), default=0.0)
     rate = finished / elapsed if elapsed > 0 else 0.0
     eta = duration((total - finished) / rate) if rate > 0 and total > finished else "--:--"

@@ -4,6 +4,7 @@ clock-driven batches), kill -9 and Ctrl-C in the middle, and the same command ag
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import time
@@ -272,3 +273,37 @@ def test_batch_options_need_batch(tmp_path: Path) -> None:
     q = questions_csv(tmp_path / "q.csv", 2)
     proc = dset(["generate", str(q), "--simulate", "--batch-fallback", "online"], cwd=tmp_path)
     assert proc.returncode == 2 and "go with --batch" in proc.stderr
+
+
+def test_a_batch_cancelled_on_the_provider_side_leaves_its_rest_to_a_new_batch(tmp_path: Path,
+                                                                               make_simulator: MakeSim) -> None:
+    from dsetlog.llm.batches import BatchClient
+
+    sim = make_simulator(batch_delay_s=2.0)
+    n, data = 20, tmp_path / "data"
+    q = questions_csv(tmp_path / "q.csv", n)
+    proc = start(tmp_path, q, sim)
+    wait_for(lambda: log_count(data, "BatchProgress") >= 3)  # in progress, some lines answered
+    [line] = [x for x in (data / "events.jsonl").read_bytes().splitlines() if b'"type":"BatchSubmitted"' in x]
+    with BatchClient(sim.base_url, KEY) as client:
+        client.cancel(json.loads(line)["event"]["batch_id"])  # someone cancels it on the provider's dashboard
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    [cancelled] = events(data, BatchCancelled)
+    sizes = [len(e.item_ids) for e in events(data, BatchSubmitted)]
+    assert 0 < cancelled.answered < n and cancelled.retried == n - cancelled.answered
+    assert sizes == [n, n - cancelled.answered] and sim.stats()["batch_creates"] == 2
+    per_item = entries_by_item(data)
+    assert len(per_item) == n and set(per_item.values()) == {1}
+
+
+def test_the_progress_line_shows_batch_states_counts_and_an_eta() -> None:
+    from dsetlog.generation.batching import detail
+    from dsetlog.llm.batches import BatchState
+
+    now = int(time.time())
+    states = [BatchState("b1", "in_progress", "f1", total=100, completed=30, failed=10, created_at=now - 40),
+              BatchState("b2", "validating", "f2", total=100, created_at=now - 1)]
+    # 40 of 200 requests in 40 s: 160 left at 1 a second
+    assert detail(states, now) == "batches: 1 in_progress, 1 validating | requests 40/200 | ETA 02:40"
+    assert detail([BatchState("b3", "validating", "f3", total=5, created_at=now)], now).endswith("ETA --:--")
