@@ -22,7 +22,6 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -229,15 +228,19 @@ class EntryIndex:
         hits = rm.search_hits(self.dataset_id, needle)
         if hits is None:
             return self._read_and_match(rm, matches, [i for i, e in enumerate(entries) if keep(e)])
-        found: set[int] = set()
-        where = self._position
-        for lines, at in ((hits.question, _QUESTION_AT), (hits.answer, _ANSWER_AT)):
-            for start, entry_id in lines:
-                i = where.get(entry_id)
-                if i is not None and ref_start(at(entries[i])) == start and keep(entries[i]):
-                    found.add(i)  # the line is still the entry's text (an edit moves it off it)
-        if needs_check(needle):
-            found = self._read_and_match(rm, matches, sorted(found))
+        found: set[int] = set()  # settled by the words alone
+        check: set[int] = set()  # to be read: their words may be in a text the entry no longer has
+        where, exact = self._position, not needs_check(needle)
+        for start, entry_id in hits.lines:
+            i = where.get(entry_id)
+            if i is None or not keep(e := entries[i]):
+                continue
+            q, a = ref_start(e.question_at), ref_start(e.answer_at)
+            if q == a == start:
+                (found if exact else check).add(i)  # the line that holds both the entry's texts now
+            elif start in (q, a):
+                check.add(i)  # one of its texts is on this line (an edit or a regeneration moved the other)
+        found |= self._read_and_match(rm, matches, sorted(check - found))
         if hits.reach < rm.offset:  # texts written past the index's reach
             reach = hits.reach
             tail = [i for i, e in enumerate(entries)
@@ -290,7 +293,6 @@ class EntryIndex:
 
 
 _NO_FILTER = (0.0, None, None, None, None, None, None)
-_QUESTION_AT, _ANSWER_AT = attrgetter("question_at"), attrgetter("answer_at")
 _KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged", "text")
 
 

@@ -53,7 +53,7 @@ from projections.snapshot import SNAPSHOT_DIR
 _log = logging.getLogger(__name__)
 
 SEARCH_NAME = "search.sqlite3"  # in the snapshot dir: a cache
-SEARCH_FORMAT = 1  # of the file's tables and of the words it keeps: another one is built again
+SEARCH_FORMAT = 2  # of the file's tables and of the words it keeps: another one is built again
 COMMIT_BYTES = 16 << 20  # of log indexed per transaction: a search waits at most one of them for the lock
 
 # Scripts written without spaces between words: each character is indexed (and searched) as a word.
@@ -140,12 +140,12 @@ _decoder = msgspec.json.Decoder(_TextRecorded)
 
 
 class Hits(NamedTuple):
-    """Line starts whose question / answer words match, with the entry and dataset they were written for, for
-    every line before ``reach`` (where the index ends)."""
+    """The starts of the lines whose question or answer holds the needle's words, with the entry each was written
+    for, of every line before ``reach`` (where the index ends). Which of the two texts holds them is not kept
+    (the index has no positions or columns: a third of the size, twice the speed of building)."""
 
     reach: int
-    question: list[tuple[int, str]]  # (line start, entry id)
-    answer: list[tuple[int, str]]
+    lines: list[tuple[int, str]]  # (line start, entry id)
 
 
 class SearchIndex:
@@ -299,14 +299,16 @@ class SearchIndex:
     # -- searching ------------------------------------------------------------------------------
 
     def hits(self, dataset_id: str, needle: str) -> Hits | None:
-        """The lines of this dataset whose question / answer words match the (casefolded) needle's; None when
-        the needle has no words, or there is no index (the caller reads the texts)."""
+        """The lines of this dataset holding every word of the (casefolded) needle (its last as a prefix) in
+        their question or answer; None when the needle has no words, or there is no index (the caller reads the
+        texts)."""
         terms = words(needle)
         if not terms:
             return None
-        phrase = '"' + " ".join(terms) + '"'
+        # each word a string (whatever it spells, even "and"), all of them required: words in any order
+        query = " ".join(f'"{t}"' for t in terms)
         if _in_word(needle[-1]) and not _SPACELESS.match(needle[-1]):
-            phrase += " *"  # the text's word may go on
+            query += " *"  # the text's word may go on
         with self._lock:
             db = self._connect()
             if db is None:
@@ -316,16 +318,15 @@ class SearchIndex:
                 try:
                     reach = _meta(db)[1]
                     row = db.execute("SELECT id FROM datasets WHERE name = ?", (dataset_id,)).fetchone()
-                    found = ([], []) if row is None else tuple(
-                        db.execute("SELECT l.start, l.entry FROM words JOIN lines l ON l.start = words.rowid "
-                                   "WHERE words MATCH ? AND l.dataset = ?", (f"{column} : {phrase}", row[0])).fetchall()
-                        for column in ("question", "answer"))
+                    lines = [] if row is None else db.execute(
+                        "SELECT l.start, l.entry FROM words JOIN lines l ON l.start = words.rowid "
+                        "WHERE words MATCH ? AND l.dataset = ?", (query, row[0])).fetchall()
                 finally:
                     db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._off(exc)
                 return None
-        return Hits(reach, *found)
+        return Hits(reach, lines)
 
 
 def _create(db: sqlite3.Connection) -> None:
@@ -336,8 +337,9 @@ def _create(db: sqlite3.Connection) -> None:
                    (("format", SEARCH_FORMAT), ("seq", 0), ("offset", 0), ("crc", 0)))
     db.execute("CREATE TABLE datasets(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
     db.execute("CREATE TABLE lines(start INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, entry TEXT NOT NULL)")
-    # contentless: the texts stay in the log; remove_diacritics 0: "cafe" is not "café", as in matcher
-    db.execute("CREATE VIRTUAL TABLE words USING fts5(question, answer, content='', "
+    # contentless: the texts stay in the log; detail=none: which words a line holds, not where (a search
+    # that needs more reads the texts); remove_diacritics 0: "cafe" is not "café", as in matcher
+    db.execute("CREATE VIRTUAL TABLE words USING fts5(question, answer, content='', detail=none, "
                "tokenize='unicode61 remove_diacritics 0')")
 
 

@@ -111,7 +111,7 @@ def test_searches_find_what_reading_every_text_finds(tmp_path: Path) -> None:
     index = SearchIndex(tmp_path, rm.path)
     assert index.reach() == rm.offset  # the first search indexed the log
     hits = index.hits(DS, "insulin")
-    assert hits is not None and hits.answer and all(isinstance(start, int) for start, _ in hits.answer)
+    assert hits is not None and hits.lines and all(isinstance(start, int) for start, _ in hits.lines)
     # and with the index gone (a file that is not a database), the same, read from the texts
     (tmp_path / SNAPSHOT_DIR / SEARCH_NAME).unlink()
     for name in ("-wal", "-shm"):
@@ -157,6 +157,15 @@ def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path) -> 
     rm.catch_up()
     assert _search(rm, "zebra") == ["e4", "e5", "e7"]
     assert _search(rm.as_of(seq), "zebra") == ["e4", "e5"]  # an older model, the same index
+    # a word only in a question edited away: the line that still holds it also holds the entry's answer now
+    append(tmp_path, QuestionQueued(dataset_id=DS, item_id="q900", question="walrus question?", row=900),
+           EntryGenerated(dataset_id=DS, item_id="q900", entry_id="e900", question="walrus question?",
+                          answer="plain"))
+    rm.catch_up()
+    assert _search(rm, "walrus") == ["e900"]
+    append(tmp_path, EntryEdited(dataset_id=DS, entry_id="e900", question="seal question?"))
+    rm.catch_up()
+    assert _search(rm, "walrus") == [] and _search(rm, "seal") == ["e900"] and _search(rm, "plain") == ["e900"]
 
 
 def test_texts_past_the_index_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
