@@ -125,6 +125,7 @@ class _Submitting:
         self.tries: dict[str, int] = {}  # submissions of each item by this run (an open batch's count once)
         self.result = BatchOutcome()
         self.limits = provider.batch
+        self._loop: asyncio.AbstractEventLoop | None = None  # where an async make_events runs
 
     def _not_done(self, items: list[WorkItem]) -> list[WorkItem]:
         """The items not answered yet, their attempt numbering where the log has it."""
@@ -274,6 +275,8 @@ class BatchRun(_Submitting):
             self.result.outcome, self.result.message = Outcome.FATAL, exc.message
         self.rm.catch_up()
         self.result.open = len(self.rm.batches.open_batches(self.dataset_id))
+        if self._loop is not None:
+            self._loop.close()
         self.progress.detail = ""
         self.progress.close()
         return self.result
@@ -397,8 +400,10 @@ class BatchRun(_Submitting):
 
     def _entry_events(self, item: WorkItem, completion: Any, attempt: int, batch_id: str) -> list[Event]:
         events = self.make_events(item, completion, attempt)
-        if inspect.isawaitable(events):  # a maker that makes calls of its own (a repair): one loop for it
-            events = asyncio.run(_awaited(events))
+        if inspect.isawaitable(events):  # a maker that makes calls of its own (a repair): one loop for them all,
+            # since the clients it calls keep their connections in the loop they were first used in
+            self._loop = self._loop or asyncio.new_event_loop()
+            events = self._loop.run_until_complete(_awaited(events))
         return [msgspec.structs.replace(e, metadata={**e.metadata, "batch_id": batch_id})
                 if isinstance(e, EntryGenerated) else e for e in events]
 

@@ -310,8 +310,8 @@ class BatchNotEnded(BatchError):
 class BatchClient:
     """The Batch API of one OpenAI-compatible endpoint, each method one call (the SDK's retries off).
 
-    ``base_url`` ends where the SDK's does (``.../v1``); ``api_key`` is registered for redaction at once,
-    so no message of this client can show it."""
+    ``base_url`` ends where the SDK's does (``.../v1``); ``api_key`` is registered for redaction at once, so no
+    message of this client can show it (unless ``secret`` is False: the simulator's placeholder key)."""
 
     def __init__(self, base_url: str, api_key: str = "none", *, timeout: float = 120.0, secret: bool = True) -> None:
         if secret:  # (not the simulator's placeholder "simulated": that word would vanish from every answer)

@@ -94,6 +94,7 @@ def test_a_batch_run_end_to_end_writes_the_seed_outputs(tmp_path: Path) -> None:
     rows = csv_rows(tmp_path)
     assert [r[1] for r in rows] == [f"What is fact number {i} about topic {i % 7}?" for i in range(7)]
     assert all(r[2] and r[3] for r in rows)
+    assert all("(simulated reasoning)" in r[2] and "[REDACTED]" not in r[2] + r[3] for r in rows)
     out = tmp_path / "dset_generator"
     assert len((out / "output.json").read_text().splitlines()) == 7
     assert (out / "output.txt").read_text().count("Answer:") == 7
