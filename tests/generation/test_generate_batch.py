@@ -308,3 +308,16 @@ def test_the_progress_line_shows_batch_states_counts_and_an_eta() -> None:
     # 40 of 200 requests in 40 s: 160 left at 1 a second
     assert detail(states, now) == "batches: 1 in_progress, 1 validating | requests 40/200 | ETA 02:40"
     assert detail([BatchState("b3", "validating", "f3", total=5, created_at=now)], now).endswith("ETA --:--")
+
+
+def test_a_profile_known_to_have_no_batch_api_is_refused_before_any_call(tmp_path: Path) -> None:
+    from harness import clean_env
+
+    q = questions_csv(tmp_path / "q.csv", 2)
+    proc = dset(["generate", str(q), "--profile", "deepseek", "--batch", "--no-progress"], cwd=tmp_path,
+                env=clean_env(DEEPSEEK_API_KEY="sk-deepseek-secret-9876543210"))
+    assert proc.returncode == 1
+    assert "the deepseek profile's server (https://api.deepseek.com) has no Batch API" in proc.stderr
+    assert "--batch-fallback online" in proc.stderr
+    assert "sk-deepseek-secret-9876543210" not in proc.stderr
+    assert b"sk-deepseek-secret" not in (tmp_path / "data" / "events.jsonl").read_bytes()
