@@ -38,6 +38,7 @@ from typing import Any, NamedTuple, Union
 
 import msgspec
 
+from dsetlog.store.errors import LogError
 from dsetlog.store.events import (
     EVENT_TYPES,
     EntryEdited,
@@ -47,7 +48,7 @@ from dsetlog.store.events import (
     RevisionRestored,
 )
 from dsetlog.store.layout import Recorded
-from dsetlog.store.scan import read_located, record_ends_at
+from dsetlog.store.scan import file_identity, read_located, record_ends_at
 from projections.snapshot import SNAPSHOT_DIR
 
 _log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ class SearchIndex:
         self._db: sqlite3.Connection | None = None
         self.off = False  # an SQLite failure turned it off
         self.known_reach = 0  # the reach last read or made here: for a status, without waiting for the lock
+        self._stopped: tuple[int, int, int] | None = None  # the log's identity when a bad line stopped it
         self._dataset_ids: dict[str, int] = {}  # of the current transaction (another process may rebuild the file)
 
     # -- the file ----------------------------------------------------------------------------
@@ -222,7 +224,9 @@ class SearchIndex:
     def catch_up(self, *, limit: int | None = None) -> int:
         """Index what the log holds past the index (with ``limit``, transactions until about that many bytes
         are indexed); where the index ends now."""
-        done, reach = 0, 0
+        done, reach = 0, self.known_reach
+        if self._stopped is not None and self._stopped == file_identity(self.log):
+            return reach  # still the log with the bad line
         while limit is None or done < limit:
             with self._lock:
                 db = self._connect()
@@ -233,6 +237,11 @@ class SearchIndex:
                 except (sqlite3.Error, OSError) as exc:
                     self._off(exc)
                     return 0
+                except LogError as exc:  # a bad line: the index stops before it, as a replay does, until the
+                    # log is another (a repair): entries past it are searched by reading their texts
+                    _log.warning("search index %s stops before a bad line of the log: %s", self.path, exc)
+                    self._stopped = file_identity(self.log)
+                    return self.known_reach
                 self.known_reach = reach
             if not more:
                 break

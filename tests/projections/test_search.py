@@ -199,6 +199,22 @@ def test_an_index_of_a_log_rewritten_since_is_built_again(tmp_path: Path) -> Non
     assert db.execute("SELECT count(*) FROM lines").fetchone() == (120,)  # 60 entries in each of 2 datasets
 
 
+def test_an_index_stops_before_a_bad_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    append(tmp_path, *_corpus(100))
+    rm = ReadModel.open(tmp_path)
+    monkeypatch.setattr(search, "COMMIT_BYTES", 4096)
+    index = SearchIndex(tmp_path, rm.path)
+    reach = index.catch_up(limit=10_000)
+    log = tmp_path / LOG_NAME
+    data = bytearray(log.read_bytes())
+    at = data.index(b'"answer":"', reach + 20_000) + 12
+    data[at] = ord("#") if data[at] != ord("#") else ord("%")  # its crc no longer holds
+    log.write_bytes(bytes(data))
+    stopped = index.catch_up()
+    assert reach < stopped < at and not index.off  # up to the bad line, and on
+    assert index.catch_up() == stopped  # and there it stays, without an error
+
+
 _INDEXER = """
 import sys
 from pathlib import Path
