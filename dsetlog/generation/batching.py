@@ -295,28 +295,29 @@ class BatchRun(_Submitting):
         """Poll the dataset's open batches until none is left, reading each back as it ends."""
         from dsetlog.llm.batches import BatchNotFound, BatchUnavailable, poll_delay
 
-        attempt = 0
+        attempt = -1  # the first wait is poll_delay(0)
         while views := self.rm.batches.open_batches(self.dataset_id):
             states: list[BatchState] = []
+            submitted = self.result.submitted
             for view in views:
                 try:
                     state = client.retrieve(view.batch_id)
+                    states.append(state)
+                    self._progress(view, state)
+                    if state.ended:
+                        self._read_back(client, view, state)
                 except BatchUnavailable:
-                    continue  # asked again at the next poll
+                    continue  # a 429, 5xx or dropped connection: asked again at the next poll
                 except BatchNotFound as exc:
                     self._gone(client, view, exc.message)
-                    continue
-                states.append(state)
-                self._progress(view, state)
-                if state.ended:
-                    self._read_back(client, view, state)
             if states:
                 self.progress.detail = detail(states)
                 self.progress.refresh()
             if not self.rm.batches.open_batches(self.dataset_id):
                 break
+            # a batch of retries was just made: polled from the first delay again, not at the cap
+            attempt = 0 if self.result.submitted != submitted else attempt + 1
             self._sleep(poll_delay(attempt, first=self.settings.poll_first, cap=self.settings.poll_cap))
-            attempt += 1
 
     def _sleep(self, seconds: float) -> None:
         """Wait, in slices, so that Ctrl-C (the run's cancel) is seen within a tenth of a second."""
