@@ -491,3 +491,26 @@ def test_a_call_through_the_send_process_to_the_real_server(llama: Llama) -> Non
     assert completion.model and not completion.simulated
     assert llama.statuses()[before:] == [200]
     print(f"\nrealmodel (send process): {completion.completion_tokens} tokens from {ALIAS}: {completion.content[:60]!r}")
+
+
+def test_batch_against_the_real_server_says_it_has_no_batch_api_and_falls_back_online(tmp_path: Path,
+                                                                                      llama: Llama) -> None:
+    """Issue 16's real-model lane: llama.cpp's server has no /v1/files or /v1/batches. ``--batch`` must find that
+    out from the server itself (the vllm profile pointed elsewhere asks), say so and submit nothing; with
+    ``--batch-fallback online`` the same questions are answered online."""
+    (tmp_path / "q.csv").write_text("question\nWhat is rain?\nWhat is snow?\nWhat is hail?\n", encoding="utf-8")
+    args = ("generate", "q.csv", "--profile", "vllm", "--max-tokens", "24", "--data", "D", "--out", "O",
+            "--no-progress", "--batch")
+    before = len(llama.statuses())
+    refused = dset(llama, tmp_path, *args)
+    assert refused.returncode == 1, shown(refused, llama)
+    assert "does not support OpenAI's Batch API" in refused.stderr, shown(refused, llama)
+    assert not any(isinstance(r.event, EntryGenerated) for r in records(tmp_path / "D"))
+    assert llama.statuses()[before:] == []  # no chat completion was sent
+    said = next(line for line in refused.stderr.splitlines() if "Batch API" in line)
+
+    online = dset(llama, tmp_path, *args, "--batch-fallback", "online")
+    assert online.returncode == 0, shown(online, llama)
+    assert "3 answered, 0 failed" in online.stderr and "answered online" in online.stderr, shown(online, llama)
+    assert sum(isinstance(r.event, EntryGenerated) for r in records(tmp_path / "D")) == 3
+    print(f"\nrealmodel (batch): {said.strip()}; with --batch-fallback online, 3 answered online")
