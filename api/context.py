@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -58,6 +59,7 @@ class Context:
         self._closing = False
         self._writes_ready = threading.Event()  # set once the start-up check has its verdict (and the worker runs)
         self._stop = threading.Event()
+        self._last_request = 0.0  # time.monotonic() of the last request that read the model
         self._indexer: threading.Thread | None = None
         if start_worker:
             threading.Thread(target=_import_job_modules, name="dset-warm-up", daemon=True).start()
@@ -107,6 +109,7 @@ class Context:
     def model(self, as_of: int | None = None) -> ReadModel:
         """The read model, caught up; with ``as_of``: the projections as they were at that seq."""
         rm = self.rm
+        self._last_request = time.monotonic()
         try:
             rm.catch_up()
         except CorruptLogError as exc:  # writes are refused from now on; reads go on from the model as it stands
@@ -137,9 +140,14 @@ class Context:
         while not self._stop.wait(SEARCH_INDEX_EVERY) and not index.off:  # off: no index here (read-only, full)
             reach = index.reach()
             while not self._stop.is_set() and reach < self.rm.offset:
+                started = time.monotonic()
                 before, reach = reach, index.catch_up(limit=1)  # a transaction; searches get the lock between
                 if reach <= before:
                     break
+                if started - self._last_request < SEARCH_INDEX_EVERY:
+                    # requests are being served: leave them the interpreter half the time (its indexing holds
+                    # the GIL while it decodes), so a big log's first indexing does not make every answer wait
+                    self._stop.wait(time.monotonic() - started)
 
     def _after_job(self) -> None:
         """A job added many records: keep the start-up snapshot recent (a kill -9 then replays little)."""
