@@ -204,12 +204,18 @@ class _Submitting:
             endpoint=self.provider.endpoint, run_id=self.run_id, adopted=found is not None)]
         for item_id in upload.item_ids:
             view = self.rm.datasets.item(self.dataset_id, item_id)
-            events.append(AttemptStarted(dataset_id=self.dataset_id, item_id=item_id,
-                                         attempt=(view.attempts if view else 0) + 1, run_id=self.run_id))
+            events += [AttemptStarted(dataset_id=self.dataset_id, item_id=member,
+                                      attempt=(view.attempts if view else 0) + 1, run_id=self.run_id)
+                       for member in self._members(item_id)]
             self.tries[item_id] = self.tries.get(item_id, 0) + 1
         self.log.append_many(events)
         self.rm.catch_up()
         self.result.submitted += found is None
+
+    def _members(self, item_id: str) -> tuple[str, ...]:
+        """The items a request serves (a chunk's slots: their attempts are recorded as the engine records them)."""
+        item = self.items.get(item_id)
+        return item.item_ids if item is not None else (item_id,)
 
     def _resume_uploads(self, client: BatchClient) -> None:
         """Uploads whose batch a dead run never recorded: the batch the provider made of each, else a new one."""
@@ -253,7 +259,7 @@ class BatchRun(_Submitting):
 
         self.items = {i.item_id: i for i in items}
         try:
-            with _sigint_cancels(self.cancel), BatchClient.for_provider(self.provider) as client:
+            with sigint_cancels(self.cancel), BatchClient.for_provider(self.provider) as client:
                 if self.limits.supported is False:
                     raise BatchUnsupported("unsupported", f"the {self.provider.named} profile's server "
                                            f"({self.provider.endpoint}) has no Batch API")
@@ -411,14 +417,14 @@ class BatchRun(_Submitting):
     def _failed(self, ending: _Ending, item: WorkItem, attempt: int, failure: Any) -> None:
         again = (failure.retryable and not self.settings.cancel
                  and self.tries.get(item.item_id, 1) <= self.max_retries)
-        ending.events.append(AttemptFailed(dataset_id=self.dataset_id, item_id=item.item_id, attempt=attempt,
-                                           reason=str(failure), status_code=failure.status_code,
-                                           retryable=failure.retryable, run_id=self.run_id))
+        ending.events += [AttemptFailed(dataset_id=self.dataset_id, item_id=member, attempt=attempt,
+                                        reason=str(failure), status_code=failure.status_code,
+                                        retryable=failure.retryable, run_id=self.run_id) for member in item.item_ids]
         if again:
             ending.again.append(item)
         elif not (failure.retryable and self.settings.cancel):  # a cancel leaves its items for the next run
-            ending.events.append(ItemBookmarked(dataset_id=self.dataset_id, item_id=item.item_id, reason=str(failure),
-                                                attempts=attempt, run_id=self.run_id))
+            ending.events += [ItemBookmarked(dataset_id=self.dataset_id, item_id=member, reason=str(failure),
+                                             attempts=attempt, run_id=self.run_id) for member in item.item_ids]
             ending.bookmarked += 1
             self.progress.failed += 1
 
@@ -490,7 +496,7 @@ async def _awaited(events: Any) -> Any:
 
 
 @contextmanager
-def _sigint_cancels(cancel: Cancel) -> Iterator[None]:
+def sigint_cancels(cancel: Cancel) -> Iterator[None]:
     """Ctrl-C sets the run's cancel (seen between polls) instead of raising inside a write to the log."""
     if threading.current_thread() is not threading.main_thread():
         yield  # a server job: its worker sets the cancel

@@ -18,6 +18,7 @@ from dsetlog.export.options import (
     REASONING_MODES,
     ExportOptions,
 )
+from dsetlog.generation.batching import FALLBACKS
 from dsetlog.paths import OutputDirError
 from dsetlog.prompts import templates
 
@@ -79,6 +80,12 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reasoning: Literal[REASONING_MODES] = DEFAULT_REASONING  # type: ignore[valid-type]
     context: Literal[CONTEXT_MODES] = DEFAULT_CONTEXT  # type: ignore[valid-type]
     csv_bom: bool = False
+    # the entries' calls through the provider's Batch API (dsetlog.generation.batching; the other roles stay
+    # online): ``batch_fallback`` "online" answers online what the server cannot batch and what batches failed;
+    # ``batch_poll``: the first seconds between polls of the batches
+    batch: bool = False
+    batch_fallback: Literal[FALLBACKS] = "none"  # type: ignore[valid-type]
+    batch_poll: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
     @property
     def export_options(self) -> ExportOptions:
@@ -113,5 +120,9 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.max_chunks is not None and self.max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         check_output_dir(self.output_dir)
+        if self.batch_fallback != "none" and not self.batch:
+            raise ValueError("batch_fallback goes with batch")
+        if not self.batch_poll > 0:
+            raise ValueError("batch_poll must be more than 0 seconds")
         if self.format_type is not None:  # else the project's format, known when the run starts
             self.export_options.check([self.format_type])
