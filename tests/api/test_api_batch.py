@@ -1,0 +1,62 @@
+"""POST /datasets/generate with ``batch``: the server's job sends the entries' calls through the simulator's Batch
+API (the same pipeline setting as `dset datasets generate --batch`), its other roles staying online."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from falcon import testing
+from helpers import wait_job
+
+from dsetlog.simulator.server import Simulator
+from dsetlog.store.events import BatchSubmitted, EntryGenerated
+from dsetlog.store.log import EventLog
+
+API = "/api/v1"
+SECTIONS = 4
+
+
+def markdown(sections: int) -> str:
+    return "\n\n".join(f"# Topic {i}\n\nThe harbour opens at dawn on day {i} and closes at dusk. Boats unload "
+                       f"catch {i} at the north quay." for i in range(sections))
+
+
+def events(data: Path, kind: type) -> list[Any]:
+    with EventLog.in_dir(data) as log:
+        return [r.event for r in log.read() if isinstance(r.event, kind)]
+
+
+def test_openapi_documents_the_batch_fields(make_client: Callable[..., testing.TestClient]) -> None:
+    doc = make_client().simulate_get(f"{API}/openapi.json").json
+    fields = doc["components"]["schemas"]["GenerateRequest"]["properties"]
+    assert fields["batch"]["default"] is False and fields["batch_fallback"]["default"] == "none"
+    assert set(fields["batch_fallback"]["enum"]) == {"none", "online"}
+
+
+def test_a_generate_job_with_batch_submits_a_batch(make_client: Callable[..., testing.TestClient],
+                                                   make_simulator: Callable[..., Simulator], data: Path) -> None:
+    sim = make_simulator(batch_delay_s=0.2)
+    client = make_client(simulator_url=sim.base_url, start_worker=True)
+    project = client.simulate_post(f"{API}/projects", json={"name": "med"}).json
+    resp = client.simulate_post(f"{API}/projects/{project['id']}/documents",
+                                json={"filename": "notes.md", "content": markdown(SECTIONS), "strategy": "markdown"})
+    assert resp.status_code == 201, resp.text
+    resp = client.simulate_post(f"{API}/datasets/generate", json={
+        "project_id": project["id"], "batch": True, "batch_poll": 0.05, "datasets_per_chunk": 3})
+    assert resp.status_code == 200, resp.text
+    status = wait_job(client, resp.json["job_id"])
+    assert status["status"] == "completed", status
+    assert status["result"]["entries_count"] == SECTIONS * 3
+    stats = sim.stats()
+    assert stats["batch_creates"] == 1 and stats["batch_lines"] == SECTIONS
+    assert stats.get("requests", 0) == 0  # no online call: the entries went as a batch, no other role called
+    [submitted] = events(data, BatchSubmitted)
+    per_item = Counter(e.item_id for e in events(data, EntryGenerated))
+    assert len(per_item) == SECTIONS * 3 and set(per_item.values()) == {1}
+    assert all(e.metadata["batch_id"] == submitted.batch_id for e in events(data, EntryGenerated))
+    bad = client.simulate_post(f"{API}/datasets/generate", json={"project_id": project["id"],
+                                                                 "batch_fallback": "online"})
+    assert bad.status_code in (400, 422) and "batch_fallback goes with batch" in bad.text
