@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime
 
 import falcon
 import msgspec
@@ -15,11 +16,13 @@ from api.schemas import (
     CancelRequest,
     GenerateEvaluationRequest,
     JobAccepted,
+    JobBatch,
     JobList,
     JobsQuery,
     JobStatus,
 )
 from api.spec import operation
+from dsetlog.generation.batching import remaining
 from dsetlog.generation.document import DocumentRun
 from dsetlog.generation.errors import DocGenError
 from dsetlog.generation.models import Models
@@ -27,7 +30,7 @@ from dsetlog.generation.regeneration import RegenerateError, RegenerateRequest, 
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.ids import new_id, new_job_id
 from dsetlog.jobs.lifecycle import DATASET_VERSION_KEY, GENERATE_KINDS
-from dsetlog.jobs.worker import LiveStatus
+from dsetlog.jobs.worker import LiveStatus, iso
 from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.store.events import JobCancelled, JobSubmitted, RegenerationRequested
 from projections.jobs import JOB_CANCELLED, JOB_COMPLETED, JOB_FAILED, JOB_PENDING, JobView
@@ -67,6 +70,9 @@ def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None, write_failu
                                                "Running (resumes when the server's worker picks it up)")
     if result:
         tokens, cost = int(result.get("tokens") or 0), float(result.get("cost") or 0.0)
+    batches, batch_eta = _batches(rm, job)
+    if batch_eta is not None and not job.finished:
+        eta = batch_eta
     cancelled = job.status == JOB_CANCELLED
     if cancelled:  # the guide knows four states: a monitor loop ends on "failed", and error says why
         status, error = JOB_FAILED, f"cancelled: {job.cancel_reason}" if job.cancel_reason else "cancelled"
@@ -74,7 +80,20 @@ def job_status(rm: ReadModel, job: JobView, live: LiveStatus | None, write_failu
                      estimated_completion=eta, result=result, error=error, kind=job.kind,
                      dataset_id=job.dataset_id, submitted_at=job.submitted_at, started_at=job.started_at,
                      finished_at=job.finished_at, attempts=job.starts, tokens=tokens, cost=cost,
-                     cancel_reason=job.cancel_reason, cancelled=cancelled)
+                     cancel_reason=job.cancel_reason, cancelled=cancelled, batches=batches)
+
+
+def _batches(rm: ReadModel, job: JobView) -> tuple[list[JobBatch], str | None]:
+    """A batch job's dataset's batches, and when its open ones should end: the rate of the provider's finished
+    requests since the first was submitted, as the CLI's progress line reckons it."""
+    if not job.request.get("batch") or not job.dataset_id:
+        return [], None
+    views = rm.batches.batches(job.dataset_id)
+    open_views = [b for b in views if not b.ended]
+    left = remaining(sum(b.total for b in open_views), sum(b.completed + b.failed for b in open_views),
+                     [datetime.fromisoformat(b.submitted_at).timestamp() for b in open_views])
+    return ([JobBatch(batch_id=b.batch_id, status=b.status, total=b.total, completed=b.completed, failed=b.failed,
+                      ended=b.ended) for b in views], iso(time.time() + left) if left is not None else None)
 
 
 def _progress_from_counts(rm: ReadModel, job: JobView) -> int:

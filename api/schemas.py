@@ -83,6 +83,17 @@ class JobAccepted(Struct):
 JobState = Literal["pending", "running", "completed", "failed"]
 
 
+class JobBatch(Struct):
+    """One of a batch job's provider batches: its last known status and the provider's request counts."""
+
+    batch_id: str
+    status: str
+    total: int
+    completed: int
+    failed: int
+    ended: bool = False
+
+
 class JobStatus(Struct):
     """A job as GET /datasets/generate/{job_id}/status shows it (guide fields first). ``status`` is one of the
     guide's four: a job a user cancelled is ``failed``, with ``cancelled`` true and an ``error`` saying so."""
@@ -104,6 +115,7 @@ class JobStatus(Struct):
     cost: float = 0.0
     cancel_reason: str | None = None
     cancelled: bool = False
+    batches: list[JobBatch] = msgspec.field(default_factory=list)
 
 
 class JobList(Struct):

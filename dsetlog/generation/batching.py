@@ -483,12 +483,19 @@ def detail(states: list[BatchState], now: float | None = None) -> str:
         by_status[s.status] = by_status.get(s.status, 0) + 1
     total = sum(s.total for s in states)
     finished = sum(s.completed + s.failed for s in states)
-    now = time.time() if now is None else now
-    elapsed = max((now - s.created_at for s in states if s.created_at), default=0.0)
-    rate = finished / elapsed if elapsed > 0 else 0.0
-    eta = duration((total - finished) / rate) if rate > 0 and total > finished else "--:--"
+    left = remaining(total, finished, [s.created_at for s in states if s.created_at], now)
+    eta = duration(left) if left is not None else "--:--"
     states_text = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
     return f"batches: {states_text} | requests {finished}/{total} | ETA {eta}"
+
+
+def remaining(total: int, finished: int, started: Sequence[float], now: float | None = None) -> float | None:
+    """Seconds until ``total`` requests are finished at the rate ``finished`` were since the first batch
+    started (``started``: epoch seconds); None while there is no rate to go by, or nothing is left."""
+    now = time.time() if now is None else now
+    elapsed = max((now - t for t in started), default=0.0)
+    rate = finished / elapsed if elapsed > 0 else 0.0
+    return (total - finished) / rate if rate > 0 and total > finished else None
 
 
 async def _awaited(events: Any) -> Any:

@@ -3,6 +3,7 @@ API (the same pipeline setting as `dset datasets generate --batch`), its other r
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -60,3 +61,44 @@ def test_a_generate_job_with_batch_submits_a_batch(make_client: Callable[..., te
     bad = client.simulate_post(f"{API}/datasets/generate", json={"project_id": project["id"],
                                                                  "batch_fallback": "online"})
     assert bad.status_code in (400, 422) and "batch_fallback goes with batch" in bad.text
+
+
+def batch_job(client: testing.TestClient, sections: int = SECTIONS) -> str:
+    project = client.simulate_post(f"{API}/projects", json={"name": "med"}).json
+    resp = client.simulate_post(f"{API}/projects/{project['id']}/documents",
+                                json={"filename": "notes.md", "content": markdown(sections), "strategy": "markdown"})
+    assert resp.status_code == 201, resp.text
+    resp = client.simulate_post(f"{API}/datasets/generate", json={
+        "project_id": project["id"], "batch": True, "batch_poll": 0.05, "datasets_per_chunk": 2})
+    assert resp.status_code == 200, resp.text
+    return resp.json["job_id"]
+
+
+def wait_status(client: testing.TestClient, job_id: str, ok: Callable[[dict[str, Any]], bool],
+                timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = client.simulate_get(f"{API}/datasets/generate/{job_id}/status").json
+        if ok(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id}: {status}")
+
+
+def test_a_batch_jobs_status_shows_its_batches_and_their_eta(make_client: Callable[..., testing.TestClient],
+                                                             make_simulator: Callable[..., Simulator]) -> None:
+    sim = make_simulator(batch_delay_s=4.0)
+    client = make_client(simulator_url=sim.base_url, start_worker=True)
+    job_id = batch_job(client)
+    mid = wait_status(client, job_id, lambda s: any(0 < b["completed"] < b["total"] for b in s["batches"]))
+    [batch] = mid["batches"]
+    assert mid["status"] == "running" and batch["status"] == "in_progress" and not batch["ended"]
+    assert batch["total"] == SECTIONS and batch["failed"] == 0 and batch["batch_id"].startswith("batch_")
+    assert mid["estimated_completion"] is not None and mid["estimated_completion"].endswith("Z")
+    done = wait_job(client, job_id)
+    assert done["status"] == "completed", done
+    [batch] = done["batches"]
+    assert batch["status"] == "completed" and batch["ended"] and batch["completed"] == SECTIONS
+    doc = client.simulate_get(f"{API}/openapi.json").json
+    assert "batches" in doc["components"]["schemas"]["JobStatus"]["properties"]
