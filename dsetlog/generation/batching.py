@@ -69,7 +69,9 @@ class BatchSettings:
     """How a run uses the Batch API. ``fallback``: "online" answers online what the server cannot batch (no
     Batch API) and what batches failed; "none" stops with a message instead. ``poll_first``/``poll_cap``: the
     polling backoff (dsetlog.llm.batches.poll_delay). ``max_requests``/``max_bytes``: per input file (None:
-    the profile's). ``cancel``: cancel the dataset's open batches, read back what they answered, submit nothing."""
+    the profile's). ``cancel``: cancel the dataset's open batches, read back what they answered, submit nothing.
+    ``cancel_batches``: the run's cancel, once set, does what ``cancel`` does (a server job a user cancelled)
+    instead of leaving the batches running for the next run (Ctrl-C's)."""
 
     fallback: str = "none"
     poll_first: float = 5.0
@@ -77,6 +79,7 @@ class BatchSettings:
     max_requests: int | None = None
     max_bytes: int | None = None
     cancel: bool = False
+    cancel_batches: bool = False
 
 
 @dataclass
@@ -160,6 +163,8 @@ class _Submitting:
                              max_bytes=self.settings.max_bytes or self.limits.max_bytes)
         for number, batch_input in enumerate(files, 1):
             if self.cancel.is_set():
+                if self.settings.cancel_batches:
+                    return  # what was submitted is cancelled by the poll
                 raise _Stop(Outcome.INTERRUPTED, "interrupted while submitting: run the same command again to "
                             "collect what was submitted and submit the rest")
             prompt = sum(estimates[c][0] for c in batch_input.custom_ids)
@@ -302,7 +307,11 @@ class BatchRun(_Submitting):
         from dsetlog.llm.batches import BatchNotFound, BatchUnavailable, poll_delay
 
         attempt = -1  # the first wait is poll_delay(0)
-        while views := self.rm.batches.open_batches(self.dataset_id):
+        while self.rm.batches.open_batches(self.dataset_id):
+            if self.cancel.is_set() and self.settings.cancel_batches and not self.settings.cancel:
+                self._cancel_for_job(client)
+                attempt = -1  # the cancelled batches are read back as soon as they end
+            views = self.rm.batches.open_batches(self.dataset_id)
             states: list[BatchState] = []
             submitted = self.result.submitted
             for view in views:
@@ -329,7 +338,10 @@ class BatchRun(_Submitting):
         """Wait, in slices, so that Ctrl-C (the run's cancel) is seen within a tenth of a second."""
         until = time.monotonic() + seconds
         while time.monotonic() < until:
-            if self.cancel.is_set():
+            if self.cancel.is_set() and self.settings.cancel_batches:
+                if not self.settings.cancel:
+                    return  # cancelled at the next turn of the poll
+            elif self.cancel.is_set():
                 left = len(self.rm.batches.open_batches(self.dataset_id))
                 raise _Stop(Outcome.INTERRUPTED, f"interrupted; {left} batch(es) left running on the provider: run "
                             "the same command again to collect them, or add --batch-cancel to cancel them")
@@ -437,6 +449,13 @@ class BatchRun(_Submitting):
             p.cost += (prompt * self.price[0] + completion * self.price[1]) / 1e6
 
     # -- cancelling
+
+    def _cancel_for_job(self, client: BatchClient) -> None:
+        """The job was cancelled: its open batches are cancelled, what they answered is kept, nothing is retried."""
+        self.settings = replace(self.settings, cancel=True)
+        self._cancel_open(client)
+        self.result.outcome = Outcome.INTERRUPTED
+        self.result.message = f"cancelled: {self.result.cancelled} batch(es) cancelled on the provider"
 
     def _cancel_open(self, client: BatchClient) -> None:
         """Ask the provider to cancel every open batch of the dataset; polling then reads back what they answered."""

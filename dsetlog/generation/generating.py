@@ -72,7 +72,8 @@ async def _batched(ctx: RunContext, units: list[WorkItem], make_events: Any) -> 
                    make_events=on_loop, progress=ctx.calls.progress,
                    settings=BatchSettings(fallback=req.batch_fallback, poll_first=req.batch_poll,
                                           poll_cap=max(req.batch_poll, 300.0 if req.batch_poll >= 1 else
-                                                       req.batch_poll * 4)),
+                                                       req.batch_poll * 4),
+                                          cancel_batches=ctx.calls.cancel is not None),
                    max_retries=ctx.calls.retry.max_retries if ctx.calls.retry else 3, budget=ctx.calls.budget,
                    price=(price[0] * discount, price[1] * discount) if price is not None else None, cancel=cancel)
     # the command's run (no job's cancel): Ctrl-C sets the run's cancel, seen between polls (BatchRun's thread

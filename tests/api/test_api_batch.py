@@ -13,7 +13,7 @@ from falcon import testing
 from helpers import wait_job
 
 from dsetlog.simulator.server import Simulator
-from dsetlog.store.events import BatchSubmitted, EntryGenerated
+from dsetlog.store.events import BatchCancelled, BatchSubmitted, EntryGenerated
 from dsetlog.store.log import EventLog
 
 API = "/api/v1"
@@ -102,3 +102,21 @@ def test_a_batch_jobs_status_shows_its_batches_and_their_eta(make_client: Callab
     assert batch["status"] == "completed" and batch["ended"] and batch["completed"] == SECTIONS
     doc = client.simulate_get(f"{API}/openapi.json").json
     assert "batches" in doc["components"]["schemas"]["JobStatus"]["properties"]
+
+
+def test_cancelling_a_batch_job_cancels_its_batches(make_client: Callable[..., testing.TestClient],
+                                                    make_simulator: Callable[..., Simulator], data: Path) -> None:
+    sim = make_simulator(batch_delay_s=6.0)
+    client = make_client(simulator_url=sim.base_url, start_worker=True)
+    job_id = batch_job(client)
+    wait_status(client, job_id, lambda s: any(b["status"] == "in_progress" for b in s["batches"]))
+    resp = client.simulate_post(f"{API}/jobs/{job_id}/cancel", json={"reason": "enough"})
+    assert resp.status_code == 200 and resp.json["cancelled"], resp.json
+    status = wait_status(client, job_id, lambda s: all(b["ended"] for b in s["batches"]))
+    assert status["status"] == "failed" and status["error"] == "cancelled: enough"
+    [batch] = status["batches"]
+    assert batch["status"] == "cancelled" and status["estimated_completion"] is None
+    assert sim.stats()["batch_cancels"] == 1
+    [cancelled] = events(data, BatchCancelled)
+    assert cancelled.batch_id == batch["batch_id"]
+    assert len(events(data, BatchSubmitted)) == 1  # nothing was submitted again
