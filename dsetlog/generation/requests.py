@@ -49,7 +49,7 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     project_id: str | int
     prompt_name: str = "qa_pairs"
     custom_prompt: str | None = None
-    generation_mode: str = "default"
+    generation_mode: Literal[templates.MODE_NAMES] = "default"  # type: ignore[valid-type]  # the schema names them
     format_type: Literal[EXPORT_FORMATS] | None = None  # type: ignore[valid-type]  # None: the project's saved dataset_format, else "jsonl" (the guide's default)
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
     include_evaluation_sets: bool = False

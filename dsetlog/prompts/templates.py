@@ -17,6 +17,7 @@ NEGATIVE_ANSWER = "The text does not say."
 
 MODES = ("default", "question", "answer", "summarization", "instruction_following")
 _MODE_ALIASES = {"qa": "default", "instruction following": "instruction_following"}
+MODE_NAMES = MODES + tuple(_MODE_ALIASES)  # what a request may name (a schema's enum)
 
 
 def normalize_mode(mode: str) -> str:
