@@ -7,10 +7,14 @@ it or an event for it arrives that must be folded: the events for a still-encode
 shard are queued and folded, in order, when it is first decoded. Opening a big
 data dir from a snapshot therefore costs the datasets you touch, not all of them.
 
-Views (:class:`DatasetView`, :class:`ItemView`, :class:`EntryView`,
-:class:`RunView`) are the live objects of the state, handed out without a copy:
-read them under ``ReadModel.lock`` and treat them as read-only; copy what you
-keep past the lock (``msgspec.structs.replace``, ``msgspec.to_builtins``).
+Work items and entries are kept as columns (:mod:`projections.columns`); their views
+(:class:`ItemView`, :class:`EntryView`) are made when asked for, copies that do not
+change with the model. :class:`DatasetView` and :class:`RunView` are the live
+objects of the state, handed out without a copy: read them under
+``ReadModel.lock`` and treat them as read-only; copy what you keep past the lock
+(``msgspec.structs.replace``, ``msgspec.to_builtins``). Readers of a big dataset
+(pages, exports) read its columns (:meth:`Datasets.rows`) and make views of the
+rows they need.
 
 Item status:
 
@@ -56,39 +60,38 @@ from dsetlog.store.events import (
 from dsetlog.store.layout import Recorded
 from dsetlog.store.scan import line_ref
 from projections.base import Projection, gc_paused, handles
-from projections.snapshot import release_pages
-from projections.views import (
-    DatasetView,
-    EntryView,
-    FeedbackView,
-    ItemView,
-    RunView,
-    SetAside,
+from projections.columns import (
+    ANALYZED,
+    BELOW_THRESHOLD,
+    DONE,
+    FAILED,
+    FLAGGED,
+    NAN,
+    PENDING,
+    SIMULATED,
+    STATUS_NAMES,
+    Rows,
 )
+from projections.snapshot import release_pages
+from projections.views import DatasetView, EntryView, FeedbackView, ItemView, RunView, SetAside
 
-PENDING, DONE, FAILED = "pending", "done", "failed"
-ITEM_STATUSES = (PENDING, DONE, FAILED)
+ITEM_STATUSES = STATUS_NAMES
 FLAGGING_FEEDBACK = frozenset({"content_error", "quality_issue"})
 FEEDBACK_COMMENTS_KEPT = 10  # the last comments of an entry; counts and ratings are kept in full
-PART_ENTRIES = 500_000  # entries (and items) a part of a shard's snapshot holds: ~0.5 GB encoded
+PART_ENTRIES = 500_000  # work item ids a part of a shard's snapshot holds (msgpack's bin holds < 4 GiB)
 JOURNAL_KEPT = 4096  # changes to existing entries remembered per dataset (see _Shard.journal)
 HIGH_QUALITY, MEDIUM_QUALITY = 0.8, 0.5  # quality_summary's distribution: >= 0.8 high, >= 0.5 medium
+_PENDING, _DONE, _FAILED = (STATUS_NAMES.index(s) for s in (PENDING, DONE, FAILED))
 
 
 # --- snapshot state ----------------------------------------------------------
 
 
-class ShardBody(msgspec.Struct, array_like=True):
-    items: list[ItemView]
-    entries: list[EntryView]
-    runs: list[RunView]
-
-
 class ShardState(msgspec.Struct, array_like=True):
     view: DatasetView
     declared: bool
-    # msgpack of ShardBody in parts of at most PART_ENTRIES entries (msgpack's bin holds < 4 GiB: a dataset of
-    # millions of entries is more), decoded on first use; memoryviews: decoding does not copy them out of the file
+    # its runs, then its columns (projections.columns.Rows.parts), each msgpack bin (< 4 GiB), decoded on first
+    # use; memoryviews: decoding does not copy them out of the file
     body: list[memoryview]
 
 
@@ -96,66 +99,20 @@ class DatasetsState(msgspec.Struct, array_like=True):
     shards: list[ShardState]
 
 
-_body_decoder = msgspec.msgpack.Decoder(ShardBody)
-# Fields with a handful of distinct values across millions of entries (models, prompts, runs, categories):
-# one string each instead of one per entry, a fifth of an entry's memory.
-_intern = sys.intern
-def _intern_entry(e: EntryView) -> None:
-    """Share an entry's strings (category, model, provider, prompt_name, prompt_hash, difficulty, run_id) and
-    dicts as a fold shares them (one at a time, not by name: it runs for each of millions of decoded entries)."""
-    e.category, e.model, e.provider = _intern(e.category), _intern(e.model), _intern(e.provider)
-    e.prompt_name, e.prompt_hash = _intern(e.prompt_name), _intern(e.prompt_hash)
-    e.difficulty, e.run_id = _intern(e.difficulty), _intern(e.run_id)
-    e.quality, e.metadata = _shared(e.quality), e.metadata or _NO_METADATA
-
-
-# The same goes for score components: structural checks give a few values each, so most entries of a dataset
-# have one of a few dicts of them, and an entry's dicts are replaced, never changed in place (read them only).
-# Components that vary (a judge's grade, groundedness) stop the sharing at SHARED_KEPT distinct dicts.
-SHARED_KEPT = 4096
-_shared_quality: dict[tuple[tuple[str, float], ...], dict[str, float]] = {}
-_NO_METADATA: dict[str, Any] = {}
-
-
-def _shared(quality: dict[str, float]) -> dict[str, float]:
-    key = tuple(quality.items())
-    found = _shared_quality.get(key)
-    if found is None:
-        if len(_shared_quality) >= SHARED_KEPT:
-            return quality
-        found = _shared_quality[key] = quality
-    return found
-
-
+_runs_decoder = msgspec.msgpack.Decoder(list[RunView])
 _body_encoder = msgspec.msgpack.Encoder()
-
-
-class _SameAsLast:
-    """The string it was last given when this one is equal to it: the records of one append share their
-    timestamp, and an entry keeps it (a replay decodes each record's as a string of its own)."""
-
-    __slots__ = ("last",)
-
-    def __init__(self) -> None:
-        self.last = ""
-
-    def __call__(self, ts: str) -> str:
-        if ts == self.last:
-            return self.last
-        self.last = ts
-        return ts
+_intern = sys.intern
 
 
 class _Shard:
     """One dataset's state; ``body`` is not None while it is still the encoded snapshot."""
 
-    __slots__ = ("view", "declared", "items", "entries", "runs", "body", "deferred", "journal", "added_seq")
+    __slots__ = ("view", "declared", "rows", "runs", "body", "deferred", "journal", "added_seq")
 
     def __init__(self, view: DatasetView, declared: bool, body: list[memoryview] | None = None) -> None:
         self.view = view
         self.declared = declared
-        self.items: dict[str, ItemView] = {}  # queue order
-        self.entries: dict[str, EntryView] = {}
+        self.rows = Rows(view.id)
         self.runs: dict[str, RunView] = {}
         self.body = body
         # records for this shard that arrived while it was encoded, with their refs (projections.texts)
@@ -173,35 +130,10 @@ class _Shard:
                    False)
 
     def decode_body(self) -> list[tuple[Recorded, int]]:
-        """Decode the snapshot's body into items, entries and runs; returns the records deferred meanwhile."""
+        """Decode the snapshot's body into runs and columns; returns the records deferred meanwhile."""
         assert self.body is not None
-        ds = self.view.id
-        items: dict[str, ItemView] = {}
-        entries: dict[str, EntryView] = {}
-        runs: dict[str, RunView] = {}
-        same_ts = _SameAsLast()
-        # a part at a time, each string decoded shared at once as a fold shares it (memory: a 5M-entry dataset
-        # decoded whole first held ~2 GB of strings it then dropped)
-        for raw in self.body:
-            part = _body_decoder.decode(raw)
-            for it in part.items:
-                it.dataset_id = ds
-                items[it.item_id] = it
-            for e in part.entries:
-                _intern_entry(e)
-                e.dataset_id = ds
-                e.created_at = same_ts(e.created_at)
-                e.updated_at = same_ts(e.updated_at)
-                entries[e.id] = e
-            runs.update((r.run_id, r) for r in part.runs)
-            del part
-        for e in entries.values():  # an entry and its item share their ids, as in a fold (an item may be in another part)
-            item = items.get(e.item_id)
-            if item is not None:
-                e.item_id = item.item_id
-                if item.entry_id == e.id:
-                    item.entry_id = e.id
-        self.items, self.entries, self.runs = items, entries, runs
+        self.runs = {r.run_id: r for r in _runs_decoder.decode(self.body[0])}
+        self.rows = Rows.decode(self.view.id, self.body[1:])
         release_pages(self.body)
         deferred, self.deferred = self.deferred, []
         self.body = None
@@ -214,42 +146,45 @@ class _Shard:
     def part_count(self) -> int:
         if self.body is not None:
             return len(self.body)
-        return max(1, -(-max(len(self.items), len(self.entries)) // PART_ENTRIES))
+        return 1 + self.rows.part_count(PART_ENTRIES)
 
     def parts(self) -> Iterator[bytes | memoryview]:
         """Its body's parts, encoded one at a time (or the encoded ones it was loaded with)."""
         if self.body is not None:
             yield from self.body
             return
-        items, entries = list(self.items.values()), list(self.entries.values())
-        for i in range(self.part_count()):
-            a, b = i * PART_ENTRIES, (i + 1) * PART_ENTRIES
-            yield _body_encoder.encode(ShardBody(items[a:b], entries[a:b], list(self.runs.values()) if i == 0 else []))
+        yield _body_encoder.encode(list(self.runs.values()))
+        yield from self.rows.parts(PART_ENTRIES)
 
     def queue(self, item_id: str, at: int, row: int, source: str) -> None:
         """A work item queued by the record at ``at`` (a question, or a document chunk's slot); re-queued on
         resume: idempotent."""
-        item = self.items.get(item_id)
-        if item is None:
-            self.items[item_id] = ItemView(item_id, self.view.id, at, row, PENDING, 0, None, None, source)
+        rows = self.rows
+        items = rows.items
+        r = items.index.get(item_id)
+        if r is None:
+            items.add(item_id, at, row, rows.strings.code(source), True)
             self.view.items += 1
             self.view.pending += 1
-        elif not item.queued:
-            item.question_at, item.row, item.source, item.queued = at, row, source, True
+        elif not items.queued[r]:
+            items.question_at[r], items.row[r], items.queued[r] = at, row, 1
+            items.source[r] = rows.strings.code(source)
 
-    def item(self, item_id: str) -> ItemView:
-        """The item, or one never queued (a document chunk slot) that joins the queue here."""
-        item = self.items.get(item_id)
-        if item is None:
-            item = self.items[item_id] = ItemView(item_id, self.view.id, 0, 0, PENDING, queued=False)
+    def item(self, item_id: str) -> int:
+        """The item's row; an item never queued (a document chunk slot) joins the queue here."""
+        items = self.rows.items
+        r = items.index.get(item_id)
+        if r is None:
+            r = items.add(item_id, 0, 0, self.rows.strings.code(""), False)
             self.view.items += 1
             self.view.pending += 1
-        return item
+        return r
 
-    def touched(self, entry: EntryView, seq: int) -> None:
+    def touched(self, r: int, seq: int) -> None:
         """Record ``seq`` in an existing entry's history, and in the journal of changes readers follow."""
-        entry.history += (seq,)
-        self.journal.append((seq, entry.id))
+        history = self.rows.entries.history
+        history[r] = history.get(r, ()) + (seq,)
+        self.journal.append((seq, self.rows.entry_id(r)))
 
     def changes_since(self, seq: int) -> tuple[list[str], int] | None:
         """See :meth:`Datasets.changes_since`."""
@@ -262,18 +197,87 @@ class _Shard:
             return None  # older changes were dropped: some may be after seq
         return changed, self.added_seq
 
+    def generated(self, rec: Recorded, ev: EntryGenerated, at: int, ts: str) -> None:
+        """An entry for an item that has none: its row of every column."""
+        rows = self.rows
+        item = self.item(ev.item_id)
+        items = rows.items
+        status = items.status[item]
+        if status == _DONE or rows.entry_row(ev.entry_id) is not None:
+            return  # at most one entry per item (and per entry id): the first one stands
+        code, e, usage = rows.strings.code, rows.entries, ev.usage
+        rows.add_entry(item, ev.entry_id)  # its other columns follow
+        e.question_at.append(at)
+        e.answer_at.append(at)
+        e.reasoning_at.append(at)
+        for column, value in ((e.category, ev.category), (e.model, ev.model), (e.provider, ev.provider),
+                              (e.prompt_name, ev.prompt_name), (e.prompt_hash, ev.prompt_hash),
+                              (e.source_chunk, ev.source_chunk), (e.difficulty, ev.difficulty),
+                              (e.run_id, ev.run_id), (e.regeneration_job_id, None)):
+            column.append(code(value))
+        e.flags.append(SIMULATED if ev.simulated else 0)
+        e.prompt_tokens.append(usage.prompt_tokens)
+        e.completion_tokens.append(usage.completion_tokens)
+        e.latency_ms.append(ev.latency_ms)
+        e.quality_score.append(NAN if ev.quality_score is None else ev.quality_score)
+        e.quality.append(rows.qualities.code(ev.quality))
+        e.metadata.append(rows.metadata.code(ev.metadata))
+        e.revision.append(1)
+        e.created_at.append(rows.times.code(ts))
+        e.first_seq.append(rec.seq)
+        v = self.view
+        if status == _FAILED:
+            v.failed -= 1
+        else:
+            v.pending -= 1
+        items.status[item] = _DONE
+        v.done += 1
+        v.entries += 1
+        self.added_seq = rec.seq
+
+    def new_content(self, r: int, rec: Recorded, ev: EntryRegenerated | RevisionRestored, at: int) -> None:
+        """A model's revision (at ``at`` in the log) became the entry's content (a regeneration, or one a user
+        restored)."""
+        e, code = self.rows.entries, self.rows.strings.code
+        e.answer_at[r] = e.reasoning_at[r] = at
+        if ev.question is not None:
+            e.question_at[r] = at
+        e.model[r], e.provider[r] = code(ev.model), code(ev.provider)
+        e.flags[r] = e.flags[r] | SIMULATED if ev.simulated else e.flags[r] & ~SIMULATED
+        e.set_aside.pop(r, None)  # a revision was chosen since
+        self.revised(r, rec)
+
+    def revised(self, r: int, rec: Recorded) -> None:
+        e = self.rows.entries
+        e.revision[r] += 1
+        e.updated_at[r] = self.rows.times.code(rec.ts)
+
+    def add_feedback(self, r: int, feedback_type: str, comment: str | None, rating: int | None) -> None:
+        feedback = self.rows.entries.feedback
+        fb = feedback.get(r)
+        if fb is None:
+            fb = feedback[r] = FeedbackView()
+        fb.count += 1
+        if rating is not None:
+            fb.ratings.append(rating)
+        if comment:
+            fb.comments.append(comment)
+            if len(fb.comments) > FEEDBACK_COMMENTS_KEPT:
+                del fb.comments[0]
+        if feedback_type not in fb.types:
+            fb.types.append(feedback_type)
+
 
 class _Where:
     """Where the records being folded are in the log: a batch's bounds (dsetlog.store.scan.read_located) and its
-    first seq, or, while a shard's deferred records are folded, their refs by seq; and their shared timestamps."""
+    first seq, or, while a shard's deferred records are folded, their refs by seq."""
 
-    __slots__ = ("bounds", "first_seq", "refs", "ts")
+    __slots__ = ("bounds", "first_seq", "refs")
 
     def __init__(self) -> None:
         self.bounds: Sequence[int] | None = None
         self.first_seq = 0
         self.refs: dict[int, int] | None = None
-        self.ts = _SameAsLast()  # and when: the records of one append share their time
 
     @contextmanager
     def deferred(self, deferred: list[tuple[Recorded, int]]) -> Iterator[None]:
@@ -298,7 +302,8 @@ class Datasets(Projection):
     """Datasets, their work items (queue order), entries (item order), review state and runs."""
 
     name = "datasets"
-    version = 5  # 2: EntryView.quality_analyzed, .set_aside; 3: texts in the log (*_at); 4: parts; 5: array_like
+    # 2: EntryView.quality_analyzed, .set_aside; 3: texts in the log (*_at); 4: parts; 5: array_like; 6: columns
+    version = 6
     state_type = DatasetsState
 
     def __init__(self) -> None:
@@ -369,122 +374,112 @@ class Datasets(Projection):
 
     @handles(AttemptStarted)
     def _attempt_started(self, shard: _Shard, rec: Recorded, ev: AttemptStarted) -> None:
-        item = shard.item(ev.item_id)
-        item.attempts += 1
-        if item.status == FAILED:  # retried after a bookmark: pending again until this attempt ends
-            item.status = PENDING
+        r = shard.item(ev.item_id)
+        items = shard.rows.items
+        items.attempts[r] += 1
+        if items.status[r] == _FAILED:  # retried after a bookmark: pending again until this attempt ends
+            items.status[r] = _PENDING
             shard.view.failed -= 1
             shard.view.pending += 1
 
     @handles(AttemptFailed)
     def _attempt_failed(self, shard: _Shard, rec: Recorded, ev: AttemptFailed) -> None:
-        item = shard.item(ev.item_id)
-        item.last_error = ev.reason
+        shard.rows.items.last_error[shard.item(ev.item_id)] = ev.reason
 
     @handles(ItemBookmarked)
     def _item_bookmarked(self, shard: _Shard, rec: Recorded, ev: ItemBookmarked) -> None:
-        item = shard.item(ev.item_id)
-        item.last_error = ev.reason
-        if item.status == PENDING:
-            item.status = FAILED
+        r = shard.item(ev.item_id)
+        items = shard.rows.items
+        items.last_error[r] = ev.reason
+        if items.status[r] == _PENDING:
+            items.status[r] = _FAILED
             shard.view.pending -= 1
             shard.view.failed += 1
 
     @handles(EntryGenerated)
     def _entry_generated(self, shard: _Shard, rec: Recorded, ev: EntryGenerated) -> None:
-        item = shard.item(ev.item_id)
-        if item.status == DONE or ev.entry_id in shard.entries:
-            return  # at most one entry per item (and per entry id): the first one stands
-        at = self._where.ref(rec)  # its texts stay in the log (the replay did not even decode them: projections.lean)
-        # positional: keyword construction of a 28-field Struct costs several times more in a replay
-        ts, usage = self._where.ts(rec.ts), ev.usage
-        shard.entries[ev.entry_id] = EntryView(
-            ev.entry_id, shard.view.id, item.item_id, at, at, at, _intern(ev.category),
-            _intern(ev.model), _intern(ev.provider), ev.simulated, usage.prompt_tokens, usage.completion_tokens,
-            ev.latency_ms, _intern(ev.prompt_name), _intern(ev.prompt_hash), ev.source_chunk, ev.quality_score,
-            _shared(ev.quality), _intern(ev.difficulty), ev.metadata or _NO_METADATA, ts, ts,
-            _intern(ev.run_id), 1, None, False,
-            None, (rec.seq,),
-        )  # fmt: skip
-        v = shard.view
-        if item.status == FAILED:
-            v.failed -= 1
-        else:
-            v.pending -= 1
-        item.status = DONE
-        item.entry_id = ev.entry_id
-        v.done += 1
-        v.entries += 1
-        shard.added_seq = rec.seq
+        # its texts stay in the log (the replay did not even decode them: projections.lean)
+        shard.generated(rec, ev, self._where.ref(rec), rec.ts)
 
     @handles(EntryEdited)
     def _entry_edited(self, shard: _Shard, rec: Recorded, ev: EntryEdited) -> None:
-        entry = shard.entries.get(ev.entry_id)
-        if entry is None:
+        r = shard.rows.entry_row(ev.entry_id)
+        if r is None:
             return  # names no entry of this dataset: nothing to edit
+        e = shard.rows.entries
         if ev.question is not None:
-            entry.question_at = self._where.ref(rec)
+            e.question_at[r] = self._where.ref(rec)
         if ev.answer is not None:
-            entry.answer_at = self._where.ref(rec)
+            e.answer_at[r] = self._where.ref(rec)
         if ev.category is not None:
-            entry.category = ev.category
+            e.category[r] = shard.rows.strings.code(ev.category)
         if ev.feedback is not None:
-            _add_feedback(entry, "edit", ev.feedback, None)
-        entry.revision += 1
-        entry.updated_at = rec.ts
-        shard.touched(entry, rec.seq)
+            shard.add_feedback(r, "edit", ev.feedback, None)
+        shard.revised(r, rec)
+        shard.touched(r, rec.seq)
 
     @handles(EntryScored)
     def _entry_scored(self, shard: _Shard, rec: Recorded, ev: EntryScored) -> None:
-        entry = shard.entries.get(ev.entry_id)
-        if entry is None:
+        rows = shard.rows
+        r = rows.entry_row(ev.entry_id)
+        if r is None:
             return
-        entry.quality_score, entry.quality = ev.quality_score, _shared(ev.quality)
+        e = rows.entries
+        e.quality_score[r] = NAN if ev.quality_score is None else ev.quality_score
+        e.quality[r] = rows.qualities.code(ev.quality)
         if ev.difficulty:
-            entry.difficulty = _intern(ev.difficulty)
-        entry.duplicate_of, entry.below_threshold = ev.duplicate_of, ev.below_threshold
-        entry.quality_analyzed = ev.analyzed
-        shard.touched(entry, rec.seq)
+            e.difficulty[r] = rows.strings.code(ev.difficulty)
+        if ev.duplicate_of is None:
+            e.duplicate_of.pop(r, None)
+        else:
+            e.duplicate_of[r] = ev.duplicate_of
+        flags = e.flags[r] & ~(BELOW_THRESHOLD | ANALYZED)
+        e.flags[r] = flags | (BELOW_THRESHOLD if ev.below_threshold else 0) | (ANALYZED if ev.analyzed else 0)
+        shard.touched(r, rec.seq)
 
     @handles(EntryRegenerated)
     def _entry_regenerated(self, shard: _Shard, rec: Recorded, ev: EntryRegenerated) -> None:
-        entry = shard.entries.get(ev.entry_id)
-        if entry is None:
+        rows = shard.rows
+        r = rows.entry_row(ev.entry_id)
+        if r is None:
             return
-        entry.regeneration_job_id = ev.job_id
+        e = rows.entries
+        e.regeneration_job_id[r] = rows.strings.code(ev.job_id)
         if ev.current:
-            entry.prompt_tokens, entry.completion_tokens = ev.usage.prompt_tokens, ev.usage.completion_tokens
-            _new_content(entry, rec, ev, self._where.ref(rec))
+            e.prompt_tokens[r], e.completion_tokens[r] = ev.usage.prompt_tokens, ev.usage.completion_tokens
+            shard.new_content(r, rec, ev, self._where.ref(rec))
         else:  # scored lower: the content stays, the revision waits in the log for a choice
-            entry.set_aside = SetAside(rec.seq, ev.job_id, ev.quality_score, ev.replaced_score)
-        shard.touched(entry, rec.seq)
+            e.set_aside[r] = SetAside(rec.seq, ev.job_id, ev.quality_score, ev.replaced_score)
+        shard.touched(r, rec.seq)
 
     @handles(RevisionRestored)
     def _revision_restored(self, shard: _Shard, rec: Recorded, ev: RevisionRestored) -> None:
-        if (entry := shard.entries.get(ev.entry_id)) is not None:
-            _new_content(entry, rec, ev, self._where.ref(rec))
-            shard.touched(entry, rec.seq)
+        if (r := shard.rows.entry_row(ev.entry_id)) is not None:
+            shard.new_content(r, rec, ev, self._where.ref(rec))
+            shard.touched(r, rec.seq)
 
     @handles(FeedbackGiven)
     def _feedback_given(self, shard: _Shard, rec: Recorded, ev: FeedbackGiven) -> None:
         flags = ev.feedback_type in FLAGGING_FEEDBACK
+        rows = shard.rows
         for entry_id in dict.fromkeys(ev.entry_ids):  # an id named twice in one event counts once
-            entry = shard.entries.get(entry_id)
-            if entry is None:
+            r = rows.entry_row(entry_id)
+            if r is None:
                 continue
-            _add_feedback(entry, ev.feedback_type, ev.comments, ev.rating)
+            shard.add_feedback(r, ev.feedback_type, ev.comments, ev.rating)
             if flags:
-                entry.flagged = True
-            shard.touched(entry, rec.seq)
+                rows.entries.flags[r] |= FLAGGED
+            shard.touched(r, rec.seq)
 
     @handles(RegenerationRequested)
     def _regeneration_requested(self, shard: _Shard, rec: Recorded, ev: RegenerationRequested) -> None:
+        rows = shard.rows
         for entry_id in dict.fromkeys(ev.entry_ids):
-            entry = shard.entries.get(entry_id)
-            if entry is None:
+            r = rows.entry_row(entry_id)
+            if r is None:
                 continue
-            entry.regeneration_job_id = ev.job_id
-            shard.touched(entry, rec.seq)
+            rows.entries.regeneration_job_id[r] = rows.strings.code(ev.job_id)
+            shard.touched(r, rec.seq)
 
     # -- reading ---------------------------------------------------------------
 
@@ -523,6 +518,11 @@ class Datasets(Projection):
                 out.append(v)
         return out
 
+    def rows(self, dataset_id: str) -> Rows | None:
+        """The dataset's columns (:mod:`projections.columns`): read them under the read model's lock, and only."""
+        shard = self._shard(dataset_id)
+        return None if shard is None else shard.rows
+
     def items(self, dataset_id: str, *, status: str | None = None) -> list[ItemView]:
         """Work items in queue order (first QuestionQueued first), optionally only those with ``status``."""
         if status is not None and status not in ITEM_STATUSES:
@@ -530,21 +530,22 @@ class Datasets(Projection):
         shard = self._shard(dataset_id)
         if shard is None:
             return []
+        rows = shard.rows
         if status is None:
-            return list(shard.items.values())
-        return [it for it in shard.items.values() if it.status == status]
+            return [rows.item_view(r) for r in range(len(rows.items))]
+        code = STATUS_NAMES.index(status)
+        return [rows.item_view(r) for r, s in enumerate(rows.items.status) if s == code]
 
     def item(self, dataset_id: str, item_id: str) -> ItemView | None:
         shard = self._shard(dataset_id)
-        return None if shard is None else shard.items.get(item_id)
+        if shard is None or (r := shard.rows.items.index.get(item_id)) is None:
+            return None
+        return shard.rows.item_view(r)
 
     def entries(self, dataset_id: str) -> list[EntryView]:
         """Entries in their items' queue order: the input order output files must keep."""
         shard = self._shard(dataset_id)
-        if shard is None:
-            return []
-        by_id = shard.entries
-        return [by_id[it.entry_id] for it in shard.items.values() if it.entry_id is not None]
+        return [] if shard is None else shard.rows.entry_views(shard.rows.order())
 
     def changes_since(self, dataset_id: str, seq: int) -> tuple[list[str], int] | None:
         """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when
@@ -554,7 +555,9 @@ class Datasets(Projection):
 
     def entry(self, dataset_id: str, entry_id: str) -> EntryView | None:
         shard = self._shard(dataset_id)
-        return None if shard is None else shard.entries.get(entry_id)
+        if shard is None or (r := shard.rows.entry_row(entry_id)) is None:
+            return None
+        return shard.rows.entry_view(r)
 
     def runs(self, dataset_id: str) -> list[RunView]:
         """Runs in the order they started (RunStarted, or RunFinished for a run whose start is unknown)."""
@@ -568,7 +571,11 @@ class Datasets(Projection):
         (high >= 0.8 > medium >= 0.5 > low); categories count every entry, an
         empty category as "Other". An empty dataset averages 0.0.
         """
-        return quality_summary_of(self.entries(dataset_id))
+        rows = self.rows(dataset_id)
+        if rows is None:
+            return quality_summary_of(())
+        e = rows.entries
+        return summary_of_columns(e.quality_score, e.category, rows.strings.values, rows.order())
 
     # -- snapshots -------------------------------------------------------------
 
@@ -613,6 +620,34 @@ def _bin_header(n: int) -> bytes:
     return b"\xc5" + n.to_bytes(2, "big") if n < 1 << 16 else b"\xc6" + n.to_bytes(4, "big")
 
 
+def summary_of_columns(scores: Sequence[float], categories: Sequence[int], strings: Sequence[str | None],
+                       rows: Iterable[int]) -> dict[str, Any]:
+    """quality_summary_of the entries at these rows of a dataset's columns (scores NaN where there is none,
+    categories as codes into ``strings``)."""
+    total, scored = 0.0, 0
+    high = medium = low = 0
+    counts: dict[int, int] = {}
+    for r in rows:
+        score = scores[r]
+        if score == score:
+            total += score
+            scored += 1
+            if score >= HIGH_QUALITY:
+                high += 1
+            elif score >= MEDIUM_QUALITY:
+                medium += 1
+            else:
+                low += 1
+        c = categories[r]
+        counts[c] = counts.get(c, 0) + 1
+    cats: dict[str, int] = {}
+    for c, n in counts.items():  # first seen first, as quality_summary_of counts them
+        name = strings[c] or "Other"
+        cats[name] = cats.get(name, 0) + n
+    return {"average_score": total / scored if scored else 0.0,
+            "distribution": {"high": high, "medium": medium, "low": low}, "categories": cats}
+
+
 def quality_summary_of(entries: Iterable[EntryView]) -> dict[str, Any]:
     """Datasets.quality_summary of these entries."""
     total, scored = 0.0, 0
@@ -627,30 +662,3 @@ def quality_summary_of(entries: Iterable[EntryView]) -> dict[str, Any]:
         cat = e.category or "Other"
         cats[cat] = cats.get(cat, 0) + 1
     return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
-
-
-def _new_content(entry: EntryView, rec: Recorded, ev: EntryRegenerated | RevisionRestored, at: int) -> None:
-    """A model's revision (at ``at`` in the log) became the entry's content (a regeneration, or one a user
-    restored)."""
-    entry.answer_at = entry.reasoning_at = at
-    if ev.question is not None:
-        entry.question_at = at
-    entry.model, entry.provider, entry.simulated = _intern(ev.model), _intern(ev.provider), ev.simulated
-    entry.set_aside = None  # a revision was chosen since
-    entry.revision += 1
-    entry.updated_at = rec.ts
-
-
-def _add_feedback(entry: EntryView, feedback_type: str, comment: str | None, rating: int | None) -> None:
-    fb = entry.feedback
-    if fb is None:
-        fb = entry.feedback = FeedbackView()
-    fb.count += 1
-    if rating is not None:
-        fb.ratings.append(rating)
-    if comment:
-        fb.comments.append(comment)
-        if len(fb.comments) > FEEDBACK_COMMENTS_KEPT:
-            del fb.comments[0]
-    if feedback_type not in fb.types:
-        fb.types.append(feedback_type)

@@ -1,0 +1,422 @@
+"""Columns: one dataset's work items and entries as the Datasets projection keeps them, a column each.
+
+Ten million entries kept as objects (a Struct of 30 fields, its strings, dicts, tuples, and two ids with their
+dict slots each) took ~820 bytes an entry; as columns they take about a third of that, and a snapshot of them
+loads by copying bytes instead of making ~35 objects an entry. What is kept per row:
+
+* numbers in :class:`array.array` columns (refs, tokens, latency, scores, revisions, timestamps as int64
+  microseconds), flags as bits of a ``bytearray``;
+* strings that repeat (categories, models, prompts, runs, chunks, job ids) as codes into the dataset's
+  :class:`Strings`; score components and metadata as codes into :class:`Shared` dicts (most entries of a
+  dataset have one of a few);
+* what few rows have (feedback, later history, set-aside revisions, duplicates, errors) in dicts by row;
+* one id per work item. An entry's id is its item's suffix after ``entry_`` (:func:`dsetlog.ids.entry_id_for`)
+  and is not stored; an entry whose id does not follow that (a hand-made log) keeps its id in ``odd_ids``.
+
+Views (:class:`~projections.views.EntryView`, :class:`~projections.views.ItemView`) are made from a row when
+asked for: they are copies, and do not change when the model does.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterator
+from datetime import date
+from typing import Any
+
+import msgspec
+
+from projections.views import EntryView, FeedbackView, ItemView, SetAside
+
+PENDING, DONE, FAILED = "pending", "done", "failed"
+STATUS_NAMES = (PENDING, DONE, FAILED)  # ItemColumns.status holds the index
+SHARED_KEPT = 4096  # distinct dicts a Shared table recognises (past it, new ones are kept without sharing)
+NO_ENTRY = -1
+# EntryColumns.flags
+SIMULATED, FLAGGED, BELOW_THRESHOLD, ANALYZED = 1, 2, 4, 8
+NAN = float("nan")
+_BIG_ENDIAN = sys.byteorder == "big"  # a snapshot's columns are little-endian
+
+
+class Strings:
+    """The distinct strings (and None) of a dataset's string columns, each once, by code."""
+
+    __slots__ = ("values", "_codes")
+
+    def __init__(self, values: list[str | None] | None = None) -> None:
+        self.values: list[str | None] = values if values is not None else [None, ""]
+        self._codes = {v: i for i, v in enumerate(self.values)}
+
+    def code(self, value: str | None) -> int:
+        found = self._codes.get(value)
+        if found is None:
+            found = self._codes[value] = len(self.values)
+            self.values.append(value)
+        return found
+
+
+class Shared:
+    """Dicts by code, equal ones shared: an entry's dicts are replaced, never changed in place (read them only)."""
+
+    __slots__ = ("values", "_codes")
+
+    def __init__(self, values: list[dict[str, Any]] | None = None) -> None:
+        self.values: list[dict[str, Any]] = values if values is not None else [{}]
+        self._codes: dict[tuple[Any, ...], int] = {}
+        for i, d in enumerate(self.values):
+            self._key(d, i)
+
+    def _key(self, d: dict[str, Any], i: int) -> None:
+        if len(self._codes) < SHARED_KEPT:
+            try:
+                self._codes.setdefault(tuple(d.items()), i)
+            except TypeError:  # a list or dict among the values: not shared
+                pass
+
+    def code(self, d: dict[str, Any]) -> int:
+        try:
+            found = self._codes.get(tuple(d.items()))
+        except TypeError:
+            found = None
+        if found is None:
+            found = len(self.values)
+            self.values.append(d)
+            self._key(d, found)
+        return found
+
+
+# --- timestamps --------------------------------------------------------------
+
+_EPOCH = date(1970, 1, 1).toordinal()
+_day_of: dict[str, int] = {}
+_day_text: dict[int, str] = {}
+
+
+class Times:
+    """A record's timestamp (``2026-12-03T06:17:55.123456Z``, dsetlog.store.layout) as int64 microseconds, and
+    back to the very same text. One that would not come back the same is kept as text, its code negative."""
+
+    __slots__ = ("odd", "_last", "_last_code")
+
+    def __init__(self, odd: list[str] | None = None) -> None:
+        self.odd: list[str] = odd if odd is not None else []
+        self._last: tuple[int, str] = (0, "")
+        self._last_code: tuple[str | None, int] = (None, 0)  # the records of one append share their time
+
+    def code(self, ts: str) -> int:
+        if self._last_code[0] == ts:
+            return self._last_code[1]
+        micros = _micros(ts)
+        if micros is None or self.text(micros) != ts:
+            self.odd.append(ts)
+            micros = -len(self.odd)
+        self._last_code = (ts, micros)
+        return micros
+
+    def text(self, micros: int) -> str:
+        if micros < 0:
+            return self.odd[-micros - 1]
+        last = self._last
+        if last[0] == micros:
+            return last[1]
+        seconds, us = divmod(micros, 1_000_000)
+        day, s = divmod(seconds, 86400)
+        day_text = _day_text.get(day)
+        if day_text is None:
+            day_text = _day_text[day] = date.fromordinal(day + _EPOCH).isoformat()
+        h, s = divmod(s, 3600)
+        m, s = divmod(s, 60)
+        text = f"{day_text}T{h:02d}:{m:02d}:{s:02d}.{us:06d}Z"
+        self._last = (micros, text)
+        return text
+
+
+def _micros(ts: str) -> int | None:
+    if len(ts) != 27 or ts[10] != "T" or ts[19] != "." or ts[26] != "Z" or not ts.isascii():
+        return None
+    day = _day_of.get(ts[:10])
+    try:
+        if day is None:
+            day = _day_of[ts[:10]] = date.fromisoformat(ts[:10]).toordinal() - _EPOCH
+        seconds = int(ts[11:13]) * 3600 + int(ts[14:16]) * 60 + int(ts[17:19])
+        micros = int(ts[20:26])
+    except ValueError:
+        return None
+    if day < 0:
+        return None
+    return (day * 86400 + seconds) * 1_000_000 + micros
+
+
+# --- the columns -------------------------------------------------------------
+
+
+class ItemColumns:
+    """Work items in queue order: row ``r`` is the ``r``-th item queued (or first named)."""
+
+    __slots__ = ("ids", "index", "question_at", "row", "status", "attempts", "source", "queued", "entry",
+                 "last_error")
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.index: dict[str, int] = {}  # id -> row
+        self.question_at = array("q")  # the ref of the record that queued it (0: never queued)
+        self.row = array("q")
+        self.status = bytearray()  # index into STATUS_NAMES
+        self.attempts = array("i")
+        self.source = array("i")  # Strings code
+        self.queued = bytearray()  # 0 while only other events (attempts, an entry) have named it
+        self.entry = array("i")  # its entry's row, or NO_ENTRY
+        self.last_error: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, item_id: str, question_at: int, row: int, source: int, queued: bool) -> int:
+        r = len(self.ids)
+        self.ids.append(item_id)
+        self.index[item_id] = r
+        self.question_at.append(question_at)
+        self.row.append(row)
+        self.status.append(0)
+        self.attempts.append(0)
+        self.source.append(source)
+        self.queued.append(queued)
+        self.entry.append(NO_ENTRY)
+        return r
+
+
+class EntryColumns:
+    """Entries in the order they were generated; ``item[r]`` is the row of entry ``r``'s work item."""
+
+    __slots__ = ("item", "question_at", "answer_at", "reasoning_at", "category", "model", "provider", "prompt_name",
+                 "prompt_hash", "source_chunk", "difficulty", "run_id", "regeneration_job_id", "flags",
+                 "prompt_tokens", "completion_tokens", "latency_ms", "quality_score", "quality", "metadata",
+                 "revision", "created_at", "first_seq", "updated_at", "history", "feedback", "duplicate_of",
+                 "set_aside", "odd_ids", "odd_rows")
+
+    def __init__(self) -> None:
+        self.item = array("i")
+        self.question_at, self.answer_at, self.reasoning_at = array("q"), array("q"), array("q")
+        # Strings codes
+        self.category, self.model, self.provider = array("i"), array("i"), array("i")
+        self.prompt_name, self.prompt_hash, self.source_chunk = array("i"), array("i"), array("i")
+        self.difficulty, self.run_id, self.regeneration_job_id = array("i"), array("i"), array("i")
+        self.flags = bytearray()
+        self.prompt_tokens, self.completion_tokens = array("q"), array("q")
+        self.latency_ms = array("d")
+        self.quality_score = array("d")  # NaN: none
+        self.quality, self.metadata = array("i"), array("i")  # Shared codes
+        self.revision = array("i")
+        self.created_at = array("q")  # Times codes
+        self.first_seq = array("q")  # the seq of its EntryGenerated: the first of its history
+        # by row, for the rows that have them
+        self.updated_at: dict[int, int] = {}  # when it differs from created_at
+        self.history: dict[int, tuple[int, ...]] = {}  # seqs after the first
+        self.feedback: dict[int, FeedbackView] = {}
+        self.duplicate_of: dict[int, str] = {}
+        self.set_aside: dict[int, SetAside] = {}
+        self.odd_ids: dict[int, str] = {}  # ids that are not entry_id_for(their item)
+        self.odd_rows: dict[str, int] = {}  # and their rows (not in a snapshot: made from odd_ids)
+
+    def __len__(self) -> int:
+        return len(self.item)
+
+
+# the columns a snapshot keeps as raw bytes, in this order
+_ITEM_ARRAYS = ("question_at", "row", "attempts", "source", "entry")
+_ITEM_BYTES = ("status", "queued")
+_ENTRY_ARRAYS = ("item", "question_at", "answer_at", "reasoning_at", "category", "model", "provider", "prompt_name",
+                 "prompt_hash", "source_chunk", "difficulty", "run_id", "regeneration_job_id", "prompt_tokens",
+                 "completion_tokens", "latency_ms", "quality_score", "quality", "metadata", "revision", "created_at",
+                 "first_seq")
+_ENTRY_BYTES = ("flags",)
+COLUMN_PARTS = len(_ITEM_ARRAYS) + len(_ITEM_BYTES) + len(_ENTRY_ARRAYS) + len(_ENTRY_BYTES)  # parts of raw bytes
+
+
+class Head(msgspec.Struct, array_like=True):
+    """What a snapshot keeps of a dataset's columns besides their raw bytes."""
+
+    items: int
+    entries: int
+    strings: list[str | None]
+    qualities: list[dict[str, float]]
+    metadata: list[dict[str, Any]]
+    odd_times: list[str]
+    last_error: dict[int, str]
+    updated_at: dict[int, int]
+    history: dict[int, tuple[int, ...]]
+    feedback: dict[int, FeedbackView]
+    duplicate_of: dict[int, str]
+    set_aside: dict[int, SetAside]
+    odd_ids: dict[int, str]
+    prefixes: list[str]
+    in_item_order: bool
+
+
+_head_decoder = msgspec.msgpack.Decoder(Head)
+_ids_decoder = msgspec.msgpack.Decoder(list[str])
+_encoder = msgspec.msgpack.Encoder()
+
+
+class Rows:
+    """A dataset's work items and entries: the columns, their tables, and the views made from them."""
+
+    __slots__ = ("dataset_id", "items", "entries", "strings", "qualities", "metadata", "times", "prefixes",
+                 "in_item_order", "_order")
+
+    def __init__(self, dataset_id: str) -> None:
+        self.dataset_id = dataset_id
+        self.items = ItemColumns()
+        self.entries = EntryColumns()
+        self.strings = Strings()
+        self.qualities = Shared()
+        self.metadata = Shared()
+        self.times = Times()
+        self.prefixes: list[str] = []  # item id prefixes of entries whose id is entry_id_for(item)
+        self.in_item_order = True  # entries were generated in their items' order (the order is then range)
+        self._order: array[int] | None = None
+
+    # -- ids -------------------------------------------------------------------
+
+    def entry_row(self, entry_id: str) -> int | None:
+        """The row of the entry with this id, or None."""
+        if entry_id.startswith("entry_"):
+            suffix, index, entry = entry_id[6:], self.items.index, self.items.entry
+            for prefix in self.prefixes:
+                item = index.get(f"{prefix}_{suffix}")
+                if item is not None and (r := entry[item]) != NO_ENTRY and r not in self.entries.odd_ids:
+                    return r
+        return self.entries.odd_rows.get(entry_id)
+
+    def entry_id(self, r: int) -> str:
+        odd = self.entries.odd_ids.get(r) if self.entries.odd_ids else None
+        if odd is not None:
+            return odd
+        return "entry_" + self.items.ids[self.entries.item[r]].split("_", 1)[1]
+
+    def add_entry(self, item: int, entry_id: str) -> int:
+        """A new entry row for the item at row ``item`` (its other columns are the caller's to append)."""
+        ent = self.entries
+        r = len(ent.item)
+        item_id = self.items.ids[item]
+        prefix, sep, suffix = item_id.partition("_")
+        if sep and entry_id == "entry_" + suffix:
+            if prefix not in self.prefixes:
+                self.prefixes.append(prefix)
+        else:
+            ent.odd_ids[r] = entry_id
+            ent.odd_rows[entry_id] = r
+        if r and self.in_item_order and ent.item[r - 1] > item:
+            self.in_item_order = False
+        ent.item.append(item)
+        self.items.entry[item] = r
+        self._order = None
+        return r
+
+    def order(self) -> array[int]:
+        """The entries' rows in their items' queue order: the order output files keep."""
+        if self.in_item_order:
+            return array("i", range(len(self.entries)))
+        if self._order is None:
+            self._order = array("i", (r for r in self.items.entry if r != NO_ENTRY))
+        return self._order
+
+    # -- views -----------------------------------------------------------------
+
+    def entry_view(self, r: int) -> EntryView:
+        e, s, times = self.entries, self.strings.values, self.times
+        flags = e.flags[r]
+        score = e.quality_score[r]
+        created = e.created_at[r]
+        updated = e.updated_at.get(r, created)
+        fb = e.feedback.get(r)
+        more = e.history.get(r, ())
+        return EntryView(
+            self.entry_id(r), self.dataset_id, self.items.ids[e.item[r]], e.question_at[r], e.answer_at[r],
+            e.reasoning_at[r], s[e.category[r]], s[e.model[r]], s[e.provider[r]], bool(flags & SIMULATED),  # type: ignore[arg-type]
+            e.prompt_tokens[r], e.completion_tokens[r], e.latency_ms[r], s[e.prompt_name[r]], s[e.prompt_hash[r]],  # type: ignore[arg-type]
+            s[e.source_chunk[r]], None if score != score else score, self.qualities.values[e.quality[r]],  # type: ignore[arg-type]
+            s[e.difficulty[r]], self.metadata.values[e.metadata[r]], times.text(created), times.text(updated),  # type: ignore[arg-type]
+            s[e.run_id[r]], e.revision[r],  # type: ignore[arg-type]
+            None if fb is None else FeedbackView(fb.count, list(fb.ratings), list(fb.comments), list(fb.types)),
+            bool(flags & FLAGGED), s[e.regeneration_job_id[r]], (e.first_seq[r], *more), e.duplicate_of.get(r),
+            bool(flags & BELOW_THRESHOLD), bool(flags & ANALYZED), e.set_aside.get(r),
+        )  # fmt: skip
+
+    def entry_views(self, rows: Iterator[int] | array[int] | list[int]) -> list[EntryView]:
+        view = self.entry_view
+        return [view(r) for r in rows]
+
+    def item_view(self, r: int) -> ItemView:
+        it = self.items
+        entry = it.entry[r]
+        return ItemView(it.ids[r], self.dataset_id, it.question_at[r], it.row[r], STATUS_NAMES[it.status[r]],
+                        it.attempts[r], it.last_error.get(r), None if entry == NO_ENTRY else self.entry_id(entry),
+                        self.strings.values[it.source[r]], bool(it.queued[r]))  # type: ignore[arg-type]
+
+    # -- snapshots -------------------------------------------------------------
+
+    def parts(self, ids_per_part: int) -> Iterator[bytes]:
+        """The columns encoded: a :class:`Head`, the item ids in parts of ``ids_per_part``, then each column's
+        bytes (little-endian)."""
+        it, e = self.items, self.entries
+        n_ids = -(-len(it.ids) // ids_per_part)
+        yield _encoder.encode(Head(
+            len(it), len(e), self.strings.values, self.qualities.values, self.metadata.values, self.times.odd,
+            it.last_error, e.updated_at, e.history, e.feedback, e.duplicate_of, e.set_aside, e.odd_ids,
+            self.prefixes, self.in_item_order))  # fmt: skip
+        for i in range(n_ids):
+            yield _encoder.encode(it.ids[i * ids_per_part : (i + 1) * ids_per_part])
+        for cols, arrays, raw in ((it, _ITEM_ARRAYS, _ITEM_BYTES), (e, _ENTRY_ARRAYS, _ENTRY_BYTES)):
+            for name in arrays:
+                column = getattr(cols, name)
+                if _BIG_ENDIAN:
+                    column = array(column.typecode, column)
+                    column.byteswap()
+                yield column.tobytes()
+            for name in raw:
+                yield bytes(getattr(cols, name))
+
+    def part_count(self, ids_per_part: int) -> int:
+        return 1 + -(-len(self.items.ids) // ids_per_part) + COLUMN_PARTS
+
+    @classmethod
+    def decode(cls, dataset_id: str, parts: list[memoryview]) -> Rows:
+        """The columns :meth:`parts` encoded (copied out of ``parts``, which may be released after)."""
+        head = _head_decoder.decode(parts[0])
+        rows = cls(dataset_id)
+        it, e = rows.items, rows.entries
+        id_parts, fixed = parts[1 : len(parts) - COLUMN_PARTS], iter(parts[len(parts) - COLUMN_PARTS :])
+        for raw in id_parts:
+            it.ids += _ids_decoder.decode(raw)
+        if len(it.ids) != head.items:
+            raise ValueError(f"a snapshot of dataset {dataset_id} holds {len(it.ids)} item ids for {head.items} items")
+        it.index = {item_id: r for r, item_id in enumerate(it.ids)}
+        for cols, arrays, raw_names, n in ((it, _ITEM_ARRAYS, _ITEM_BYTES, head.items),
+                                           (e, _ENTRY_ARRAYS, _ENTRY_BYTES, head.entries)):
+            for name in arrays:
+                column = array(getattr(cols, name).typecode)
+                column.frombytes(next(fixed))
+                if _BIG_ENDIAN:
+                    column.byteswap()
+                _check_length(dataset_id, name, len(column), n)
+                setattr(cols, name, column)
+            for name in raw_names:
+                column = bytearray(next(fixed))
+                _check_length(dataset_id, name, len(column), n)
+                setattr(cols, name, column)
+        rows.strings = Strings(head.strings)
+        rows.qualities, rows.metadata = Shared(head.qualities), Shared(head.metadata)
+        rows.times = Times(head.odd_times)
+        it.last_error = head.last_error
+        e.updated_at, e.history, e.feedback = head.updated_at, head.history, head.feedback
+        e.duplicate_of, e.set_aside, e.odd_ids = head.duplicate_of, head.set_aside, head.odd_ids
+        e.odd_rows = {odd: r for r, odd in head.odd_ids.items()}
+        rows.prefixes, rows.in_item_order = head.prefixes, head.in_item_order
+        return rows
+
+
+def _check_length(dataset_id: str, name: str, got: int, want: int) -> None:
+    if got != want:
+        raise ValueError(f"a snapshot of dataset {dataset_id} holds {got} values of {name} for {want} rows")
