@@ -69,8 +69,8 @@ class DatasetsResource:
             for name in splits.values():
                 counts[name] = counts.get(name, 0) + 1
             doc = Dataset(
-                id=v.id, name=v.name, entries=index.page(rm, list(range(min(INLINE_ENTRIES, len(index.entries))))),
-                total_entries=len(index.entries), created_at=v.created_at, format_type=v.format_type,
+                id=v.id, name=v.name, entries=index.page(rm, list(range(min(INLINE_ENTRIES, len(index))))),
+                total_entries=len(index), created_at=v.created_at, format_type=v.format_type,
                 quality_summary=index.summary, kind=v.kind, project_id=v.project_id, version=v.version,
                 source=v.source, entries_inline=INLINE_ENTRIES, entries_url=f"{API}/datasets/{v.id}/entries",
                 items=v.items, done=v.done, failed=v.failed, pending=v.pending, flagged=index.flagged,

@@ -34,8 +34,10 @@ from api.schemas import (
     QualitySummary,
     SetAsideRevision,
 )
+from dsetlog.evaluation.splits import SPLITS
 from dsetlog.store.scan import ref_start
-from projections.datasets import quality_summary_of
+from projections.columns import FLAGGED, Rows
+from projections.datasets import summary_of_columns
 from projections.readmodel import ReadModel
 from projections.search import matcher, needs_check
 from projections.views import EntryView, FullEntry
@@ -82,19 +84,27 @@ def quality_summary(doc: dict[str, Any]) -> QualitySummary:
 
 
 class EntryIndex:
-    """One dataset's entries at one seq (see the module's description). Build and read it under rm.lock."""
+    """One dataset's entries at one seq (see the module's description), over the read model's columns
+    (:mod:`projections.columns`): a position is an entry's place in the dataset's order. Build and read it under
+    rm.lock."""
 
     def __init__(self, rm: ReadModel, dataset_id: str) -> None:
         self.dataset_id = dataset_id
         self.seq = rm.seq
-        self.entries: list[EntryView] = rm.datasets.entries(dataset_id)
+        self.rows = rm.datasets.rows(dataset_id) or Rows(dataset_id)  # the model's own: ids and views from it
+        self._order = array("i", self.rows.order())  # position -> entry row
+        n = len(self._order)
+        self._position = array("i", [-1]) * len(self.rows.entries)  # entry row -> position
+        for i, r in enumerate(self._order):
+            self._position[r] = i
         self.splits: dict[str, str] = dict(rm.evaluations.splits(dataset_id))
         self.split_seq = _split_seq(rm, dataset_id)
-        self.summary = quality_summary(quality_summary_of(self.entries))
-        self.flagged = sum(1 for e in self.entries if e.flagged)
-        self._position = {e.id: i for i, e in enumerate(self.entries)}
-        self._keys = _Keys(self.entries)  # what each order was sorted by, to see it move
-        self._encoded: list[msgspec.Raw | None] = [None] * len(self.entries)
+        self._split_names: list[str | None] = [None, *SPLITS]
+        self._split_of = self._split_codes()
+        self._keys = _Keys(self.rows, self._order)  # what each order was sorted by, to see it move
+        self.summary = self._summary()
+        self.flagged = sum(self._keys.flagged)
+        self._encoded: list[msgspec.Raw | None] = [None] * n
         self._orders: dict[tuple[str, str], Sequence[int]] = {}
         self._ranks: dict[tuple[str, str], array[int]] = {}  # an order's inverse: position -> its place in it
         self._id_order: array[int] | None = None
@@ -102,8 +112,34 @@ class EntryIndex:
         self._members: dict[tuple[Any, ...], set[int]] = {}  # a filtered result's positions, made when needed
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def entry_id(self, i: int) -> str:
+        """The id of the entry at position ``i``."""
+        return self.rows.entry_id(self._order[i])
+
+    def _split_codes(self) -> bytearray:
+        """Each position's split, as its index in ``self._split_names`` (0: none)."""
+        codes = bytearray(len(self._order))
+        names = self._split_names
+        for entry_id, name in self.splits.items():
+            r = self.rows.entry_row(entry_id)
+            if r is not None and r < len(self._position) and (i := self._position[r]) >= 0:
+                if name not in names:
+                    names.append(name)
+                codes[i] = names.index(name)
+        return codes
+
+    def _summary(self) -> QualitySummary:
+        keys = self._keys
+        return quality_summary(summary_of_columns(keys.quality, keys.category, self.rows.strings.values,
+                                                  range(len(self._order))))
+
     def follow(self, rm: ReadModel) -> bool:
         """Bring this index to ``rm.seq`` in place if only existing entries changed; False: build a new one."""
+        if rm.datasets.rows(self.dataset_id) is not self.rows:
+            return False  # folded anew (the log was rewritten): other columns
         changes = rm.datasets.changes_since(self.dataset_id, self.seq)
         if changes is None or _split_seq(rm, self.dataset_id) != self.split_seq:
             return False
@@ -111,10 +147,14 @@ class EntryIndex:
         if added_seq > self.seq:
             return False
         moved: set[str] = set()
-        positions = {self._position[i] for i in changed_ids if i in self._position}
+        positions = set()
+        for entry_id in changed_ids:
+            r = self.rows.entry_row(entry_id)
+            if r is not None and r < len(self._position) and (i := self._position[r]) >= 0:
+                positions.add(i)
         for i in positions:
             self._encoded[i] = None
-            moved |= self._keys.update(i, self.entries[i])
+            moved |= self._keys.update(i, self.rows, self._order[i])
         with self._lock:
             for key in [k for k in self._orders if k[0] in moved]:
                 del self._orders[key]
@@ -124,9 +164,9 @@ class EntryIndex:
                     del self._results[key]
                     self._members.pop(key, None)
         if moved & {"quality", "category"}:
-            self.summary = quality_summary(quality_summary_of(self.entries))
+            self.summary = self._summary()
         if "flagged" in moved:
-            self.flagged = sum(1 for e in self.entries if e.flagged)
+            self.flagged = sum(self._keys.flagged)
         self.seq = rm.seq
         return True
 
@@ -142,15 +182,20 @@ class EntryIndex:
         if members is None:
             members = self._members[key] = set(self._results[key])
         keep = self._predicate(*filters[:-1])
-        return all(keep(self.entries[i]) == (i in members) for i in positions)
+        return all(keep(i) == (i in members) for i in positions)
+
+    def views(self, positions: Sequence[int]) -> list[EntryView]:
+        """The entries at these positions, as they are in the model now."""
+        view, order = self.rows.entry_view, self._order
+        return [view(order[i]) for i in positions]
 
     def page(self, rm: ReadModel, positions: Sequence[int]) -> list[msgspec.Raw]:
         """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes); their
         texts are read from the log, in one pass for the page."""
-        encoded, entries, splits = self._encoded, self.entries, self.splits
+        encoded, split_of, names = self._encoded, self._split_of, self._split_names
         missing = [i for i in dict.fromkeys(positions) if encoded[i] is None]
-        for i, e in zip(missing, rm.full(entries[i] for i in missing), strict=True):
-            encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, splits.get(e.id))))
+        for i, e in zip(missing, rm.full(self.views(missing)), strict=True):
+            encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, names[split_of[i]])))
         return [encoded[i] for i in positions]  # type: ignore[misc]
 
     def order(self, sort_by: str, direction: str) -> Sequence[int]:
@@ -163,28 +208,29 @@ class EntryIndex:
     def _by_id(self) -> Sequence[int]:
         """The positions in id order: what every other order's ties fall back to (ids never change)."""
         if self._id_order is None:
-            ids = [e.id for e in self.entries]
+            ids = [self.rows.entry_id(r) for r in self._order]
             self._id_order = array("q", sorted(range(len(ids)), key=ids.__getitem__))
         return self._id_order
 
     def _sort(self, sort_by: str, descending: bool) -> Sequence[int]:
         """The positions in this order, as an array (8 bytes an entry, no int object each)."""
-        n = len(self.entries)
+        n = len(self._order)
         if sort_by == "position":
             return array("q", range(n - 1, -1, -1) if descending else range(n))
         by_id = self._by_id()
-        keys = self._keys
+        keys, strings = self._keys, self.rows.strings.values
         primary: Sequence[Any]
         missing: Sequence[bool]
         if sort_by == "quality":
             primary, missing = keys.quality, [q != q for q in keys.quality]  # NaN: no score
         elif sort_by == "category":
-            folded = {c: c.casefold() for c in set(keys.category)}
-            primary, missing = [folded[c] for c in keys.category], [not c for c in keys.category]
+            folded = {c: (strings[c] or "").casefold() for c in set(keys.category)}
+            primary, missing = [folded[c] for c in keys.category], [not strings[c] for c in keys.category]
         elif sort_by == "difficulty":
-            primary = [DIFFICULTY_RANK.get(d, 9) for d in keys.difficulty]
-            missing = [not d for d in keys.difficulty]
-        else:  # updated
+            rank = {c: DIFFICULTY_RANK.get(strings[c] or "", 9) for c in set(keys.difficulty)}
+            primary = [rank[c] for c in keys.difficulty]
+            missing = [not strings[c] for c in keys.difficulty]
+        else:  # updated (microseconds: the order of the timestamps' text)
             primary, missing = keys.updated, [False] * n
         known = [i for i in by_id if not missing[i]]
         unknown = [i for i in by_id if missing[i]]
@@ -209,8 +255,8 @@ class EntryIndex:
         if filters == _NO_FILTER:
             result = order
         elif needle is None:
-            keep, entries = self._predicate(*filters[:-1]), self.entries
-            result = [i for i in order if keep(entries[i])]
+            keep = self._predicate(*filters[:-1])
+            result = [i for i in order if keep(i)]
         else:
             found = self._search(rm, needle, self._predicate(*filters[:-1]))
             result = self._in_order(found, q.sort_by, direction)
@@ -220,22 +266,22 @@ class EntryIndex:
                 self._results.popitem(last=False)
         return result, direction
 
-    def _search(self, rm: ReadModel, needle: str, keep: Callable[[EntryView], bool]) -> set[int]:
+    def _search(self, rm: ReadModel, needle: str, keep: Callable[[int], bool]) -> set[int]:
         """The positions of the entries kept by ``keep`` whose question or answer holds ``needle`` (casefolded)
         where a word starts (:func:`projections.search.matcher`). The search index names the lines that hold its
         words; entries it does not reach yet, and hits its words cannot settle, are read from the log."""
-        entries, matches = self.entries, matcher(needle)
+        matches, n = matcher(needle), len(self._order)
         hits = rm.search_hits(self.dataset_id, needle)
         if hits is None:
-            return self._read_and_match(rm, matches, [i for i, e in enumerate(entries) if keep(e)])
+            return self._read_and_match(rm, matches, [i for i in range(n) if keep(i)])
         found: set[int] = set()  # settled by the words alone
         check: set[int] = set()  # to be read: their words may be in a text the entry no longer has
-        where, exact = self._position, not needs_check(needle)
+        exact, keys, entry_row, where = not needs_check(needle), self._keys, self.rows.entry_row, self._position
         for start, entry_id in hits.lines:
-            i = where.get(entry_id)
-            if i is None or not keep(e := entries[i]):
+            r = entry_row(entry_id)
+            if r is None or r >= len(where) or (i := where[r]) < 0 or not keep(i):
                 continue
-            q, a = ref_start(e.question_at), ref_start(e.answer_at)
+            q, a = ref_start(keys.question_at[i]), ref_start(keys.answer_at[i])
             if q == a == start:
                 (found if exact else check).add(i)  # the line that holds both the entry's texts now
             elif start in (q, a):
@@ -243,15 +289,15 @@ class EntryIndex:
         found |= self._read_and_match(rm, matches, sorted(check - found))
         if hits.reach < rm.offset:  # texts written past the index's reach
             reach = hits.reach
-            tail = [i for i, e in enumerate(entries)
-                    if max(ref_start(e.question_at), ref_start(e.answer_at)) >= reach and keep(e)]
+            tail = [i for i in range(n)
+                    if max(ref_start(keys.question_at[i]), ref_start(keys.answer_at[i])) >= reach and keep(i)]
             found |= self._read_and_match(rm, matches, tail)
         return found
 
     def _read_and_match(self, rm: ReadModel, matches: Callable[[str], bool], positions: list[int]) -> set[int]:
         """Those of these positions (ascending: the log's order) whose question or answer ``matches``."""
-        entries = self.entries
-        return {i for i, e in zip(positions, rm.iter_full(entries[i] for i in positions), strict=True)
+        view, order = self.rows.entry_view, self._order
+        return {i for i, e in zip(positions, rm.iter_full(view(order[i]) for i in positions), strict=True)
                 if matches(e.question) or matches(e.answer)}
 
     def _in_order(self, found: set[int], sort_by: str, direction: str) -> list[int]:
@@ -270,22 +316,29 @@ class EntryIndex:
         return sorted(found, key=rank.__getitem__)
 
     def _predicate(self, low: float, high: float | None, category: str | None, difficulty: str | None,
-                   flagged: bool | None, split: str | None) -> Callable[[EntryView], bool]:
-        splits = self.splits
-        cat = category.casefold() if category is not None else None
+                   flagged: bool | None, split: str | None) -> Callable[[int], bool]:
+        """Whether the entry at a position passes these filters (its values as the index took them)."""
+        keys, strings = self._keys, self.rows.strings.values
+        quality, categories, difficulties, flags, split_of = (keys.quality, keys.category, keys.difficulty,
+                                                               keys.flagged, self._split_of)
+        cats = None if category is None else {c for c in set(categories)
+                                              if (strings[c] or "").casefold() == category.casefold()}
+        levels = None if difficulty is None else {c for c in set(difficulties) if strings[c] == difficulty}
+        split_code = None if split is None else (self._split_names.index(split) if split in self._split_names
+                                                 else -1)
 
-        def keep(e: EntryView) -> bool:
-            if low > 0.0 and (e.quality_score is None or e.quality_score < low):
+        def keep(i: int) -> bool:
+            if low > 0.0 and not quality[i] >= low:  # NaN (no score) is never >= low
                 return False
-            if high is not None and (e.quality_score is None or e.quality_score > high):
+            if high is not None and not quality[i] <= high:
                 return False
-            if cat is not None and e.category.casefold() != cat:
+            if cats is not None and categories[i] not in cats:
                 return False
-            if difficulty is not None and e.difficulty != difficulty:
+            if levels is not None and difficulties[i] not in levels:
                 return False
-            if flagged is not None and e.flagged != flagged:
+            if flagged is not None and bool(flags[i]) != flagged:
                 return False
-            if split is not None and splits.get(e.id) != split:
+            if split_code is not None and split_of[i] != split_code:
                 return False
             return True
 
@@ -297,43 +350,56 @@ _KEY_NAMES = ("quality", "category", "difficulty", "updated", "flagged", "text")
 
 
 class _Keys:
-    """The values each entry's orders, summaries and searches were made from (``_KEY_NAMES``), a column each,
-    to see which of them a change moved ("text": where the texts a search reads are in the log; an edit of them
-    moves it). ~50 bytes an entry (a tuple of them each took ~150: an index of a 5M-entry dataset)."""
+    """The values each entry's orders, summaries, filters and searches were made from (``_KEY_NAMES``), a column
+    each in the index's order, to see which of them a change moved ("text": where the texts a search reads are
+    in the log; an edit of them moves it). Strings as the model's codes. ~45 bytes an entry."""
 
     __slots__ = ("quality", "category", "difficulty", "updated", "flagged", "question_at", "answer_at")
 
-    def __init__(self, entries: list[EntryView]) -> None:
-        self.quality = array("d", (_NAN if e.quality_score is None else e.quality_score for e in entries))
-        self.category = [e.category for e in entries]
-        self.difficulty = [e.difficulty for e in entries]
-        self.updated = [e.updated_at for e in entries]
-        self.flagged = bytearray(e.flagged for e in entries)
-        self.question_at = array("q", (e.question_at for e in entries))
-        self.answer_at = array("q", (e.answer_at for e in entries))
+    def __init__(self, rows: Rows, order: array[int]) -> None:
+        e = rows.entries
+        in_order = len(order) == len(e) and rows.in_item_order
 
-    def update(self, i: int, e: EntryView) -> set[str]:
-        """Take entry ``i``'s values now; the names of those that moved."""
+        def take(column: array[Any]) -> array[Any]:
+            return column[: len(order)] if in_order else array(column.typecode, map(column.__getitem__, order))
+
+        self.quality = take(e.quality_score)
+        self.category = take(e.category)
+        self.difficulty = take(e.difficulty)
+        self.updated = take(e.created_at)
+        self.question_at = take(e.question_at)
+        self.answer_at = take(e.answer_at)
+        flags = e.flags
+        self.flagged = bytearray(1 if flags[r] & FLAGGED else 0 for r in order)
+        if e.updated_at:
+            position = {r: i for i, r in enumerate(order)} if not in_order else None
+            for r, ts in e.updated_at.items():
+                i = r if position is None else position.get(r)
+                if i is not None and i < len(order):
+                    self.updated[i] = ts
+
+    def update(self, i: int, rows: Rows, r: int) -> set[str]:
+        """Take the values of entry row ``r`` (at position ``i``) now; the names of those that moved."""
+        e = rows.entries
         moved = set()
-        quality = _NAN if e.quality_score is None else e.quality_score
+        quality = e.quality_score[r]
         if quality != self.quality[i] and not (quality != quality and self.quality[i] != self.quality[i]):
             moved.add("quality")
             self.quality[i] = quality
-        for name, now in (("category", e.category), ("difficulty", e.difficulty), ("updated", e.updated_at)):
+        updated = e.updated_at.get(r, e.created_at[r])
+        for name, now in (("category", e.category[r]), ("difficulty", e.difficulty[r]), ("updated", updated)):
             column = getattr(self, name)
             if column[i] != now:
                 moved.add(name)
                 column[i] = now
-        if self.flagged[i] != e.flagged:
+        flagged = 1 if e.flags[r] & FLAGGED else 0
+        if self.flagged[i] != flagged:
             moved.add("flagged")
-            self.flagged[i] = e.flagged
-        if (self.question_at[i], self.answer_at[i]) != (e.question_at, e.answer_at):
+            self.flagged[i] = flagged
+        if (self.question_at[i], self.answer_at[i]) != (e.question_at[r], e.answer_at[r]):
             moved.add("text")
-            self.question_at[i], self.answer_at[i] = e.question_at, e.answer_at
+            self.question_at[i], self.answer_at[i] = e.question_at[r], e.answer_at[r]
         return moved
-
-
-_NAN = float("nan")
 
 
 def _split_seq(rm: ReadModel, dataset_id: str) -> int:
@@ -353,7 +419,7 @@ class EntryCache:
         key = (dataset_id, rm.until_seq)
         with self._lock:
             found = self._indexes.get(key)
-            if found is not None and found.seq == rm.seq:
+            if found is not None and found.seq == rm.seq and found.rows is rm.datasets.rows(dataset_id):
                 self._indexes.move_to_end(key)
                 return found
         if found is not None and found.seq < rm.seq and found.follow(rm):

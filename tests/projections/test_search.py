@@ -99,7 +99,7 @@ def _search(rm: ReadModel, needle: str, **filters: object) -> list[str]:
     with rm.lock:
         index = EntryIndex(rm, DS)
         positions, _ = index.query(rm, EntriesQuery(q=needle, sort_by="position", **filters))  # type: ignore[arg-type]
-        return [index.entries[i].id for i in positions]
+        return [index.entry_id(i) for i in positions]
 
 
 def test_searches_find_what_reading_every_text_finds(tmp_path: Path) -> None:
@@ -133,10 +133,10 @@ def test_filters_and_orders_apply_to_a_search(tmp_path: Path) -> None:
     with rm.lock:
         index = EntryIndex(rm, DS)
         positions, _ = index.query(rm, EntriesQuery(q="insulin", min_quality=0.5))
-        assert [index.entries[i].id for i in positions] == want
+        assert [index.entry_id(i) for i in positions] == want
         # few hits are ordered by their rank in the order, many are picked out of it: the same either way
         few = index._in_order(set(positions[:3]), "quality", "desc")
-        assert [index.entries[i].id for i in few] == want[:3]
+        assert [index.entry_id(i) for i in few] == want[:3]
 
 
 def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path) -> None:
