@@ -44,14 +44,18 @@ class _Frozen:
     entries were made from when the export carries them."""
 
     def __init__(self, rm: Any, dataset_id: str, *, chunks: bool) -> None:
-        entries, runs = list(rm.datasets.entries(dataset_id)), list(rm.datasets.runs(dataset_id))
+        # the entries' rows at this seq (their views are made as the export reads them: values as the model has
+        # them then, as a page shows them)
+        views, runs = rm.datasets.views(dataset_id), list(rm.datasets.runs(dataset_id))
         view, splits = rm.datasets.dataset(dataset_id), dict(rm.evaluations.splits(dataset_id))
         texts = {}
         if chunks:
-            for e in entries:
-                if e.source_chunk and e.source_chunk not in texts:
-                    texts[e.source_chunk] = rm.projects.chunk(e.source_chunk)
-        self.datasets = SimpleNamespace(entries=lambda _id: entries, runs=lambda _id: runs, dataset=lambda _id: view)
+            strings, source_chunk = views.rows.strings.values, views.rows.entries.source_chunk
+            for code in dict.fromkeys(source_chunk[r] for r in views.order):
+                chunk_id = strings[code]
+                if chunk_id:
+                    texts[chunk_id] = rm.projects.chunk(chunk_id)
+        self.datasets = SimpleNamespace(views=lambda _id: views, runs=lambda _id: runs, dataset=lambda _id: view)
         self.evaluations = SimpleNamespace(splits=lambda _id: splits)
         self.projects = SimpleNamespace(chunk=texts.get)
         self.iter_full = rm.iter_full  # texts are read from the log, which only grows: no lock needed

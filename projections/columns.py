@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, overload
 
 import msgspec
 
@@ -223,6 +223,36 @@ class EntryColumns:
         return len(self.item)
 
 
+class Views(Sequence[EntryView]):
+    """Views of these entry rows of a dataset, made as they are read (a list of millions of views would take
+    gigabytes): the values a view shows are the model's when it is made."""
+
+    __slots__ = ("rows", "order")
+
+    def __init__(self, rows: Rows, order: array[int]) -> None:
+        self.rows, self.order = rows, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @overload
+    def __getitem__(self, i: int) -> EntryView: ...
+    @overload
+    def __getitem__(self, i: slice) -> Views: ...
+    def __getitem__(self, i: int | slice) -> EntryView | Views:
+        if isinstance(i, slice):
+            return Views(self.rows, self.order[i])
+        return self.rows.entry_view(self.order[i])
+
+    def __iter__(self) -> Iterator[EntryView]:
+        view = self.rows.entry_view
+        return (view(r) for r in self.order)
+
+    def ids(self) -> Iterator[str]:
+        entry_id = self.rows.entry_id
+        return (entry_id(r) for r in self.order)
+
+
 # the columns a snapshot keeps as raw bytes, in this order
 _ITEM_ARRAYS = ("question_at", "row", "attempts", "source", "entry")
 _ITEM_BYTES = ("status", "queued")
@@ -324,7 +354,8 @@ class Rows:
 
     # -- views -----------------------------------------------------------------
 
-    def entry_view(self, r: int) -> EntryView:
+    def entry_view(self, r: int, cls: type[EntryView] = EntryView, *texts: str) -> EntryView:
+        """The entry at row ``r`` as a ``cls`` (EntryView, or FullEntry with its ``texts``)."""
         e, s, times = self.entries, self.strings.values, self.times
         flags = e.flags[r]
         score = e.quality_score[r]
@@ -332,7 +363,7 @@ class Rows:
         updated = e.updated_at.get(r, created)
         fb = e.feedback.get(r)
         more = e.history.get(r, ())
-        return EntryView(
+        return cls(
             self.entry_id(r), self.dataset_id, self.items.ids[e.item[r]], e.question_at[r], e.answer_at[r],
             e.reasoning_at[r], s[e.category[r]], s[e.model[r]], s[e.provider[r]], bool(flags & SIMULATED),  # type: ignore[arg-type]
             e.prompt_tokens[r], e.completion_tokens[r], e.latency_ms[r], s[e.prompt_name[r]], s[e.prompt_hash[r]],  # type: ignore[arg-type]
@@ -341,12 +372,17 @@ class Rows:
             s[e.run_id[r]], e.revision[r],  # type: ignore[arg-type]
             None if fb is None else FeedbackView(fb.count, list(fb.ratings), list(fb.comments), list(fb.types)),
             bool(flags & FLAGGED), s[e.regeneration_job_id[r]], (e.first_seq[r], *more), e.duplicate_of.get(r),
-            bool(flags & BELOW_THRESHOLD), bool(flags & ANALYZED), e.set_aside.get(r),
+            bool(flags & BELOW_THRESHOLD), bool(flags & ANALYZED), e.set_aside.get(r), *texts,
         )  # fmt: skip
 
-    def entry_views(self, rows: Iterator[int] | array[int] | list[int]) -> list[EntryView]:
+    def entry_views(self, rows: Iterable[int]) -> list[EntryView]:
         view = self.entry_view
         return [view(r) for r in rows]
+
+    def where(self, rows: Iterable[int], *, without: int) -> array[int]:
+        """Those of these entry rows that have none of the ``without`` flags."""
+        flags = self.entries.flags
+        return array("i", (r for r in rows if not flags[r] & without))
 
     def item_view(self, r: int) -> ItemView:
         it = self.items

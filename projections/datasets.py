@@ -71,6 +71,7 @@ from projections.columns import (
     SIMULATED,
     STATUS_NAMES,
     Rows,
+    Views,
 )
 from projections.snapshot import release_pages
 from projections.views import DatasetView, EntryView, FeedbackView, ItemView, RunView, SetAside
@@ -247,6 +248,20 @@ class _Shard:
         e.set_aside.pop(r, None)  # a revision was chosen since
         self.revised(r, rec)
 
+    def scored(self, r: int, ev: EntryScored) -> None:
+        rows = self.rows
+        e = rows.entries
+        e.quality_score[r] = NAN if ev.quality_score is None else ev.quality_score
+        e.quality[r] = rows.qualities.code(ev.quality)
+        if ev.difficulty:
+            e.difficulty[r] = rows.strings.code(ev.difficulty)
+        if ev.duplicate_of is None:
+            e.duplicate_of.pop(r, None)
+        else:
+            e.duplicate_of[r] = ev.duplicate_of
+        flags = e.flags[r] & ~(BELOW_THRESHOLD | ANALYZED)
+        e.flags[r] = flags | (BELOW_THRESHOLD if ev.below_threshold else 0) | (ANALYZED if ev.analyzed else 0)
+
     def revised(self, r: int, rec: Recorded) -> None:
         e = self.rows.entries
         e.revision[r] += 1
@@ -420,22 +435,9 @@ class Datasets(Projection):
 
     @handles(EntryScored)
     def _entry_scored(self, shard: _Shard, rec: Recorded, ev: EntryScored) -> None:
-        rows = shard.rows
-        r = rows.entry_row(ev.entry_id)
-        if r is None:
-            return
-        e = rows.entries
-        e.quality_score[r] = NAN if ev.quality_score is None else ev.quality_score
-        e.quality[r] = rows.qualities.code(ev.quality)
-        if ev.difficulty:
-            e.difficulty[r] = rows.strings.code(ev.difficulty)
-        if ev.duplicate_of is None:
-            e.duplicate_of.pop(r, None)
-        else:
-            e.duplicate_of[r] = ev.duplicate_of
-        flags = e.flags[r] & ~(BELOW_THRESHOLD | ANALYZED)
-        e.flags[r] = flags | (BELOW_THRESHOLD if ev.below_threshold else 0) | (ANALYZED if ev.analyzed else 0)
-        shard.touched(r, rec.seq)
+        if (r := shard.rows.entry_row(ev.entry_id)) is not None:
+            shard.scored(r, ev)
+            shard.touched(r, rec.seq)
 
     @handles(EntryRegenerated)
     def _entry_regenerated(self, shard: _Shard, rec: Recorded, ev: EntryRegenerated) -> None:
@@ -546,6 +548,12 @@ class Datasets(Projection):
         """Entries in their items' queue order: the input order output files must keep."""
         shard = self._shard(dataset_id)
         return [] if shard is None else shard.rows.entry_views(shard.rows.order())
+
+    def views(self, dataset_id: str) -> Views:
+        """:meth:`entries`, each view made when it is read (for a dataset of millions)."""
+        shard = self._shard(dataset_id)
+        rows = Rows(dataset_id) if shard is None else shard.rows
+        return Views(rows, rows.order())
 
     def changes_since(self, dataset_id: str, seq: int) -> tuple[list[str], int] | None:
         """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when

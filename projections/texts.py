@@ -22,6 +22,7 @@ from msgspec.structs import astuple
 from dsetlog.store.errors import LogError
 from dsetlog.store.layout import checked_events, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
+from projections.columns import Views
 from projections.search import Hits, SearchIndex
 from projections.views import EntryView, FullEntry, ItemView
 
@@ -62,22 +63,37 @@ class TextReads:
     def iter_full(self, entries: Iterable[EntryView], *, chunk: int = TEXTS_CHUNK) -> Iterator[FullEntry]:
         """:meth:`full`, ``chunk`` at a time (an export of millions holds one chunk's texts); :class:`StaleTextError`
         (a LogError) when the log was rewritten under this model (``catch_up()`` folds it again, and the texts can
-        then be read)."""
+        then be read). :class:`~projections.columns.Views` are read from their columns, no view made twice."""
+        if isinstance(entries, Views):
+            rows, e = entries.rows, entries.rows.entries
+            q_at, a_at, r_at, entry_id, view = e.question_at, e.answer_at, e.reasoning_at, rows.entry_id, rows.entry_view
+            order = entries.order
+            for start in range(0, len(order), chunk):
+                part = order[start : start + chunk]
+                refs = [(q_at[r], a_at[r], r_at[r], entry_id(r)) for r in part]
+                for r, texts in zip(part, self._texts_of(refs), strict=True):
+                    yield view(r, FullEntry, *texts)  # type: ignore[misc]
+            return
         it = iter(entries)
-        while part := list(itertools.islice(it, chunk)):
-            owners: dict[int, str] = {}
-            for e in part:
-                q, a, r = e.question_at, e.answer_at, e.reasoning_at
-                if not (q and a and r):
-                    raise StaleTextError(f"entry {e.id} was folded without its place in the log (records fed "
-                                         "to a projection by hand?): open it with ReadModel.open to read its texts")
-                owners[q] = owners[a] = owners[r] = e.id  # most often one line: the EntryGenerated
-            found = _texts_at(self.path, owners, items=False)
-            for e in part:
-                q = found[e.question_at]
-                a = q if e.answer_at == e.question_at else found[e.answer_at]
-                r = a if e.reasoning_at == e.answer_at else found[e.reasoning_at]
-                yield FullEntry(*astuple(e), q.question or "", a.answer or "", r.reasoning or "")
+        while views := list(itertools.islice(it, chunk)):
+            refs = [(v.question_at, v.answer_at, v.reasoning_at, v.id) for v in views]
+            for v, texts in zip(views, self._texts_of(refs), strict=True):
+                yield FullEntry(*astuple(v), *texts)
+
+    def _texts_of(self, refs: list[tuple[int, int, int, str]]) -> Iterator[tuple[str, str, str]]:
+        """The (question, answer, reasoning) at these (question_at, answer_at, reasoning_at, entry id)."""
+        owners: dict[int, str] = {}
+        for q, a, r, entry_id in refs:
+            if not (q and a and r):
+                raise StaleTextError(f"entry {entry_id} was folded without its place in the log (records fed "
+                                     "to a projection by hand?): open it with ReadModel.open to read its texts")
+            owners[q] = owners[a] = owners[r] = entry_id  # most often one line: the EntryGenerated
+        found = _texts_at(self.path, owners, items=False)
+        for q_at, a_at, r_at, _ in refs:
+            q = found[q_at]
+            a = q if a_at == q_at else found[a_at]
+            r = a if r_at == a_at else found[r_at]
+            yield q.question or "", a.answer or "", r.reasoning or ""
 
     def text_of(self, entry: EntryView) -> FullEntry:
         """One entry with its texts."""

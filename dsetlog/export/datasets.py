@@ -7,16 +7,18 @@ quality threshold stay in the log only.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import replace
 from pathlib import Path
 
+from dsetlog.evaluation.splits import SPLITS
 from dsetlog.export.cards import split_files, write_cards
 from dsetlog.export.formats import ENTRY_COLUMNS, EXPORT_FORMATS, EXPORT_SUFFIX, EXPORT_WRITERS
 from dsetlog.export.options import INSTRUCTION_FORMATS, ExportError, ExportOptions
 from dsetlog.fsutil import atomic_writer
 from dsetlog.paths import export_dir
+from projections.columns import BELOW_THRESHOLD, Views
 from projections.readmodel import ReadModel
-from projections.views import EntryView
 
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
 
@@ -24,9 +26,11 @@ EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbe
 __all__ = ["EXPORT_BATCH", "ExportError", "export_dataset", "exportable"]
 
 
-def exportable(rm: ReadModel, dataset_id: str) -> list[EntryView]:
-    """Entries that go into files: those under the quality threshold stay in the log only."""
-    return [e for e in rm.datasets.entries(dataset_id) if not e.below_threshold]
+def exportable(rm: ReadModel, dataset_id: str) -> Views:
+    """Entries that go into files (their views made as they are read): those under the quality threshold stay
+    in the log only."""
+    every = rm.datasets.views(dataset_id)
+    return Views(every.rows, every.rows.where(every.order, without=BELOW_THRESHOLD))
 
 
 def export_dataset(rm: ReadModel, dataset_id: str, *, data_dir: Path, output_dir: str = ".",
@@ -78,16 +82,21 @@ def _filled(rm: ReadModel, dataset_id: str, opts: ExportOptions) -> ExportOption
     return replace(opts, systems=systems, chunk_text=opts.chunk_text or chunk_text)
 
 
-def _groups(rm: ReadModel, dataset_id: str) -> dict[str, list[EntryView]]:
+def _groups(rm: ReadModel, dataset_id: str) -> dict[str, Views]:
     """The files' names and what goes into each: the splits when the dataset has them, else one ``dataset``."""
     assignment = rm.evaluations.splits(dataset_id)
     entries = exportable(rm, dataset_id)
     if not assignment:
         return {"dataset": entries}
-    return {name: [e for e in entries if assignment.get(e.id) == name] for name in ("train", "validation", "test")}
+    groups: dict[str | None, array[int]] = {name: array("i") for name in SPLITS}
+    for r, entry_id in zip(entries.order, entries.ids(), strict=True):
+        group = groups.get(assignment.get(entry_id))
+        if group is not None:
+            group.append(r)
+    return {name: Views(entries.rows, groups[name]) for name in SPLITS}
 
 
-def _write_batches(rm: ReadModel, base: Path, name: str, suffix: str, format_type: str, entries: list[EntryView],
+def _write_batches(rm: ReadModel, base: Path, name: str, suffix: str, format_type: str, entries: Views,
                    batch_size: int, opts: ExportOptions) -> tuple[list[Path], int]:
     """The entries into one file, or into numbered parts of ``batch_size``; each streamed with its texts read
     from the log a chunk at a time (memory holds a chunk, not a file's worth)."""
