@@ -10,8 +10,9 @@ loads by copying bytes instead of making ~35 objects an entry. What is kept per 
   :class:`Strings`; score components and metadata as codes into :class:`Shared` dicts (most entries of a
   dataset have one of a few);
 * what few rows have (feedback, later history, set-aside revisions, duplicates, errors) in dicts by row;
-* one id per work item. An entry's id is its item's suffix after ``entry_`` (:func:`dsetlog.ids.entry_id_for`)
-  and is not stored; an entry whose id does not follow that (a hand-made log) keeps its id in ``odd_ids``.
+* one id per work item, as a number where it has the engine's shape (:mod:`projections.itemids`). An entry's id
+  is its item's digits after ``entry_`` (:func:`dsetlog.ids.entry_id_for`) and is not stored; an entry whose id
+  does not follow that (a hand-made log) keeps its id in ``odd_ids``.
 
 Views (:class:`~projections.views.EntryView`, :class:`~projections.views.ItemView`) are made from a row when
 asked for: they are copies, and do not change when the model does.
@@ -27,6 +28,7 @@ from typing import Any, overload
 
 import msgspec
 
+from projections.itemids import ID_PARTS, ODD, ItemIds, digits_of
 from projections.views import EntryView, FeedbackView, ItemView, SetAside
 
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -154,12 +156,10 @@ def _micros(ts: str) -> int | None:
 class ItemColumns:
     """Work items in queue order: row ``r`` is the ``r``-th item queued (or first named)."""
 
-    __slots__ = ("ids", "index", "question_at", "row", "status", "attempts", "source", "queued", "entry",
-                 "last_error")
+    __slots__ = ("ids", "question_at", "row", "status", "attempts", "source", "queued", "entry", "last_error")
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
-        self.index: dict[str, int] = {}  # id -> row
+        self.ids = ItemIds()  # row -> id, id -> row
         self.question_at = array("q")  # the ref of the record that queued it (0: never queued)
         self.row = array("q")
         self.status = bytearray()  # index into STATUS_NAMES
@@ -173,9 +173,7 @@ class ItemColumns:
         return len(self.ids)
 
     def add(self, item_id: str, question_at: int, row: int, source: int, queued: bool) -> int:
-        r = len(self.ids)
-        self.ids.append(item_id)
-        self.index[item_id] = r
+        r = self.ids.add(item_id)
         self.question_at.append(question_at)
         self.row.append(row)
         self.status.append(0)
@@ -261,7 +259,8 @@ _ENTRY_ARRAYS = ("item", "question_at", "answer_at", "reasoning_at", "category",
                  "completion_tokens", "latency_ms", "quality_score", "quality", "metadata", "revision", "created_at",
                  "first_seq")
 _ENTRY_BYTES = ("flags",)
-COLUMN_PARTS = len(_ITEM_ARRAYS) + len(_ITEM_BYTES) + len(_ENTRY_ARRAYS) + len(_ENTRY_BYTES)  # parts of raw bytes
+# parts of raw bytes: the ItemIds arrays, then the columns
+COLUMN_PARTS = ID_PARTS + len(_ITEM_ARRAYS) + len(_ITEM_BYTES) + len(_ENTRY_ARRAYS) + len(_ENTRY_BYTES)
 
 
 class Head(msgspec.Struct, array_like=True):
@@ -280,7 +279,7 @@ class Head(msgspec.Struct, array_like=True):
     duplicate_of: dict[int, str]
     set_aside: dict[int, SetAside]
     odd_ids: dict[int, str]
-    prefixes: list[str]
+    prefixes: list[str]  # ItemIds.prefixes
     in_item_order: bool
 
 
@@ -292,8 +291,8 @@ _encoder = msgspec.msgpack.Encoder()
 class Rows:
     """A dataset's work items and entries: the columns, their tables, and the views made from them."""
 
-    __slots__ = ("dataset_id", "items", "entries", "strings", "qualities", "metadata", "times", "prefixes",
-                 "in_item_order", "_order")
+    __slots__ = ("dataset_id", "items", "entries", "strings", "qualities", "metadata", "times", "in_item_order",
+                 "_order")
 
     def __init__(self, dataset_id: str) -> None:
         self.dataset_id = dataset_id
@@ -303,7 +302,6 @@ class Rows:
         self.qualities = Shared()
         self.metadata = Shared()
         self.times = Times()
-        self.prefixes: list[str] = []  # item id prefixes of entries whose id is entry_id_for(item)
         self.in_item_order = True  # entries were generated in their items' order (the order is then range)
         self._order: array[int] | None = None
 
@@ -311,11 +309,10 @@ class Rows:
 
     def entry_row(self, entry_id: str) -> int | None:
         """The row of the entry with this id, or None."""
-        if entry_id.startswith("entry_"):
-            suffix, index, entry = entry_id[6:], self.items.index, self.items.entry
-            for prefix in self.prefixes:
-                item = index.get(f"{prefix}_{suffix}")
-                if item is not None and (r := entry[item]) != NO_ENTRY and r not in self.entries.odd_ids:
+        if entry_id.startswith("entry_") and (value := digits_of(entry_id[6:])) is not None:
+            entry, odd = self.items.entry, self.entries.odd_ids
+            for item in self.items.ids.by_digits(value):
+                if (r := entry[item]) != NO_ENTRY and r not in odd:
                     return r
         return self.entries.odd_rows.get(entry_id)
 
@@ -323,18 +320,13 @@ class Rows:
         odd = self.entries.odd_ids.get(r) if self.entries.odd_ids else None
         if odd is not None:
             return odd
-        return "entry_" + self.items.ids[self.entries.item[r]].split("_", 1)[1]
+        return f"entry_{self.items.ids.digits[self.entries.item[r]]:016x}"
 
     def add_entry(self, item: int, entry_id: str) -> int:
         """A new entry row for the item at row ``item`` (its other columns are the caller's to append)."""
-        ent = self.entries
+        ent, ids = self.entries, self.items.ids
         r = len(ent.item)
-        item_id = self.items.ids[item]
-        prefix, sep, suffix = item_id.partition("_")
-        if sep and entry_id == "entry_" + suffix:
-            if prefix not in self.prefixes:
-                self.prefixes.append(prefix)
-        else:
+        if ids.prefix[item] == ODD or entry_id != f"entry_{ids.digits[item]:016x}":
             ent.odd_ids[r] = entry_id
             ent.odd_rows[entry_id] = r
         if r and self.in_item_order and ent.item[r - 1] > item:
@@ -364,7 +356,7 @@ class Rows:
         fb = e.feedback.get(r)
         more = e.history.get(r, ())
         return cls(
-            self.entry_id(r), self.dataset_id, self.items.ids[e.item[r]], e.question_at[r], e.answer_at[r],
+            self.entry_id(r), self.dataset_id, self.items.ids.id(e.item[r]), e.question_at[r], e.answer_at[r],
             e.reasoning_at[r], s[e.category[r]], s[e.model[r]], s[e.provider[r]], bool(flags & SIMULATED),  # type: ignore[arg-type]
             e.prompt_tokens[r], e.completion_tokens[r], e.latency_ms[r], s[e.prompt_name[r]], s[e.prompt_hash[r]],  # type: ignore[arg-type]
             s[e.source_chunk[r]], None if score != score else score, self.qualities.values[e.quality[r]],  # type: ignore[arg-type]
@@ -387,23 +379,24 @@ class Rows:
     def item_view(self, r: int) -> ItemView:
         it = self.items
         entry = it.entry[r]
-        return ItemView(it.ids[r], self.dataset_id, it.question_at[r], it.row[r], STATUS_NAMES[it.status[r]],
+        return ItemView(it.ids.id(r), self.dataset_id, it.question_at[r], it.row[r], STATUS_NAMES[it.status[r]],
                         it.attempts[r], it.last_error.get(r), None if entry == NO_ENTRY else self.entry_id(entry),
                         self.strings.values[it.source[r]], bool(it.queued[r]))  # type: ignore[arg-type]
 
     # -- snapshots -------------------------------------------------------------
 
     def parts(self, ids_per_part: int) -> Iterator[bytes]:
-        """The columns encoded: a :class:`Head`, the item ids in parts of ``ids_per_part``, then each column's
-        bytes (little-endian)."""
+        """The columns encoded: a :class:`Head`, the item ids kept as strings in parts of ``ids_per_part``, then
+        the ItemIds arrays and each column's bytes (little-endian)."""
         it, e = self.items, self.entries
-        n_ids = -(-len(it.ids) // ids_per_part)
+        odd = it.ids.odd
         yield _encoder.encode(Head(
             len(it), len(e), self.strings.values, self.qualities.values, self.metadata.values, self.times.odd,
             it.last_error, e.updated_at, e.history, e.feedback, e.duplicate_of, e.set_aside, e.odd_ids,
-            self.prefixes, self.in_item_order))  # fmt: skip
-        for i in range(n_ids):
-            yield _encoder.encode(it.ids[i * ids_per_part : (i + 1) * ids_per_part])
+            it.ids.prefixes, self.in_item_order))  # fmt: skip
+        for i in range(-(-len(odd) // ids_per_part)):
+            yield _encoder.encode(odd[i * ids_per_part : (i + 1) * ids_per_part])
+        yield from it.ids.arrays()
         for cols, arrays, raw in ((it, _ITEM_ARRAYS, _ITEM_BYTES), (e, _ENTRY_ARRAYS, _ENTRY_BYTES)):
             for name in arrays:
                 column = getattr(cols, name)
@@ -415,7 +408,7 @@ class Rows:
                 yield bytes(getattr(cols, name))
 
     def part_count(self, ids_per_part: int) -> int:
-        return 1 + -(-len(self.items.ids) // ids_per_part) + COLUMN_PARTS
+        return 1 + -(-len(self.items.ids.odd) // ids_per_part) + COLUMN_PARTS
 
     @classmethod
     def decode(cls, dataset_id: str, parts: list[memoryview]) -> Rows:
@@ -424,11 +417,12 @@ class Rows:
         rows = cls(dataset_id)
         it, e = rows.items, rows.entries
         id_parts, fixed = parts[1 : len(parts) - COLUMN_PARTS], iter(parts[len(parts) - COLUMN_PARTS :])
+        odd: list[str] = []
         for raw in id_parts:
-            it.ids += _ids_decoder.decode(raw)
-        if len(it.ids) != head.items:
+            odd += _ids_decoder.decode(raw)
+        it.ids = ItemIds.from_arrays(head.prefixes, odd, [next(fixed) for _ in range(ID_PARTS)])
+        if len(it.ids) != head.items or len(it.ids.odd_rows) != len(odd):
             raise ValueError(f"a snapshot of dataset {dataset_id} holds {len(it.ids)} item ids for {head.items} items")
-        it.index = {item_id: r for r, item_id in enumerate(it.ids)}
         for cols, arrays, raw_names, n in ((it, _ITEM_ARRAYS, _ITEM_BYTES, head.items),
                                            (e, _ENTRY_ARRAYS, _ENTRY_BYTES, head.entries)):
             for name in arrays:
@@ -449,7 +443,7 @@ class Rows:
         e.updated_at, e.history, e.feedback = head.updated_at, head.history, head.feedback
         e.duplicate_of, e.set_aside, e.odd_ids = head.duplicate_of, head.set_aside, head.odd_ids
         e.odd_rows = {odd: r for r, odd in head.odd_ids.items()}
-        rows.prefixes, rows.in_item_order = head.prefixes, head.in_item_order
+        rows.in_item_order = head.in_item_order
         return rows
 
 

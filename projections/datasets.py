@@ -162,7 +162,7 @@ class _Shard:
         resume: idempotent."""
         rows = self.rows
         items = rows.items
-        r = items.index.get(item_id)
+        r = items.ids.get(item_id)
         if r is None:
             items.add(item_id, at, row, rows.strings.code(source), True)
             self.view.items += 1
@@ -174,7 +174,7 @@ class _Shard:
     def item(self, item_id: str) -> int:
         """The item's row; an item never queued (a document chunk slot) joins the queue here."""
         items = self.rows.items
-        r = items.index.get(item_id)
+        r = items.ids.get(item_id)
         if r is None:
             r = items.add(item_id, 0, 0, self.rows.strings.code(""), False)
             self.view.items += 1
@@ -540,7 +540,7 @@ class Datasets(Projection):
 
     def item(self, dataset_id: str, item_id: str) -> ItemView | None:
         shard = self._shard(dataset_id)
-        if shard is None or (r := shard.rows.items.index.get(item_id)) is None:
+        if shard is None or (r := shard.rows.items.ids.get(item_id)) is None:
             return None
         return shard.rows.item_view(r)
 

@@ -54,8 +54,8 @@ from projections import (
     handles,
 )
 from projections import datasets as datasets_module
-from projections.columns import COLUMN_PARTS
 from projections import readmodel as readmodel_module
+from projections.columns import COLUMN_PARTS
 
 DS = "ds-1"
 
@@ -268,7 +268,7 @@ def test_entries_share_their_repeated_strings(tmp_path: Path) -> None:
             assert getattr(a, field) is getattr(b, field) is getattr(c, field), (opened, field)
         for e in (a, b, c):  # an entry and its work item share their ids (one string each)
             item = rm.datasets.item(DS, e.item_id)
-            assert item is not None and item.item_id is e.item_id and item.entry_id == e.id, opened
+            assert item is not None and item.item_id == e.item_id and item.entry_id == e.id, opened
         assert not hasattr(a, "question") and not hasattr(a, "answer")
         assert rm.text_of(a).question == "question q0?"
         if opened == "log":
@@ -763,7 +763,7 @@ def test_snapshot_pages_leave_memory_once_checked_and_decoded(tmp_path: Path, mo
     assert after_open - before < size_kb // 4 and after_decode - before < size_kb // 4, (before, after_open, after_decode)
     for e in entries:
         item = rm.datasets.item(DS, e.item_id)
-        assert item is not None and item.item_id is e.item_id and item.entry_id == e.id
+        assert item is not None and item.item_id == e.item_id and item.entry_id == e.id
 
 
 def test_shards_from_a_snapshot_fold_their_queued_records_when_read(tmp_path: Path) -> None:

@@ -1,0 +1,180 @@
+"""ItemIds: a dataset's work item ids by row, and rows by id, in ~20 bytes an item instead of ~140.
+
+The engine's item ids are a prefix and 16 hex digits (``q_4d468eb9320cf2ac``, :func:`dsetlog.ids.content_id`).
+Kept as Python strings in a dict, each took ~140 bytes (the string, its dict slot, a list slot): at ten million
+entries a third of the read model. Here such an id is a prefix code (one byte) and its digits as a 64-bit number,
+and rows are found by an open-addressing hash table of row numbers over those numbers (an ``array``, saved in a
+snapshot as it is). An id of any other shape (a hand-made log, more than 254 prefixes) is kept as its string.
+
+An entry's id is its item's digits after ``entry_`` (:func:`dsetlog.ids.entry_id_for`): :meth:`ItemIds.by_digits`
+finds the items with those digits, whatever their prefix.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterator
+
+ODD = 255  # prefix code of an id kept as its string
+ID_PARTS = 3  # the arrays a snapshot keeps (ItemIds.arrays)
+_MAX_PREFIXES = 254
+_MULTIPLIER = 0x9E3779B97F4A7C15  # Fibonacci hashing: the digits of bench logs are not uniform in their low bits
+_MASK64 = (1 << 64) - 1
+_EMPTY = -1
+_RECENT_KEPT = 1 << 16  # ids looked up by their string without parsing them: what a replay asks for again soon
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+def digits_of(text: str) -> int | None:
+    """The 16 lowercase hex digits as a number, or None when ``text`` is not exactly that."""
+    if len(text) != 16:
+        return None
+    try:
+        value = int(text, 16)
+    except ValueError:
+        return None
+    return value if f"{value:016x}" == text else None  # int() also takes "_", "+", capitals
+
+
+class ItemIds:
+    """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
+
+    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_shift", "_recent")
+
+    def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
+                 digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None) -> None:
+        self.prefixes: list[str] = prefixes if prefixes is not None else []
+        self.prefix = prefix if prefix is not None else bytearray()
+        self.digits = digits if digits is not None else array("Q")
+        self.odd: list[str] = odd if odd is not None else []
+        self.odd_rows = {item_id: r for r, item_id in zip(self._odd_rows(), self.odd, strict=True)}
+        self.slots = slots if slots is not None else array("i", [_EMPTY]) * 8
+        self._shift = 64 - (len(self.slots).bit_length() - 1)
+        self._recent: dict[str, int] = {}
+
+    def _odd_rows(self) -> Iterator[int]:
+        prefix = self.prefix
+        return (r for r in range(len(prefix)) if prefix[r] == ODD)
+
+    def __len__(self) -> int:
+        return len(self.prefix)
+
+    def id(self, r: int) -> str:
+        p = self.prefix[r]
+        if p == ODD:
+            return self.odd[self.digits[r]]
+        return f"{self.prefixes[p]}_{self.digits[r]:016x}"
+
+    def ids(self) -> Iterator[str]:
+        return map(self.id, range(len(self.prefix)))
+
+    def get(self, item_id: str) -> int | None:
+        """The row of this id, or None."""
+        found = self._recent.get(item_id)
+        if found is not None:
+            return found
+        prefix, sep, rest = item_id.partition("_")
+        value = digits_of(rest) if sep else None
+        if value is None or prefix not in self.prefixes:
+            return self.odd_rows.get(item_id)
+        p = self.prefixes.index(prefix)
+        slots, digits, codes, mask = self.slots, self.digits, self.prefix, len(self.slots) - 1
+        i = ((value * _MULTIPLIER) & _MASK64) >> self._shift
+        while (r := slots[i]) != _EMPTY:
+            if digits[r] == value and codes[r] == p:
+                self._remember(item_id, r)
+                return r
+            i = (i + 1) & mask
+        return None
+
+    def by_digits(self, value: int) -> list[int]:
+        """The rows whose digits are ``value`` (ids of any prefix)."""
+        slots, digits, mask = self.slots, self.digits, len(self.slots) - 1
+        i = ((value * _MULTIPLIER) & _MASK64) >> self._shift
+        found = []
+        while (r := slots[i]) != _EMPTY:
+            if digits[r] == value:
+                found.append(r)
+            i = (i + 1) & mask
+        return found
+
+    def _remember(self, item_id: str, r: int) -> None:
+        if len(self._recent) >= _RECENT_KEPT:
+            self._recent.clear()
+        self._recent[item_id] = r
+
+    def add(self, item_id: str) -> int:
+        """A new row for this id (not already here: :meth:`get` first)."""
+        r = len(self.prefix)
+        prefix, sep, rest = item_id.partition("_")
+        value = digits_of(rest) if sep else None
+        p = self._prefix_code(prefix) if value is not None else ODD
+        if p == ODD:
+            self.prefix.append(ODD)
+            self.digits.append(len(self.odd))
+            self.odd.append(item_id)
+            self.odd_rows[item_id] = r
+            return r
+        self.prefix.append(p)
+        self.digits.append(value)  # type: ignore[arg-type]
+        if 2 * (r + 1) > len(self.slots):
+            self._grow()
+        else:
+            self._place(r, value)  # type: ignore[arg-type]
+        self._remember(item_id, r)
+        return r
+
+    def _prefix_code(self, prefix: str) -> int:
+        try:
+            return self.prefixes.index(prefix)
+        except ValueError:
+            if len(self.prefixes) >= _MAX_PREFIXES:
+                return ODD
+            self.prefixes.append(prefix)
+            return len(self.prefixes) - 1
+
+    def _place(self, r: int, value: int) -> None:
+        slots, mask = self.slots, len(self.slots) - 1
+        i = ((value * _MULTIPLIER) & _MASK64) >> self._shift
+        while slots[i] != _EMPTY:
+            i = (i + 1) & mask
+        slots[i] = r
+
+    def _grow(self) -> None:
+        """A table four times the rows (half of it empty at least until the next growth), every row placed anew."""
+        size = 8
+        while size < 4 * len(self.prefix):
+            size *= 2
+        self.slots = array("i", [_EMPTY]) * size
+        self._shift = 64 - (size.bit_length() - 1)
+        place, prefix, digits = self._place, self.prefix, self.digits
+        for r in range(len(prefix)):
+            if prefix[r] != ODD:
+                place(r, digits[r])
+
+    # -- snapshots -------------------------------------------------------------
+
+    def arrays(self) -> list[bytes]:
+        """prefix, digits and slots as little-endian bytes (:meth:`from_arrays`)."""
+        out = [bytes(self.prefix)]
+        for column in (self.digits, self.slots):
+            if _BIG_ENDIAN:
+                column = array(column.typecode, column)
+                column.byteswap()
+            out.append(column.tobytes())
+        return out
+
+    @classmethod
+    def from_arrays(cls, prefixes: list[str], odd: list[str], raw: list[memoryview]) -> ItemIds:
+        digits, slots = array("Q"), array("i")
+        digits.frombytes(raw[1])
+        slots.frombytes(raw[2])
+        if _BIG_ENDIAN:
+            digits.byteswap()
+            slots.byteswap()
+        prefix = bytearray(raw[0])
+        if len(digits) != len(prefix) or len(slots) < 8 or len(slots) & (len(slots) - 1):
+            raise ValueError(f"a snapshot's item ids do not hold together ({len(prefix)} prefixes, {len(digits)} "
+                             f"numbers, a table of {len(slots)})")
+        return cls(prefixes, prefix, digits, odd, slots)
