@@ -11,8 +11,9 @@ regenerations and judge scores), written once into --cache and reused. For each 
 * fold          : ReadModel.open(use_snapshot=False) with every dataset read: the Python heap it keeps
                   (tracemalloc, after a collection) per entry (an entry with its work item), and the wall time
 * snapshot      : its size on disk, saved by that code
-* first use     : a new process opens the snapshot and reads every dataset's entries: the time of that first
-                  read (it decodes the datasets' parts of the snapshot) and the RSS it adds
+* first use     : a new process opens the snapshot and looks up an entry in every dataset: the time of that
+                  first read (it decodes the datasets' parts of the snapshot) and the RSS it adds; then the time
+                  Datasets.entries() takes per entry, the list of every dataset's views
 """
 
 from __future__ import annotations
@@ -56,9 +57,12 @@ rm = ReadModel.open(sys.argv[1])
 opened, before = time.perf_counter() - t, rss()
 t = time.perf_counter()
 for v in rm.datasets.datasets():
-    len(rm.datasets.entries(v.id))
-print(json.dumps({"snapshot_used": rm.snapshot_used, "open_s": opened, "first_use_s": time.perf_counter() - t,
-                  "rss_added": rss() - before}))
+    rm.datasets.entry(v.id, "")  # decodes the dataset's part of the snapshot
+decoded, added = time.perf_counter() - t, rss() - before
+t = time.perf_counter()
+n = sum(len(rm.datasets.entries(v.id)) for v in rm.datasets.datasets())
+print(json.dumps({"snapshot_used": rm.snapshot_used, "open_s": opened, "first_use_s": decoded, "rss_added": added,
+                  "views_us": (time.perf_counter() - t) / n * 1e6}))
 """
 
 
@@ -82,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([sys.executable, str(ROOT / "bench" / "make_log.py"), str(log), "--entries",
                         str(args.entries)], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     print(f"log: {(log / 'events.jsonl').stat().st_size / 1e6:,.0f} MB, {args.entries:,} entries")
-    print(f"{'code':40} {'bytes/entry':>12} {'fold':>8} {'snapshot':>10} {'first use':>10} {'+RSS':>9}")
+    print(f"{'code':40} {'bytes/entry':>12} {'fold':>8} {'snapshot':>10} {'first use':>10} {'+RSS':>9} "
+          f"{'entries()':>10}")
     for code in args.code or [ROOT]:
         data = cache / f"data-{abs(hash(str(code.resolve()))):x}"
         if data.exists():
@@ -97,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         n = int(fold["entries"])  # type: ignore[call-overload]
         print(f"{str(code):40} {int(fold['heap']) / n:12,.0f} {fold['fold_s']:7.1f}s "  # type: ignore[call-overload]
               f"{int(fold['snapshot']) / 1e6:8,.0f} MB {first['first_use_s']:9.2f}s "  # type: ignore[call-overload]
-              f"{int(first['rss_added']) / 1e6:6,.0f} MB")  # type: ignore[call-overload]
+              f"{int(first['rss_added']) / 1e6:6,.0f} MB {first['views_us']:7.2f} us")  # type: ignore[call-overload]
     return 0
 
 

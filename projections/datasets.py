@@ -211,11 +211,16 @@ class _Shard:
         e.question_at.append(at)
         e.answer_at.append(at)
         e.reasoning_at.append(at)
-        for column, value in ((e.category, ev.category), (e.model, ev.model), (e.provider, ev.provider),
-                              (e.prompt_name, ev.prompt_name), (e.prompt_hash, ev.prompt_hash),
-                              (e.source_chunk, ev.source_chunk), (e.difficulty, ev.difficulty),
-                              (e.run_id, ev.run_id), (e.regeneration_job_id, None)):
-            column.append(code(value))
+        # unrolled: this runs for each of millions of entries in a replay
+        e.category.append(code(ev.category))
+        e.model.append(code(ev.model))
+        e.provider.append(code(ev.provider))
+        e.prompt_name.append(code(ev.prompt_name))
+        e.prompt_hash.append(code(ev.prompt_hash))
+        e.source_chunk.append(code(ev.source_chunk))
+        e.difficulty.append(code(ev.difficulty))
+        e.run_id.append(code(ev.run_id))
+        e.regeneration_job_id.append(0)  # None
         e.flags.append(SIMULATED if ev.simulated else 0)
         e.prompt_tokens.append(usage.prompt_tokens)
         e.completion_tokens.append(usage.completion_tokens)
