@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from api.schemas import (
     EntriesQuery,
@@ -208,34 +210,36 @@ class EntryIndex:
     def _by_id(self) -> Sequence[int]:
         """The positions in id order: what every other order's ties fall back to (ids never change)."""
         if self._id_order is None:
-            ids = [self.rows.entry_id(r) for r in self._order]
-            self._id_order = array("q", sorted(range(len(ids)), key=ids.__getitem__))
+            rows = self.rows
+            if rows.entries.odd_ids:
+                ids = pa.array([rows.entry_id(r) for r in self._order], pa.string())
+            else:  # entry_<16 hex digits> each: in the order of the digits
+                digits = pc.take(_arrow(rows.items.ids.digits), _arrow(rows.entries.item))
+                ids = pc.take(digits, _arrow(self._order))
+            self._id_order = _positions(pc.sort_indices(ids))
         return self._id_order
 
     def _sort(self, sort_by: str, descending: bool) -> Sequence[int]:
-        """The positions in this order, as an array (8 bytes an entry, no int object each)."""
+        """The positions in this order, as an array (4 bytes an entry, no int object each), sorted by Arrow
+        (pyarrow, which exports use too) over the key columns as they are: entries without the key last, ties
+        in id order."""
         n = len(self._order)
         if sort_by == "position":
-            return array("q", range(n - 1, -1, -1) if descending else range(n))
-        by_id = self._by_id()
+            return array("i", range(n - 1, -1, -1) if descending else range(n))
         keys, strings = self._keys, self.rows.strings.values
-        primary: Sequence[Any]
-        missing: Sequence[bool]
         if sort_by == "quality":
-            primary, missing = keys.quality, [q != q for q in keys.quality]  # NaN: no score
-        elif sort_by == "category":
-            folded = {c: (strings[c] or "").casefold() for c in set(keys.category)}
-            primary, missing = [folded[c] for c in keys.category], [not strings[c] for c in keys.category]
-        elif sort_by == "difficulty":
-            rank = {c: DIFFICULTY_RANK.get(strings[c] or "", 9) for c in set(keys.difficulty)}
-            primary = [rank[c] for c in keys.difficulty]
-            missing = [not strings[c] for c in keys.difficulty]
+            quality = _arrow(keys.quality)
+            primary = pc.if_else(pc.is_nan(quality), pa.scalar(None, pa.float64()), quality)  # NaN: no score
+        elif sort_by in ("category", "difficulty"):
+            codes = keys.category if sort_by == "category" else keys.difficulty
+            primary = pc.take(pa.array(_code_ranks(sort_by, strings), pa.int32()), _arrow(codes))
         else:  # updated (microseconds: the order of the timestamps' text)
-            primary, missing = keys.updated, [False] * n
-        known = [i for i in by_id if not missing[i]]
-        unknown = [i for i in by_id if missing[i]]
-        known.sort(key=primary.__getitem__, reverse=descending)  # stable: ties stay in id order
-        return array("q", known + unknown)
+            primary = _arrow(keys.updated)
+        by_id = _arrow(self._by_id())  # type: ignore[arg-type]
+        id_rank = pc.sort_indices(by_id)  # a permutation's inverse: each position's place in id order
+        table = pa.table({"key": primary, "id": id_rank})
+        return _positions(pc.sort_indices(table, sort_keys=[("key", "descending" if descending else "ascending"),
+                                                            ("id", "ascending")]))
 
     def query(self, rm: ReadModel, q: EntriesQuery) -> tuple[Sequence[int], str]:
         """Positions of the matching entries in the requested order, and that order ("asc" / "desc")."""
@@ -309,7 +313,7 @@ class EntryIndex:
         key = (sort_by, direction)
         rank = self._ranks.get(key)
         if rank is None:
-            rank = array("q", bytes(8 * len(order)))
+            rank = array("i", bytes(4 * len(order)))
             for r, i in enumerate(order):
                 rank[i] = r
             self._ranks[key] = rank
@@ -400,6 +404,30 @@ class _Keys:
             moved.add("text")
             self.question_at[i], self.answer_at[i] = e.question_at[r], e.answer_at[r]
         return moved
+
+
+_ARROW_TYPES = {"d": pa.float64(), "i": pa.int32(), "q": pa.int64(), "Q": pa.uint64()}
+
+
+def _arrow(column: array[Any]) -> pa.Array:
+    """An array.array as an Arrow array over the same memory (no copy: keep the array alive meanwhile)."""
+    return pa.Array.from_buffers(_ARROW_TYPES[column.typecode], len(column), [None, pa.py_buffer(column)])
+
+
+def _positions(indices: pa.Array) -> array[int]:
+    """Arrow's sort indices as an array of positions."""
+    out = array("i")
+    out.frombytes(pc.cast(indices, pa.int32()).buffers()[1])
+    return out[: len(indices)]
+
+
+def _code_ranks(sort_by: str, strings: Sequence[str | None]) -> list[int | None]:
+    """For each string code, its rank in a category (casefolded) or difficulty order; None: empty (no key)."""
+    if sort_by == "difficulty":
+        return [DIFFICULTY_RANK.get(s, 9) if s else None for s in strings]
+    folded = sorted({s.casefold() for s in strings if s})
+    rank = {name: i for i, name in enumerate(folded)}
+    return [rank[s.casefold()] if s else None for s in strings]
 
 
 def _split_seq(rm: ReadModel, dataset_id: str) -> int:
