@@ -40,7 +40,7 @@ def digits_of(text: str) -> int | None:
 class ItemIds:
     """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
 
-    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_shift", "_recent")
+    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_recent")
 
     def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
                  digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None) -> None:
@@ -50,7 +50,6 @@ class ItemIds:
         self.odd: list[str] = odd if odd is not None else []
         self.odd_rows = {item_id: r for r, item_id in zip(self._odd_rows(), self.odd, strict=True)}
         self.slots = slots if slots is not None else array("i", [_EMPTY]) * 8
-        self._shift = 64 - (len(self.slots).bit_length() - 1)
         self._recent: dict[str, int] = {}
 
     def _odd_rows(self) -> Iterator[int]:
@@ -79,8 +78,9 @@ class ItemIds:
         if value is None or prefix not in self.prefixes:
             return self.odd_rows.get(item_id)
         p = self.prefixes.index(prefix)
-        slots, digits, codes, mask = self.slots, self.digits, self.prefix, len(self.slots) - 1
-        i = ((value * _MULTIPLIER) & _MASK64) >> self._shift
+        slots, digits, codes = self.slots, self.digits, self.prefix
+        mask = len(slots) - 1  # of this table, even if another thread grows it meanwhile
+        i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
         while (r := slots[i]) != _EMPTY:
             if digits[r] == value and codes[r] == p:
                 self._remember(item_id, r)
@@ -90,8 +90,9 @@ class ItemIds:
 
     def by_digits(self, value: int) -> list[int]:
         """The rows whose digits are ``value`` (ids of any prefix)."""
-        slots, digits, mask = self.slots, self.digits, len(self.slots) - 1
-        i = ((value * _MULTIPLIER) & _MASK64) >> self._shift
+        slots, digits = self.slots, self.digits
+        mask = len(slots) - 1  # of this table, even if another thread grows it meanwhile
+        i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
         found = []
         while (r := slots[i]) != _EMPTY:
             if digits[r] == value:
@@ -135,8 +136,9 @@ class ItemIds:
             return len(self.prefixes) - 1
 
     def _place(self, r: int, value: int) -> None:
-        slots, mask = self.slots, len(self.slots) - 1
-        i = ((value * _MULTIPLIER) & _MASK64) >> self._shift
+        slots = self.slots
+        mask = len(slots) - 1
+        i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
         while slots[i] != _EMPTY:
             i = (i + 1) & mask
         slots[i] = r
@@ -147,7 +149,6 @@ class ItemIds:
         while size < 4 * len(self.prefix):
             size *= 2
         self.slots = array("i", [_EMPTY]) * size
-        self._shift = 64 - (size.bit_length() - 1)
         place, prefix, digits = self._place, self.prefix, self.digits
         for r in range(len(prefix)):
             if prefix[r] != ODD:
