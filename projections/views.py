@@ -1,5 +1,7 @@
 """The views of the Datasets projection: datasets, work items, entries (without their texts, and with them:
-FullEntry), feedback and runs, as msgspec Structs (the snapshot keeps them as they are)."""
+FullEntry), feedback and runs, as msgspec Structs. A snapshot keeps datasets, runs, feedback and set-aside
+revisions as they are; work items and entries are kept as columns (:mod:`projections.columns`), their views
+made from a row when asked for."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ from typing import Any
 
 import msgspec
 
-# gc=False: these never take part in a reference cycle, and a replay makes millions of them; left
-# to the cyclic GC every full collection would walk all of them. array_like (those there is one of per entry or
-# work item): a snapshot keeps their fields by position, not each under its name again (half a snapshot's bytes
-# at 10M entries were field names).
+# gc=False: these never take part in a reference cycle, and a page, an export or a job makes millions of them;
+# left to the cyclic GC every full collection would walk all of them. array_like: a snapshot keeps the fields of
+# those it holds by position, not each under its name again.
 
 
 class DatasetView(msgspec.Struct, gc=False):

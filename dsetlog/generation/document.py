@@ -207,7 +207,8 @@ class DocumentRun:
         return end
 
     def _summarise(self, result: DocRunResult) -> None:
-        result.entries_count = len(self.rm.datasets.entries(self.dataset_id))
+        view = self.rm.datasets.dataset(self.dataset_id)
+        result.entries_count = view.entries if view is not None else 0
         result.quality_summary = self.rm.datasets.quality_summary(self.dataset_id)
         evaluation = self.rm.evaluations.splits(self.dataset_id)
         result.splits = dict(sorted(_count(evaluation.values()).items())) if evaluation else {}
