@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from array import array
+
 import falcon
 import msgspec
 
@@ -20,6 +22,7 @@ from api.schemas import (
     DatasetSummary,
 )
 from api.spec import operation
+from projections.columns import Views
 from projections.readmodel import ReadModel
 from projections.views import DatasetView
 
@@ -99,8 +102,9 @@ class DatasetsResource:
             suite, model = wanted[-1]
             answers = rm.evaluations.benchmark_answers(dataset_id, suite=suite, model=model)
             out = []
-            benchmarked = [e for e in rm.datasets.entries(dataset_id) if e.id in answers]  # dataset order
-            for e in rm.full(benchmarked):
+            every = rm.datasets.views(dataset_id)
+            rows = array("i", (r for r, entry_id in zip(every.order, every.ids(), strict=True) if entry_id in answers))
+            for e in rm.full(Views(every.rows, rows)):  # in the dataset's order
                 a = answers[e.id]
                 out.append(BenchmarkAnswer(entry_id=e.id, question=e.question, reference=e.answer, answer=a.answer,
                                            scores=dict(a.scores), current=a.revision == e.revision, job_id=a.job_id))
