@@ -1,4 +1,4 @@
-"""Batches: the provider batches each dataset sent its items through (``dset generate --batch``).
+"""Batches: the provider batches each dataset sent its items through (``--batch``; ``batch: true``).
 
 Folded in log order:
 
@@ -11,6 +11,12 @@ Folded in log order:
 
 An item held by an open upload or batch is not submitted again (:meth:`Batches.held`). Views are live objects
 of the state: read them under ``ReadModel.lock`` and treat them as read-only.
+
+**Owners.** A dataset's generation batches are the dataset's: any later run of it polls them and reads them back
+(a command run again has a new run id). A regeneration's (the job a RegenerationRequested names) are that job's
+alone (``owner`` its id): its custom ids are entries the dataset has already, which a generation run would read
+back as answered and drop, and a generation's pending slots are no regeneration's to answer. Every reader takes
+an ``owner``: "" (the default) for the dataset's own batches, a regeneration's job id for that job's.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dsetlog.store.events import (
     BatchInputUploaded,
     BatchProgress,
     BatchSubmitted,
+    RegenerationRequested,
 )
 from dsetlog.store.layout import Recorded
 from projections.base import Projection, handles
@@ -41,6 +48,7 @@ class UploadView(msgspec.Struct, gc=False, array_like=True):
     estimated_tokens: int
     uploaded_at: str
     submitted: bool = False
+    owner: str = ""  # "" the dataset's; else the regeneration job whose alone it is (see the module's owners)
 
 
 class BatchView(msgspec.Struct, gc=False, array_like=True):
@@ -59,30 +67,38 @@ class BatchView(msgspec.Struct, gc=False, array_like=True):
     answered: int = 0  # entries read back from it
     run_id: str = ""
     estimated_tokens: int = 0  # its upload's estimate (for a budget, until its usage is read back)
+    owner: str = ""  # as UploadView's
 
 
 class BatchesState(msgspec.Struct, array_like=True):
     uploads: list[UploadView]
     batches: list[BatchView]
+    regenerations: list[str] = []  # job ids of the regenerations: the runs that own their batches
 
 
 class Batches(Projection):
     """Uploads and batches by dataset, in the order they were recorded (see the module's rules)."""
 
     name = "batches"
-    version = 1
+    version = 2
     state_type = BatchesState
 
     def __init__(self) -> None:
         super().__init__()
         self._uploads: dict[str, UploadView] = {}  # by input file id
         self._batches: dict[str, BatchView] = {}  # by batch id
+        self._regenerations: set[str] = set()
+
+    @handles(RegenerationRequested)
+    def _regeneration(self, rec: Recorded, ev: RegenerationRequested) -> None:
+        self._regenerations.add(ev.job_id)  # recorded with the job's submission, before any batch of it
 
     @handles(BatchInputUploaded)
     def _uploaded(self, rec: Recorded, ev: BatchInputUploaded) -> None:
         if ev.input_file_id not in self._uploads:
             self._uploads[ev.input_file_id] = UploadView(ev.dataset_id, ev.input_file_id, list(ev.item_ids), ev.model,
-                                                         ev.requests, ev.estimated_tokens, rec.ts)
+                                                         ev.requests, ev.estimated_tokens, rec.ts,
+                                                         owner=self.owner_of(ev.run_id))
 
     @handles(BatchSubmitted)
     def _submitted(self, rec: Recorded, ev: BatchSubmitted) -> None:
@@ -93,7 +109,8 @@ class Batches(Projection):
             self._batches[ev.batch_id] = BatchView(ev.dataset_id, ev.batch_id, ev.input_file_id, list(ev.item_ids),
                                                    ev.model, ev.requests, ev.status or "validating", rec.ts,
                                                    total=ev.requests, run_id=ev.run_id,
-                                                   estimated_tokens=upload.estimated_tokens if upload else 0)
+                                                   estimated_tokens=upload.estimated_tokens if upload else 0,
+                                                   owner=self.owner_of(ev.run_id))
 
     @handles(BatchProgress)
     def _progress(self, rec: Recorded, ev: BatchProgress) -> None:
@@ -119,29 +136,36 @@ class Batches(Projection):
     def batch(self, batch_id: str) -> BatchView | None:
         return self._batches.get(batch_id)
 
-    def batches(self, dataset_id: str) -> list[BatchView]:
-        """The dataset's batches, oldest first."""
-        return [b for b in self._batches.values() if b.dataset_id == dataset_id]
+    def owner_of(self, run_id: str) -> str:
+        """The owner of the batches this run submits: its own id for a regeneration, else "" (the dataset's)."""
+        return run_id if run_id and run_id in self._regenerations else ""
 
-    def open_batches(self, dataset_id: str) -> list[BatchView]:
-        """The dataset's batches that have not ended, oldest first: a resumed run polls these."""
-        return [b for b in self.batches(dataset_id) if not b.ended]
+    def batches(self, dataset_id: str, owner: str = "") -> list[BatchView]:
+        """The dataset's batches of this owner, oldest first."""
+        return [b for b in self._batches.values() if b.dataset_id == dataset_id and b.owner == owner]
 
-    def open_uploads(self, dataset_id: str) -> list[UploadView]:
-        """The dataset's uploaded input files that no recorded batch was made of, oldest first."""
-        return [u for u in self._uploads.values() if u.dataset_id == dataset_id and not u.submitted]
+    def open_batches(self, dataset_id: str, owner: str = "") -> list[BatchView]:
+        """The dataset's batches of this owner that have not ended, oldest first: a resumed run polls these."""
+        return [b for b in self.batches(dataset_id, owner) if not b.ended]
 
-    def held(self, dataset_id: str) -> set[str]:
-        """The items an open upload or batch of the dataset holds: not to be submitted again meanwhile."""
-        held = {i for b in self.open_batches(dataset_id) for i in b.item_ids}
-        held.update(i for u in self.open_uploads(dataset_id) for i in u.item_ids)
+    def open_uploads(self, dataset_id: str, owner: str = "") -> list[UploadView]:
+        """The dataset's uploaded input files of this owner that no recorded batch was made of, oldest first."""
+        return [u for u in self._uploads.values()
+                if u.dataset_id == dataset_id and u.owner == owner and not u.submitted]
+
+    def held(self, dataset_id: str, owner: str = "") -> set[str]:
+        """The items an open upload or batch of the dataset (of this owner) holds: not to be submitted again
+        meanwhile."""
+        held = {i for b in self.open_batches(dataset_id, owner) for i in b.item_ids}
+        held.update(i for u in self.open_uploads(dataset_id, owner) for i in u.item_ids)
         return held
 
     # -- snapshots -------------------------------------------------------------------------
 
     def snapshot_state(self) -> BatchesState:
-        return BatchesState(list(self._uploads.values()), list(self._batches.values()))
+        return BatchesState(list(self._uploads.values()), list(self._batches.values()), sorted(self._regenerations))
 
     def load_snapshot_state(self, state: BatchesState) -> None:
         self._uploads = {u.input_file_id: u for u in state.uploads}
         self._batches = {b.batch_id: b for b in state.batches}
+        self._regenerations = set(state.regenerations)

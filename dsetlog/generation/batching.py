@@ -16,6 +16,11 @@ an event, written before the next call that depends on it:
 A run started again polls the batches the log holds open and submits only the items none holds
 (:meth:`projections.batches.Batches.held`); an item answered already is never answered again. Prices are
 the profile's times its batch discount; a budget refuses a batch whose estimate would cross it.
+
+The work items are a dataset's: its questions or chunk slots (answered once their entry exists), or the entries
+a regeneration makes new revisions of (its ``done``: a revision of this job; its batches its own, not the
+dataset's: projections.batches' owners). :func:`run_batched` is the one way a run sends its items so, online
+what the batches hand back.
 """
 
 from __future__ import annotations
@@ -25,15 +30,15 @@ import inspect
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from dsetlog.engine.progress import Budget, Cancel, Progress, duration
-from dsetlog.engine.stages import Outcome
+from dsetlog.engine.stages import Outcome, Phase
 from dsetlog.store.events import (
     AttemptFailed,
     AttemptStarted,
@@ -45,6 +50,7 @@ from dsetlog.store.events import (
     BatchProgress,
     BatchSubmitted,
     EntryGenerated,
+    EntryRegenerated,
     Event,
     ItemBookmarked,
 )
@@ -55,6 +61,7 @@ from projections.readmodel import ReadModel
 
 if TYPE_CHECKING:
     from dsetlog.engine.engine import MakeEvents, WorkItem
+    from dsetlog.generation.calls import Calls, Stop
     from dsetlog.llm.batches import BatchClient, BatchState, InputFile, Result
     from dsetlog.llm.providers import Provider
 
@@ -80,6 +87,22 @@ class BatchSettings:
     max_bytes: int | None = None
     cancel: bool = False
     cancel_batches: bool = False
+
+
+def check_batch_fields(batch: bool, fallback: str, poll: float) -> None:
+    """A request's ``batch``, ``batch_fallback`` and ``batch_poll`` (POST /generate's and /regenerate's): a
+    ValueError saying what is wrong."""
+    if fallback != "none" and not batch:
+        raise ValueError("batch_fallback goes with batch")
+    if not poll > 0:
+        raise ValueError("batch_poll must be more than 0 seconds")
+
+
+def job_settings(fallback: str, poll: float, *, cancel_batches: bool) -> BatchSettings:
+    """The settings of a request's ``batch`` (``poll``: its ``batch_poll``, the first wait, doubling up to 5 min;
+    a sub-second poll, a test's, up to four times itself)."""
+    return BatchSettings(fallback=fallback, poll_first=poll, poll_cap=max(poll, 300.0 if poll >= 1 else poll * 4),
+                         cancel_batches=cancel_batches)
 
 
 @dataclass
@@ -119,26 +142,37 @@ class _Submitting:
     def __init__(self, *, log: EventLog, rm: ReadModel, provider: Provider, dataset_id: str, run_id: str,
                  make_events: MakeEvents, progress: Progress, settings: BatchSettings, max_retries: int = 3,
                  budget: Budget | None = None, price: tuple[float, float] | None = None,
-                 sampling: dict[str, Any] | None = None, cancel: Cancel | None = None) -> None:
+                 sampling: dict[str, Any] | None = None, cancel: Cancel | None = None,
+                 done: Callable[[str], bool] | None = None) -> None:
         self.log, self.rm, self.provider, self.dataset_id, self.run_id = log, rm, provider, dataset_id, run_id
         self.make_events, self.progress, self.settings = make_events, progress, settings
         self.max_retries, self.budget, self.price = max_retries, budget or Budget(), price
         self.sampling, self.cancel = sampling or {}, cancel or Cancel()
+        self._done = done or self._has_entry  # whether an item is answered: by default, its work item has its entry
+        self.owner = rm.batches.owner_of(run_id)  # whose batches this run polls (projections.batches' owners)
         self.items: dict[str, WorkItem] = {}
         self.tries: dict[str, int] = {}  # submissions of each item by this run (an open batch's count once)
         self.result = BatchOutcome()
         self.limits = provider.batch
         self._loop: asyncio.AbstractEventLoop | None = None  # where an async make_events runs
 
+    def _has_entry(self, item_id: str) -> bool:
+        view = self.rm.datasets.item(self.dataset_id, item_id)
+        return view is not None and view.status == DONE
+
     def _not_done(self, items: list[WorkItem]) -> list[WorkItem]:
         """The items not answered yet, their attempt numbering where the log has it."""
         self.rm.catch_up()
         out = []
         for item in items:
-            view = self.rm.datasets.item(self.dataset_id, item.item_id)
-            if view is None or view.status != DONE:
+            if not self._done(item.item_id):
+                view = self.rm.datasets.item(self.dataset_id, item.item_id)
                 out.append(replace(item, prior_attempts=view.attempts if view else item.prior_attempts))
         return out
+
+    def _open(self) -> list[BatchView]:
+        """The open batches this run polls: the dataset's of its owner."""
+        return self.rm.batches.open_batches(self.dataset_id, self.owner)
 
     # -- submitting
 
@@ -175,8 +209,7 @@ class _Submitting:
     def _within_budget(self, requests: int, prompt: int, completion: int) -> None:
         """Raise _Stop(BUDGET) when a batch of this estimate, on top of what the run spent and holds open,
         would cross the budget."""
-        open_tokens = sum(b.estimated_tokens for b in self.rm.batches.open_batches(self.dataset_id)
-                          if b.run_id == self.run_id)
+        open_tokens = sum(b.estimated_tokens for b in self._open() if b.run_id == self.run_id)
         tokens = prompt + completion
         cost = (prompt * self.price[0] + completion * self.price[1]) / 1e6 if self.price is not None else 0.0
         open_cost = open_tokens * max(self.price) / 1e6 if self.price is not None else 0.0
@@ -195,7 +228,8 @@ class _Submitting:
                                     run_id=self.run_id, estimated_tokens=estimated)
         self.log.append(upload)
         self.rm.catch_up()
-        view = next(u for u in self.rm.batches.open_uploads(self.dataset_id) if u.input_file_id == file_id)
+        view = next(u for u in self.rm.batches.open_uploads(self.dataset_id, self.owner)
+                    if u.input_file_id == file_id)
         self._create(client, view)
 
     def _create(self, client: BatchClient, upload: UploadView, found: BatchState | None = None) -> None:
@@ -226,7 +260,7 @@ class _Submitting:
         """Uploads whose batch a dead run never recorded: the batch the provider made of each, else a new one."""
         from dsetlog.llm.batches import BatchNotFound, BatchRejected
 
-        uploads = self.rm.batches.open_uploads(self.dataset_id)
+        uploads = self.rm.batches.open_uploads(self.dataset_id, self.owner)
         if not uploads:
             return
         wanted, found = {u.input_file_id for u in uploads}, {}
@@ -269,13 +303,13 @@ class BatchRun(_Submitting):
                     raise BatchUnsupported("unsupported", f"the {self.provider.named} profile's server "
                                            f"({self.provider.endpoint}) has no Batch API")
                 self._resume_uploads(client)
-                for view in self.rm.batches.open_batches(self.dataset_id):
+                for view in self._open():
                     for item_id in view.item_ids:
                         self.tries[item_id] = 1
                 if self.settings.cancel:
                     self._cancel_open(client)
                 else:
-                    held = self.rm.batches.held(self.dataset_id)
+                    held = self.rm.batches.held(self.dataset_id, self.owner)
                     self._submit_within(client, [i for i in items if i.item_id not in held])
                 self._poll(client)
         except _Stop as stop:
@@ -285,7 +319,7 @@ class BatchRun(_Submitting):
         except BatchError as exc:  # a refused key, no quota: every further call would fail the same way
             self.result.outcome, self.result.message = Outcome.FATAL, exc.message
         self.rm.catch_up()
-        self.result.open = len(self.rm.batches.open_batches(self.dataset_id))
+        self.result.open = len(self._open())
         if self._loop is not None:
             self._loop.close()
         self.progress.detail = ""
@@ -293,7 +327,7 @@ class BatchRun(_Submitting):
         return self.result
 
     def _unsupported(self, exc: Exception) -> None:
-        if self.settings.fallback == "online" and not self.rm.batches.open_batches(self.dataset_id):
+        if self.settings.fallback == "online" and not self._open():
             self.result.online = self._not_done(list(self.items.values()))
             return
         self.result.outcome = Outcome.FATAL
@@ -307,11 +341,11 @@ class BatchRun(_Submitting):
         from dsetlog.llm.batches import BatchNotFound, BatchUnavailable, poll_delay
 
         attempt = -1  # the first wait is poll_delay(0)
-        while self.rm.batches.open_batches(self.dataset_id):
+        while self._open():
             if self.cancel.is_set() and self.settings.cancel_batches and not self.settings.cancel:
                 self._cancel_for_job(client)
                 attempt = -1  # the cancelled batches are read back as soon as they end
-            views = self.rm.batches.open_batches(self.dataset_id)
+            views = self._open()
             states: list[BatchState] = []
             submitted = self.result.submitted
             for view in views:
@@ -328,7 +362,7 @@ class BatchRun(_Submitting):
             if states:
                 self.progress.detail = detail(states)
                 self.progress.refresh()
-            if not self.rm.batches.open_batches(self.dataset_id):
+            if not self._open():
                 break
             # a batch of retries was just made: polled from the first delay again, not at the cap
             attempt = 0 if self.result.submitted != submitted else attempt + 1
@@ -342,7 +376,7 @@ class BatchRun(_Submitting):
                 if not self.settings.cancel:
                     return  # cancelled at the next turn of the poll
             elif self.cancel.is_set():
-                left = len(self.rm.batches.open_batches(self.dataset_id))
+                left = len(self._open())
                 raise _Stop(Outcome.INTERRUPTED, f"interrupted; {left} batch(es) left running on the provider: run "
                             "the same command again to collect them, or add --batch-cancel to cancel them")
             time.sleep(min(0.1, max(0.0, until - time.monotonic())))
@@ -395,7 +429,7 @@ class BatchRun(_Submitting):
         ending = _Ending([], [])
         for item_id in view.item_ids:
             item, known = self.items.get(item_id), self.rm.datasets.item(self.dataset_id, item_id)
-            if item is None or known is None or known.status == DONE:
+            if item is None or known is None or self._done(item_id):
                 continue  # answered meanwhile, or no longer an item of this run's input: never a second entry
             result, attempt = results.get(item_id), known.attempts
             try:
@@ -409,11 +443,13 @@ class BatchRun(_Submitting):
                 completion = completion_of(result.body or {}, model=view.model, simulated=self.provider.simulated,
                                            max_tokens=self.sampling.get("max_tokens"),
                                            structured_reply=item.schema is not None)
+                # a reply the maker refuses (empty, unparseable after its repair) fails as an online one does
+                events = self._entry_events(item, completion, attempt, view.batch_id)
             except CallFailure as failure:
                 self._failed(ending, item, attempt, failure)
                 continue
             self._count(completion.prompt_tokens, completion.completion_tokens)
-            ending.events.extend(self._entry_events(item, completion, attempt, view.batch_id))
+            ending.events.extend(events)
             ending.answered += 1
         return ending
 
@@ -424,7 +460,9 @@ class BatchRun(_Submitting):
             self._loop = self._loop or asyncio.new_event_loop()
             events = self._loop.run_until_complete(_awaited(events))
         return [msgspec.structs.replace(e, metadata={**e.metadata, "batch_id": batch_id})
-                if isinstance(e, EntryGenerated) else e for e in events]
+                if isinstance(e, EntryGenerated) else
+                msgspec.structs.replace(e, config={**e.config, "batch_id": batch_id})
+                if isinstance(e, EntryRegenerated) else e for e in events]
 
     def _failed(self, ending: _Ending, item: WorkItem, attempt: int, failure: Any) -> None:
         again = (failure.retryable and not self.settings.cancel
@@ -461,7 +499,7 @@ class BatchRun(_Submitting):
         """Ask the provider to cancel every open batch of the dataset; polling then reads back what they answered."""
         from dsetlog.llm.batches import BatchNotFound, BatchRejected
 
-        for view in self.rm.batches.open_batches(self.dataset_id):
+        for view in self._open():
             try:
                 state = client.cancel(view.batch_id)
             except BatchRejected:
@@ -471,6 +509,47 @@ class BatchRun(_Submitting):
                 continue
             self._progress(view, state)
             self.result.cancelled += 1
+
+
+async def run_batched(calls: Calls, provider: Provider, units: list[WorkItem], make_events: MakeEvents, *,
+                      dataset_id: str, settings: BatchSettings, phase: Phase, step: str, label: str,
+                      sampling: dict[str, Any] | None = None,
+                      done: Callable[[str], bool] | None = None) -> tuple[Stop, int]:
+    """A run's work items through ``provider``'s Batch API at its batch prices (a :class:`BatchRun` under the run's
+    progress, budget, retries and cancel), then online what it hands back (``fallback`` "online"); how it ended
+    and the items answered. ``step``: the stage shown meanwhile; ``label``: the online calls' (as Calls.run's)."""
+    from dsetlog.generation.calls import Stop, ended
+
+    loop, sampling = asyncio.get_running_loop(), sampling or {}
+
+    def on_loop(unit: WorkItem, c: Any, attempt: int) -> Any:
+        events = make_events(unit, c, attempt)
+        if inspect.isawaitable(events):
+            # BatchRun polls in a thread (its waits would block the loop); a maker's own calls (a repair) run on
+            # this loop, where its clients keep their connections
+            return asyncio.run_coroutine_threadsafe(_awaited(events), loop).result()
+        return events
+
+    discount, price = provider.batch.discount, provider.price()
+    cancel = calls.cancel or Cancel()
+    calls.progress.total += len(units)
+    calls.show(phase, step, 0, len(units))
+    run = BatchRun(log=calls.log, rm=calls.rm, provider=provider, dataset_id=dataset_id, run_id=calls.run_id,
+                   make_events=on_loop, progress=calls.progress, settings=settings,
+                   max_retries=calls.retry.max_retries if calls.retry else 3, budget=calls.budget,
+                   price=(price[0] * discount, price[1] * discount) if price is not None else None, cancel=cancel,
+                   sampling=sampling, done=done)
+    # the command's run (no job's cancel): Ctrl-C sets the run's cancel, seen between polls (BatchRun's thread
+    # cannot install the handler itself); a server job's worker sets its job's cancel instead
+    with sigint_cancels(cancel) if calls.cancel is None else nullcontext():
+        out = await asyncio.to_thread(run.run, units)
+    if out.online and out.outcome not in (Outcome.INTERRUPTED, Outcome.FATAL):
+        calls.progress.total -= len(out.online)  # counted again by the online engine
+        online = await calls.run(provider, out.online, make_events, phase, label, **sampling)
+        return ended(online), out.answered + online.answered
+    if out.outcome is Outcome.COMPLETED and out.failed:
+        return Stop(Outcome.FAILED), out.answered
+    return Stop(out.outcome, out.message), out.answered
 
 
 def request_bodies(provider: Provider, items: Sequence[WorkItem],

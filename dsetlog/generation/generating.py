@@ -4,8 +4,6 @@ gets one repair by the parsing model before the attempt counts as failed."""
 
 from __future__ import annotations
 
-import asyncio
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,41 +49,17 @@ async def generate_entries(ctx: RunContext) -> Stop:
 
 
 async def _batched(ctx: RunContext, units: list[WorkItem], make_events: Any) -> Stop:
-    """The same work items and entries through the generating model's Batch API (BatchRun: a run started
-    again polls the batches the log holds open, submits only what none holds), at its batch prices; what it
-    hands back (batch_fallback "online") answered online."""
-    from dsetlog.engine.progress import Cancel
-    from dsetlog.generation.batching import BatchRun, BatchSettings, sigint_cancels
+    """The same work items and entries through the generating model's Batch API (a run started again polls the
+    batches the log holds open, submits only what none holds), at its batch prices; what it hands back
+    (batch_fallback "online") answered online."""
+    from dsetlog.generation.batching import job_settings, run_batched
 
-    loop, provider, req = asyncio.get_running_loop(), ctx.models.generate, ctx.req
-
-    def on_loop(unit: WorkItem, c: Completion, attempt: int) -> list[Event]:
-        # BatchRun polls in a thread (its waits would block the loop); the maker's repair calls run on this
-        # loop, where the parser's client keeps its connections
-        return asyncio.run_coroutine_threadsafe(make_events(unit, c, attempt), loop).result()
-
-    discount, price = provider.batch.discount, provider.price()
-    cancel = ctx.calls.cancel or Cancel()
-    ctx.calls.progress.total += len(units)
-    ctx.calls.show(Phase.GENERATING, f"Processing {len(units)} chunks through the Batch API", 0, len(units))
-    run = BatchRun(log=ctx.log, rm=ctx.rm, provider=provider, dataset_id=ctx.dataset_id, run_id=ctx.job_id,
-                   make_events=on_loop, progress=ctx.calls.progress,
-                   settings=BatchSettings(fallback=req.batch_fallback, poll_first=req.batch_poll,
-                                          poll_cap=max(req.batch_poll, 300.0 if req.batch_poll >= 1 else
-                                                       req.batch_poll * 4),
-                                          cancel_batches=ctx.calls.cancel is not None),
-                   max_retries=ctx.calls.retry.max_retries if ctx.calls.retry else 3, budget=ctx.calls.budget,
-                   price=(price[0] * discount, price[1] * discount) if price is not None else None, cancel=cancel)
-    # the command's run (no job's cancel): Ctrl-C sets the run's cancel, seen between polls (BatchRun's thread
-    # cannot install the handler itself); a server job's worker sets its job's cancel instead
-    with sigint_cancels(cancel) if ctx.calls.cancel is None else nullcontext():
-        out = await asyncio.to_thread(run.run, units)
-    if out.online and out.outcome not in (Outcome.INTERRUPTED, Outcome.FATAL):
-        ctx.calls.progress.total -= len(out.online)  # counted again by the online engine
-        return ended(await ctx.calls.run(provider, out.online, make_events, Phase.GENERATING, "Processing chunk"))
-    if out.outcome is Outcome.COMPLETED and out.failed:
-        return Stop(Outcome.FAILED)
-    return Stop(out.outcome, out.message)
+    req = ctx.req
+    stop, _ = await run_batched(
+        ctx.calls, ctx.models.generate, units, make_events, dataset_id=ctx.dataset_id,
+        settings=job_settings(req.batch_fallback, req.batch_poll, cancel_batches=ctx.calls.cancel is not None),
+        phase=Phase.GENERATING, step=f"Processing {len(units)} chunks through the Batch API", label="Processing chunk")
+    return stop
 
 
 def _units(ctx: RunContext) -> list[WorkItem]:

@@ -24,6 +24,13 @@ Calls go through the same Engine as generation (retries, backoff, attempts logge
 work item, group commit), so a killed server resumes the job: entries the job already regenerated are
 found in the log (:func:`regenerated_by`) and not requested again.
 
+``batch: true`` sends the same requests (one per entry, its work item's id the custom id) through the provider's
+Batch API at its batch prices (dsetlog.generation.batching.run_batched, as POST /generate's ``batch``); their
+replies go through the same maker as online ones, so the same revisions, scores and set-asides, each with its
+``config.batch_id``. The batches are the job's own (projections.batches' owners): a resumed job polls those it
+submitted and submits only entries none holds; error lines and what an expired or cancelled batch left go
+into a new batch (or online: ``batch_fallback``) within the retries; the judge stays online.
+
 A regeneration holds its dataset's lock (dsetlog.store.locks), like a generation run: it rewrites and rescores
 entries that a run of the same dataset may be scoring, judging or benchmarking, so it waits for that run to
 finish (its stage names the holder) and the two never grade one entry twice or grade stale content.
@@ -34,7 +41,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
@@ -42,7 +49,8 @@ from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Phase, Stage
 from dsetlog.errors import Kind, UsageError
 from dsetlog.export.datasets import run_systems
-from dsetlog.generation.calls import Calls, ended
+from dsetlog.generation.batching import FALLBACKS, BatchSettings, check_batch_fields
+from dsetlog.generation.calls import Calls, Stop, ended
 from dsetlog.generation.judging import Scorable, entry_components, entry_scored, judge_entries
 from dsetlog.generation.rescoring import Rescoring, chunk_text, comparable_score
 from dsetlog.generation.texts import GROUNDED, GROUNDED_TASKS, IMPROVE, NEW_QUESTION
@@ -55,7 +63,7 @@ from projections.readmodel import ReadModel
 from projections.views import DatasetView, EntryView, FullEntry
 
 if TYPE_CHECKING:  # dsetlog.llm.client imports the openai SDK: only runs that make calls pay for that import
-    from dsetlog.engine.engine import EngineResult, WorkItem
+    from dsetlog.engine.engine import MakeEvents, WorkItem
     from dsetlog.llm.client import Completion
 
 MAX_ENTRIES = 10_000  # entries one request may name
@@ -82,6 +90,15 @@ class RegenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
     entry_ids: Annotated[list[NonEmptyId], msgspec.Meta(min_length=1, max_length=MAX_ENTRIES)]
     regeneration_config: RegenerationConfig
+    # the new revisions' calls through the provider's Batch API, as POST /generate's fields (the judge stays
+    # online): ``batch_fallback`` "online" answers online what the server cannot batch and what batches failed;
+    # ``batch_poll``: the first seconds between polls of the batches
+    batch: bool = False
+    batch_fallback: Literal[FALLBACKS] = "none"  # type: ignore[valid-type]
+    batch_poll: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+
+    def __post_init__(self) -> None:
+        check_batch_fields(self.batch, self.batch_fallback, self.batch_poll)
 
 
 class RegenerateError(UsageError, ValueError):
@@ -260,8 +277,10 @@ async def run_regeneration(
     skip: set[str] | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    batch: BatchSettings | None = None,
 ) -> RegenResult:
     """Regenerate the entries (those in ``skip`` are done already), then judge them; returns what happened.
+    ``batch``: the new revisions through the provider's Batch API (None: online calls).
 
     Holds the dataset's lock throughout, waiting for a run that has it (``on_stage`` names it meanwhile);
     a budget reached or a cancel while waiting ends it "interrupted" with nothing done."""
@@ -275,7 +294,8 @@ async def run_regeneration(
                            message=f"stopped while waiting for dataset {dataset_id}")
     try:
         # caught up once the lock is held: what the holder wrote meanwhile is what gets regenerated
-        return await _regenerate(calls, dataset_id, entry_ids, config, simulator_url=simulator_url, skip=skip or set())
+        return await _regenerate(calls, dataset_id, entry_ids, config, simulator_url=simulator_url, skip=skip or set(),
+                                 batch=batch)
     finally:
         lock.release()
 
@@ -290,7 +310,7 @@ def _calls(log: EventLog, rm: ReadModel, job_id: str, config: RegenerationConfig
 
 
 async def _regenerate(calls: Calls, dataset_id: str, entry_ids: Iterable[str], config: RegenerationConfig, *,
-                      simulator_url: str | None, skip: set[str]) -> RegenResult:
+                      simulator_url: str | None, skip: set[str], batch: BatchSettings | None) -> RegenResult:
     rm = calls.rm
     rm.catch_up()
     result = RegenResult(dataset_id)
@@ -309,7 +329,8 @@ async def _regenerate(calls: Calls, dataset_id: str, entry_ids: Iterable[str], c
     judge = _judge(scoring, simulator_url)
     stopped = False
     if todo:
-        stopped = await _new_revisions(calls, dataset, todo, config, scoring, result, simulator_url=simulator_url)
+        stopped = await _new_revisions(calls, dataset, todo, config, scoring, result, simulator_url=simulator_url,
+                                       batch=batch)
     _lower(calls, dataset_id, ids, result)
     if judge is not None and not stopped:
         await _judge_new(calls, dataset_id, entries, scoring, judge, result)
@@ -347,17 +368,17 @@ def _lower(calls: Calls, dataset_id: str, ids: list[str], result: RegenResult) -
         result.message = " ".join(filter(None, [result.message, note]))
 
 
-def _ended(result: RegenResult, outcome: EngineResult) -> bool:
+def _ended(result: RegenResult, stop: Stop) -> bool:
     """Note a stop (fatal, budget, interrupted) in the result; True when the job must end here."""
-    stop = ended(outcome)
     result.outcome = stop.outcome.value
-    if outcome.fatal is not None:
+    if stop.message:
         result.message = stop.message
     return stop.outcome not in (Outcome.COMPLETED, Outcome.FAILED)
 
 
 async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryView], config: RegenerationConfig,
-                         scoring: Rescoring, result: RegenResult, *, simulator_url: str | None) -> bool:
+                         scoring: Rescoring, result: RegenResult, *, simulator_url: str | None,
+                         batch: BatchSettings | None) -> bool:
     """Ask for a new revision of each entry (rescored when the dataset is); True when the job must end here."""
     from dsetlog.engine.engine import WorkItem
 
@@ -374,16 +395,40 @@ async def _new_revisions(calls: Calls, dataset: DatasetView, todo: list[EntryVie
         units.append(WorkItem(dataset.id, entry.item_id, messages, prior_attempts=item.attempts if item else 0,
                               max_tokens=config.max_tokens, context=Redo(entry, produces, chunk)))
     make_events = _revisions_maker(calls.run_id, dataset.id, provider, scoring, config)
-    outcome = await calls.run(provider, units, make_events, Phase.REGENERATING, "Regenerating entry",
-                              temperature=config.temperature, max_tokens=config.max_tokens)
+    sampling = {"temperature": config.temperature, "max_tokens": config.max_tokens}
+    if batch is None:
+        outcome = await calls.run(provider, units, make_events, Phase.REGENERATING, "Regenerating entry", **sampling)
+        stop, answered = ended(outcome), outcome.answered
+    else:
+        stop, answered = await _batched(calls, provider, units, make_events, batch, sampling)
     rm.catch_up()
-    result.regenerated += outcome.answered
-    if _ended(result, outcome):
+    result.regenerated += answered
+    if _ended(result, stop):
         return True
     # what the engine gave up on (bookmarked after its retries)
     made = revisions_by(calls.log.path.parent, calls.run_id)
     result.failed = [u.context.entry.id for u in units if u.context.entry.id not in made]
     return False
+
+
+async def _batched(calls: Calls, provider: Provider, units: list[WorkItem], make_events: MakeEvents,
+                   settings: BatchSettings, sampling: dict[str, Any]) -> tuple[Stop, int]:
+    """The same requests through the provider's Batch API, their replies made revisions by the same maker; how it
+    ended and the entries regenerated."""
+    from dsetlog.generation.batching import run_batched
+
+    # every entry's work item is done already (it has its entry): what this job has answered is what is done here
+    # (a resumed job's earlier revisions are not among the units)
+    made: set[str] = set()
+
+    def make(unit: WorkItem, c: Completion, attempt: int) -> Any:
+        events = make_events(unit, c, attempt)
+        made.add(unit.item_id)
+        return events
+
+    return await run_batched(calls, provider, units, make, dataset_id=units[0].dataset_id, settings=settings,
+                             phase=Phase.REGENERATING, step=f"Regenerating {len(units)} entries through the Batch API",
+                             label="Regenerating entry", sampling=sampling, done=made.__contains__)
 
 
 def _revisions_maker(job_id: str, dataset_id: str, provider: Provider, scoring: Rescoring,
@@ -431,7 +476,7 @@ async def _judge_new(calls: Calls, dataset_id: str, entries: list[EntryView], sc
         return
     outcome = await judge_entries(calls, judge, dataset_id, targets, mode=scoring.mode, threshold=scoring.threshold)
     rm.catch_up()
-    if not _ended(result, outcome) and outcome.answered < len(targets):
+    if not _ended(result, ended(outcome)) and outcome.answered < len(targets):
         missed = len(targets) - outcome.answered
         result.message = " ".join(filter(None, [result.message, f"{missed} new revisions could not be "
                                                 "judged; regenerate them again to retry"]))

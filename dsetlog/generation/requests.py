@@ -18,7 +18,7 @@ from dsetlog.export.options import (
     REASONING_MODES,
     ExportOptions,
 )
-from dsetlog.generation.batching import FALLBACKS
+from dsetlog.generation.batching import FALLBACKS, check_batch_fields
 from dsetlog.paths import OutputDirError
 from dsetlog.prompts import templates
 
@@ -120,9 +120,6 @@ class GenerateRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         if self.max_chunks is not None and self.max_chunks < 1:
             raise ValueError("max_chunks must be at least 1")
         check_output_dir(self.output_dir)
-        if self.batch_fallback != "none" and not self.batch:
-            raise ValueError("batch_fallback goes with batch")
-        if not self.batch_poll > 0:
-            raise ValueError("batch_poll must be more than 0 seconds")
+        check_batch_fields(self.batch, self.batch_fallback, self.batch_poll)
         if self.format_type is not None:  # else the project's format, known when the run starts
             self.export_options.check([self.format_type])

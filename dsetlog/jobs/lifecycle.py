@@ -26,9 +26,10 @@ import msgspec
 from dsetlog.engine.progress import Budget, Cancel, Progress
 from dsetlog.engine.stages import Outcome, Stage
 from dsetlog.errors import DsetError
+from dsetlog.generation.batching import job_settings
 from dsetlog.generation.document import DocRunResult, DocumentRun
 from dsetlog.generation.models import Models
-from dsetlog.generation.regeneration import RegenerationConfig, regenerated_by, run_regeneration
+from dsetlog.generation.regeneration import RegenerateRequest, regenerated_by, run_regeneration
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.llm.providers import Provider
 from dsetlog.paths import export_dir
@@ -209,17 +210,20 @@ async def generate(job: JobView, runner: JobRunner) -> JobEnd:
 
 
 async def regenerate(job: JobView, runner: JobRunner) -> JobEnd:
-    """A regenerate job; a resumed one skips the entries its earlier attempts regenerated."""
-    request = job.request
-    config = msgspec.convert(request.get("regeneration_config") or {}, RegenerationConfig)
-    dataset_id = str(request.get("dataset_id") or job.dataset_id or "")
-    entry_ids = [str(e) for e in request.get("entry_ids") or ()]
+    """A regenerate job; a resumed one skips the entries its earlier attempts regenerated (and polls the batches it
+    submitted, with ``batch``)."""
+    request = dict(job.request)
+    dataset_id = str(request.pop("dataset_id", None) or job.dataset_id or "")
+    req = msgspec.convert(request, RegenerateRequest)
+    batch = None  # online calls
+    if req.batch:
+        batch = job_settings(req.batch_fallback, req.batch_poll, cancel_batches=runner.cancel is not None)
     skip = await asyncio.to_thread(regenerated_by, runner.data_dir, job.id) if job.starts else set()
     res = await run_regeneration(log=runner.log, rm=runner.rm, job_id=job.id, dataset_id=dataset_id,
-                                 entry_ids=entry_ids, config=config, simulator_url=runner.simulator_url,
-                                 limiter_for=runner.limiter_for, budget=runner.budget,
-                                 on_stage=runner.on_stage, skip=skip, progress=runner.progress,
-                                 cancel=runner.cancel)
+                                 entry_ids=req.entry_ids, config=req.regeneration_config,
+                                 simulator_url=runner.simulator_url, limiter_for=runner.limiter_for,
+                                 budget=runner.budget, on_stage=runner.on_stage, skip=skip, progress=runner.progress,
+                                 cancel=runner.cancel, batch=batch)
     message = res.message
     if res.outcome == Outcome.FAILED:
         message = f"{len(res.failed)} entries could not be regenerated: {', '.join(res.failed[:20])}"
