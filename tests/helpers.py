@@ -75,3 +75,30 @@ def wait_job(client: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
             return status
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish: {status}")
+
+
+def dataset_of(client: Any, markdown: str, **fields: Any) -> tuple[str, list[str]]:
+    """A dataset generated online through a falcon TestClient from one markdown document (``fields``: more of
+    POST /datasets/generate's): its id and its entries' ids in position order."""
+    api = "/api/v1"
+    project = client.simulate_post(f"{api}/projects", json={"name": "med"}).json
+    resp = client.simulate_post(f"{api}/projects/{project['id']}/documents",
+                                json={"filename": "notes.md", "content": markdown, "strategy": "markdown"})
+    assert resp.status_code == 201, resp.text
+    resp = client.simulate_post(f"{api}/datasets/generate", json={"project_id": project["id"], **fields})
+    status = wait_job(client, resp.json["job_id"])
+    assert status["status"] == "completed", status
+    dataset_id = status["result"]["dataset_id"]
+    page = client.simulate_get(f"{api}/datasets/{dataset_id}/entries",
+                               params={"sort_by": "position", "per_page": 1000}).json
+    return dataset_id, [e["id"] for e in page["entries"]]
+
+
+def regenerate(client: Any, dataset_id: str, entry_ids: list[str], **fields: Any) -> str:
+    """POST /datasets/{dataset_id}/regenerate of these entries (a new revision made current whatever it scores;
+    ``fields``: more of the request's); the job's id."""
+    resp = client.simulate_post(f"/api/v1/datasets/{dataset_id}/regenerate", json={
+        "entry_ids": entry_ids, "regeneration_config": {"temperature": 0.4, "max_tokens": 300, "accept_lower": True},
+        **fields})
+    assert resp.status_code == 200, resp.text
+    return resp.json["job_id"]

@@ -1,19 +1,23 @@
 """POST /datasets/generate with ``batch``: the server's job sends the entries' calls through the simulator's Batch
-API (the same pipeline setting as `dset datasets generate --batch`), its other roles staying online."""
+API (the same pipeline setting as `dset datasets generate --batch`), its other roles staying online; and POST
+/datasets/{dataset_id}/regenerate with ``batch``: the new revisions' requests, the same as online, as a batch."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from falcon import testing
-from helpers import wait_job
+from helpers import dataset_of, regenerate, wait_job
 
 from dsetlog.simulator.server import Simulator
-from dsetlog.store.events import BatchCancelled, BatchSubmitted, EntryGenerated
+from dsetlog.store.events import BatchCancelled, BatchSubmitted, EntryGenerated, EntryRegenerated, EntryScored
 from dsetlog.store.log import EventLog
 
 API = "/api/v1"
@@ -120,3 +124,91 @@ def test_cancelling_a_batch_job_cancels_its_batches(make_client: Callable[..., t
     [cancelled] = events(data, BatchCancelled)
     assert cancelled.batch_id == batch["batch_id"]
     assert len(events(data, BatchSubmitted)) == 1  # nothing was submitted again
+
+
+# --- POST /datasets/{dataset_id}/regenerate with ``batch`` -------------------------------------------------------
+
+
+def input_lines(sim: Simulator, file_id: str) -> dict[str, dict[str, Any]]:
+    """custom_id -> body of each line of an input file the simulator was sent."""
+    with urllib.request.urlopen(f"{sim.base_url}/files/{file_id}/content", timeout=10) as resp:
+        lines = [json.loads(line) for line in resp.read().splitlines()]
+    return {line["custom_id"]: line["body"] for line in lines}
+
+
+def test_openapi_documents_the_regenerate_batch_fields(make_client: Callable[..., testing.TestClient]) -> None:
+    fields = make_client().simulate_get(f"{API}/openapi.json").json["components"]["schemas"]["RegenerateRequest"]
+    props = fields["properties"]
+    assert props["batch"]["default"] is False and props["batch_fallback"]["default"] == "none"
+    assert set(props["batch_fallback"]["enum"]) == {"none", "online"} and props["batch_poll"]["exclusiveMinimum"] == 0
+
+
+def test_a_batch_regenerate_job_sends_the_online_requests_as_a_batch(make_client: Callable[..., testing.TestClient],
+                                                                     make_simulator: Callable[..., Simulator],
+                                                                     data: Path) -> None:
+    sim = make_simulator(batch_delay_s=0.3)
+    client = make_client(simulator_url=sim.base_url, start_worker=True)
+    dataset_id, ids = dataset_of(client, markdown(SECTIONS), datasets_per_chunk=2)
+    sim.reset_stats()
+    online_job = regenerate(client, dataset_id, ids[:2])  # the same two entries online, for their request bodies
+    online = wait_job(client, online_job)
+    assert online["status"] == "completed" and not online["batches"], online
+    sent_online = sim.requests()
+    assert len(sent_online) == 2
+
+    sim.reset_stats()
+    job_id = regenerate(client, dataset_id, ids, batch=True, batch_poll=0.05)
+    status = wait_job(client, job_id)
+    assert status["status"] == "completed" and status["kind"] == "regenerate", status
+    assert status["result"]["entries_count"] == len(ids) and not status["result"]["failed"]
+    stats = sim.stats()
+    assert stats["batch_creates"] == 1 and stats["batch_lines"] == len(ids)
+    assert stats.get("requests", 0) == 0  # not one online call (the dataset has no judge)
+    [submitted] = events(data, BatchSubmitted)
+    assert submitted.run_id == job_id and len(submitted.item_ids) == len(ids)
+    [batch] = status["batches"]
+    assert (batch["batch_id"], batch["status"], batch["ended"], batch["completed"]) == (
+        submitted.batch_id, "completed", True, len(ids))
+    # the request bodies the online job sent, line for line
+    bodies = input_lines(sim, submitted.input_file_id)
+    item_of = {e.entry_id: e.item_id for e in events(data, EntryGenerated)}
+    assert sorted(map(canonical, [bodies[item_of[i]] for i in ids[:2]])) == sorted(map(canonical, sent_online))
+    assert set(bodies) == {item_of[i] for i in ids}  # one line an entry, its work item's id the custom id
+    assert all(b["temperature"] == 0.4 and b["max_tokens"] == 300 for b in bodies.values())
+    # the same revisions: one per entry, current, scored; the batch named in its config
+    revisions = [e for e in events(data, EntryRegenerated) if e.job_id == job_id]
+    assert sorted(e.entry_id for e in revisions) == sorted(ids)
+    assert all(e.config["batch_id"] == submitted.batch_id and e.current and e.answer for e in revisions)
+    scored = {e.entry_id for e in events(data, EntryScored)}
+    assert set(ids) <= scored
+    entry = client.simulate_get(f"{API}/datasets/{dataset_id}/entries/{ids[0]}").json
+    assert entry["revision"] == 3 and entry["regeneration_job_id"] == job_id
+    assert entry["answer"] == next(e.answer for e in revisions if e.entry_id == ids[0])
+    # at batch prices: half the profile's, where the online job paid all of it
+    online_revisions = [e for e in events(data, EntryRegenerated) if e.job_id == online_job]
+    assert online["result"]["cost"] == pytest.approx(list_price(online_revisions), abs=1e-6) and online["result"]["cost"] > 0
+    assert status["result"]["cost"] == pytest.approx(list_price(revisions) * 0.5, abs=1e-6)
+
+
+def canonical(body: dict[str, Any]) -> str:
+    return json.dumps(body, sort_keys=True)
+
+
+def list_price(revisions: list[EntryRegenerated]) -> float:
+    """What these revisions' tokens cost at their model's online prices."""
+    from dsetlog.llm.providers import PRICES
+
+    return sum(e.usage.prompt_tokens * PRICES[e.model][0] + e.usage.completion_tokens * PRICES[e.model][1]
+               for e in revisions) / 1e6
+
+
+def test_regenerate_batch_fields_are_checked(make_client: Callable[..., testing.TestClient],
+                                            make_simulator: Callable[..., Simulator]) -> None:
+    sim = make_simulator()
+    client = make_client(simulator_url=sim.base_url)
+    url = f"{API}/datasets/nope/regenerate"
+    bad = client.simulate_post(url, json={"entry_ids": ["e"], "regeneration_config": {}, "batch_fallback": "online"})
+    assert bad.status_code == 422 and "batch_fallback goes with batch" in bad.text
+    bad = client.simulate_post(url, json={"entry_ids": ["e"], "regeneration_config": {}, "batch": True,
+                                          "batch_poll": 0})
+    assert bad.status_code == 422 and "batch_poll" in bad.text

@@ -1,5 +1,6 @@
 """The Batches projection: uploads open until their batch is recorded, batches open until they end (ends final),
-the items they hold, and the same state rebuilt, caught up in pieces, or read from a snapshot."""
+the items they hold, whose they are (the dataset's, or a regeneration's own), and the same state rebuilt, caught up
+in pieces, or read from a snapshot."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dsetlog.store.events import (
     BatchProgress,
     BatchSubmitted,
     Event,
+    RegenerationRequested,
 )
 
 
@@ -64,3 +66,25 @@ def test_a_cancelled_batch_ends_and_frees_its_items(tmp_path: Path) -> None:
         view = rm.batches.batch("b")
         assert view is not None and (view.status, view.ended, view.answered) == ("cancelled", True, 1)
         assert rm.batches.held("d") == set() and rm.batches.open_uploads("d") == []
+
+
+def test_a_regenerations_batches_are_its_own(tmp_path: Path) -> None:
+    """A generation's batches are the dataset's (any later run of it takes them up); a regeneration's are its job's
+    alone, held and polled apart from the dataset's, however the state was folded."""
+    events: list[Event] = [
+        BatchInputUploaded(dataset_id="d", input_file_id="f1", item_ids=["s1"], requests=1, run_id="gen-1"),
+        BatchSubmitted(dataset_id="d", batch_id="b1", input_file_id="f1", item_ids=["s1"], run_id="gen-1"),
+        RegenerationRequested(dataset_id="d", entry_ids=["e1", "e2"], job_id="regen-1"),
+        BatchInputUploaded(dataset_id="d", input_file_id="f2", item_ids=["i1"], requests=1, run_id="regen-1"),
+        BatchSubmitted(dataset_id="d", batch_id="b2", input_file_id="f2", item_ids=["i1"], run_id="regen-1"),
+        BatchInputUploaded(dataset_id="d", input_file_id="f3", item_ids=["i2"], requests=1, run_id="regen-1"),
+        BatchInputUploaded(dataset_id="d", input_file_id="f4", item_ids=["s2"], requests=1, run_id="gen-2"),
+    ]
+    for rm in three_ways(tmp_path / "data", events, cuts=[1, 3, 5], snap_at=4):
+        b = rm.batches
+        assert b.owner_of("regen-1") == "regen-1" and b.owner_of("gen-1") == b.owner_of("gen-3") == ""
+        assert [v.batch_id for v in b.open_batches("d")] == ["b1"] and b.held("d") == {"s1", "s2"}
+        assert [u.input_file_id for u in b.open_uploads("d")] == ["f4"]
+        assert [v.batch_id for v in b.open_batches("d", "regen-1")] == ["b2"] and b.held("d", "regen-1") == {"i1", "i2"}
+        assert [u.input_file_id for u in b.open_uploads("d", "regen-1")] == ["f3"]
+        assert [v.batch_id for v in b.batches("d", "regen-1")] == ["b2"] and b.open_batches("d", "regen-2") == []
