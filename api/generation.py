@@ -206,7 +206,8 @@ class GenerateResource:
     @operation("Generate a dataset from a project's document chunks", body=GenerateRequest, response=JobAccepted,
                errors=(400, 404, 409), tags=("datasets",),
                description="Answers at once with a job id; the server's worker runs the job. Model fields name "
-                           "provider profiles (gemini, openai, deepseek, ollama, vllm, simulated) or profile:model.")
+                           "provider profiles (gemini, openai, deepseek, ollama, vllm, simulated) or profile:model. "
+                           "batch_fallback goes with batch.")
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         job_id, dataset_id = self.submitter.generation(req.context.body, "generate")
         _accepted(resp, job_id, "Dataset generation started", dataset_id)
@@ -232,7 +233,10 @@ class RegenerateResource:
         self.submitter = submitter
 
     @operation("Regenerate entries (each gets a new revision; the old one stays in the history)",
-               body=RegenerateRequest, response=JobAccepted, errors=(400, 404, 409), tags=("datasets",))
+               body=RegenerateRequest, response=JobAccepted, errors=(400, 404, 409), tags=("datasets",),
+               description="Answers at once with a job id; the server's worker runs the job. batch: the new "
+                           "revisions' requests go through the provider's Batch API at its batch prices (the job's "
+                           "status lists its batches; a cancel cancels them); batch_fallback goes with batch.")
     def on_post(self, req: falcon.Request, resp: falcon.Response, dataset_id: str) -> None:
         job_id, n = self.submitter.regeneration(dataset_id, req.context.body)
         _accepted(resp, job_id, f"Regeneration started for {n} entries", dataset_id)

@@ -14,7 +14,7 @@ that exists when benchmarks run, versioning with a name, questions in answer mod
 field and a restored revision none, a restored revision_seq that is one of the entry's revisions, export
 options the format can carry, a document as
 content or content_base64 and chunking that fits, sibling categories with different names, an output_dir
-inside the data dir) are in the operations' descriptions; a body breaking one, refused, is
+inside the data dir, a batch_fallback only with batch) are in the operations' descriptions; a body breaking one, refused, is
 no mismatch (``filter_failure``). A body over the
 server's size limit is refused with 413, which the document declares for every body.
 """
@@ -44,6 +44,7 @@ from dsetlog.catalog.extract import MEDIA_TYPES
 from dsetlog.errors import DsetError
 from dsetlog.evaluation.scoring import check_suite
 from dsetlog.export.options import DEFAULT_CONTEXT, DEFAULT_REASONING, ExportError, ExportOptions
+from dsetlog.generation.batching import check_batch_fields
 from dsetlog.generation.requests import GenerateRequest
 from dsetlog.paths import OutputDirError, export_dir
 from dsetlog.store.events import (
@@ -177,10 +178,21 @@ def _export_refused(fields: dict[str, Any]) -> bool:
     return False
 
 
+def _batch_refused(body: dict[str, Any]) -> bool:
+    """A batch_fallback without batch: check_batch_fields, the server's own rule (batch_poll's is in the schema)."""
+    try:
+        check_batch_fields(body.get("batch") is True, str(body.get("batch_fallback", "none")), 5.0)
+    except ValueError:
+        return True
+    return False
+
+
 def breaks_a_rule(path: str, method: str, body: Any, query: Any = None) -> bool:
     """Does this body (or query) break a rule between fields (see the module's docstring)?"""
     if not isinstance(body, dict):
         body = {}  # no body (NOT_SET): the fields' defaults; valid data is never another JSON type here
+    if path.endswith(("/generate", "/generate-evaluation", "/regenerate")) and _batch_refused(body):
+        return True
     if path.endswith("/download"):
         return _export_refused(query if isinstance(query, dict) else {})
     if path.endswith(("/generate", "/generate-evaluation")):
