@@ -1,9 +1,12 @@
 """POST /datasets/{dataset_id}/regenerate with ``batch``: the new revisions' requests through the simulator's Batch API
 (its own HTTP server, its clock-driven batches), run by the server's job worker: a `dset serve` killed with kill -9
-after the submission and started again, error lines and expired batches retried, a fallback online, a cancel."""
+after the submission and started again, error lines and expired batches retried, a fallback online, a cancel, a
+server without the Batch API, and a budget that the estimate at batch prices must fit."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +18,9 @@ from harness import Server, clean_env
 from helpers import dataset_of, regenerate, wait_job
 from test_generate_batch import log_count, wait_for
 
+from dsetlog.engine.progress import Budget
+from dsetlog.generation.batching import job_settings
+from dsetlog.generation.regeneration import RegenerationConfig, RegenResult, run_regeneration
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.events import (
     AttemptFailed,
@@ -27,6 +33,7 @@ from dsetlog.store.events import (
     JobStarted,
 )
 from dsetlog.store.log import EventLog
+from projections.readmodel import ReadModel
 
 MakeSim = Callable[..., Simulator]
 MakeClient = Callable[..., testing.TestClient]
@@ -233,3 +240,48 @@ def test_cancelling_a_batch_regenerate_job_cancels_its_batch(make_client: MakeCl
     for i in ids:  # what the batch answered is kept; the others are as they were
         now = client.simulate_get(f"{API}/datasets/{dataset_id}/entries/{i}").json
         assert now["revision"] == before[i]["revision"] + (i in per_entry)
+
+
+def test_a_server_without_the_batch_api(make_client: MakeClient, make_simulator: MakeSim, data: Path) -> None:
+    sim = make_simulator(batch_supported=False)
+    client, dataset_id, ids = in_process(make_client, sim)
+    refused = wait_job(client, regenerate(client, dataset_id, ids, **FAST))
+    assert refused["status"] == "failed" and "does not support OpenAI's Batch API" in refused["error"], refused
+    assert "nothing was submitted" in refused["error"] and sim.stats().get("requests", 0) == 0
+    job_id = regenerate(client, dataset_id, ids, batch_fallback="online", **FAST)
+    status = wait_job(client, job_id)
+    assert status["status"] == "completed" and status["result"]["entries_count"] == len(ids), status
+    assert sim.stats()["requests"] == len(ids) and sim.stats().get("batch_creates", 0) == 0
+    assert set(revisions(data, job_id).values()) == {1}
+
+
+def test_a_budget_refuses_a_batch_whose_estimate_at_batch_prices_would_cross_it(make_client: MakeClient,
+                                                                                make_simulator: MakeSim,
+                                                                                data: Path) -> None:
+    sim = make_simulator(batch_delay_s=0.1)
+    client, dataset_id, ids = in_process(make_client, sim)
+    client.app.close()  # type: ignore[attr-defined]
+    idle = make_client(simulator_url=sim.base_url)  # no worker: the job is only submitted; run here with a budget
+    job_id = regenerate(idle, dataset_id, ids, **FAST)
+    idle.app.close()  # type: ignore[attr-defined]
+    config = RegenerationConfig(max_tokens=4000, accept_lower=True)
+
+    def run(budget: Budget) -> RegenResult:
+        with EventLog.in_dir(data) as log:
+            return asyncio.run(run_regeneration(
+                log=log, rm=ReadModel.open(data), job_id=job_id, dataset_id=dataset_id, entry_ids=ids, config=config,
+                simulator_url=sim.base_url, budget=budget,
+                batch=job_settings("none", 0.05, cancel_batches=False)))
+
+    refused = run(Budget(tokens=1000))
+    assert refused.outcome == "budget" and "it was not submitted" in refused.message, refused
+    estimate = re.search(r"a batch of 8 requests would take up to ~([0-9,]+) tokens \(~\$([0-9.]+) at batch prices\)",
+                         refused.message)
+    assert estimate is not None, refused.message
+    assert int(estimate[1].replace(",", "")) > len(ids) * 4000  # the prompts, and max_tokens for each answer
+    assert sim.stats().get("file_uploads", 0) == 0 and not revisions(data, job_id)
+    # within the budget at batch prices, not at the profile's (twice as much)
+    done = run(Budget(cost=float(estimate[2]) * 1.5))
+    assert done.outcome == "completed" and done.regenerated == len(ids), done
+    assert sim.stats()["batch_creates"] == 1 and set(revisions(data, job_id).values()) == {1}
+    assert 0 < done.cost <= float(estimate[2])
