@@ -28,19 +28,20 @@ _BIG_ENDIAN = sys.byteorder == "big"
 
 def digits_of(text: str) -> int | None:
     """The 16 lowercase hex digits as a number, or None when ``text`` is not exactly that."""
-    if len(text) != 16:
+    # int() also takes "_", "+", "-", spaces, capitals and other scripts' digits: refuse them first (C calls, as
+    # this runs for each record of a replay)
+    if len(text) != 16 or not text.isascii() or not text.isalnum() or not (text.islower() or text.isdigit()):
         return None
     try:
-        value = int(text, 16)
-    except ValueError:
+        return int(text, 16)
+    except ValueError:  # letters past f
         return None
-    return value if f"{value:016x}" == text else None  # int() also takes "_", "+", capitals
 
 
 class ItemIds:
     """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
 
-    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_recent")
+    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_recent", "_missed")
 
     def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
                  digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None) -> None:
@@ -51,6 +52,7 @@ class ItemIds:
         self.odd_rows = {item_id: r for r, item_id in zip(self._odd_rows(), self.odd, strict=True)}
         self.slots = slots if slots is not None else array("i", [_EMPTY]) * 8
         self._recent: dict[str, int] = {}
+        self._missed: tuple[str, str, int | None] = ("", "", None)  # the last id get() did not find, parsed
 
     def _odd_rows(self) -> Iterator[int]:
         prefix = self.prefix
@@ -76,7 +78,10 @@ class ItemIds:
         prefix, sep, rest = item_id.partition("_")
         value = digits_of(rest) if sep else None
         if value is None or prefix not in self.prefixes:
-            return self.odd_rows.get(item_id)
+            found = self.odd_rows.get(item_id)
+            if found is None:
+                self._missed = (item_id, prefix, value)
+            return found
         p = self.prefixes.index(prefix)
         slots, digits, codes = self.slots, self.digits, self.prefix
         mask = len(slots) - 1  # of this table, even if another thread grows it meanwhile
@@ -86,6 +91,7 @@ class ItemIds:
                 self._remember(item_id, r)
                 return r
             i = (i + 1) & mask
+        self._missed = (item_id, prefix, value)
         return None
 
     def by_digits(self, value: int) -> list[int]:
@@ -108,8 +114,10 @@ class ItemIds:
     def add(self, item_id: str) -> int:
         """A new row for this id (not already here: :meth:`get` first)."""
         r = len(self.prefix)
-        prefix, sep, rest = item_id.partition("_")
-        value = digits_of(rest) if sep else None
+        missed, prefix, value = self._missed
+        if missed != item_id:  # not just looked up: parse it
+            prefix, sep, rest = item_id.partition("_")
+            value = digits_of(rest) if sep else None
         p = self._prefix_code(prefix) if value is not None else ODD
         if p == ODD:
             self.prefix.append(ODD)
@@ -148,11 +156,16 @@ class ItemIds:
         size = 8
         while size < 4 * len(self.prefix):
             size *= 2
-        self.slots = array("i", [_EMPTY]) * size
-        place, prefix, digits = self._place, self.prefix, self.digits
-        for r in range(len(prefix)):
+        slots = array("i", [_EMPTY]) * size
+        mask, shift = size - 1, 65 - size.bit_length()
+        prefix, digits = self.prefix, self.digits
+        for r in range(len(prefix)):  # _place, inline: a growth places every row again
             if prefix[r] != ODD:
-                place(r, digits[r])
+                i = ((digits[r] * _MULTIPLIER) & _MASK64) >> shift
+                while slots[i] != _EMPTY:
+                    i = (i + 1) & mask
+                slots[i] = r
+        self.slots = slots  # readers see the old table or the whole new one
 
     # -- snapshots -------------------------------------------------------------
 
