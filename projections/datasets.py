@@ -237,6 +237,7 @@ class _Shard:
         else:
             v.pending -= 1
         items.status[item] = _DONE
+        items.ids.closed(ev.item_id)
         v.done += 1
         v.entries += 1
         self.added_seq = rec.seq

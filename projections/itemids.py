@@ -22,7 +22,10 @@ _MAX_PREFIXES = 254
 _MULTIPLIER = 0x9E3779B97F4A7C15  # Fibonacci hashing: the digits of bench logs are not uniform in their low bits
 _MASK64 = (1 << 64) - 1
 _EMPTY = -1
-_RECENT_KEPT = 1 << 16  # ids looked up by their string without parsing them: what a replay asks for again soon
+# open items (queued, not yet answered) found by their string without parsing it: what the next records ask for
+# (a replay of a run queues every question, then attempts and answers each). Past this many, the oldest are left
+# to the table.
+_OPEN_KEPT = 1 << 22
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -41,7 +44,7 @@ def digits_of(text: str) -> int | None:
 class ItemIds:
     """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
 
-    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_recent", "_missed")
+    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_open", "_missed")
 
     def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
                  digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None) -> None:
@@ -51,7 +54,7 @@ class ItemIds:
         self.odd: list[str] = odd if odd is not None else []
         self.odd_rows = {item_id: r for r, item_id in zip(self._odd_rows(), self.odd, strict=True)}
         self.slots = slots if slots is not None else array("i", [_EMPTY]) * 8
-        self._recent: dict[str, int] = {}
+        self._open: dict[str, int] = {}  # not in a snapshot: a model loaded from one finds them by the table
         self._missed: tuple[str, str, int | None] = ("", "", None)  # the last id get() did not find, parsed
 
     def _odd_rows(self) -> Iterator[int]:
@@ -72,7 +75,7 @@ class ItemIds:
 
     def get(self, item_id: str) -> int | None:
         """The row of this id, or None."""
-        found = self._recent.get(item_id)
+        found = self._open.get(item_id)
         if found is not None:
             return found
         prefix, sep, rest = item_id.partition("_")
@@ -88,7 +91,6 @@ class ItemIds:
         i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
         while (r := slots[i]) != _EMPTY:
             if digits[r] == value and codes[r] == p:
-                self._remember(item_id, r)
                 return r
             i = (i + 1) & mask
         self._missed = (item_id, prefix, value)
@@ -106,10 +108,9 @@ class ItemIds:
             i = (i + 1) & mask
         return found
 
-    def _remember(self, item_id: str, r: int) -> None:
-        if len(self._recent) >= _RECENT_KEPT:
-            self._recent.clear()
-        self._recent[item_id] = r
+    def closed(self, item_id: str) -> None:
+        """The item will seldom be asked for by its id again (it was answered): leave it to the table."""
+        self._open.pop(item_id, None)
 
     def add(self, item_id: str) -> int:
         """A new row for this id (not already here: :meth:`get` first)."""
@@ -131,7 +132,9 @@ class ItemIds:
             self._grow()
         else:
             self._place(r, value)  # type: ignore[arg-type]
-        self._remember(item_id, r)
+        if len(self._open) >= _OPEN_KEPT:
+            del self._open[next(iter(self._open))]
+        self._open[item_id] = r
         return r
 
     def _prefix_code(self, prefix: str) -> int:

@@ -90,7 +90,7 @@ def test_item_ids_find_their_rows_as_the_table_grows() -> None:
              "q_ 000000000000001", "q_-000000000000001", "q_ABCDEF0123456789", "q_abcdef012345678g"]
     rows = [ids.add(item_id) for item_id in made]
     assert rows == list(range(len(made)))
-    ids._recent.clear()  # found by the table, not the ids last seen
+    ids._open.clear()  # found by the table, not by the open items' strings
     assert [ids.get(item_id) for item_id in made] == rows
     assert [ids.id(r) for r in rows] == made
     assert [ids.get(x) for x in ("q_0000000000000000x", "q_" + "0" * 15 + "1", "other_0000000000000000")] == [
