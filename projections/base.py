@@ -158,6 +158,13 @@ class Projection:
             if handler is not None:
                 handler(rec, ev)
 
+    # True while the read model folds a long stretch of the log (a replay): a projection may keep what only
+    # speeds folding, and drop it in settle(), which the model calls after that stretch
+    bulk = False
+
+    def settle(self) -> None:
+        """The long stretch is folded: drop what only sped it up."""
+
     def snapshot_state(self) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement snapshot_state()")
 

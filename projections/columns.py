@@ -158,8 +158,8 @@ class ItemColumns:
 
     __slots__ = ("ids", "question_at", "row", "status", "attempts", "source", "queued", "entry", "last_error")
 
-    def __init__(self) -> None:
-        self.ids = ItemIds()  # row -> id, id -> row
+    def __init__(self, *, complete: bool = False) -> None:
+        self.ids = ItemIds(complete=complete)  # row -> id, id -> row (complete: see ItemIds)
         self.question_at = array("q")  # the ref of the record that queued it (0: never queued)
         self.row = array("q")
         self.status = bytearray()  # index into STATUS_NAMES
@@ -294,9 +294,10 @@ class Rows:
     __slots__ = ("dataset_id", "items", "entries", "strings", "qualities", "metadata", "times", "in_item_order",
                  "_order")
 
-    def __init__(self, dataset_id: str) -> None:
+    def __init__(self, dataset_id: str, *, bulk: bool = False) -> None:
+        """``bulk``: made by a bulk fold (Projection.bulk), which keeps every id by its string until it settles."""
         self.dataset_id = dataset_id
-        self.items = ItemColumns()
+        self.items = ItemColumns(complete=bulk)
         self.entries = EntryColumns()
         self.strings = Strings()
         self.qualities = Shared()

@@ -110,10 +110,11 @@ class _Shard:
 
     __slots__ = ("view", "declared", "rows", "runs", "body", "deferred", "journal", "added_seq")
 
-    def __init__(self, view: DatasetView, declared: bool, body: list[memoryview] | None = None) -> None:
+    def __init__(self, view: DatasetView, declared: bool, body: list[memoryview] | None = None, *,
+                 bulk: bool = False) -> None:
         self.view = view
         self.declared = declared
-        self.rows = Rows(view.id)
+        self.rows = Rows(view.id, bulk=bulk)
         self.runs: dict[str, RunView] = {}
         self.body = body
         # records for this shard that arrived while it was encoded, with their refs (projections.texts)
@@ -125,10 +126,10 @@ class _Shard:
         self.added_seq = 0
 
     @classmethod
-    def placeholder(cls, dataset_id: str, rec: Recorded) -> _Shard:
+    def placeholder(cls, dataset_id: str, rec: Recorded, *, bulk: bool) -> _Shard:
         """A dataset named by an event before (or without) its DatasetCreated, which fills it in later."""
         return cls(DatasetView(dataset_id, dataset_id, "questions", "", None, None, "jsonl", {}, rec.ts, rec.seq),
-                   False)
+                   False, bulk=bulk)
 
     def decode_body(self) -> list[tuple[Recorded, int]]:
         """Decode the snapshot's body into runs and columns; returns the records deferred meanwhile."""
@@ -346,7 +347,7 @@ class Datasets(Projection):
                 continue
             shard = shards.get(ev.dataset_id)
             if shard is None:
-                shard = shards[ev.dataset_id] = _Shard.placeholder(ev.dataset_id, rec)
+                shard = shards[ev.dataset_id] = _Shard.placeholder(ev.dataset_id, rec, bulk=self.bulk)
             elif shard.body is not None:
                 shard.deferred.append((rec, self._where.ref(rec)))
                 continue
@@ -488,6 +489,10 @@ class Datasets(Projection):
                 continue
             rows.entries.regeneration_job_id[r] = rows.strings.code(ev.job_id)
             shard.touched(r, rec.seq)
+
+    def settle(self) -> None:
+        for shard in self._shards.values():
+            shard.rows.items.ids.settle()  # ids as numbers only, once a bulk fold is over
 
     # -- reading ---------------------------------------------------------------
 

@@ -22,10 +22,10 @@ _MAX_PREFIXES = 254
 _MULTIPLIER = 0x9E3779B97F4A7C15  # Fibonacci hashing: the digits of bench logs are not uniform in their low bits
 _MASK64 = (1 << 64) - 1
 _EMPTY = -1
-# open items (queued, not yet answered) found by their string without parsing it: what the next records ask for
-# (a replay of a run queues every question, then attempts and answers each). Past this many, the oldest are left
-# to the table.
-_OPEN_KEPT = 1 << 22
+# Ids kept by their string too, found without parsing: every id while a bulk fold (a replay) makes the table
+# (:meth:`ItemIds.settle` drops them after it), else the open items (queued, not yet answered), which the next
+# records ask for. Past this many open ones, the oldest are left to the table.
+_OPEN_KEPT = 1 << 20
 _BIG_ENDIAN = sys.byteorder == "big"
 
 
@@ -44,17 +44,21 @@ def digits_of(text: str) -> int | None:
 class ItemIds:
     """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
 
-    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_open", "_missed")
+    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_known", "_complete", "_missed")
 
     def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
-                 digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None) -> None:
+                 digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None,
+                 *, complete: bool = False) -> None:
         self.prefixes: list[str] = prefixes if prefixes is not None else []
         self.prefix = prefix if prefix is not None else bytearray()
         self.digits = digits if digits is not None else array("Q")
         self.odd: list[str] = odd if odd is not None else []
         self.odd_rows = {item_id: r for r, item_id in zip(self._odd_rows(), self.odd, strict=True)}
         self.slots = slots if slots is not None else array("i", [_EMPTY]) * 8
-        self._open: dict[str, int] = {}  # not in a snapshot: a model loaded from one finds them by the table
+        # not in a snapshot: a model loaded from one finds them by the table. complete: every row's id is in it
+        # (a table made from empty by a bulk fold), so an id it lacks is not here at all
+        self._known: dict[str, int] = {}
+        self._complete = complete and not self.prefix
         self._missed: tuple[str, str, int | None] = ("", "", None)  # the last id get() did not find, parsed
 
     def _odd_rows(self) -> Iterator[int]:
@@ -75,8 +79,8 @@ class ItemIds:
 
     def get(self, item_id: str) -> int | None:
         """The row of this id, or None."""
-        found = self._open.get(item_id)
-        if found is not None:
+        found = self._known.get(item_id)
+        if found is not None or self._complete:
             return found
         prefix, sep, rest = item_id.partition("_")
         value = digits_of(rest) if sep else None
@@ -110,7 +114,13 @@ class ItemIds:
 
     def closed(self, item_id: str) -> None:
         """The item will seldom be asked for by its id again (it was answered): leave it to the table."""
-        self._open.pop(item_id, None)
+        if not self._complete:
+            self._known.pop(item_id, None)
+
+    def settle(self) -> None:
+        """The bulk fold is over: keep ids as numbers only (the answered ones, and the open ones too: they are
+        found by the table from now on)."""
+        self._known, self._complete = {}, False
 
     def add(self, item_id: str) -> int:
         """A new row for this id (not already here: :meth:`get` first)."""
@@ -125,6 +135,8 @@ class ItemIds:
             self.digits.append(len(self.odd))
             self.odd.append(item_id)
             self.odd_rows[item_id] = r
+            if self._complete:
+                self._known[item_id] = r
             return r
         self.prefix.append(p)
         self.digits.append(value)  # type: ignore[arg-type]
@@ -132,9 +144,9 @@ class ItemIds:
             self._grow()
         else:
             self._place(r, value)  # type: ignore[arg-type]
-        if len(self._open) >= _OPEN_KEPT:
-            del self._open[next(iter(self._open))]
-        self._open[item_id] = r
+        if len(self._known) >= _OPEN_KEPT and not self._complete:
+            del self._known[next(iter(self._known))]
+        self._known[item_id] = r
         return r
 
     def _prefix_code(self, prefix: str) -> int:

@@ -69,6 +69,7 @@ from projections.texts import TextReads
 # records folded since the last snapshot before maybe_save_snapshot() writes a new one
 DEFAULT_SNAPSHOT_EVERY = 50_000
 _GC_PAUSE_BYTES = 1 << 20  # a catch-up reading more than this pauses the cyclic GC
+_BULK_BYTES = 64 << 20  # and more than this is folded in bulk (Projection.bulk)
 
 _log = logging.getLogger("projections")
 
@@ -116,6 +117,7 @@ class ReadModel(StandardProjections, TextReads):
         self._sound = Soundness(self.path)
         self._skipped = Skipped(self.path)
         self._careful: list[tuple[int, int]] = []  # seq ranges folded record by record (a handler raised there)
+        self._bulk = False  # the catch-up running folds a long stretch (Projection.bulk)
 
     # -- opening and catching up ---------------------------------------------------
 
@@ -203,6 +205,7 @@ class ReadModel(StandardProjections, TextReads):
             sound = self._sound
             if sound.fold_error is not None and seen == sound.failed_seen:
                 raise sound.fold_error  # the same corrupt log as last time: no need to read it again
+            self._bulk = seen[0] - self._offset > _BULK_BYTES
             try:
                 if seen[0] - self._offset > _GC_PAUSE_BYTES:
                     with gc_paused():
@@ -212,6 +215,9 @@ class ReadModel(StandardProjections, TextReads):
             except CorruptLogError as exc:
                 sound.fold_error, sound.failed_seen = exc, seen
                 raise
+            finally:
+                if self._bulk:
+                    self._settle()
             sound.fold_error = sound.failed_seen = None
             self._seen = seen  # the size read *before* folding: anything appended meanwhile is seen next time
             return n
@@ -236,7 +242,17 @@ class ReadModel(StandardProjections, TextReads):
                 if self._sound.unchecked_end != unchecked:  # another snapshot, or none: the check covers others
                     self._sound.drop_check()
 
+    def _settle(self) -> None:
+        self._bulk = False
+        for p in self._projections:
+            if getattr(p, "bulk", False):
+                p.bulk = False  # type: ignore[attr-defined]
+                p.settle()  # type: ignore[attr-defined]
+
     def _fold(self) -> int:
+        for p in self._projections:  # (projections made anew by a reset meanwhile too)
+            if hasattr(p, "bulk"):
+                p.bulk = self._bulk  # type: ignore[attr-defined]
         appliers = [(p, p.apply_batch, getattr(p, "handled_types", None)) for p in self._projections]
         n = 0
         batches = read_batches_tolerant(self.path, offset=self._offset, seq=self._seq, until_seq=self._until,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 from helpers import append, three_ways
 
 from dsetlog.ids import entry_id_for
@@ -17,7 +18,7 @@ from dsetlog.store.events import (
     QuestionQueued,
     Usage,
 )
-from projections import ReadModel
+from projections import ReadModel, readmodel
 from projections.columns import SHARED_KEPT, Rows, Shared, Strings, Times
 from projections.itemids import ItemIds
 
@@ -90,7 +91,7 @@ def test_item_ids_find_their_rows_as_the_table_grows() -> None:
              "q_ 000000000000001", "q_-000000000000001", "q_ABCDEF0123456789", "q_abcdef012345678g"]
     rows = [ids.add(item_id) for item_id in made]
     assert rows == list(range(len(made)))
-    ids._open.clear()  # found by the table, not by the open items' strings
+    ids.settle()  # found by the table, not by their strings
     assert [ids.get(item_id) for item_id in made] == rows
     assert [ids.id(r) for r in rows] == made
     assert [ids.get(x) for x in ("q_0000000000000000x", "q_" + "0" * 15 + "1", "other_0000000000000000")] == [
@@ -153,3 +154,21 @@ def test_a_view_is_a_copy(tmp_path: Path) -> None:
     after = rm.datasets.entry(DS, "odd-14")
     assert after is not None and after.feedback is not None
     assert (before.feedback.count, after.feedback.ratings) == (1, [2, 4])
+
+
+def test_a_bulk_fold_finds_ids_by_their_strings_then_settles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    complete = ItemIds(complete=True)
+    made = [f"q_{i:016x}" for i in range(2000)] + ["plain", "q_NOT_HEX_0000000"]
+    assert [complete.add(item_id) for item_id in made if complete.get(item_id) is None] == list(range(len(made)))
+    assert complete.get("q_" + "f" * 16) is None and complete.get(made[-1]) == len(made) - 1
+    complete.settle()
+    assert complete._known == {} and [complete.get(item_id) for item_id in made] == list(range(len(made)))
+
+    append(tmp_path, *_events())  # type: ignore[arg-type]
+    monkeypatch.setattr(readmodel, "_BULK_BYTES", 0)  # every catch-up folds in bulk
+    bulk = ReadModel.open(tmp_path, use_snapshot=False)
+    monkeypatch.setattr(readmodel, "_BULK_BYTES", 1 << 40)
+    live = ReadModel.open(tmp_path, use_snapshot=False)
+    assert not bulk.datasets.bulk and bulk.datasets.rows(DS).items.ids._known == {}  # settled
+    assert bulk.datasets.entries(DS) == live.datasets.entries(DS)
+    assert bulk.datasets.items(DS) == live.datasets.items(DS)
