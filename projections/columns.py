@@ -57,6 +57,14 @@ class Strings:
             self.values.append(value)
         return found
 
+    def codes(self, *values: str | None) -> list[int]:
+        """:meth:`code` of each (one call for the strings of a new entry)."""
+        get = self._codes.get
+        found = [get(v) for v in values]
+        if None in found:  # a string not seen before
+            return [self.code(v) for v in values]
+        return found  # type: ignore[return-value]
+
 
 class Shared:
     """Dicts by code, equal ones shared: an entry's dicts are replaced, never changed in place (read them only)."""
@@ -251,6 +259,11 @@ class Views(Sequence[EntryView]):
         return (entry_id(r) for r in self.order)
 
 
+# the columns an entry's first record fills, in this order (Rows.add_entry's values)
+NEW_ENTRY_COLUMNS = ("question_at", "answer_at", "reasoning_at", "category", "model", "provider", "prompt_name",
+                     "prompt_hash", "source_chunk", "difficulty", "run_id", "regeneration_job_id", "flags",
+                     "prompt_tokens", "completion_tokens", "latency_ms", "quality_score", "quality", "metadata",
+                     "revision", "created_at", "first_seq")
 # the columns a snapshot keeps as raw bytes, in this order
 _ITEM_ARRAYS = ("question_at", "row", "attempts", "source", "entry")
 _ITEM_BYTES = ("status", "queued")
@@ -280,6 +293,7 @@ class Head(msgspec.Struct, array_like=True):
     set_aside: dict[int, SetAside]
     odd_ids: dict[int, str]
     prefixes: list[str]  # ItemIds.prefixes
+    shared_digits: bool  # ItemIds.shared_digits
     in_item_order: bool
 
 
@@ -291,14 +305,17 @@ _encoder = msgspec.msgpack.Encoder()
 class Rows:
     """A dataset's work items and entries: the columns, their tables, and the views made from them."""
 
-    __slots__ = ("dataset_id", "items", "entries", "strings", "qualities", "metadata", "times", "in_item_order",
-                 "_order")
+    __slots__ = ("dataset_id", "items", "_entries", "_pending", "strings", "qualities", "metadata", "times",
+                 "in_item_order", "_order")
 
     def __init__(self, dataset_id: str, *, bulk: bool = False) -> None:
         """``bulk``: made by a bulk fold (Projection.bulk), which keeps every id by its string until it settles."""
         self.dataset_id = dataset_id
         self.items = ItemColumns(complete=bulk)
-        self.entries = EntryColumns()
+        self._entries = EntryColumns()
+        # new entries' values of NEW_ENTRY_COLUMNS, not yet in them: a replay adds millions, and one tuple each,
+        # moved into the columns by C loops when they are next read, costs a fraction of 22 appends each
+        self._pending: list[tuple[int | float, ...]] = []
         self.strings = Strings()
         self.qualities = Shared()
         self.metadata = Shared()
@@ -306,41 +323,63 @@ class Rows:
         self.in_item_order = True  # entries were generated in their items' order (the order is then range)
         self._order: array[int] | None = None
 
+    @property
+    def entries(self) -> EntryColumns:
+        if self._pending:
+            self._flush()
+        return self._entries
+
+    def _flush(self) -> None:
+        e, pending = self._entries, self._pending
+        for name, values in zip(NEW_ENTRY_COLUMNS, zip(*pending, strict=True), strict=True):
+            getattr(e, name).extend(values)
+        pending.clear()
+
     # -- ids -------------------------------------------------------------------
+    # (these read only the columns an entry's row has at once: items, and the entries' item and ids)
 
     def entry_row(self, entry_id: str) -> int | None:
         """The row of the entry with this id, or None."""
         if entry_id.startswith("entry_") and (value := digits_of(entry_id[6:])) is not None:
-            entry, odd = self.items.entry, self.entries.odd_ids
+            entry, odd = self.items.entry, self._entries.odd_ids
             for item in self.items.ids.by_digits(value):
                 if (r := entry[item]) != NO_ENTRY and r not in odd:
                     return r
-        return self.entries.odd_rows.get(entry_id)
+        return self._entries.odd_rows.get(entry_id)
 
     def entry_id(self, r: int) -> str:
-        odd = self.entries.odd_ids.get(r) if self.entries.odd_ids else None
+        e = self._entries
+        odd = e.odd_ids.get(r) if e.odd_ids else None
         if odd is not None:
             return odd
-        return f"entry_{self.items.ids.digits[self.entries.item[r]]:016x}"
+        return f"entry_{self.items.ids.digits[e.item[r]]:016x}"
 
-    def add_entry(self, item: int, entry_id: str) -> int:
-        """A new entry row for the item at row ``item`` (its other columns are the caller's to append)."""
-        ent, ids = self.entries, self.items.ids
+    def add_entry(self, item: int, item_id: str, entry_id: str, values: tuple[int | float, ...]) -> bool:
+        """A new entry for the item at row ``item`` (``item_id``) with these values of NEW_ENTRY_COLUMNS; False
+        (nothing added) when an entry has this id already."""
+        ent, ids = self._entries, self.items.ids
+        # the engine's entry_<the item's digits>: only an entry of an item with the same digits (another prefix)
+        # or one of the ids kept as strings can have it already
+        usual = (ids.prefix[item] != ODD and entry_id.startswith("entry_")
+                 and entry_id[6:] == item_id.partition("_")[2])
+        if entry_id in ent.odd_rows or ((ids.shared_digits or not usual) and self.entry_row(entry_id) is not None):
+            return False
         r = len(ent.item)
-        if ids.prefix[item] == ODD or entry_id != f"entry_{ids.digits[item]:016x}":
+        if not usual:
             ent.odd_ids[r] = entry_id
             ent.odd_rows[entry_id] = r
         if r and self.in_item_order and ent.item[r - 1] > item:
             self.in_item_order = False
         ent.item.append(item)
         self.items.entry[item] = r
+        self._pending.append(values)
         self._order = None
-        return r
+        return True
 
     def order(self) -> array[int]:
         """The entries' rows in their items' queue order: the order output files keep."""
         if self.in_item_order:
-            return array("i", range(len(self.entries)))
+            return array("i", range(len(self._entries)))
         if self._order is None:
             self._order = array("i", (r for r in self.items.entry if r != NO_ENTRY))
         return self._order
@@ -394,7 +433,7 @@ class Rows:
         yield _encoder.encode(Head(
             len(it), len(e), self.strings.values, self.qualities.values, self.metadata.values, self.times.odd,
             it.last_error, e.updated_at, e.history, e.feedback, e.duplicate_of, e.set_aside, e.odd_ids,
-            it.ids.prefixes, self.in_item_order))  # fmt: skip
+            it.ids.prefixes, it.ids.shared_digits, self.in_item_order))  # fmt: skip
         for i in range(-(-len(odd) // ids_per_part)):
             yield _encoder.encode(odd[i * ids_per_part : (i + 1) * ids_per_part])
         yield from it.ids.arrays()
@@ -421,7 +460,8 @@ class Rows:
         odd: list[str] = []
         for raw in id_parts:
             odd += _ids_decoder.decode(raw)
-        it.ids = ItemIds.from_arrays(head.prefixes, odd, [next(fixed) for _ in range(ID_PARTS)])
+        it.ids = ItemIds.from_arrays(head.prefixes, odd, [next(fixed) for _ in range(ID_PARTS)],
+                                     shared_digits=head.shared_digits)
         if len(it.ids) != head.items or len(it.ids.odd_rows) != len(odd):
             raise ValueError(f"a snapshot of dataset {dataset_id} holds {len(it.ids)} item ids for {head.items} items")
         for cols, arrays, raw_names, n in ((it, _ITEM_ARRAYS, _ITEM_BYTES, head.items),

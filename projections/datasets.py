@@ -205,33 +205,19 @@ class _Shard:
         item = self.item(ev.item_id)
         items = rows.items
         status = items.status[item]
-        if status == _DONE or rows.entry_row(ev.entry_id) is not None:
-            return  # at most one entry per item (and per entry id): the first one stands
-        code, e, usage = rows.strings.code, rows.entries, ev.usage
-        rows.add_entry(item, ev.entry_id)  # its other columns follow
-        e.question_at.append(at)
-        e.answer_at.append(at)
-        e.reasoning_at.append(at)
-        # unrolled: this runs for each of millions of entries in a replay
-        e.category.append(code(ev.category))
-        e.model.append(code(ev.model))
-        e.provider.append(code(ev.provider))
-        e.prompt_name.append(code(ev.prompt_name))
-        e.prompt_hash.append(code(ev.prompt_hash))
-        e.source_chunk.append(code(ev.source_chunk))
-        e.difficulty.append(code(ev.difficulty))
-        e.run_id.append(code(ev.run_id))
-        e.regeneration_job_id.append(0)  # None
-        e.flags.append(SIMULATED if ev.simulated else 0)
-        e.prompt_tokens.append(usage.prompt_tokens)
-        e.completion_tokens.append(usage.completion_tokens)
-        e.latency_ms.append(ev.latency_ms)
-        e.quality_score.append(NAN if ev.quality_score is None else ev.quality_score)
-        e.quality.append(rows.qualities.code(ev.quality))
-        e.metadata.append(rows.metadata.code(ev.metadata))
-        e.revision.append(1)
-        e.created_at.append(rows.times.code(ts))
-        e.first_seq.append(rec.seq)
+        if status == _DONE:
+            return  # at most one entry per item (and per entry id: add_entry): the first one stands
+        usage, score = ev.usage, ev.quality_score
+        category, model, provider, prompt_name, prompt_hash, chunk, difficulty, run_id = rows.strings.codes(
+            ev.category, ev.model, ev.provider, ev.prompt_name, ev.prompt_hash, ev.source_chunk, ev.difficulty,
+            ev.run_id)
+        # NEW_ENTRY_COLUMNS, in order
+        if not rows.add_entry(item, ev.item_id, ev.entry_id, (
+                at, at, at, category, model, provider, prompt_name, prompt_hash, chunk, difficulty, run_id, 0,
+                SIMULATED if ev.simulated else 0, usage.prompt_tokens, usage.completion_tokens, ev.latency_ms,
+                NAN if score is None else score, rows.qualities.code(ev.quality), rows.metadata.code(ev.metadata), 1,
+                rows.times.code(ts), rec.seq)):
+            return
         v = self.view
         if status == _FAILED:
             v.failed -= 1

@@ -44,21 +44,26 @@ def digits_of(text: str) -> int | None:
 class ItemIds:
     """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
 
-    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "_known", "_complete", "_missed")
+    __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "shared_digits", "_known",
+                 "_complete", "_by_value", "_missed")
 
     def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
                  digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None,
-                 *, complete: bool = False) -> None:
+                 *, complete: bool = False, shared_digits: bool = False) -> None:
         self.prefixes: list[str] = prefixes if prefixes is not None else []
         self.prefix = prefix if prefix is not None else bytearray()
         self.digits = digits if digits is not None else array("Q")
         self.odd: list[str] = odd if odd is not None else []
         self.odd_rows = {item_id: r for r, item_id in zip(self._odd_rows(), self.odd, strict=True)}
         self.slots = slots if slots is not None else array("i", [_EMPTY]) * 8
+        # two rows have the same digits (ids of two prefixes): an entry id may then name either item's entry
+        self.shared_digits = shared_digits
         # not in a snapshot: a model loaded from one finds them by the table. complete: every row's id is in it
         # (a table made from empty by a bulk fold), so an id it lacks is not here at all
         self._known: dict[str, int] = {}
         self._complete = complete and not self.prefix
+        # while complete, the table is not kept up (settle() makes it in one pass): rows by their digits instead
+        self._by_value: dict[int, int | list[int]] = {}
         self._missed: tuple[str, str, int | None] = ("", "", None)  # the last id get() did not find, parsed
 
     def _odd_rows(self) -> Iterator[int]:
@@ -102,6 +107,9 @@ class ItemIds:
 
     def by_digits(self, value: int) -> list[int]:
         """The rows whose digits are ``value`` (ids of any prefix)."""
+        if self._complete:
+            found = self._by_value.get(value)
+            return [] if found is None else [found] if isinstance(found, int) else list(found)
         slots, digits = self.slots, self.digits
         mask = len(slots) - 1  # of this table, even if another thread grows it meanwhile
         i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
@@ -120,7 +128,9 @@ class ItemIds:
     def settle(self) -> None:
         """The bulk fold is over: keep ids as numbers only (the answered ones, and the open ones too: they are
         found by the table from now on)."""
-        self._known, self._complete = {}, False
+        if self._complete:
+            self._grow()
+        self._known, self._by_value, self._complete = {}, {}, False
 
     def add(self, item_id: str) -> int:
         """A new row for this id (not already here: :meth:`get` first)."""
@@ -140,6 +150,13 @@ class ItemIds:
             return r
         self.prefix.append(p)
         self.digits.append(value)  # type: ignore[arg-type]
+        if self._complete:
+            self._known[item_id] = r
+            found = self._by_value.setdefault(value, r)  # type: ignore[arg-type]
+            if found != r:  # another prefix, the same digits
+                self.shared_digits = True
+                self._by_value[value] = [found, r] if isinstance(found, int) else [*found, r]  # type: ignore[index]
+            return r
         if 2 * (r + 1) > len(self.slots):
             self._grow()
         else:
@@ -159,10 +176,12 @@ class ItemIds:
             return len(self.prefixes) - 1
 
     def _place(self, r: int, value: int) -> None:
-        slots = self.slots
+        slots, digits = self.slots, self.digits
         mask = len(slots) - 1
         i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
-        while slots[i] != _EMPTY:
+        while (other := slots[i]) != _EMPTY:
+            if digits[other] == value:  # rows of one digits share a probe sequence: it passes every one of them
+                self.shared_digits = True
             i = (i + 1) & mask
         slots[i] = r
 
@@ -177,7 +196,9 @@ class ItemIds:
         for r in range(len(prefix)):  # _place, inline: a growth places every row again
             if prefix[r] != ODD:
                 i = ((digits[r] * _MULTIPLIER) & _MASK64) >> shift
-                while slots[i] != _EMPTY:
+                while (other := slots[i]) != _EMPTY:
+                    if digits[other] == digits[r]:
+                        self.shared_digits = True
                     i = (i + 1) & mask
                 slots[i] = r
         self.slots = slots  # readers see the old table or the whole new one
@@ -186,6 +207,9 @@ class ItemIds:
 
     def arrays(self) -> list[bytes]:
         """prefix, digits and slots as little-endian bytes (:meth:`from_arrays`)."""
+        if self._complete:
+            self._grow()  # the table a snapshot keeps (kept up from here on: no longer complete)
+            self._known, self._by_value, self._complete = {}, {}, False
         out = [bytes(self.prefix)]
         for column in (self.digits, self.slots):
             if _BIG_ENDIAN:
@@ -195,7 +219,7 @@ class ItemIds:
         return out
 
     @classmethod
-    def from_arrays(cls, prefixes: list[str], odd: list[str], raw: list[memoryview]) -> ItemIds:
+    def from_arrays(cls, prefixes: list[str], odd: list[str], raw: list[memoryview], *, shared_digits: bool) -> ItemIds:
         digits, slots = array("Q"), array("i")
         digits.frombytes(raw[1])
         slots.frombytes(raw[2])
@@ -206,4 +230,4 @@ class ItemIds:
         if len(digits) != len(prefix) or len(slots) < 8 or len(slots) & (len(slots) - 1):
             raise ValueError(f"a snapshot's item ids do not hold together ({len(prefix)} prefixes, {len(digits)} "
                              f"numbers, a table of {len(slots)})")
-        return cls(prefixes, prefix, digits, odd, slots)
+        return cls(prefixes, prefix, digits, odd, slots, shared_digits=shared_digits)

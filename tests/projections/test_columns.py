@@ -62,26 +62,36 @@ def test_strings_and_dicts_are_kept_once() -> None:
     assert many.code({"grade": float(SHARED_KEPT + 5)}) != codes[SHARED_KEPT + 5]  # past it: a new one
 
 
+_VALUES = (1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3, 4, 1.5, 0.5, 0, 0, 1, 0, 7)  # NEW_ENTRY_COLUMNS
+
+
 def test_entry_ids_follow_their_items_or_are_kept() -> None:
     rows = Rows(DS)
     items = rows.items
     abc, other = "00000000000000ab", "ffffffffffffffff"
-    for item_id in (f"q_{abc}", f"slot_{abc}", "odd", f"q_{other}", "q_ABCDEF0123456789"):
+    made = (f"q_{abc}", f"slot_{abc}", "odd", f"q_{other}", "q_ABCDEF0123456789")
+    for item_id in made:
         items.add(item_id, 0, 0, 0, True)
-    rows.add_entry(0, entry_id_for(f"q_{abc}"))  # entry_<digits>: not stored
-    rows.add_entry(2, "e-odd")
-    rows.add_entry(3, "entry_zzz")  # does not follow its item: kept
-    rows.add_entry(4, "entry_ABCDEF0123456789")  # its item's digits are not the engine's shape: kept
+    assert items.ids.shared_digits  # q_ and slot_ with the same digits
+
+    def add(item: int, entry_id: str) -> bool:
+        return rows.add_entry(item, made[item], entry_id, _VALUES)
+
+    assert add(0, entry_id_for(f"q_{abc}"))  # entry_<digits>: not stored
+    assert add(2, "e-odd") and add(3, "entry_zzz")  # does not follow its item: kept
+    assert add(4, "entry_ABCDEF0123456789")  # its item's digits are not the engine's shape: kept
     assert rows.entries.odd_ids == {1: "e-odd", 2: "entry_zzz", 3: "entry_ABCDEF0123456789"}
     assert [rows.entry_id(r) for r in range(4)] == [f"entry_{abc}", "e-odd", "entry_zzz", "entry_ABCDEF0123456789"]
     assert [rows.entry_row(i) for i in (f"entry_{abc}", "e-odd", "entry_zzz", f"entry_{other}", "entry_", "x",
                                         "entry_ABCDEF0123456789")] == [0, 1, 2, None, None, None, 3]
     assert rows.in_item_order and list(rows.order()) == [0, 1, 2, 3]
-    rows.add_entry(1, entry_id_for(f"slot_{abc}"))  # the same digits through another prefix: its own row
-    assert rows.entry_row(f"entry_{abc}") in (0, 4) and not rows.in_item_order
+    # an id some entry has already: not added (slot_'s entry_<digits> is q_'s; e-odd is item 2's)
+    assert not add(1, entry_id_for(f"slot_{abc}")) and not add(1, "e-odd")
+    assert add(1, f"entry_{other}")  # free: q_<other>'s entry has another id
+    assert len(rows.entries) == 5 and rows.entry_id(4) == f"entry_{other}" and not rows.in_item_order
     assert list(rows.order()) == [0, 4, 1, 2, 3]  # the items' order
-    assert [items.ids.id(r) for r in range(5)] == [f"q_{abc}", f"slot_{abc}", "odd", f"q_{other}",
-                                                   "q_ABCDEF0123456789"]
+    assert [rows.entry_view(r).prompt_tokens for r in range(5)] == [3] * 5  # the pending values reached the columns
+    assert [items.ids.id(r) for r in range(5)] == list(made)
 
 
 def test_item_ids_find_their_rows_as_the_table_grows() -> None:
@@ -97,7 +107,8 @@ def test_item_ids_find_their_rows_as_the_table_grows() -> None:
     assert [ids.get(x) for x in ("q_0000000000000000x", "q_" + "0" * 15 + "1", "other_0000000000000000")] == [
         None, None, None]
     assert len(ids.odd) == 10 and len(ids.slots) >= 2 * len(made)
-    again = ItemIds.from_arrays(list(ids.prefixes), list(ids.odd), [memoryview(b) for b in ids.arrays()])
+    again = ItemIds.from_arrays(list(ids.prefixes), list(ids.odd), [memoryview(b) for b in ids.arrays()],
+                                 shared_digits=ids.shared_digits)
     assert [again.get(item_id) for item_id in made] == rows and list(again.ids()) == made
     full = ItemIds()
     for i in range(300):  # past 254 prefixes: kept as strings
@@ -161,8 +172,13 @@ def test_a_bulk_fold_finds_ids_by_their_strings_then_settles(tmp_path: Path, mon
     made = [f"q_{i:016x}" for i in range(2000)] + ["plain", "q_NOT_HEX_0000000"]
     assert [complete.add(item_id) for item_id in made if complete.get(item_id) is None] == list(range(len(made)))
     assert complete.get("q_" + "f" * 16) is None and complete.get(made[-1]) == len(made) - 1
-    complete.settle()
+    assert not complete.shared_digits and complete.by_digits(5) == [5]
+    complete.add(f"slot_{5:016x}")  # the digits of q_<5>: both rows have them
+    assert complete.shared_digits and complete.by_digits(5) == [5, len(made)]
+    made.append(f"slot_{5:016x}")
+    complete.settle()  # the table, made in one pass
     assert complete._known == {} and [complete.get(item_id) for item_id in made] == list(range(len(made)))
+    assert complete.by_digits(5) == [5, len(made) - 1] and complete.get("q_" + "f" * 16) is None
 
     append(tmp_path, *_events())  # type: ignore[arg-type]
     monkeypatch.setattr(readmodel, "_BULK_BYTES", 0)  # every catch-up folds in bulk
