@@ -207,7 +207,9 @@ def test_error_lines_beyond_the_retry_budget_are_bookmarked(tmp_path: Path, make
 
 
 def test_ctrl_c_leaves_the_batch_running_and_batch_cancel_cancels_it(tmp_path: Path, make_simulator: MakeSim) -> None:
-    sim = make_simulator(batch_delay_s=3.0)
+    # long enough for two processes to start one after the other on a loaded machine before it is all answered
+    # (3 s was not: the cancel came when 18 or all 20 lines were)
+    sim = make_simulator(batch_delay_s=8.0)
     n, data = 20, tmp_path / "data"
     q = questions_csv(tmp_path / "q.csv", n)
     proc = start(tmp_path, q, sim)
