@@ -66,22 +66,21 @@ class TextReads:
         then be read). :class:`~projections.columns.Views` are read from their columns, no view made twice."""
         if isinstance(entries, Views):
             rows, e = entries.rows, entries.rows.entries
-            q_at, a_at, r_at, entry_id, view = e.question_at, e.answer_at, e.reasoning_at, rows.entry_id, rows.entry_view
+            q_at, a_at, r_at, entry_id = e.question_at, e.answer_at, e.reasoning_at, rows.entry_id
             order = entries.order
             for start in range(0, len(order), chunk):
                 part = order[start : start + chunk]
                 refs = [(q_at[r], a_at[r], r_at[r], entry_id(r)) for r in part]
-                for r, texts in zip(part, self._texts_of(refs), strict=True):
-                    yield view(r, FullEntry, *texts)  # type: ignore[misc]
+                yield from rows.entry_views(part, FullEntry, self._texts_of(refs))  # type: ignore[misc]
             return
         it = iter(entries)
         while views := list(itertools.islice(it, chunk)):
             refs = [(v.question_at, v.answer_at, v.reasoning_at, v.id) for v in views]
             for v, texts in zip(views, self._texts_of(refs), strict=True):
-                yield FullEntry(*astuple(v), *texts)
+                yield FullEntry(*astuple(v), *texts[1:])
 
-    def _texts_of(self, refs: list[tuple[int, int, int, str]]) -> Iterator[tuple[str, str, str]]:
-        """The (question, answer, reasoning) at these (question_at, answer_at, reasoning_at, entry id)."""
+    def _texts_of(self, refs: list[tuple[int, int, int, str]]) -> Iterator[tuple[str, str, str, str]]:
+        """The (entry id, question, answer, reasoning) at these (question_at, answer_at, reasoning_at, entry id)."""
         owners: dict[int, str] = {}
         for q, a, r, entry_id in refs:
             if not (q and a and r):
@@ -89,11 +88,11 @@ class TextReads:
                                      "to a projection by hand?): open it with ReadModel.open to read its texts")
             owners[q] = owners[a] = owners[r] = entry_id  # most often one line: the EntryGenerated
         found = _texts_at(self.path, owners, items=False)
-        for q_at, a_at, r_at, _ in refs:
+        for q_at, a_at, r_at, entry_id in refs:
             q = found[q_at]
             a = q if a_at == q_at else found[a_at]
             r = a if r_at == a_at else found[r_at]
-            yield q.question or "", a.answer or "", r.reasoning or ""
+            yield entry_id, q.question or "", a.answer or "", r.reasoning or ""
 
     def text_of(self, entry: EntryView) -> FullEntry:
         """One entry with its texts."""
