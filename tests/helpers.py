@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,16 +66,32 @@ def three_ways(data: Path, events: list[Event], cuts: list[int], snap_at: int) -
     return scratch, live, from_snapshot
 
 
-def wait_job(client: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    """A job's status once it has ended (completed or failed), polled through a falcon TestClient."""
+def wait_status(client: Any, job_id: str, ok: Callable[[dict[str, Any]], bool], timeout: float = 30) -> dict[str, Any]:
+    """A job's status once ``ok`` holds of it, polled through a falcon TestClient."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] = {}
     while time.monotonic() < deadline:
         status = client.simulate_get(f"/api/v1/datasets/generate/{job_id}/status").json
-        if status["status"] in ("completed", "failed"):
+        if ok(status):
             return status
         time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not finish: {status}")
+    raise AssertionError(f"job {job_id}: {status}")
+
+
+def wait_job(client: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """A job's status once it has ended (completed or failed)."""
+    return wait_status(client, job_id, lambda s: s["status"] in ("completed", "failed"), timeout)
+
+
+def cancel_batch_job(client: Any, job_id: str) -> dict[str, Any]:
+    """Cancel a batch job (POST /jobs/{job_id}/cancel) and wait for its batch to end cancelled; its status."""
+    resp = client.simulate_post(f"/api/v1/jobs/{job_id}/cancel", json={"reason": "enough"})
+    assert resp.status_code == 200 and resp.json["cancelled"], resp.json
+    status = wait_status(client, job_id, lambda s: all(b["ended"] for b in s["batches"]))
+    assert status["status"] == "failed" and status["error"] == "cancelled: enough"
+    [batch] = status["batches"]
+    assert batch["status"] == "cancelled" and status["estimated_completion"] is None
+    return status
 
 
 def dataset_of(client: Any, markdown: str, **fields: Any) -> tuple[str, list[str]]:

@@ -5,7 +5,6 @@ API (the same pipeline setting as `dset datasets generate --batch`), its other r
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from typing import Any
 
 import pytest
 from falcon import testing
-from helpers import dataset_of, regenerate, wait_job
+from helpers import cancel_batch_job, dataset_of, regenerate, wait_job, wait_status
 
 from dsetlog.simulator.server import Simulator
 from dsetlog.store.events import BatchCancelled, BatchSubmitted, EntryGenerated, EntryRegenerated, EntryScored
@@ -78,18 +77,6 @@ def batch_job(client: testing.TestClient, sections: int = SECTIONS) -> str:
     return resp.json["job_id"]
 
 
-def wait_status(client: testing.TestClient, job_id: str, ok: Callable[[dict[str, Any]], bool],
-                timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = client.simulate_get(f"{API}/datasets/generate/{job_id}/status").json
-        if ok(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id}: {status}")
-
-
 def test_a_batch_jobs_status_shows_its_batches_and_their_eta(make_client: Callable[..., testing.TestClient],
                                                              make_simulator: Callable[..., Simulator]) -> None:
     sim = make_simulator(batch_delay_s=4.0)
@@ -114,12 +101,7 @@ def test_cancelling_a_batch_job_cancels_its_batches(make_client: Callable[..., t
     client = make_client(simulator_url=sim.base_url, start_worker=True)
     job_id = batch_job(client)
     wait_status(client, job_id, lambda s: any(b["status"] == "in_progress" for b in s["batches"]))
-    resp = client.simulate_post(f"{API}/jobs/{job_id}/cancel", json={"reason": "enough"})
-    assert resp.status_code == 200 and resp.json["cancelled"], resp.json
-    status = wait_status(client, job_id, lambda s: all(b["ended"] for b in s["batches"]))
-    assert status["status"] == "failed" and status["error"] == "cancelled: enough"
-    [batch] = status["batches"]
-    assert batch["status"] == "cancelled" and status["estimated_completion"] is None
+    [batch] = cancel_batch_job(client, job_id)["batches"]
     assert sim.stats()["batch_cancels"] == 1
     [cancelled] = events(data, BatchCancelled)
     assert cancelled.batch_id == batch["batch_id"]

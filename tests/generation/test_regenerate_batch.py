@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from falcon import testing
 from harness import Server, clean_env
-from helpers import dataset_of, regenerate, wait_job
+from helpers import cancel_batch_job, dataset_of, regenerate, wait_job, wait_status
 from test_generate_batch import log_count, wait_for
 
 from dsetlog.engine.progress import Budget
@@ -67,18 +66,6 @@ def in_process(make_client: MakeClient, sim: Simulator) -> tuple[testing.TestCli
     dataset_id, ids = dataset_of(client, markdown(), datasets_per_chunk=PER_CHUNK)
     sim.reset_stats()
     return client, dataset_id, ids
-
-
-def wait_status(client: testing.TestClient, job_id: str, ok: Callable[[dict[str, Any]], bool],
-                timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        status = client.simulate_get(f"{API}/datasets/generate/{job_id}/status").json
-        if ok(status):
-            return status
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id}: {status}")
 
 
 # --- a real server, killed -----------------------------------------------------------------------------------
@@ -225,12 +212,7 @@ def test_cancelling_a_batch_regenerate_job_cancels_its_batch(make_client: MakeCl
     job_id = regenerate(client, dataset_id, ids, **FAST)
     wait_status(client, job_id, lambda s: any(b["status"] == "in_progress" and b["completed"] > 0
                                               for b in s["batches"]))
-    resp = client.simulate_post(f"{API}/jobs/{job_id}/cancel", json={"reason": "enough"})
-    assert resp.status_code == 200 and resp.json["cancelled"], resp.json
-    status = wait_status(client, job_id, lambda s: all(b["ended"] for b in s["batches"]))
-    assert status["status"] == "failed" and status["error"] == "cancelled: enough"
-    [batch] = status["batches"]
-    assert batch["status"] == "cancelled" and status["estimated_completion"] is None
+    [batch] = cancel_batch_job(client, job_id)["batches"]
     assert sim.stats()["batch_cancels"] == 1 and sim.stats()["batch_creates"] == 1  # nothing submitted again
     [cancelled] = events(data, BatchCancelled)
     per_entry = revisions(data, job_id)
