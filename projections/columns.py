@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
@@ -309,8 +310,8 @@ _encoder = msgspec.msgpack.Encoder()
 class Rows:
     """A dataset's work items and entries: the columns, their tables, and the views made from them."""
 
-    __slots__ = ("dataset_id", "items", "_entries", "_pending", "strings", "qualities", "metadata", "times",
-                 "in_item_order", "_order")
+    __slots__ = ("dataset_id", "items", "_entries", "_pending", "_pending_lock", "strings", "qualities", "metadata",
+                 "times", "in_item_order", "_order")
 
     def __init__(self, dataset_id: str, *, bulk: bool = False) -> None:
         """``bulk``: made by a bulk fold (Projection.bulk), which keeps every id by its string until it settles."""
@@ -320,6 +321,8 @@ class Rows:
         # new entries' values of NEW_ENTRY_COLUMNS, not yet in them: a replay adds millions, and one tuple each,
         # moved into the columns by C loops when they are next read, costs a fraction of 22 appends each
         self._pending: list[tuple[int | float, ...]] = []
+        # a reader may flush them without the model's lock (an export of rows taken under it, while folds go on)
+        self._pending_lock = threading.Lock()
         self.strings = Strings()
         self.qualities = Shared()
         self.metadata = Shared()
@@ -334,10 +337,12 @@ class Rows:
         return self._entries
 
     def _flush(self) -> None:
-        e, pending = self._entries, self._pending
-        for name, values in zip(NEW_ENTRY_COLUMNS, zip(*pending, strict=True), strict=True):
-            getattr(e, name).extend(values)
-        pending.clear()
+        with self._pending_lock:
+            e, pending = self._entries, self._pending
+            if pending:
+                for name, values in zip(NEW_ENTRY_COLUMNS, zip(*pending, strict=True), strict=True):
+                    getattr(e, name).extend(values)
+                pending.clear()
 
     # -- ids -------------------------------------------------------------------
     # (these read only the columns an entry's row has at once: items, and the entries' item and ids)
@@ -374,9 +379,10 @@ class Rows:
             ent.odd_rows[entry_id] = r
         if r and self.in_item_order and ent.item[r - 1] > item:
             self.in_item_order = False
-        ent.item.append(item)
+        with self._pending_lock:
+            self._pending.append(values)  # before its row is known: a reader that sees the row finds its values
+            ent.item.append(item)
         self.items.entry[item] = r
-        self._pending.append(values)
         self._order = None
         return True
 

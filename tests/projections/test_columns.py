@@ -188,3 +188,32 @@ def test_a_bulk_fold_finds_ids_by_their_strings_then_settles(tmp_path: Path, mon
     assert not bulk.datasets.bulk and bulk.datasets.rows(DS).items.ids._known == {}  # settled
     assert bulk.datasets.entries(DS) == live.datasets.entries(DS)
     assert bulk.datasets.items(DS) == live.datasets.items(DS)
+
+
+def test_a_reader_without_the_lock_never_loses_a_new_entrys_values() -> None:
+    """An export reads views of rows it took under the model's lock while folds add entries (api/download.py):
+    its reads flush the new entries' pending values, and none may be lost or doubled."""
+    import threading
+
+    from projections.columns import NEW_ENTRY_COLUMNS
+
+    rows, n = Rows(DS), 20_000
+    for i in range(n):
+        rows.items.add(f"q_{i:016x}", 0, 0, 0, True)
+    rows.add_entry(0, f"q_{0:016x}", entry_id_for(f"q_{0:016x}"), _VALUES)
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            assert rows.entry_views([0])[0].prompt_tokens == 3
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for i in range(1, n):
+            rows.add_entry(i, f"q_{i:016x}", entry_id_for(f"q_{i:016x}"), _VALUES)
+    finally:
+        done.set()
+        reader.join()
+    e = rows.entries
+    assert {len(getattr(e, name)) for name in NEW_ENTRY_COLUMNS} == {len(e.item)} == {n}
