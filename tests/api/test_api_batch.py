@@ -16,7 +16,14 @@ from falcon import testing
 from helpers import cancel_batch_job, dataset_of, regenerate, wait_job, wait_status
 
 from dsetlog.simulator.server import Simulator
-from dsetlog.store.events import BatchCancelled, BatchSubmitted, EntryGenerated, EntryRegenerated, EntryScored
+from dsetlog.store.events import (
+    BatchCancelled,
+    BatchProgress,
+    BatchSubmitted,
+    EntryGenerated,
+    EntryRegenerated,
+    EntryScored,
+)
 from dsetlog.store.log import EventLog
 
 API = "/api/v1"
@@ -148,6 +155,10 @@ def test_a_batch_regenerate_job_sends_the_online_requests_as_a_batch(make_client
     assert stats.get("requests", 0) == 0  # not one online call (the dataset has no judge)
     [submitted] = events(data, BatchSubmitted)
     assert submitted.run_id == job_id and len(submitted.item_ids) == len(ids)
+    # batch_poll 0.05 s: the 0.3 s batch was seen moving several times (the default first poll is at 5 s, by when
+    # it would have been seen once, ended)
+    progress = [e for e in events(data, BatchProgress) if e.batch_id == submitted.batch_id]
+    assert len(progress) >= 3, progress
     [batch] = status["batches"]
     assert (batch["batch_id"], batch["status"], batch["ended"], batch["completed"]) == (
         submitted.batch_id, "completed", True, len(ids))
