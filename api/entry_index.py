@@ -96,14 +96,13 @@ class EntryIndex:
         self.rows = rm.datasets.rows(dataset_id) or Rows(dataset_id)  # the model's own: ids and views from it
         self._order = array("i", self.rows.order())  # position -> entry row
         n = len(self._order)
-        self._position = array("i", [-1]) * len(self.rows.entries)  # entry row -> position
-        for i, r in enumerate(self._order):
-            self._position[r] = i
+        # entry row -> position: the order is a permutation of the entry rows (one entry an item), so its inverse
+        self._position = _positions(pc.sort_indices(_arrow(self._order)))
         self.splits: dict[str, str] = dict(rm.evaluations.splits(dataset_id))
         self.split_seq = _split_seq(rm, dataset_id)
         self._split_names: list[str | None] = [None, *SPLITS]
         self._split_of = self._split_codes()
-        self._keys = _Keys(self.rows, self._order)  # what each order was sorted by, to see it move
+        self._keys = _Keys(self.rows, self._order, self._position)  # what each order was sorted by, to see it move
         self.summary = self._summary()
         self.flagged = sum(self._keys.flagged)
         self._encoded: list[msgspec.Raw | None] = [None] * n
@@ -360,12 +359,13 @@ class _Keys:
 
     __slots__ = ("quality", "category", "difficulty", "updated", "flagged", "question_at", "answer_at")
 
-    def __init__(self, rows: Rows, order: array[int]) -> None:
+    def __init__(self, rows: Rows, order: array[int], position: array[int]) -> None:
         e = rows.entries
-        in_order = len(order) == len(e) and rows.in_item_order
+        in_order = rows.in_item_order
+        arrow_order = _arrow(order)
 
         def take(column: array[Any]) -> array[Any]:
-            return column[: len(order)] if in_order else array(column.typecode, map(column.__getitem__, order))
+            return column[:] if in_order else _to_array(pc.take(_arrow(column), arrow_order), column.typecode)
 
         self.quality = take(e.quality_score)
         self.category = take(e.category)
@@ -375,12 +375,8 @@ class _Keys:
         self.answer_at = take(e.answer_at)
         flags = e.flags
         self.flagged = bytearray(1 if flags[r] & FLAGGED else 0 for r in order)
-        if e.updated_at:
-            position = {r: i for i, r in enumerate(order)} if not in_order else None
-            for r, ts in e.updated_at.items():
-                i = r if position is None else position.get(r)
-                if i is not None and i < len(order):
-                    self.updated[i] = ts
+        for r, ts in e.updated_at.items():
+            self.updated[position[r]] = ts
 
     def update(self, i: int, rows: Rows, r: int) -> set[str]:
         """Take the values of entry row ``r`` (at position ``i``) now; the names of those that moved."""
@@ -414,11 +410,16 @@ def _arrow(column: array[Any]) -> pa.Array:
     return pa.Array.from_buffers(_ARROW_TYPES[column.typecode], len(column), [None, pa.py_buffer(column)])
 
 
+def _to_array(values: pa.Array, typecode: str) -> array[Any]:
+    """An Arrow array without nulls as an array.array of this typecode (its values copied once)."""
+    out = array(typecode)
+    out.frombytes(values.buffers()[1])
+    return out[values.offset : values.offset + len(values)]
+
+
 def _positions(indices: pa.Array) -> array[int]:
     """Arrow's sort indices as an array of positions."""
-    out = array("i")
-    out.frombytes(pc.cast(indices, pa.int32()).buffers()[1])
-    return out[: len(indices)]
+    return _to_array(pc.cast(indices, pa.int32()), "i")
 
 
 def _code_ranks(sort_by: str, strings: Sequence[str | None]) -> list[int | None]:

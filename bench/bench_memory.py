@@ -19,6 +19,7 @@ regenerations and judge scores), written once into --cache and reused. For each 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'code':40} {'bytes/entry':>12} {'fold':>8} {'snapshot':>10} {'first use':>10} {'+RSS':>9} "
           f"{'entries()':>10}")
     for code in args.code or [ROOT]:
-        data = cache / f"data-{abs(hash(str(code.resolve()))):x}"
+        data = cache / f"data-{hashlib.sha256(str(code.resolve()).encode()).hexdigest()[:12]}"  # stable: reused
         if data.exists():
             for p in data.rglob("*"):
                 if p.is_file() or p.is_symlink():

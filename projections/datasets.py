@@ -576,9 +576,7 @@ class Datasets(Projection):
         (high >= 0.8 > medium >= 0.5 > low); categories count every entry, an
         empty category as "Other". An empty dataset averages 0.0.
         """
-        rows = self.rows(dataset_id)
-        if rows is None:
-            return quality_summary_of(())
+        rows = self.rows(dataset_id) or Rows(dataset_id)
         e = rows.entries
         return summary_of_columns(e.quality_score, e.category, rows.strings.values, rows.order())
 
@@ -627,8 +625,8 @@ def _bin_header(n: int) -> bytes:
 
 def summary_of_columns(scores: Sequence[float], categories: Sequence[int], strings: Sequence[str | None],
                        rows: Iterable[int]) -> dict[str, Any]:
-    """quality_summary_of the entries at these rows of a dataset's columns (scores NaN where there is none,
-    categories as codes into ``strings``)."""
+    """Datasets.quality_summary of the entries at these rows of a dataset's columns (scores NaN where there is
+    none, categories as codes into ``strings``)."""
     total, scored = 0.0, 0
     high = medium = low = 0
     counts: dict[int, int] = {}
@@ -646,24 +644,8 @@ def summary_of_columns(scores: Sequence[float], categories: Sequence[int], strin
         c = categories[r]
         counts[c] = counts.get(c, 0) + 1
     cats: dict[str, int] = {}
-    for c, n in counts.items():  # first seen first, as quality_summary_of counts them
+    for c, n in counts.items():  # each name where it was first seen
         name = strings[c] or "Other"
         cats[name] = cats.get(name, 0) + n
     return {"average_score": total / scored if scored else 0.0,
             "distribution": {"high": high, "medium": medium, "low": low}, "categories": cats}
-
-
-def quality_summary_of(entries: Iterable[EntryView]) -> dict[str, Any]:
-    """Datasets.quality_summary of these entries."""
-    total, scored = 0.0, 0
-    dist = {"high": 0, "medium": 0, "low": 0}
-    cats: dict[str, int] = {}
-    for e in entries:
-        score = e.quality_score
-        if score is not None:
-            total += score
-            scored += 1
-            dist["high" if score >= HIGH_QUALITY else "medium" if score >= MEDIUM_QUALITY else "low"] += 1
-        cat = e.category or "Other"
-        cats[cat] = cats.get(cat, 0) + 1
-    return {"average_score": total / scored if scored else 0.0, "distribution": dist, "categories": cats}
