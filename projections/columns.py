@@ -36,6 +36,10 @@ from projections.views import EntryView, FeedbackView, ItemView, SetAside
 PENDING, DONE, FAILED = "pending", "done", "failed"
 STATUS_NAMES = (PENDING, DONE, FAILED)  # ItemColumns.status holds the index
 SHARED_KEPT = 4096  # distinct dicts a Shared table recognises (past it, new ones are kept without sharing)
+# new entries' values wait in Rows._pending up to this many: moved into the columns a few thousand at a time, the
+# tuples are still in the CPU's cache (a million of them at once took twice as long)
+PENDING_KEPT = 2048
+COMBOS_KEPT = 4096  # combinations of an entry's strings Strings.codes remembers
 NO_ENTRY = -1
 # EntryColumns.flags
 SIMULATED, FLAGGED, BELOW_THRESHOLD, ANALYZED = 1, 2, 4, 8
@@ -46,11 +50,14 @@ _BIG_ENDIAN = sys.byteorder == "big"  # a snapshot's columns are little-endian
 class Strings:
     """The distinct strings (and None) of a dataset's string columns, each once, by code."""
 
-    __slots__ = ("values", "_codes")
+    __slots__ = ("values", "_codes", "_combos")
 
     def __init__(self, values: list[str | None] | None = None) -> None:
         self.values: list[str | None] = values if values is not None else [None, ""]
         self._codes = {v: i for i, v in enumerate(self.values)}
+        # the codes of the strings of recent entries, by those strings: most entries of a dataset repeat one of a
+        # few (category, model, provider, ...), and one look-up of them is a quarter of a look-up each
+        self._combos: dict[tuple[str | None, ...], tuple[int, ...]] = {}
 
     def code(self, value: str | None) -> int:
         found = self._codes.get(value)
@@ -59,12 +66,17 @@ class Strings:
             self.values.append(value)
         return found
 
-    def codes(self, *values: str | None) -> list[int]:
-        """:meth:`code` of each (one call for the strings of a new entry)."""
-        get = self._codes.get
-        found = [get(v) for v in values]
-        if None in found:  # a string not seen before
-            return [self.code(v) for v in values]
+    def codes(self, *values: str | None) -> tuple[int, ...]:
+        """:meth:`code` of each, in order (one call for the strings of a new entry)."""
+        found = self._combos.get(values)
+        if found is None:
+            get = self._codes.get
+            found = tuple(get(v) for v in values)
+            if None in found:  # a string not seen before
+                found = tuple(self.code(v) for v in values)
+            if len(self._combos) >= COMBOS_KEPT:  # (codes never change: a combination is forgotten only for room)
+                self._combos.clear()
+            self._combos[values] = found  # type: ignore[assignment]
         return found  # type: ignore[return-value]
 
 
@@ -341,7 +353,11 @@ class Rows:
             e, pending = self._entries, self._pending
             if pending:
                 for name, values in zip(NEW_ENTRY_COLUMNS, zip(*pending, strict=True), strict=True):
-                    getattr(e, name).extend(values)
+                    column = getattr(e, name)
+                    if type(column) is array:
+                        column.fromlist(list(values))  # (which sizes the array once: extend does not)
+                    else:
+                        column.extend(values)
                 pending.clear()
 
     # -- ids -------------------------------------------------------------------
@@ -371,7 +387,7 @@ class Rows:
         # or one of the ids kept as strings can have it already
         usual = (ids.prefix[item] != ODD and entry_id.startswith("entry_")
                  and entry_id[6:] == item_id.partition("_")[2])
-        if entry_id in ent.odd_rows or ((ids.shared_digits or not usual) and self.entry_row(entry_id) is not None):
+        if entry_id in ent.odd_rows or ((ids.may_share_digits or not usual) and self.entry_row(entry_id) is not None):
             return False
         r = len(ent.item)
         if not usual:
@@ -382,6 +398,8 @@ class Rows:
         with self._pending_lock:
             self._pending.append(values)  # before its row is known: a reader that sees the row finds its values
             ent.item.append(item)
+        if len(self._pending) >= PENDING_KEPT:
+            self._flush()
         self.items.entry[item] = r
         self._order = None
         return True

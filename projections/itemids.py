@@ -45,7 +45,7 @@ class ItemIds:
     """Row ``r``'s id is ``prefixes[prefix[r]] + "_" + f"{digits[r]:016x}"``, or ``odd[digits[r]]``."""
 
     __slots__ = ("prefixes", "prefix", "digits", "odd", "odd_rows", "slots", "shared_digits", "_known",
-                 "_complete", "_by_value", "_missed")
+                 "_complete", "_missed")
 
     def __init__(self, prefixes: list[str] | None = None, prefix: bytearray | None = None,
                  digits: array[int] | None = None, odd: list[str] | None = None, slots: array[int] | None = None,
@@ -62,8 +62,6 @@ class ItemIds:
         # (a table made from empty by a bulk fold), so an id it lacks is not here at all
         self._known: dict[str, int] = {}
         self._complete = complete and not self.prefix
-        # while complete, the table is not kept up (settle() makes it in one pass): rows by their digits instead
-        self._by_value: dict[int, int | list[int]] = {}
         self._missed: tuple[str, str, int | None] = ("", "", None)  # the last id get() did not find, parsed
 
     def _odd_rows(self) -> Iterator[int]:
@@ -107,9 +105,9 @@ class ItemIds:
 
     def by_digits(self, value: int) -> list[int]:
         """The rows whose digits are ``value`` (ids of any prefix)."""
-        if self._complete:
-            found = self._by_value.get(value)
-            return [] if found is None else [found] if isinstance(found, int) else list(found)
+        if self._complete:  # the table is not kept up while complete (settle() makes it): every id is in _known
+            known, prefix, digits = self._known.get, self.prefix, f"{value:016x}"
+            return sorted(r for p in self.prefixes if (r := known(f"{p}_{digits}")) is not None and prefix[r] != ODD)
         slots, digits = self.slots, self.digits
         mask = len(slots) - 1  # of this table, even if another thread grows it meanwhile
         i = ((value * _MULTIPLIER) & _MASK64) >> (65 - len(slots).bit_length())  # the top bits: log2(len) of them
@@ -119,6 +117,12 @@ class ItemIds:
                 found.append(r)
             i = (i + 1) & mask
         return found
+
+    @property
+    def may_share_digits(self) -> bool:
+        """Whether two rows may have the same digits (ids of two prefixes): :attr:`shared_digits` says so once the
+        table is made, which a complete one is not until it settles."""
+        return self.shared_digits or (self._complete and len(self.prefixes) > 1)
 
     def closed(self, item_id: str) -> None:
         """The item will seldom be asked for by its id again (it was answered): leave it to the table."""
@@ -130,7 +134,7 @@ class ItemIds:
         found by the table from now on)."""
         if self._complete:
             self._grow()
-        self._known, self._by_value, self._complete = {}, {}, False
+        self._known, self._complete = {}, False
 
     def add(self, item_id: str) -> int:
         """A new row for this id (not already here: :meth:`get` first)."""
@@ -150,12 +154,8 @@ class ItemIds:
             return r
         self.prefix.append(p)
         self.digits.append(value)  # type: ignore[arg-type]
-        if self._complete:
+        if self._complete:  # (two prefixes with the same digits are found when the table is made: settle())
             self._known[item_id] = r
-            found = self._by_value.setdefault(value, r)  # type: ignore[arg-type]
-            if found != r:  # another prefix, the same digits
-                self.shared_digits = True
-                self._by_value[value] = [found, r] if isinstance(found, int) else [*found, r]  # type: ignore[index]
             return r
         if 2 * (r + 1) > len(self.slots):
             self._grow()
@@ -209,7 +209,7 @@ class ItemIds:
         """prefix, digits and slots as little-endian bytes (:meth:`from_arrays`)."""
         if self._complete:
             self._grow()  # the table a snapshot keeps (kept up from here on: no longer complete)
-            self._known, self._by_value, self._complete = {}, {}, False
+            self._known, self._complete = {}, False
         out = [bytes(self.prefix)]
         for column in (self.digits, self.slots):
             if _BIG_ENDIAN:
