@@ -58,7 +58,8 @@ class _Frozen:
         self.datasets = SimpleNamespace(views=lambda _id: views, runs=lambda _id: runs, dataset=lambda _id: view)
         self.evaluations = SimpleNamespace(splits=lambda _id: splits)
         self.projects = SimpleNamespace(chunk=texts.get)
-        self.iter_full = rm.iter_full  # texts are read from the log, which only grows: no lock needed
+        # texts are read from the log, which only grows: no lock needed
+        self.iter_full, self.iter_columns = rm.iter_full, rm.iter_columns
 
 
 class _Sink:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from msgspec.structs import astuple
@@ -23,9 +24,11 @@ from dsetlog.store.errors import LogError
 from dsetlog.store.layout import checked_events, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
 from projections.columns import Views
+from projections.fields import field_values
 from projections.search import Hits, SearchIndex
 from projections.views import EntryView, FullEntry, ItemView
 
+_TEXT_FIELDS = ("question", "answer", "reasoning")  # a FullEntry's fields that are read from the log
 TEXTS_CHUNK = 2048  # entries whose texts iter_full reads at a time
 SEARCH_INLINE_BYTES = 32 << 20  # of log a search indexes before it answers; more, and it reads the tail's texts
 
@@ -44,7 +47,21 @@ class _Texts(msgspec.Struct, gc=False):
     reasoning: str | None = None
 
 
-_line_decoder = event_decoder(_Texts)
+_EMPTY_JSON, _NULL_JSON = msgspec.Raw(b'""'), msgspec.Raw(b"null")
+
+
+class _JsonTexts(msgspec.Struct, gc=False):
+    """:class:`_Texts` with the texts as the JSON the log holds them in (not decoded: a jsonl export writes them
+    as they are)."""
+
+    entry_id: str = ""
+    item_id: str = ""
+    question: msgspec.Raw = _EMPTY_JSON
+    answer: msgspec.Raw = _EMPTY_JSON
+    reasoning: msgspec.Raw = _EMPTY_JSON
+
+
+_line_decoder, _json_decoder = event_decoder(_Texts), event_decoder(_JsonTexts)
 
 
 class TextReads:
@@ -79,20 +96,51 @@ class TextReads:
             for v, texts in zip(views, self._texts_of(refs), strict=True):
                 yield FullEntry(*astuple(v), *texts[1:])
 
+    def iter_columns(self, entries: Views, names: Sequence[str], *, chunk: int = TEXTS_CHUNK,
+                     json_texts: bool = False) -> Iterator[dict[str, list[Any]]]:
+        """The ``names`` fields (a FullEntry's: texts included) of these entries, ``chunk`` entries at a time, each
+        chunk a list of values by name (:func:`projections.fields.field_values`): what an export of millions
+        writes, without a view made for each. Texts are read as :meth:`iter_full` reads them; ``json_texts``: as
+        the JSON strings the log holds (msgspec.Raw, which msgspec encodes as it is), not decoded."""
+        rows, order = entries.rows, entries.order
+        texts = any(name in _TEXT_FIELDS for name in names)
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            out = {name: field_values(rows, name, part) for name in names if name not in _TEXT_FIELDS}
+            if texts:
+                e = rows.entries
+                q_at, a_at, r_at = e.question_at, e.answer_at, e.reasoning_at
+                refs = zip(map(q_at.__getitem__, part), map(a_at.__getitem__, part), map(r_at.__getitem__, part),
+                           out["id"] if "id" in out else field_values(rows, "id", part), strict=True)
+                out.update(zip(_TEXT_FIELDS, self._text_lists(list(refs), json=json_texts), strict=True))
+            yield {name: out[name] for name in names}
+
     def _texts_of(self, refs: list[tuple[int, int, int, str]]) -> Iterator[tuple[str, str, str, str]]:
         """The (entry id, question, answer, reasoning) at these (question_at, answer_at, reasoning_at, entry id)."""
+        return zip((ref[3] for ref in refs), *self._text_lists(refs), strict=True)
+
+    def _text_lists(self, refs: list[tuple[int, int, int, str]], *, json: bool = False
+                    ) -> tuple[list[Any], list[Any], list[Any]]:
+        """The questions, answers and reasonings at these (question_at, answer_at, reasoning_at, entry id), in
+        their order; ``json``: as JSON strings (msgspec.Raw)."""
         owners: dict[int, str] = {}
         for q, a, r, entry_id in refs:
             if not (q and a and r):
                 raise StaleTextError(f"entry {entry_id} was folded without its place in the log (records fed "
                                      "to a projection by hand?): open it with ReadModel.open to read its texts")
             owners[q] = owners[a] = owners[r] = entry_id  # most often one line: the EntryGenerated
-        found = _texts_at(self.path, owners, items=False)
-        for q_at, a_at, r_at, entry_id in refs:
+        found = _texts_at(self.path, owners, items=False, decoder=_json_decoder if json else _line_decoder)
+        empty, none = (_EMPTY_JSON, _NULL_JSON) if json else ("", None)
+        questions, answers, reasonings = [], [], []
+        for q_at, a_at, r_at, _ in refs:
             q = found[q_at]
             a = q if a_at == q_at else found[a_at]
             r = a if r_at == a_at else found[r_at]
-            yield entry_id, q.question or "", a.answer or "", r.reasoning or ""
+            question, answer, reasoning = q.question, a.answer, r.reasoning
+            questions.append(empty if question == none else question)
+            answers.append(empty if answer == none else answer)
+            reasonings.append(empty if reasoning == none else reasoning)
+        return questions, answers, reasonings
 
     def text_of(self, entry: EntryView) -> FullEntry:
         """One entry with its texts."""
@@ -120,7 +168,25 @@ class TextReads:
         return index.hits(dataset_id, needle)
 
 
-def _texts_at(path: Path, owners: dict[int, str], *, items: bool) -> dict[int, _Texts]:
+class FullEntries:
+    """These entries with their texts, read from the log as they are read: one :class:`FullEntry` at a time
+    (iterated), or a chunk of fields at a time (:meth:`columns`, what the full export formats read)."""
+
+    def __init__(self, reads: TextReads, entries: Views) -> None:
+        self.reads, self.entries = reads, entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[FullEntry]:
+        return self.reads.iter_full(self.entries)
+
+    def columns(self, names: Sequence[str], size: int, *, json_texts: bool = False) -> Iterator[dict[str, list[Any]]]:
+        return self.reads.iter_columns(self.entries, names, chunk=size, json_texts=json_texts)
+
+
+def _texts_at(path: Path, owners: dict[int, str], *, items: bool,
+              decoder: msgspec.json.Decoder[Any] = _line_decoder) -> dict[int, Any]:
     """The texts of the records at these refs, each checked (its checksum) to be the record of its owner: the
     entry (or, with ``items``, the work item) the ref was taken for."""
     try:
@@ -128,7 +194,7 @@ def _texts_at(path: Path, owners: dict[int, str], *, items: bool) -> dict[int, _
     except FileNotFoundError:
         raise StaleTextError(f"the log {path} is gone: texts cannot be read") from None
     found = {}
-    for at, texts in zip(lines, checked_events(list(lines.values()), _line_decoder), strict=True):
+    for at, texts in zip(lines, checked_events(list(lines.values()), decoder), strict=True):
         owner = owners[at]
         # a work item's question is on a record naming it and no entry (QuestionQueued, SlotQueued)
         mine = texts is not None and (texts.item_id == owner and not texts.entry_id if items else texts.entry_id == owner)

@@ -19,6 +19,7 @@ from dsetlog.fsutil import atomic_writer
 from dsetlog.paths import export_dir
 from projections.columns import BELOW_THRESHOLD, Views
 from projections.readmodel import ReadModel
+from projections.texts import FullEntries
 
 EXPORT_BATCH = 100_000  # entries per file: bigger datasets are split into numbered batch files
 
@@ -109,7 +110,7 @@ def _write_batches(rm: ReadModel, base: Path, name: str, suffix: str, format_typ
         stem = name if parts == 1 else f"{name}_part{part + 1:04d}"
         target = base / f"{stem}{suffix}"
         with atomic_writer(target) as fh:
-            total += write(fh, rm.iter_full(entries[part * batch_size : (part + 1) * batch_size]), opts)
+            total += write(fh, FullEntries(rm, entries[part * batch_size : (part + 1) * batch_size]), opts)
         files.append(target)
     return files, total
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import islice
 from operator import attrgetter
 from pathlib import Path
@@ -41,7 +43,8 @@ class Entry(Protocol):
 
 
 _json = msgspec.json.Encoder()
-_BATCH = 10_000
+_BATCH = 10_000  # entries in a parquet row group
+_JSONL_BATCH = 2048  # entries a jsonl export encodes at a time
 _DEFAULTS = ExportOptions()
 
 
@@ -134,23 +137,82 @@ ENTRY_COLUMNS = ("id", "question", "answer", "reasoning", "category", "quality_s
 # A row of the jsonl and parquet formats. The log's entries give every field but the last two, as they are;
 # metadata becomes its JSON text and system comes from the entry's run.
 EntryRow = msgspec.defstruct("EntryRow", [(name, Any) for name in ENTRY_COLUMNS], gc=False)
-_FROM_ENTRY = ENTRY_COLUMNS[:-1]  # ..., "metadata" (then "system")
-_entry_values = attrgetter(*_FROM_ENTRY)
+_ROW_FIELDS = (*ENTRY_COLUMNS[:-1], "run_id")  # what a row reads of an entry: ..., "metadata", then its run
+_row_values = attrgetter(*_ROW_FIELDS)
 
 
-def _entry_row(e: Entry, opts: ExportOptions) -> tuple[Any, ...]:
-    """An entry's values in ENTRY_COLUMNS' order (one C call for what an entry has: an export does millions)."""
-    try:
-        values = _entry_values(e)
-    except AttributeError:  # an Entry that has not every field: the ones it lacks are None
-        values = tuple(getattr(e, f, None) for f in _FROM_ENTRY)
-    metadata = values[-1]
-    return (*values[:-1], _json.encode(metadata).decode() if metadata else "{}", opts.system_of(e))
+class EntryColumns(Protocol):
+    """Entries that can also be read a batch of fields at a time (projections.texts.FullEntries): an export of
+    millions then makes no object per entry."""
+
+    def __iter__(self) -> Iterator[Entry]: ...
+
+    def columns(self, names: Sequence[str], size: int, *, json_texts: bool = False
+                ) -> Iterator[dict[str, list[Any]]]: ...
 
 
-def write_jsonl(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+def _row_columns(entries: Iterable[Entry] | EntryColumns, opts: ExportOptions, size: int, *,
+                 json_texts: bool = False) -> Iterator[list[list[Any]]]:
+    """ENTRY_COLUMNS' values of the entries, ``size`` entries at a time: one list per column. ``json_texts``: the
+    texts may come as msgspec.Raw JSON strings (what msgspec writes as they are; a str where there are no columns)."""
+    columns = getattr(entries, "columns", None)
+    batches = (columns(_ROW_FIELDS, size, json_texts=json_texts) if columns is not None
+               else _transposed(entries, size))
+    for batch in batches:
+        runs = batch["run_id"]
+        systems = [opts.systems.get(run, "") for run in runs] if opts.systems else [""] * len(runs)
+        yield [*(batch[name] for name in ENTRY_COLUMNS[:-2]), _metadata_texts(batch["metadata"]), systems]
+
+
+def _transposed(entries: Iterable[Entry], size: int) -> Iterator[dict[str, list[Any]]]:
+    for batch in _batches(entries, size):
+        try:
+            values = list(map(_row_values, batch))
+        except AttributeError:  # an Entry that has not every field: the ones it lacks are None
+            values = [tuple(getattr(e, f, None) for f in _ROW_FIELDS) for e in batch]
+        yield dict(zip(_ROW_FIELDS, map(list, zip(*values, strict=True)), strict=True))
+
+
+def _metadata_texts(values: list[dict[str, Any]]) -> list[str]:
+    """Each metadata dict as its JSON text; one text for each dict object (entries read from columns share the
+    dicts of equal metadata: a dataset has a few)."""
+    memo: dict[int, str] = {}  # by id(): every dict is held by ``values`` while this runs
+    out = []
+    for m in values:
+        text = memo.get(id(m))
+        if text is None:
+            text = memo[id(m)] = _json.encode(m).decode() if m else "{}"
+        out.append(text)
+    return out
+
+
+def write_jsonl(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
     """Every field of every entry, one JSON object per line."""
-    return _jsonl(fh, (EntryRow(*_entry_row(e, opts)) for e in entries))
+    n = 0
+    with _behind(fh.write) as write:
+        for columns in _row_columns(entries, opts, _JSONL_BATCH, json_texts=True):
+            rows = list(map(EntryRow, *columns))
+            write(_json.encode_lines(rows))
+            n += len(rows)
+    return n
+
+
+@contextmanager
+def _behind(write: Callable[[Any], Any]) -> Iterator[Callable[[Any], None]]:
+    """``write`` called on a second thread, one call behind the caller: what it does without the GIL (the file's
+    write, Arrow's encoding and compression) overlaps the reading of the next batch. At most one call is in
+    flight; its error is raised by the next call or on leaving, and leaving waits for it."""
+    pending: list[Future[Any]] = []
+    with ThreadPoolExecutor(1, thread_name_prefix="dsetlog-export") as pool:
+
+        def call(value: Any) -> None:
+            if pending:
+                pending.pop().result()
+            pending.append(pool.submit(write, value))
+
+        yield call
+        if pending:
+            pending.pop().result()
 
 
 def write_alpaca(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
@@ -181,24 +243,44 @@ def parquet_schema() -> Any:
     return pa.schema([(name, types.get(name, pa.string())) for name in ENTRY_COLUMNS])
 
 
-def write_parquet(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+_TEXT_COLUMNS = ("question", "answer", "reasoning")
+_UNIQUE_COLUMNS = ("id", *_TEXT_COLUMNS)
+
+
+def write_parquet(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
     """The columns of the jsonl format, typed (timestamps as timestamps). Written in row groups of 10,000."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = parquet_schema()
+    # the texts and ids are unique: a dictionary of them is built to be dropped, and min/max statistics of texts
+    # tell a reader nothing (a third of the writer's time, for the same file to read)
+    repeated = [name for name in ENTRY_COLUMNS if name not in _UNIQUE_COLUMNS]
     n = 0
-    with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
-        for batch in _batches(entries, _BATCH):
-            cols = []
-            for field, values in zip(schema, zip(*(_entry_row(e, opts) for e in batch), strict=True), strict=True):
-                if pa.types.is_timestamp(field.type):  # the log's ISO-8601 text, parsed by arrow in C
-                    cols.append(pa.array(values, type=pa.string()).cast(field.type))
-                else:
-                    cols.append(pa.array(values, type=field.type))
-            writer.write_table(pa.Table.from_arrays(cols, schema=schema))
-            n += len(batch)
+    with pq.ParquetWriter(fh, schema, compression="zstd", use_dictionary=repeated,
+                          write_statistics=[name for name in ENTRY_COLUMNS if name not in _TEXT_COLUMNS]) as writer:
+        group: list[Any] = []
+        with _behind(writer.write_table) as write:
+            # a fifth of a row group read at a time, each part made into Arrow arrays at once: Python holds one
+            # part's texts, Arrow the row group's
+            for columns in _row_columns(entries, opts, _BATCH // 5):
+                group.append(pa.record_batch([_arrow(values, field.type)
+                                              for field, values in zip(schema, columns, strict=True)], schema=schema))
+                n += len(columns[0])
+                if len(group) == 5:
+                    write(pa.Table.from_batches(group, schema=schema))
+                    group = []
+            if group:
+                write(pa.Table.from_batches(group, schema=schema))
     return n
+
+
+def _arrow(values: list[Any], type_: Any) -> Any:
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(type_):  # the log's ISO-8601 text, parsed by arrow in C
+        return pa.array(values, type=pa.string()).cast(type_)
+    return pa.array(values, type=type_)
 
 
 class Format(msgspec.Struct, frozen=True):

@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,28 +25,6 @@ from dsetlog.store.events import EntryGenerated, QuestionQueued
 from dsetlog.store.log import LOG_NAME, EventLog
 from dsetlog.store.scan import read_records
 from dsetlog.store.verify import verify
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
-    """``make(size)``: a real tmpfs of that size (``1m``) mounted in tmp_path; skips where we cannot mount."""
-    mounted: list[Path] = []
-
-    def make(size: str) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("a real tmpfs needs root (CI runs as root); the injected-error tests cover the rest")
-        where = tmp_path / f"tmpfs{len(mounted)}"
-        where.mkdir()
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
-        mounted.append(where)
-        return where
-
-    yield make
-    for where in mounted:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def entries(data: Path) -> Counter[str]:
