@@ -256,15 +256,18 @@ def write_parquet(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: E
     # the texts and ids are unique: a dictionary of them is built to be dropped, and min/max statistics of texts
     # tell a reader nothing (a third of the writer's time, for the same file to read)
     repeated = [name for name in ENTRY_COLUMNS if name not in _UNIQUE_COLUMNS]
+    # the C library's malloc, not Arrow's default pool (mimalloc, in the wheels), which kept ~60 MB more of what
+    # the row groups' arrays took, made and freed on two threads, and never gave it back (bench_scale's export)
+    pool = pa.system_memory_pool()
     n = 0
-    with pq.ParquetWriter(fh, schema, compression="zstd", use_dictionary=repeated,
+    with pq.ParquetWriter(fh, schema, compression="zstd", use_dictionary=repeated, memory_pool=pool,
                           write_statistics=[name for name in ENTRY_COLUMNS if name not in _TEXT_COLUMNS]) as writer:
         group: list[Any] = []
         with _behind(writer.write_table) as write:
             # a fifth of a row group read at a time, each part made into Arrow arrays at once: Python holds one
             # part's texts, Arrow the row group's
             for columns in _row_columns(entries, opts, _BATCH // 5):
-                group.append(pa.record_batch([_arrow(values, field.type)
+                group.append(pa.record_batch([_arrow(values, field.type, pool)
                                               for field, values in zip(schema, columns, strict=True)], schema=schema))
                 n += len(columns[0])
                 if len(group) == 5:
@@ -275,12 +278,13 @@ def write_parquet(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: E
     return n
 
 
-def _arrow(values: list[Any], type_: Any) -> Any:
+def _arrow(values: list[Any], type_: Any, pool: Any) -> Any:
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     if pa.types.is_timestamp(type_):  # the log's ISO-8601 text, parsed by arrow in C
-        return pa.array(values, type=pa.string()).cast(type_)
-    return pa.array(values, type=type_)
+        return pc.cast(pa.array(values, type=pa.string(), memory_pool=pool), type_, memory_pool=pool)
+    return pa.array(values, type=type_, memory_pool=pool)
 
 
 class Format(msgspec.Struct, frozen=True):
