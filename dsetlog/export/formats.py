@@ -44,7 +44,7 @@ class Entry(Protocol):
 
 _json = msgspec.json.Encoder()
 _BATCH = 10_000  # entries in a parquet row group
-_JSONL_BATCH = 2048  # entries a jsonl export encodes at a time
+_READ_BATCH = 2048  # entries read from columns (and a jsonl export encodes) at a time
 _DEFAULTS = ExportOptions()
 
 
@@ -92,12 +92,40 @@ def write_csv(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEF
                 opts.csv_bom)
 
 
-def write_dataset_csv(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
+def write_dataset_csv(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
     """A dataset's CSV: the seed's columns, then id, category, difficulty, quality_score, source_chunk."""
     return _csv(fh, list(DATASET_CSV_COLUMNS),
                 ([e.created_at, e.question, e.reasoning, e.answer, e.id, e.category, e.difficulty,
-                  "" if e.quality_score is None else e.quality_score, e.source_chunk] for e in entries),
+                  "" if e.quality_score is None else e.quality_score, e.source_chunk]
+                 for e in _reading(entries, _CSV_FIELDS)),
                 opts.csv_bom)
+
+
+_CSV_FIELDS = ("created_at", "question", "reasoning", "answer", "id", "category", "difficulty", "quality_score",
+               "source_chunk")
+_INSTRUCT_FIELDS = ("question", "answer", "reasoning", "metadata", "source_chunk", "run_id")  # what instruct reads
+
+
+def _reading(entries: Iterable[Entry] | EntryColumns, fields: tuple[str, ...]) -> Iterator[Any]:
+    """The entries, each with (at least) these fields: read from columns a batch at a time when they can be, each
+    then a small Struct of just those fields rather than a FullEntry of 36."""
+    columns = getattr(entries, "columns", None)
+    if columns is None:
+        yield from entries
+        return
+    struct = _light_struct(fields)
+    for batch in columns(fields, _READ_BATCH):
+        yield from map(struct, *(batch[name] for name in fields))
+
+
+_LIGHT: dict[tuple[str, ...], Any] = {}
+
+
+def _light_struct(fields: tuple[str, ...]) -> Any:
+    found = _LIGHT.get(fields)
+    if found is None:
+        found = _LIGHT[fields] = msgspec.defstruct("ExportedEntry", [(name, Any) for name in fields], gc=False)
+    return found
 
 
 def write_seed_json(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
@@ -190,7 +218,7 @@ def write_jsonl(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: Exp
     """Every field of every entry, one JSON object per line."""
     n = 0
     with _behind(fh.write) as write:
-        for columns in _row_columns(entries, opts, _JSONL_BATCH, json_texts=True):
+        for columns in _row_columns(entries, opts, _READ_BATCH, json_texts=True):
             rows = list(map(EntryRow, *columns))
             write(_json.encode_lines(rows))
             n += len(rows)
@@ -215,16 +243,16 @@ def _behind(write: Callable[[Any], Any]) -> Iterator[Callable[[Any], None]]:
             pending.pop().result()
 
 
-def write_alpaca(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
-    return _jsonl(fh, (instruct.alpaca_row(e, opts) for e in entries if instruct.kept(e, opts)))
+def write_alpaca(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
+    return _jsonl(fh, (instruct.alpaca_row(e, opts) for e in _reading(entries, _INSTRUCT_FIELDS) if instruct.kept(e, opts)))
 
 
-def write_sharegpt(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
-    return _jsonl(fh, (instruct.sharegpt_row(e, opts) for e in entries if instruct.kept(e, opts)))
+def write_sharegpt(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
+    return _jsonl(fh, (instruct.sharegpt_row(e, opts) for e in _reading(entries, _INSTRUCT_FIELDS) if instruct.kept(e, opts)))
 
 
-def write_openai_chat(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
-    return _jsonl(fh, (instruct.openai_chat_row(e, opts) for e in entries if instruct.kept(e, opts)))
+def write_openai_chat(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
+    return _jsonl(fh, (instruct.openai_chat_row(e, opts) for e in _reading(entries, _INSTRUCT_FIELDS) if instruct.kept(e, opts)))
 
 
 def _batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:

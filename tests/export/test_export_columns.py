@@ -14,7 +14,7 @@ import pytest
 from helpers import three_ways
 
 from dsetlog.export.datasets import export_dataset
-from dsetlog.export.formats import write_jsonl, write_parquet
+from dsetlog.export.formats import EXPORT_WRITERS, write_jsonl, write_parquet
 from dsetlog.export.options import ExportOptions
 from dsetlog.ids import entry_id_for
 from dsetlog.store.events import (
@@ -49,7 +49,7 @@ def _events(n: int = 40) -> list[Event]:
         dataset_id=DS, item_id=_item(i), entry_id=entry_id_for(_item(i)) if i % 9 else f"mine-{i}",
         question=TRICKY[i % len(TRICKY)] + f" {i}?", answer=TRICKY[(i + 1) % len(TRICKY)], reasoning=TRICKY[i % 3],
         category=("Science", "", "Math")[i % 3], quality_score=None if i % 4 == 0 else i / n, difficulty="hard",
-        metadata={"slot": i % 3, "text": TRICKY[i % 2]} if i % 2 else {}, usage=Usage(prompt_tokens=i, completion_tokens=i),
+        metadata={"negative": True} if i % 10 == 5 else {"slot": i % 3, "text": TRICKY[i % 2]} if i % 2 else {}, usage=Usage(prompt_tokens=i, completion_tokens=i),
         run_id="run-1" if i % 2 else "", simulated=bool(i % 3), source_chunk=f"chunk-{i % 4}") for i in range(n)]
     events += [EntryEdited(dataset_id=DS, entry_id=entry_id_for(_item(1)), question="edited \"q\"\n"),
                EntryEdited(dataset_id=DS, entry_id=entry_id_for(_item(2)), answer="edited a"),
@@ -57,13 +57,22 @@ def _events(n: int = 40) -> list[Event]:
     return events
 
 
-def _both(rm: ReadModel, write: Callable[..., int]) -> tuple[bytes, bytes]:
+def _both(rm: ReadModel, write: Callable[..., int], **options: object) -> tuple[bytes, bytes]:
     views = rm.datasets.views(DS)
-    opts = ExportOptions(systems={"run-1": "Be brief."})
+    opts = ExportOptions(systems={"run-1": "Be brief."}, **options)  # type: ignore[arg-type]
     from_columns, from_entries = io.BytesIO(), io.BytesIO()
-    assert write(from_columns, FullEntries(rm, views), opts) == len(views)
-    assert write(from_entries, list(rm.iter_full(views)), opts) == len(views)
+    assert write(from_columns, FullEntries(rm, views), opts) == write(from_entries, list(rm.iter_full(views)), opts)
     return from_columns.getvalue(), from_entries.getvalue()
+
+
+@pytest.mark.parametrize(("format_type", "options"), [
+    ("csv", {"csv_bom": True}), ("alpaca", {"reasoning": "think"}), ("sharegpt", {"reasoning": "field"}),
+    ("openai-chat", {"context": "chunk"}), ("openai-chat", {})])
+def test_the_other_formats_from_the_columns_are_those_of_the_entries(tmp_path: Path, format_type: str,
+                                                                    options: dict[str, str]) -> None:
+    rm = three_ways(tmp_path, _events(), cuts=[30], snap_at=50)[2]
+    columns, entries = _both(rm, EXPORT_WRITERS[format_type], **options)
+    assert columns == entries and len(columns) > 1000
 
 
 def test_jsonl_from_the_columns_is_the_jsonl_of_the_entries(tmp_path: Path) -> None:
