@@ -73,7 +73,7 @@ from projections.columns import (
     Rows,
     Views,
 )
-from projections.fields import field_values
+from projections.fields import fields_of
 from projections.snapshot import release_pages
 from projections.views import DatasetView, EntryView, FeedbackView, ItemView, RunView, SetAside
 
@@ -556,8 +556,7 @@ class Datasets(Projection):
     def fields(self, dataset_id: str, names: Sequence[str]) -> dict[str, list[Any]]:
         """These view fields of every entry, in :meth:`entries`' order, a list each (projections.fields): what a
         job reads of millions of entries, without a view made for each."""
-        views = self.views(dataset_id)
-        return {name: field_values(views.rows, name, views.order) for name in names}
+        return fields_of(self.views(dataset_id), names)
 
     def changes_since(self, dataset_id: str, seq: int) -> tuple[list[str], int] | None:
         """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from projections.columns import ANALYZED, BELOW_THRESHOLD, FLAGGED, SIMULATED, Rows
+from projections.columns import ANALYZED, BELOW_THRESHOLD, FLAGGED, SIMULATED, Rows, Views
 from projections.views import FeedbackView
 
 Part = Sequence[int]  # entry rows (an array slice of Views.order)
@@ -39,6 +39,11 @@ def field_values(rows: Rows, name: str, part: Part) -> list[Any]:
     if read is None:
         raise KeyError(f"{name!r} is not a field of an entry's view (projections.views.EntryView)")
     return read(rows, part)
+
+
+def fields_of(views: Views, names: Sequence[str]) -> dict[str, list[Any]]:
+    """These fields of the entries of ``views``, in their order: a list each by name."""
+    return {name: field_values(views.rows, name, views.order) for name in names}
 
 
 def _ids(rows: Rows, part: Part) -> list[str]:

@@ -3,11 +3,15 @@ the same answer, rule-based (no call), each variant a slot and an entry of its o
 
 from __future__ import annotations
 
+from array import array
+
 from dsetlog.engine.stages import Phase
 from dsetlog.generation.context import RunContext
 from dsetlog.ids import content_id, entry_id_for
 from dsetlog.prompts import parameters
 from dsetlog.store.events import EntryGenerated, Event, SlotQueued
+from projections.columns import Views
+from projections.fields import fields_of
 
 
 def augment(ctx: RunContext) -> None:
@@ -18,9 +22,12 @@ def augment(ctx: RunContext) -> None:
     ctx.rm.catch_up()
     datasets = ctx.rm.datasets
     new: list[Event] = []
-    sources = [e for e in datasets.entries(ctx.dataset_id) if not e.metadata.get("variant_of")
-               and datasets.item(ctx.dataset_id, content_id("slot", e.item_id, technique)) is None]
-    for entry in ctx.rm.iter_full(sources):
+    views = datasets.views(ctx.dataset_id)
+    fields = fields_of(views, ("item_id", "metadata"))  # (from the columns: no view of every entry)
+    sources = array("i", (r for r, item_id, metadata in zip(views.order, fields["item_id"], fields["metadata"], strict=True)
+                          if not metadata.get("variant_of")
+                          and datasets.item(ctx.dataset_id, content_id("slot", item_id, technique)) is None))
+    for entry in ctx.rm.iter_full(Views(views.rows, sources)):
         variant_item = content_id("slot", entry.item_id, technique)
         question = parameters.augment(entry.question, technique, seed=entry.id)
         if question is None:

@@ -5,6 +5,7 @@ reused, not asked for again; a job resumed after its benchmark keeps its result.
 
 from __future__ import annotations
 
+from array import array
 from typing import TYPE_CHECKING, Any
 
 from dsetlog.engine.stages import Phase
@@ -13,6 +14,8 @@ from dsetlog.generation.calls import Stop, stopped
 from dsetlog.generation.context import RunContext
 from dsetlog.generation.texts import BENCHMARK_SYSTEM
 from dsetlog.store.events import BenchmarkAnswered, BenchmarkCompleted, Event, Usage
+from projections.columns import Views
+from projections.fields import fields_of
 from projections.views import FullEntry
 
 if TYPE_CHECKING:
@@ -54,8 +57,13 @@ async def benchmark(ctx: RunContext) -> tuple[dict[str, Any], Stop | None]:
 def _questions(ctx: RunContext) -> list[FullEntry]:
     """The test split, with texts; a tiny dataset may leave it empty: then everything kept."""
     assignment = ctx.rm.evaluations.splits(ctx.dataset_id)
-    test = [e for e in ctx.rm.datasets.entries(ctx.dataset_id) if assignment.get(e.id) == "test"]
-    return ctx.rm.full(test or [e for e in ctx.rm.datasets.entries(ctx.dataset_id) if not e.below_threshold])
+    views = ctx.rm.datasets.views(ctx.dataset_id)
+    fields = fields_of(views, ("id", "below_threshold"))  # (from the columns: no view of every entry)
+    test = array("i", (r for r, entry_id in zip(views.order, fields["id"], strict=True)
+                       if assignment.get(entry_id) == "test"))
+    if not test:
+        test = array("i", (r for r, below in zip(views.order, fields["below_threshold"], strict=True) if not below))
+    return ctx.rm.full(Views(views.rows, test))
 
 
 def _units(ctx: RunContext, entries: list[FullEntry]) -> list[WorkItem]:
