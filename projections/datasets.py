@@ -73,7 +73,6 @@ from projections.columns import (
     Rows,
     Views,
 )
-from projections.fields import fields_of
 from projections.snapshot import release_pages
 from projections.views import DatasetView, EntryView, FeedbackView, ItemView, RunView, SetAside
 
@@ -552,11 +551,6 @@ class Datasets(Projection):
         shard = self._shard(dataset_id)
         rows = Rows(dataset_id) if shard is None else shard.rows
         return Views(rows, rows.order())
-
-    def fields(self, dataset_id: str, names: Sequence[str]) -> dict[str, list[Any]]:
-        """These view fields of every entry, in :meth:`entries`' order, a list each (projections.fields): what a
-        job reads of millions of entries, without a view made for each."""
-        return fields_of(self.views(dataset_id), names)
 
     def changes_since(self, dataset_id: str, seq: int) -> tuple[list[str], int] | None:
         """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when

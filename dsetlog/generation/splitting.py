@@ -10,6 +10,7 @@ from dsetlog.engine.stages import Phase
 from dsetlog.evaluation import splits
 from dsetlog.generation.context import RunContext
 from dsetlog.store.events import EvaluationSetsCreated
+from projections.fields import fields_of
 
 
 def split_entries(ctx: RunContext) -> None:
@@ -45,5 +46,5 @@ _FIELDS = ("id", "category", "duplicate_of", "metadata", "difficulty")  # what a
 def _kept(ctx: RunContext) -> list[tuple[Any, ...]]:
     """_FIELDS of the entries not under the quality threshold, in the dataset's order (read from the columns:
     a dataset of millions makes no view)."""
-    fields = ctx.rm.datasets.fields(ctx.dataset_id, ("below_threshold", *_FIELDS))
+    fields = fields_of(ctx.rm.datasets.views(ctx.dataset_id), ("below_threshold", *_FIELDS))
     return [row[1:] for row in zip(*fields.values(), strict=True) if not row[0]]
