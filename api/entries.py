@@ -67,9 +67,8 @@ class EntriesResource:
             index = self.ctx.entries.index(rm, dataset_id)
             positions, direction = index.query(rm, q)
             start = (q.page - 1) * q.per_page
-            taken = index.take(positions[start : start + q.per_page])
+            page = index.page(rm, positions[start : start + q.per_page])  # pre-encoded: msgspec.Raw
             seq = rm.seq
-        page = index.finish(rm, taken)  # pre-encoded: msgspec.Raw; texts read without the lock
         total = len(positions)
         envelope = EntriesPage(entries=[] if len(page) > STREAM_OVER else page, total=total, page=q.page,
                                per_page=q.per_page, quality_summary=index.summary, pages=-(-total // q.per_page),

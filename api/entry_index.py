@@ -22,7 +22,7 @@ import threading
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -85,17 +85,6 @@ def quality_summary(doc: dict[str, Any]) -> QualitySummary:
                           categories=dict(doc.get("categories", {})))
 
 
-class TakenPage(NamedTuple):
-    """What :meth:`EntryIndex.take` took of the model for a page, under its lock."""
-
-    positions: Sequence[int]
-    have: dict[int, msgspec.Raw]  # positions encoded already
-    missing: list[int]  # the others, once each
-    views: list[EntryView]  # theirs: copies
-    splits: list[str | None]
-    version: int  # the index's, when taken
-
-
 class EntryIndex:
     """One dataset's entries at one seq (see the module's description), over the read model's columns
     (:mod:`projections.columns`): a position is an entry's place in the dataset's order. Build and read it under
@@ -117,7 +106,6 @@ class EntryIndex:
         self.summary = self._summary()
         self.flagged = sum(self._keys.flagged)
         self._encoded: list[msgspec.Raw | None] = [None] * n
-        self._version = 0  # moved when entries' encodings are dropped (follow): a page taken before keeps none
         self._orders: dict[tuple[str, str], Sequence[int]] = {}
         self._ranks: dict[tuple[str, str], array[int]] = {}  # an order's inverse: position -> its place in it
         self._id_order: array[int] | None = None
@@ -165,11 +153,8 @@ class EntryIndex:
             r = self.rows.entry_row(entry_id)
             if r is not None and r < len(self._position) and (i := self._position[r]) >= 0:
                 positions.add(i)
-        with self._lock:  # a page finished without the model's lock keeps no entry encoded before this
-            for i in positions:
-                self._encoded[i] = None
-            self._version += 1
         for i in positions:
+            self._encoded[i] = None
             moved |= self._keys.update(i, self.rows, self._order[i])
         with self._lock:
             for key in [k for k in self._orders if k[0] in moved]:
@@ -207,32 +192,12 @@ class EntryIndex:
 
     def page(self, rm: ReadModel, positions: Sequence[int]) -> list[msgspec.Raw]:
         """The entries at these positions, JSON-encoded (each once per index: pages are slices of bytes); their
-        texts are read from the log, in one pass for the page. Under the read model's lock; :meth:`take` and
-        :meth:`finish` do it with the lock held only for the first."""
-        return self.finish(rm, self.take(positions))
-
-    def take(self, positions: Sequence[int]) -> TakenPage:
-        """Under the read model's lock: what a page needs of the model (the entries encoded already, copies of
-        the views of the others and their splits); :meth:`finish` makes the page from it without the lock."""
+        texts are read from the log, in one pass for the page."""
         encoded, split_of, names = self._encoded, self._split_of, self._split_names
-        have = {i: raw for i in positions if (raw := encoded[i]) is not None}
-        missing = [i for i in dict.fromkeys(positions) if i not in have]
-        return TakenPage(positions, have, missing, self.views(missing), [names[split_of[i]] for i in missing],
-                         self._version)
-
-    def finish(self, rm: ReadModel, taken: TakenPage) -> list[msgspec.Raw]:
-        """The page :meth:`take` took: the texts read from the log (which only grows: the views' refs stay
-        good without the lock, and a cold page cache's reads hold up no other request) and encoded; kept for
-        the next page unless the index changed those entries meanwhile."""
-        made = {i: msgspec.Raw(_encoder.encode(entry_out(e, split)))
-                for i, e, split in zip(taken.missing, rm.full(taken.views), taken.splits, strict=True)}
-        if made:
-            with self._lock:
-                if self._version == taken.version:
-                    for i, raw in made.items():
-                        self._encoded[i] = raw
-        have = taken.have
-        return [have[i] if i in have else made[i] for i in taken.positions]
+        missing = [i for i in dict.fromkeys(positions) if encoded[i] is None]
+        for i, e in zip(missing, rm.full(self.views(missing)), strict=True):
+            encoded[i] = msgspec.Raw(_encoder.encode(entry_out(e, names[split_of[i]])))
+        return [encoded[i] for i in positions]  # type: ignore[misc]
 
     def order(self, sort_by: str, direction: str) -> Sequence[int]:
         key = (sort_by, direction)

@@ -95,26 +95,3 @@ def test_filters_are_the_definition(tmp_path: Path) -> None:
                         and ("flagged" not in case or e.flagged == case["flagged"]))
 
             assert [index.entry_id(i) for i in positions] == [i for i, e in entries.items() if keep(e)], case
-
-
-def test_a_page_finished_after_an_edit_was_followed_keeps_no_stale_entry(tmp_path: Path) -> None:
-    """A page's texts are read without the model's lock (EntryIndex.take, then finish): an edit the index follows
-    in between must not leave the page's older encoding of that entry in the index for later pages."""
-    _log(tmp_path, odd_ids=False, n=60)
-    rm = ReadModel.open(tmp_path)
-    with rm.lock:
-        index = EntryIndex(rm, DS)
-        taken = index.take([0, 1, 2])
-        edited = index.entry_id(1)
-    append(tmp_path, EntryEdited(dataset_id=DS, entry_id=edited, answer="the new answer"))
-    rm.catch_up()
-    with rm.lock:
-        assert index.follow(rm)
-    stale = index.finish(rm, taken)  # the page as it was taken: its seq's answer
-    assert b"the new answer" not in bytes(stale[1])
-    with rm.lock:
-        fresh = index.page(rm, [1])
-    assert b"the new answer" in bytes(fresh[0])
-    with rm.lock:  # a page finished with nothing followed meanwhile is kept: the next one reads no text
-        again = index.take([1])
-    assert again.missing == [] and bytes(index.finish(rm, again)[0]) == bytes(fresh[0])
