@@ -23,7 +23,7 @@ from msgspec.structs import astuple
 from dsetlog.store.errors import LogError
 from dsetlog.store.layout import checked_events, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
-from projections.columns import Views
+from projections.columns import Rows, Views
 from projections.fields import field_values
 from projections.search import Hits, SearchIndex
 from projections.views import EntryView, FullEntry, ItemView
@@ -82,12 +82,10 @@ class TextReads:
         (a LogError) when the log was rewritten under this model (``catch_up()`` folds it again, and the texts can
         then be read). :class:`~projections.columns.Views` are read from their columns, no view made twice."""
         if isinstance(entries, Views):
-            rows, e = entries.rows, entries.rows.entries
-            q_at, a_at, r_at, entry_id = e.question_at, e.answer_at, e.reasoning_at, rows.entry_id
-            order = entries.order
+            rows, order = entries.rows, entries.order
             for start in range(0, len(order), chunk):
                 part = order[start : start + chunk]
-                refs = [(q_at[r], a_at[r], r_at[r], entry_id(r)) for r in part]
+                refs = _refs(rows, part, field_values(rows, "id", part))
                 yield from rows.entry_views(part, FullEntry, self._texts_of(refs))  # type: ignore[misc]
             return
         it = iter(entries)
@@ -108,11 +106,8 @@ class TextReads:
             part = order[start : start + chunk]
             out = {name: field_values(rows, name, part) for name in names if name not in _TEXT_FIELDS}
             if texts:
-                e = rows.entries
-                q_at, a_at, r_at = e.question_at, e.answer_at, e.reasoning_at
-                refs = zip(map(q_at.__getitem__, part), map(a_at.__getitem__, part), map(r_at.__getitem__, part),
-                           out["id"] if "id" in out else field_values(rows, "id", part), strict=True)
-                out.update(zip(_TEXT_FIELDS, self._text_lists(list(refs), json=json_texts), strict=True))
+                refs = _refs(rows, part, out["id"] if "id" in out else field_values(rows, "id", part))
+                out.update(zip(_TEXT_FIELDS, self._text_lists(refs, json=json_texts), strict=True))
             yield {name: out[name] for name in names}
 
     def _texts_of(self, refs: list[tuple[int, int, int, str]]) -> Iterator[tuple[str, str, str, str]]:
@@ -175,14 +170,18 @@ class FullEntries:
     def __init__(self, reads: TextReads, entries: Views) -> None:
         self.reads, self.entries = reads, entries
 
-    def __len__(self) -> int:
-        return len(self.entries)
-
     def __iter__(self) -> Iterator[FullEntry]:
         return self.reads.iter_full(self.entries)
 
     def columns(self, names: Sequence[str], size: int, *, json_texts: bool = False) -> Iterator[dict[str, list[Any]]]:
         return self.reads.iter_columns(self.entries, names, chunk=size, json_texts=json_texts)
+
+
+def _refs(rows: Rows, part: Sequence[int], ids: list[str]) -> list[tuple[int, int, int, str]]:
+    """(question_at, answer_at, reasoning_at, entry id) of the entries at these rows, whose ids are ``ids``."""
+    e = rows.entries
+    return list(zip(map(e.question_at.__getitem__, part), map(e.answer_at.__getitem__, part),
+                    map(e.reasoning_at.__getitem__, part), ids, strict=True))
 
 
 def _texts_at(path: Path, owners: dict[int, str], *, items: bool,

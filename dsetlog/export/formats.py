@@ -97,35 +97,28 @@ def write_dataset_csv(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opt
     return _csv(fh, list(DATASET_CSV_COLUMNS),
                 ([e.created_at, e.question, e.reasoning, e.answer, e.id, e.category, e.difficulty,
                   "" if e.quality_score is None else e.quality_score, e.source_chunk]
-                 for e in _reading(entries, _CSV_FIELDS)),
+                 for e in _reading(entries, _CsvEntry)),
                 opts.csv_bom)
 
 
-_CSV_FIELDS = ("created_at", "question", "reasoning", "answer", "id", "category", "difficulty", "quality_score",
-               "source_chunk")
-_INSTRUCT_FIELDS = ("question", "answer", "reasoning", "metadata", "source_chunk", "run_id")  # what instruct reads
+# what the csv and the instruction formats (dsetlog.export.instruct) read of an entry: read from columns, an entry
+# is one of these rather than a FullEntry of 36 fields
+_CsvEntry = msgspec.defstruct("_CsvEntry", [(name, Any) for name in (
+    "created_at", "question", "reasoning", "answer", "id", "category", "difficulty", "quality_score", "source_chunk")],
+    gc=False)
+_InstructEntry = msgspec.defstruct("_InstructEntry", [(name, Any) for name in (
+    "question", "answer", "reasoning", "metadata", "source_chunk", "run_id")], gc=False)
 
 
-def _reading(entries: Iterable[Entry] | EntryColumns, fields: tuple[str, ...]) -> Iterator[Any]:
-    """The entries, each with (at least) these fields: read from columns a batch at a time when they can be, each
-    then a small Struct of just those fields rather than a FullEntry of 36."""
+def _reading(entries: Iterable[Entry] | EntryColumns, struct: Any) -> Iterator[Any]:
+    """The entries as they are, or, when they can be read from columns, a batch at a time as ``struct``s."""
     columns = getattr(entries, "columns", None)
     if columns is None:
         yield from entries
         return
-    struct = _light_struct(fields)
+    fields = struct.__struct_fields__
     for batch in columns(fields, _READ_BATCH):
         yield from map(struct, *(batch[name] for name in fields))
-
-
-_LIGHT: dict[tuple[str, ...], Any] = {}
-
-
-def _light_struct(fields: tuple[str, ...]) -> Any:
-    found = _LIGHT.get(fields)
-    if found is None:
-        found = _LIGHT[fields] = msgspec.defstruct("ExportedEntry", [(name, Any) for name in fields], gc=False)
-    return found
 
 
 def write_seed_json(fh: BinaryIO, entries: Iterable[Entry], opts: ExportOptions = _DEFAULTS) -> int:
@@ -244,15 +237,15 @@ def _behind(write: Callable[[Any], Any]) -> Iterator[Callable[[Any], None]]:
 
 
 def write_alpaca(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
-    return _jsonl(fh, (instruct.alpaca_row(e, opts) for e in _reading(entries, _INSTRUCT_FIELDS) if instruct.kept(e, opts)))
+    return _jsonl(fh, (instruct.alpaca_row(e, opts) for e in _reading(entries, _InstructEntry) if instruct.kept(e, opts)))
 
 
 def write_sharegpt(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
-    return _jsonl(fh, (instruct.sharegpt_row(e, opts) for e in _reading(entries, _INSTRUCT_FIELDS) if instruct.kept(e, opts)))
+    return _jsonl(fh, (instruct.sharegpt_row(e, opts) for e in _reading(entries, _InstructEntry) if instruct.kept(e, opts)))
 
 
 def write_openai_chat(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: ExportOptions = _DEFAULTS) -> int:
-    return _jsonl(fh, (instruct.openai_chat_row(e, opts) for e in _reading(entries, _INSTRUCT_FIELDS) if instruct.kept(e, opts)))
+    return _jsonl(fh, (instruct.openai_chat_row(e, opts) for e in _reading(entries, _InstructEntry) if instruct.kept(e, opts)))
 
 
 def _batches(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
