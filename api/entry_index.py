@@ -18,6 +18,7 @@ or difficulty come last either way.
 
 from __future__ import annotations
 
+import functools
 import threading
 from array import array
 from collections import OrderedDict
@@ -37,11 +38,11 @@ from api.schemas import (
     SetAsideRevision,
 )
 from dsetlog.evaluation.splits import SPLITS
-from dsetlog.store.scan import ref_start
+from dsetlog.store.scan import LINE_REF_BITS
 from projections.columns import FLAGGED, Rows
 from projections.datasets import summary_of_columns
 from projections.readmodel import ReadModel
-from projections.search import matcher, needs_check
+from projections.search import Hits, mask_of, matcher, needs_check
 from projections.views import EntryView, FullEntry
 
 INDEXES_KEPT = 16  # (dataset, live or as_of) pairs
@@ -107,7 +108,7 @@ class EntryIndex:
         self.flagged = sum(self._keys.flagged)
         self._encoded: list[msgspec.Raw | None] = [None] * n
         self._orders: dict[tuple[str, str], Sequence[int]] = {}
-        self._ranks: dict[tuple[str, str], array[int]] = {}  # an order's inverse: position -> its place in it
+        self._codes: _TextCodes | None = None  # each entry's texts as the search index numbers them
         self._id_order: array[int] | None = None
         self._results: OrderedDict[tuple[Any, ...], Sequence[int]] = OrderedDict()
         self._members: dict[tuple[Any, ...], set[int]] = {}  # a filtered result's positions, made when needed
@@ -159,11 +160,12 @@ class EntryIndex:
         with self._lock:
             for key in [k for k in self._orders if k[0] in moved]:
                 del self._orders[key]
-                self._ranks.pop(key, None)
             for key in list(self._results):
                 if key[0] in moved or not self._still_holds(key, positions, "text" in moved):
                     del self._results[key]
                     self._members.pop(key, None)
+        if "text" in moved and self._codes is not None:
+            self._codes.moved |= positions
         if moved & {"quality", "category"}:
             self.summary = self._summary()
         if "flagged" in moved:
@@ -182,8 +184,10 @@ class EntryIndex:
         members = self._members.get(key)
         if members is None:
             members = self._members[key] = set(self._results[key])
-        keep = self._predicate(*filters[:-1])
-        return all(keep(i) == (i in members) for i in positions)
+        at = sorted(positions)
+        kept = self._kept(*filters[:-1], at=at)
+        return all(k == (i in members) for i, k in zip(at, [True] * len(at) if kept is None else kept.to_pylist(),
+                                                       strict=True))
 
     def views(self, positions: Sequence[int]) -> list[EntryView]:
         """The entries at these positions, as they are in the model now."""
@@ -257,45 +261,72 @@ class EntryIndex:
         needle = filters[-1]
         if filters == _NO_FILTER:
             result = order
-        elif needle is None:
-            keep = self._predicate(*filters[:-1])
-            result = [i for i in order if keep(i)]
         else:
-            found = self._search(rm, needle, self._predicate(*filters[:-1]))
-            result = self._in_order(found, q.sort_by, direction)
+            kept = self._kept(*filters[:-1])
+            if needle is not None:
+                kept = self._search(rm, needle, kept)
+            assert kept is not None
+            in_order = _arrow(order)  # type: ignore[arg-type]
+            result = _to_array(pc.filter(in_order, pc.take(kept, in_order)), "i")
         with self._lock:
             self._results[key] = result
             while len(self._results) > RESULTS_KEPT:
                 self._results.popitem(last=False)
         return result, direction
 
-    def _search(self, rm: ReadModel, needle: str, keep: Callable[[int], bool]) -> set[int]:
-        """The positions of the entries kept by ``keep`` whose question or answer holds ``needle`` (casefolded)
-        where a word starts (:func:`projections.search.matcher`). The search index names the lines that hold its
-        words; entries it does not reach yet, and hits its words cannot settle, are read from the log."""
+    def _search(self, rm: ReadModel, needle: str, kept: pa.Array | None) -> pa.Array:
+        """Which entries (a bool a position), of those ``kept`` (None: all), hold ``needle`` (casefolded) in their
+        question or answer where a word starts (:func:`projections.search.matcher`). The search index names the
+        texts that hold its words; entries whose texts it does not reach yet, and hits its words cannot settle,
+        are read from the log."""
         matches, n = matcher(needle), len(self._order)
         hits = rm.search_hits(self.dataset_id, needle)
         if hits is None:
-            return self._read_and_match(rm, matches, [i for i in range(n) if keep(i)])
-        found: set[int] = set()  # settled by the words alone
-        check: set[int] = set()  # to be read: their words may be in a text the entry no longer has
-        exact, keys, entry_row, where = not needs_check(needle), self._keys, self.rows.entry_row, self._position
-        for start, entry_id in hits.lines:
-            r = entry_row(entry_id)
-            if r is None or r >= len(where) or (i := where[r]) < 0 or not keep(i):
-                continue
-            q, a = ref_start(keys.question_at[i]), ref_start(keys.answer_at[i])
-            if q == a == start:
-                (found if exact else check).add(i)  # the line that holds both the entry's texts now
-            elif start in (q, a):
-                check.add(i)  # one of its texts is on this line (an edit or a regeneration moved the other)
-        found |= self._read_and_match(rm, matches, sorted(check - found))
+            candidates = range(n) if kept is None else pc.indices_nonzero(kept).to_pylist()
+            return mask_of(self._read_and_match(rm, matches, list(candidates)), n)
+        codes = self._text_codes(hits)
+        found = pc.or_(pc.take(hits.mask, _arrow(codes.question)), pc.take(hits.mask, _arrow(codes.answer)))
+        if kept is not None:
+            found = pc.and_(found, kept)
+        if needs_check(needle):  # the words are there: is the needle?
+            found = mask_of(self._read_and_match(rm, matches, pc.indices_nonzero(found).to_pylist()), n)
         if hits.reach < rm.offset:  # texts written past the index's reach
-            reach = hits.reach
-            tail = [i for i in range(n)
-                    if max(ref_start(keys.question_at[i]), ref_start(keys.answer_at[i])) >= reach and keep(i)]
-            found |= self._read_and_match(rm, matches, tail)
+            q_at, a_at = self._text_starts()
+            past = pc.or_(pc.greater_equal(q_at, hits.reach), pc.greater_equal(a_at, hits.reach))
+            if kept is not None:
+                past = pc.and_(past, kept)
+            tail = self._read_and_match(rm, matches, pc.indices_nonzero(past).to_pylist())
+            found = pc.or_(found, mask_of(tail, n))
         return found
+
+    def _text_starts(self) -> tuple[pa.Array, pa.Array]:
+        """Where each position's question and answer are in the log (the starts of their lines)."""
+        keys = self._keys
+        return (pc.shift_right(_arrow(keys.question_at), LINE_REF_BITS),
+                pc.shift_right(_arrow(keys.answer_at), LINE_REF_BITS))
+
+    def _text_codes(self, hits: Hits) -> _TextCodes:
+        """Each position's question and answer as codes of the search index's mask (its last bit, always False,
+        for a text it does not hold), made once for all and then kept up: for the entries whose texts moved, and
+        those not found in the index before it grew."""
+        codes, n = self._codes, len(self._order)
+        lines = len(hits.starts)
+        if codes is not None and codes.build == hits.build and codes.lines <= lines:
+            if codes.lines < lines:
+                codes.moved.update(codes.unheld(lines))
+            if len(codes.moved) <= n // 8:
+                at = sorted(codes.moved)
+                for column, refs, field in ((codes.question, self._keys.question_at, 0),
+                                            (codes.answer, self._keys.answer_at, 1)):
+                    found = _coded(pc.take(_arrow(refs), pa.array(at, pa.int32())), hits.starts, field)
+                    for i, code in zip(at, found.to_pylist(), strict=True):
+                        column[i] = code
+                codes.moved.clear()
+                return codes
+        keys = self._keys
+        self._codes = _TextCodes(hits.build, lines, _to_array(_coded(_arrow(keys.question_at), hits.starts, 0), "i"),
+                                 _to_array(_coded(_arrow(keys.answer_at), hits.starts, 1), "i"))
+        return self._codes
 
     def _read_and_match(self, rm: ReadModel, matches: Callable[[str], bool], positions: list[int]) -> set[int]:
         """Those of these positions (ascending: the log's order) whose question or answer ``matches``."""
@@ -303,49 +334,68 @@ class EntryIndex:
         return {i for i, e in zip(positions, rm.iter_full(view(order[i]) for i in positions), strict=True)
                 if matches(e.question) or matches(e.answer)}
 
-    def _in_order(self, found: set[int], sort_by: str, direction: str) -> list[int]:
-        """These positions in the order of (sort_by, direction): a few are sorted by their rank in it, many
-        picked out of it."""
-        order = self.order(sort_by, direction)
-        if len(found) * 16 >= len(order):
-            return [i for i in order if i in found]
-        key = (sort_by, direction)
-        rank = self._ranks.get(key)
-        if rank is None:
-            rank = array("i", bytes(4 * len(order)))
-            for r, i in enumerate(order):
-                rank[i] = r
-            self._ranks[key] = rank
-        return sorted(found, key=rank.__getitem__)
-
-    def _predicate(self, low: float, high: float | None, category: str | None, difficulty: str | None,
-                   flagged: bool | None, split: str | None) -> Callable[[int], bool]:
-        """Whether the entry at a position passes these filters (its values as the index took them)."""
+    def _kept(self, low: float, high: float | None, category: str | None, difficulty: str | None,
+              flagged: bool | None, split: str | None, *, at: Sequence[int] | None = None) -> pa.Array | None:
+        """Which entries (a bool a position, or of the positions ``at``) pass these filters, by their values as
+        the index took them; None: there is no filter."""
         keys, strings = self._keys, self.rows.strings.values
-        quality, categories, difficulties, flags, split_of = (keys.quality, keys.category, keys.difficulty,
-                                                               keys.flagged, self._split_of)
-        cats = None if category is None else {c for c in set(categories)
-                                              if (strings[c] or "").casefold() == category.casefold()}
-        levels = None if difficulty is None else {c for c in set(difficulties) if strings[c] == difficulty}
-        split_code = None if split is None else (self._split_names.index(split) if split in self._split_names
-                                                 else -1)
+        picked = None if at is None else pa.array(at, pa.int32())
 
-        def keep(i: int) -> bool:
-            if low > 0.0 and not quality[i] >= low:  # NaN (no score) is never >= low
-                return False
-            if high is not None and not quality[i] <= high:
-                return False
-            if cats is not None and categories[i] not in cats:
-                return False
-            if levels is not None and difficulties[i] not in levels:
-                return False
-            if flagged is not None and bool(flags[i]) != flagged:
-                return False
-            if split_code is not None and split_of[i] != split_code:
-                return False
-            return True
+        def column(values: array[Any] | bytearray) -> pa.Array:
+            whole = _arrow(values) if isinstance(values, array) else _arrow_bytes(values)
+            return whole if picked is None else pc.take(whole, picked)
 
-        return keep
+        conditions = []
+        if low > 0.0:
+            conditions.append(pc.greater_equal(column(keys.quality), low))  # NaN (no score) is never >= low
+        if high is not None:
+            conditions.append(pc.less_equal(column(keys.quality), high))
+        if category is not None:
+            cats = [c for c in set(keys.category) if (strings[c] or "").casefold() == category.casefold()]
+            conditions.append(pc.is_in(column(keys.category), value_set=pa.array(cats, pa.int32())))
+        if difficulty is not None:
+            levels = [c for c in set(keys.difficulty) if strings[c] == difficulty]
+            conditions.append(pc.is_in(column(keys.difficulty), value_set=pa.array(levels, pa.int32())))
+        if flagged is not None:
+            conditions.append(pc.equal(column(keys.flagged), 1 if flagged else 0))
+        if split is not None:
+            code = self._split_names.index(split) if split in self._split_names else -1
+            conditions.append(pc.equal(column(self._split_of), code))
+        return functools.reduce(pc.and_, conditions) if conditions else None
+
+
+class _TextCodes:
+    """Each position's question and answer as codes of one search index's mask (``_coded``), for its first
+    ``lines`` lines; ``moved``: positions to code again (their texts moved, or the index grew past them)."""
+
+    def __init__(self, build: str, lines: int, question: array[int], answer: array[int]) -> None:
+        self.build, self.lines, self.question, self.answer = build, lines, question, answer
+        self.moved: set[int] = set()
+
+    def unheld(self, lines: int) -> list[int]:
+        """As the index grows to ``lines``: the positions whose texts it did not hold (they may be on the new
+        lines), the codes of the rest pointed at the new last bit."""
+        old, new = 2 * self.lines, 2 * lines
+        out = set()
+        for name in ("question", "answer"):
+            column = _arrow(getattr(self, name))
+            unheld = pc.equal(column, old)
+            out.update(pc.indices_nonzero(unheld).to_pylist())
+            setattr(self, name, _to_array(pc.if_else(unheld, pa.scalar(new, pa.int32()), column), "i"))
+        self.lines = lines
+        return sorted(out)
+
+
+def _coded(refs: pa.Array, starts: pa.Array, field: int) -> pa.Array:
+    """Texts at these line refs as codes of a search index whose lines start at ``starts`` (ascending): the
+    line's number * 2 + field, or ``len(starts) * 2`` (the mask's always-False bit) for a line it does not hold."""
+    at = pc.shift_right(refs, LINE_REF_BITS)
+    line = pc.cast(pc.search_sorted(starts, at), pa.int64())
+    last = len(starts) - 1
+    held = pc.and_(pc.less_equal(line, last), pc.not_equal(refs, 0))
+    if last >= 0:
+        held = pc.and_(held, pc.equal(pc.take(starts, pc.min_element_wise(line, last)), at))
+    return pc.cast(pc.if_else(held, pc.add(pc.multiply(line, 2), field), 2 * len(starts)), pa.int32())
 
 
 _NO_FILTER = (0.0, None, None, None, None, None, None)
@@ -405,6 +455,11 @@ class _Keys:
 _ARROW_TYPES = {"d": pa.float64(), "i": pa.int32(), "q": pa.int64(), "Q": pa.uint64()}
 
 
+def _arrow_bytes(values: bytearray) -> pa.Array:
+    """A bytearray as an Arrow uint8 array over the same memory."""
+    return pa.Array.from_buffers(pa.uint8(), len(values), [None, pa.py_buffer(values)])
+
+
 def _arrow(column: array[Any]) -> pa.Array:
     """An array.array as an Arrow array over the same memory (no copy: keep the array alive meanwhile)."""
     return pa.Array.from_buffers(_ARROW_TYPES[column.typecode], len(column), [None, pa.py_buffer(column)])
@@ -412,6 +467,8 @@ def _arrow(column: array[Any]) -> pa.Array:
 
 def _to_array(values: pa.Array, typecode: str) -> array[Any]:
     """An Arrow array without nulls as an array.array of this typecode (its values copied once)."""
+    if values.type != _ARROW_TYPES[typecode]:
+        raise TypeError(f"an array of {values.type} is not one of {_ARROW_TYPES[typecode]}")  # its bytes would be
     out = array(typecode)
     out.frombytes(values.buffers()[1])
     return out[values.offset : values.offset + len(values)]

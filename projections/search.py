@@ -1,4 +1,4 @@
-"""The search index: which log lines hold an entry text with these words, kept in SQLite's FTS5.
+"""The search index: which texts of which entries hold which words, kept as Arrow segment files.
 
 A ``q=`` search (``EntryIndex``) finds the entries whose question or answer holds the needle where a word
 starts (case-insensitive): "insulin" finds "Insulin resistance" and "insulinoma", "sulin" finds neither, and
@@ -7,36 +7,57 @@ Thai, Lao, Khmer, Myanmar) every character starts a word, so "光合" finds "植
 
 The read model keeps no text, so without an index a search reads every text of the dataset from the log
 (~9 us an entry: 45 s at 5M entries). This index is a projection of the log like the others, and a cache like
-the snapshot: ``<data>/snapshots/search.sqlite3`` maps each word of each line that writes an entry's
-question or answer (EntryGenerated, EntryEdited, EntryRegenerated, RevisionRestored) to that line's start.
-A line is current when an entry's ``question_at`` / ``answer_at`` still points at it; lines an edit replaced
-stay in the index and simply name no entry. So the index only grows, is never wrong, and never needs a
-delete (SQLite's contentless FTS5 tables cannot delete without the old text).
+the snapshot, in ``<data>/snapshots/search/``. Each line of the log that writes an entry's question or answer
+(EntryGenerated, EntryEdited, EntryRegenerated, RevisionRestored) is its dataset's next *line*, numbered from 0;
+a text is ``line * 2 + field`` (0 the question, 1 the answer): its *code*. For each dataset and word the index
+keeps the codes of the texts holding that word, and the start in the log of each line. A line is current when
+an entry's ``question_at`` / ``answer_at`` still points at it; lines an edit replaced stay in the index and
+simply name no entry, so the index only grows and is never wrong.
 
-:meth:`SearchIndex.hits` gives the lines whose words match the needle's (its last word as a prefix) up to where
-the index reaches; entries whose texts are past that are searched by reading them (the caller's tail). The
-words are a superset test: a hit that is not one word-start match (the needle's punctuation, or case rules
-that FTS folds differently) is checked on the text itself by :func:`matcher`, which is the definition.
+It is kept in segments, each one Arrow IPC file of the lines of a stretch of the log (read memory-mapped, no
+copy): a row per (dataset, word), sorted, holding its codes as offsets from the segment's first line of that
+dataset, and a row per dataset with the word "" holding its lines' starts. A search takes, in each segment,
+the rows of the needle's words (its last word as a prefix: every row from it to the next word), marks their
+codes in a mask of the segment's texts (Arrow's scatter, a cache-sized array), and joins the segments' masks:
+the dataset's texts holding the words, one bit each (:class:`Hits`). ``manifest.json`` names the segments and
+records the last record they hold (seq, end offset, crc); when the log no longer has that record (a repair
+rewrote it) the index is dropped and built again. Each catch-up writes one segment of at most
+``COMMIT_BYTES`` of log, and ``MERGE_FANOUT`` segments of one size are merged into one (no more than
+``MERGE_MAX_LINES`` lines), so a log of any length has a few dozen segments.
 
-The file records the last record it holds (seq, end offset, crc); when the log no longer has that record
-(a repair rewrote it) the index is dropped and built again. Writers (a server's background thread, a
-search that finds a short tail to add) take SQLite's write lock, so processes sharing a data dir can
-both keep it. Any SQLite failure (a read-only or full disk) turns the index off for that process: a
-search then reads the texts, which is slower and exactly as right.
+:meth:`SearchIndex.hits` gives the texts whose words match the needle's up to where the index reaches; entries
+whose texts are past that are searched by reading them (the caller's tail). The words are a superset test: a
+needle of more than one word, or with punctuation, is checked on the text itself by :func:`matcher`, which is
+the definition; a needle that is one word is settled by the words alone, as texts and needles are split into
+words the same way (:func:`words`).
+
+Writers (a server's background thread, a search that finds a short tail to add) take ``lock`` in the index's
+directory, so processes sharing a data dir can both keep it; readers need no lock (files are written whole and
+renamed into place, and a merged segment is deleted only after the manifest that replaces it). Any failure to
+read or write it (a read-only or full disk) turns the index off for that process: a search then reads the
+texts, which is slower and exactly as right.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import sqlite3
+import sys
 import threading
 import unicodedata
-from collections.abc import Callable
+import uuid
+from array import array
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 
 import msgspec
+import portalocker
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from dsetlog.store.errors import LogError
 from dsetlog.store.events import (
@@ -53,16 +74,20 @@ from projections.snapshot import SNAPSHOT_DIR
 
 _log = logging.getLogger(__name__)
 
-SEARCH_NAME = "search.sqlite3"  # in the snapshot dir: a cache
-SEARCH_FORMAT = 2  # of the file's tables and of the words it keeps: another one is built again
-COMMIT_BYTES = 16 << 20  # of log indexed per transaction: a search waits at most one of them for the lock
+SEARCH_DIR = "search"  # in the snapshot dir: a cache
+OLD_SEARCH_NAME = "search.sqlite3"  # the SQLite index of earlier versions: deleted when this one is made
+SEARCH_FORMAT = 3  # of the manifest, the segments and the words they keep: another one is built again
+COMMIT_BYTES = 16 << 20  # of log per segment written: a search waits at most one of them for the lock
+MERGE_FANOUT = 8  # this many segments of one size (within a factor of MERGE_FANOUT) are merged into one
+MERGE_MAX_LINES = 1 << 20  # nor beyond this many lines: a merge holds its segments' codes in memory
 
 # Scripts written without spaces between words: each character is indexed (and searched) as a word.
 _SPACELESS = re.compile(
     "[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
     "\uf900-\ufaff\U00020000-\U0003134f]")
-# what FTS5's unicode61 tokenizer keeps in a word: letters, numbers, marks, private use (L*, N*, M*, Co)
+# what a word is made of: letters, numbers, marks, private use (L*, N*, M*, Co), as SQLite's unicode61 has it
 _WORD_CATEGORIES = frozenset("LNM")
+_ASCII_WORD = re.compile(r"[a-z0-9]+")  # the same, of a casefolded ASCII text
 
 
 def _in_word(c: str) -> bool:
@@ -72,23 +97,33 @@ def _in_word(c: str) -> bool:
     return cat[0] in _WORD_CATEGORIES or cat == "Co"
 
 
+@functools.cache
+def _word() -> re.Pattern[str]:
+    r"""A word (a run of :func:`_in_word` characters) as a regular expression: ``[^\W_]`` is L* and N*, and the
+    marks and private-use characters it leaves out are listed (found once, ~0.3 s, on the first non-ASCII text)."""
+    letters = re.compile(r"[^\W_]")
+    extra, start = [], None
+    for cp in range(sys.maxunicode + 2):
+        more = cp <= sys.maxunicode and not letters.match(c := chr(cp)) and _in_word(c)
+        if more and start is None:
+            start = cp
+        elif not more and start is not None:
+            extra.append(re.escape(chr(start)) + ("" if cp - 1 == start else "-" + re.escape(chr(cp - 1))))
+            start = None
+    return re.compile(r"(?:[^\W_]|[" + "".join(extra) + "])+")
+
+
 def _spaced(text: str) -> str:
-    """A casefolded text as it is indexed: a space around each character of a spaceless script."""
+    """A casefolded text as it is split into words: a space around each character of a spaceless script."""
     return _SPACELESS.sub(r" \g<0> ", text) if _SPACELESS.search(text) else text
 
 
-def words(needle: str) -> list[str]:
-    """The words of a (casefolded) needle as the index has them."""
-    out, word = [], []
-    for c in _spaced(needle):
-        if _in_word(c):
-            word.append(c)
-        elif word:
-            out.append("".join(word))
-            word = []
-    if word:
-        out.append("".join(word))
-    return out
+def words(folded: str) -> list[str]:
+    """The words of a casefolded needle or text, in order: what the index keeps of a text and looks up of a
+    needle (one function, so the two always agree)."""
+    if folded.isascii():
+        return _ASCII_WORD.findall(folded)
+    return _word().findall(_spaced(folded))
 
 
 def matcher(needle: str) -> Callable[[str], bool]:
@@ -112,8 +147,9 @@ def matcher(needle: str) -> Callable[[str], bool]:
 
 
 def needs_check(needle: str) -> bool:
-    """False when the index's hits are exactly the matches: one ASCII word (FTS and Python fold it alike)."""
-    return not (needle.isascii() and needle.isalnum())
+    """False when the index's hits are exactly the matches: the (casefolded) needle is one word, which a text
+    holds where a word starts just when one of its words starts with it."""
+    return words(needle) != [needle]
 
 
 # -- what indexing decodes: the entry texts of the four content events, nothing of any other event ------------
@@ -140,106 +176,130 @@ class _TextRecorded(Recorded, frozen=True):
 _decoder = msgspec.json.Decoder(_TextRecorded)
 
 
+# -- the files -------------------------------------------------------------------------------------------------
+
+class _Part(msgspec.Struct, array_like=True):
+    """One dataset's part of a segment: its rows [lo, hi) (the first its word "", the lines' starts) and lines
+    [first, first + lines) of the dataset."""
+
+    lo: int
+    hi: int
+    first: int
+    lines: int
+
+
+class _Segment(msgspec.Struct):
+    name: str
+    lines: int  # of all its datasets
+    parts: dict[str, _Part]
+
+
+class _Manifest(msgspec.Struct):
+    format: int
+    build: str  # made anew with each index built from the start: the lines it numbers are its own
+    seq: int = 0  # the last record indexed
+    offset: int = 0  # where it ends
+    crc: int = 0
+    lines: dict[str, int] = {}  # each dataset's lines indexed
+    segments: list[_Segment] = []
+
+
+_SCHEMA = pa.schema([("dataset", pa.string()), ("word", pa.string()), ("codes", pa.list_(pa.int32())),
+                     ("starts", pa.list_(pa.int64()))])
+
+
 class Hits(NamedTuple):
-    """The starts of the lines whose question or answer holds the needle's words, with the entry each was written
-    for, of every line before ``reach`` (where the index ends). Which of the two texts holds them is not kept
-    (the index has no positions or columns: a third of the size, twice the speed of building)."""
+    """A search's hits in one dataset, of every line before ``reach`` (where the index ends): ``mask[code]`` is
+    whether the text of that code holds the needle's words (one more bit, always False, at ``len(starts) * 2``:
+    what an entry's text not in the index looks up); ``starts`` each line's start in the log; ``build`` the
+    index's identity (another numbers its lines otherwise)."""
 
     reach: int
-    lines: list[tuple[int, str]]  # (line start, entry id)
+    build: str
+    starts: pa.Array  # int64, a line's start
+    mask: pa.Array  # bool, by code
 
 
 class SearchIndex:
     """The data dir's search index (see the module's description). Safe to share between threads."""
 
     def __init__(self, data_dir: Path, log: Path) -> None:
-        self.path = data_dir / SNAPSHOT_DIR / SEARCH_NAME
+        self.dir = data_dir / SNAPSHOT_DIR / SEARCH_DIR
+        self.path = self.dir / "manifest.json"
         self.log = log
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self.off = False  # an SQLite failure turned it off
+        self.off = False  # a failure turned it off
         self.known_reach = 0  # the reach last read or made here: for a status, without waiting for the lock
         self._stopped: tuple[int, int, int] | None = None  # the log's identity when a bad line stopped it
-        self._dataset_ids: dict[str, int] = {}  # of the current transaction (another process may rebuild the file)
-
-    # -- the file ----------------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection | None:
-        if self._db is not None or self.off:
-            return self._db
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # a cache: a power cut loses a transaction, never sense
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if self._format(db) != SEARCH_FORMAT:
-                    _create(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            self._db = db
-        except (sqlite3.Error, OSError) as exc:
-            self._off(exc)
-        return self._db
-
-    @staticmethod
-    def _format(db: sqlite3.Connection) -> int | None:
-        try:
-            row = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        except sqlite3.OperationalError:
-            return None  # a new file
-        return None if row is None else int(row[0])
+        self._segments: dict[str, pa.Table] = {}  # open, by name
+        self._starts: dict[tuple[str, str], pa.Array] = {}  # (build, dataset) -> its lines' starts, as last joined
 
     def _off(self, exc: BaseException) -> None:
-        _log.warning("search index %s is off (searches read the texts instead): %s", self.path, exc)
+        _log.warning("search index %s is off (searches read the texts instead): %s", self.dir, exc)
         self.off = True
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self.close()
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+        self._segments.clear()
+        self._starts.clear()
+
+    def _read_manifest(self) -> _Manifest | None:
+        """The manifest as the file has it now (read each time: a few kB; a replaced file may have the old one's
+        inode, size and time); None: no index of this version."""
+        try:
+            manifest = msgspec.json.decode(self.path.read_bytes(), type=_Manifest)
+        except FileNotFoundError:
+            return None
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # not one of this version's: built again
+        if manifest.format != SEARCH_FORMAT:
+            return None
+        names = {s.name for s in manifest.segments}
+        for name in [n for n in self._segments if n not in names]:
+            del self._segments[name]
+        return manifest
+
+    def _segment(self, name: str) -> pa.Table:
+        found = self._segments.get(name)
+        if found is None:
+            found = self._segments[name] = pa.ipc.open_file(pa.memory_map(str(self.dir / name))).read_all()
+        return found
 
     # -- keeping it caught up ------------------------------------------------------------------
 
     def reach(self) -> int:
         """Where in the log the index ends (0: nothing indexed, or no index)."""
+        if self.off:
+            return 0
         with self._lock:
-            db = self._connect()
-            if db is None:
-                return 0
             try:
-                self.known_reach = _meta(db)[1]
-                return self.known_reach
-            except sqlite3.Error as exc:
+                manifest = self._read_manifest()
+            except OSError as exc:
                 self._off(exc)
                 return 0
+            self.known_reach = 0 if manifest is None else manifest.offset
+            return self.known_reach
 
     def catch_up(self, *, limit: int | None = None) -> int:
-        """Index what the log holds past the index (with ``limit``, transactions until about that many bytes
-        are indexed); where the index ends now."""
+        """Index what the log holds past the index (with ``limit``, segments until about that many bytes are
+        indexed); where the index ends now."""
         done, reach = 0, self.known_reach
         if self._stopped is not None and self._stopped == file_identity(self.log):
             return reach  # still the log with the bad line
         while limit is None or done < limit:
+            if self.off:
+                return 0
             with self._lock:
-                db = self._connect()
-                if db is None:
-                    return 0
                 try:
-                    reach, more = self._index_some(db)
-                except (sqlite3.Error, OSError) as exc:
+                    self.dir.mkdir(parents=True, exist_ok=True)
+                    with portalocker.Lock(str(self.dir / "lock"), mode="a", timeout=600):
+                        reach, more = self._index_some()
+                except (OSError, portalocker.LockException, pa.ArrowException) as exc:
                     self._off(exc)
                     return 0
                 except LogError as exc:  # a bad line: the index stops before it, as a replay does, until the
                     # log is another (a repair): entries past it are searched by reading their texts
-                    _log.warning("search index %s stops before a bad line of the log: %s", self.path, exc)
+                    _log.warning("search index %s stops before a bad line of the log: %s", self.dir, exc)
                     self._stopped = file_identity(self.log)
                     return self.known_reach
                 self.known_reach = reach
@@ -248,40 +308,177 @@ class SearchIndex:
             done += more
         return reach
 
-    def _index_some(self, db: sqlite3.Connection) -> tuple[int, int]:
-        """One transaction's worth: (the reach after it, bytes indexed)."""
-        db.execute("BEGIN IMMEDIATE")  # another process may be indexing too: its progress is read under the lock
-        self._dataset_ids.clear()
-        try:
-            seq, offset, crc = _meta(db)
-            if offset and not record_ends_at(self.log, offset, seq=seq, crc=crc):
-                _log.info("search index %s: the log changed under it; building it again", self.path)
-                _create(db)
-                seq = offset = crc = 0
-            start, last = offset, None
-            # a transaction's worth of log (or, when one record is longer than that, that record)
-            for end in (offset + COMMIT_BYTES, None):
-                try:
-                    for recs, bounds in read_located(self.log, offset=offset, seq=seq, end=end, decoder=_decoder):
-                        self._add(db, recs, bounds)
-                        last, offset = recs[-1], bounds[-1]
-                        if end is None:
-                            break
-                except FileNotFoundError:
-                    break  # no log yet
-                if last is not None:
-                    break
+    def _index_some(self) -> tuple[int, int]:
+        """One segment's worth, under the writers' lock: (the reach after it, bytes indexed)."""
+        manifest = self._read_manifest()
+        if manifest is not None and manifest.offset and not record_ends_at(
+                self.log, manifest.offset, seq=manifest.seq, crc=manifest.crc):
+            _log.info("search index %s: the log changed under it; building it again", self.dir)
+            manifest = None
+        if manifest is None:
+            manifest = self._start_over()
+        adding = _Adding(manifest.lines)
+        offset, last = manifest.offset, None
+        # a segment's worth of log (or, when one record is longer than that, that record)
+        for end in (offset + COMMIT_BYTES, None):
+            try:
+                for recs, bounds in read_located(self.log, offset=offset, seq=manifest.seq, end=end,
+                                                 decoder=_decoder):
+                    adding.add(recs, bounds)
+                    last, offset = recs[-1], bounds[-1]
+                    if end is None:
+                        break
+            except FileNotFoundError:
+                break  # no log yet
             if last is not None:
-                db.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                               ((last.seq, "seq"), (offset, "offset"), (last.crc, "crc")))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        return offset, offset - start
+                break
+        if last is None:
+            return manifest.offset, 0
+        done = offset - manifest.offset
+        segments = list(manifest.segments)
+        if adding.lines:
+            segments.append(self._write(adding.table(), adding.parts()))
+        segments, dropped = self._merged(segments)
+        lines = dict(manifest.lines)
+        lines.update(adding.next)
+        self._write_manifest(_Manifest(format=SEARCH_FORMAT, build=manifest.build, seq=last.seq, offset=offset,
+                                       crc=last.crc, lines=lines, segments=segments))
+        for name in dropped:  # readers that read the old manifest keep their maps of these
+            (self.dir / name).unlink(missing_ok=True)
+        return offset, done
 
-    def _add(self, db: sqlite3.Connection, recs: list[Any], bounds: list[int]) -> None:
-        lines, texts = [], []
+    def _start_over(self) -> _Manifest:
+        for path in self.dir.glob("*.arrow"):
+            path.unlink()
+        old = self.dir.parent / OLD_SEARCH_NAME
+        for name in ("", "-wal", "-shm"):
+            old.with_name(OLD_SEARCH_NAME + name).unlink(missing_ok=True)
+        return _Manifest(format=SEARCH_FORMAT, build=uuid.uuid4().hex)
+
+    def _write(self, table: pa.Table, parts: dict[str, _Part]) -> _Segment:
+        name = f"{uuid.uuid4().hex}.arrow"
+        tmp = self.dir / (name + ".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
+            writer.write_table(table, max_chunksize=max(1, table.num_rows))  # one batch: one chunk a column
+        tmp.rename(self.dir / name)
+        return _Segment(name=name, lines=sum(p.lines for p in parts.values()), parts=parts)
+
+    def _write_manifest(self, manifest: _Manifest) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(msgspec.json.encode(manifest))
+        tmp.rename(self.path)
+
+    def _merged(self, segments: list[_Segment]) -> tuple[list[_Segment], list[str]]:
+        """The segments with their last ``MERGE_FANOUT`` of one size merged, while there are (the names merged
+        away)."""
+        dropped: list[str] = []
+        while len(segments) >= MERGE_FANOUT:
+            last = segments[-MERGE_FANOUT:]
+            sizes = [max(1, s.lines) for s in last]
+            if max(sizes) > MERGE_FANOUT * min(sizes) or sum(sizes) > MERGE_MAX_LINES:
+                break
+            merged = self._write(*_merge([self._segment(s.name) for s in last], last))
+            segments = [*segments[:-MERGE_FANOUT], merged]
+            dropped += [s.name for s in last]
+        return segments, dropped
+
+    # -- searching ------------------------------------------------------------------------------
+
+    def hits(self, dataset_id: str, needle: str) -> Hits | None:
+        """The texts of this dataset holding every word of the (casefolded) needle (its last as a prefix); None
+        when the needle has no words, or there is no index (the caller reads the texts)."""
+        terms = words(needle)
+        if not terms or self.off:
+            return None
+        prefix = _in_word(needle[-1]) and not _SPACELESS.match(needle[-1])  # the text's word may go on
+        with self._lock:
+            for attempt in range(3):
+                try:
+                    manifest = self._read_manifest()
+                    if manifest is None:
+                        return None
+                    parts = [(self._segment(s.name), s.parts[dataset_id]) for s in manifest.segments
+                             if dataset_id in s.parts]
+                    break
+                except FileNotFoundError:  # merged away by another process since its manifest was read
+                    if attempt == 2:
+                        return None
+                except (OSError, pa.ArrowException) as exc:
+                    self._off(exc)
+                    return None
+            try:
+                masks = [_holding(table, part, terms, prefix) for table, part in parts]
+                starts = self._starts_of(manifest.build, dataset_id, parts)
+            except pa.ArrowException as exc:
+                self._off(exc)
+                return None
+        masks.append(pa.array([False]))
+        return Hits(manifest.offset, manifest.build, starts, pa.concat_arrays(masks))
+
+    def _starts_of(self, build: str, dataset_id: str, parts: list[tuple[pa.Table, _Part]]) -> pa.Array:
+        key = (build, dataset_id)
+        lines = sum(part.lines for _, part in parts)
+        found = self._starts.get(key)
+        if found is None or len(found) != lines:
+            found = self._starts[key] = pa.concat_arrays(
+                [pa.array([], pa.int64()), *(table["starts"].chunk(0)[part.lo].values for table, part in parts)])
+        return found
+
+
+def _holding(table: pa.Table, part: _Part, terms: list[str], prefix: bool) -> pa.Array:
+    """The mask of this segment part's texts (a bit a code) that hold every one of these words (the last as a
+    prefix of theirs)."""
+    names, codes = table["word"].chunk(0), table["codes"].chunk(0)
+    size = 2 * part.lines
+    mask: pa.Array | None = None
+    for k, term in enumerate(terms):
+        lo = bisect_left(_Words(names), term, part.lo + 1, part.hi)
+        if prefix and k == len(terms) - 1:
+            hi = bisect_left(_Words(names), term + "\U0010ffff", lo, part.hi)  # never in a word (a noncharacter)
+        else:
+            hi = lo + 1 if lo < part.hi and names[lo].as_py() == term else lo
+        held = codes.slice(lo, hi - lo).flatten()
+        bits = mask_of(held, size)
+        mask = bits if mask is None else pc.and_(mask, bits)
+        if size and not len(held):
+            break
+    assert mask is not None
+    return mask
+
+
+def mask_of(positions: Iterable[int] | pa.Array, size: int) -> pa.Array:
+    """A bool array of ``size``, True at these positions (Arrow's scatter: one C loop, sequential when they are
+    ascending)."""
+    at = positions if isinstance(positions, pa.Array) else pa.array(sorted(positions), pa.int32())
+    trues = pa.Array.from_buffers(pa.bool_(), len(at), [None, pa.py_buffer(b"\xff" * (-(-len(at) // 8)))])
+    return pc.scatter(trues, at, max_index=size - 1).is_valid()
+
+
+class _Words(Sequence[str]):
+    """A segment's word column as a sequence bisect can search (each look-up one value, not the column)."""
+
+    def __init__(self, names: pa.StringArray) -> None:
+        self._names = names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+        return self._names[i].as_py()
+
+
+class _Adding:
+    """The lines of one new segment, as the log's records are read: each dataset's lines' starts and, for each
+    word, the codes of its texts (from the dataset's first line in the segment)."""
+
+    def __init__(self, lines: dict[str, int]) -> None:
+        self.first = dict(lines)  # each dataset's first line here (lines indexed before)
+        self.next = dict(lines)
+        self.starts: dict[str, array[int]] = {}
+        self.codes: dict[str, dict[str, array[int]]] = {}
+        self.lines = 0
+
+    def add(self, recs: list[Any], bounds: list[int]) -> None:
         for i, rec in enumerate(recs):
             ev = rec.event
             if ev.__class__.__name__ not in _CONTENT_NAMES or not ev.entry_id:
@@ -289,70 +486,110 @@ class SearchIndex:
             q, a = ev.question, ev.answer
             if q is None and a is None:
                 continue  # an edit of the category or feedback only
-            start = bounds[i]
-            lines.append((start, self._dataset_id(db, ev.dataset_id), ev.entry_id))
-            texts.append((start, "" if q is None else _spaced(q.casefold()), "" if a is None else _spaced(a.casefold())))
-        if lines:
-            db.executemany("INSERT INTO lines(start, dataset, entry) VALUES (?, ?, ?)", lines)
-            db.executemany("INSERT INTO words(rowid, question, answer) VALUES (?, ?, ?)", texts)
+            ds = ev.dataset_id
+            starts = self.starts.get(ds)
+            if starts is None:
+                starts = self.starts[ds] = array("q")
+                self.codes[ds] = {}
+                self.first.setdefault(ds, 0)
+            code = 2 * len(starts)
+            starts.append(bounds[i])
+            codes = self.codes[ds]
+            for field, text in ((0, q), (1, a)):
+                if text:
+                    for word in set(words(text.casefold())):
+                        held = codes.get(word)
+                        if held is None:
+                            codes[word] = array("i", (code + field,))
+                        else:
+                            held.append(code + field)
+            self.lines += 1
+        for ds, starts in self.starts.items():
+            self.next[ds] = self.first[ds] + len(starts)
 
-    def _dataset_id(self, db: sqlite3.Connection, dataset_id: str) -> int:
-        found = self._dataset_ids.get(dataset_id)
-        if found is None:
-            row = db.execute("SELECT id FROM datasets WHERE name = ?", (dataset_id,)).fetchone()
-            if row is None:
-                row = db.execute("INSERT INTO datasets(name) VALUES (?) RETURNING id", (dataset_id,)).fetchone()
-            found = self._dataset_ids[dataset_id] = int(row[0])
-        return found
+    def parts(self) -> dict[str, _Part]:
+        out, row = {}, 0
+        for ds in sorted(self.starts):
+            n = len(self.codes[ds]) + 1
+            out[ds] = _Part(row, row + n, self.first[ds], len(self.starts[ds]))
+            row += n
+        return out
 
-    # -- searching ------------------------------------------------------------------------------
-
-    def hits(self, dataset_id: str, needle: str) -> Hits | None:
-        """The lines of this dataset holding every word of the (casefolded) needle (its last as a prefix) in
-        their question or answer; None when the needle has no words, or there is no index (the caller reads the
-        texts)."""
-        terms = words(needle)
-        if not terms:
-            return None
-        # each word a string (whatever it spells, even "and"), all of them required: words in any order
-        query = " ".join(f'"{t}"' for t in terms)
-        if _in_word(needle[-1]) and not _SPACELESS.match(needle[-1]):
-            query += " *"  # the text's word may go on
-        with self._lock:
-            db = self._connect()
-            if db is None:
-                return None
-            try:
-                db.execute("BEGIN")  # one read transaction: the reach and the hits agree
-                try:
-                    reach = _meta(db)[1]
-                    row = db.execute("SELECT id FROM datasets WHERE name = ?", (dataset_id,)).fetchone()
-                    lines = [] if row is None else db.execute(
-                        "SELECT l.start, l.entry FROM words JOIN lines l ON l.start = words.rowid "
-                        "WHERE words MATCH ? AND l.dataset = ?", (query, row[0])).fetchall()
-                finally:
-                    db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._off(exc)
-                return None
-        return Hits(reach, lines)
+    def table(self) -> pa.Table:
+        datasets, names, code_lengths, held, start_lengths = [], [], [], [], []
+        for ds in sorted(self.starts):
+            codes = self.codes[ds]
+            order = sorted(codes)
+            datasets += [ds] * (len(order) + 1)
+            names += ["", *order]
+            code_lengths += [0, *(len(codes[w]) for w in order)]
+            held += [codes[w] for w in order]
+            start_lengths += [len(self.starts[ds]), *([0] * len(order))]
+        return pa.table([pa.array(datasets, pa.string()), pa.array(names, pa.string()),
+                         _lists(code_lengths, held, "i", pa.int32()),
+                         _lists(start_lengths, [self.starts[ds] for ds in sorted(self.starts)], "q", pa.int64())],
+                        schema=_SCHEMA)
 
 
-def _create(db: sqlite3.Connection) -> None:
-    for table in ("meta", "datasets", "lines", "words"):
-        db.execute(f"DROP TABLE IF EXISTS {table}")
-    db.execute("CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    db.executemany("INSERT INTO meta VALUES (?, ?)",
-                   (("format", SEARCH_FORMAT), ("seq", 0), ("offset", 0), ("crc", 0)))
-    db.execute("CREATE TABLE datasets(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)")
-    db.execute("CREATE TABLE lines(start INTEGER PRIMARY KEY, dataset INTEGER NOT NULL, entry TEXT NOT NULL)")
-    # contentless: the texts stay in the log; detail=none: which words a line holds, not where (a search
-    # that needs more reads the texts); remove_diacritics 0: "cafe" is not "café", as in matcher
-    db.execute("CREATE VIRTUAL TABLE words USING fts5(question, answer, content='', detail=none, "
-               "tokenize='unicode61 remove_diacritics 0')")
+def _lists(lengths: list[int], parts: list[array[int]], typecode: str, kind: pa.DataType) -> pa.Array:
+    """A list array of these lengths whose values are the parts, joined."""
+    values = array(typecode)
+    for part in parts:
+        values.extend(part)
+    flat = pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
+    offsets = pa.array(list(accumulate(lengths, initial=0)), pa.int32())
+    return pa.ListArray.from_arrays(offsets, flat)
 
 
-def _meta(db: sqlite3.Connection) -> tuple[int, int, int]:
-    got = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('seq', 'offset', 'crc')").fetchall())
-    return got["seq"], got["offset"], got["crc"]
+def _merge(tables: list[pa.Table], segments: list[_Segment]) -> tuple[pa.Table, dict[str, _Part]]:
+    """Adjacent segments as one: each (dataset, word)'s codes joined in the segments' order, each made an offset
+    from the dataset's first line in the merged segment (as a word's codes are in each)."""
+    first: dict[str, int] = {}
+    for s in segments:
+        for ds, part in s.parts.items():
+            first.setdefault(ds, part.first)
+    shifted = []
+    for table, s in zip(tables, segments, strict=True):
+        datasets = table["dataset"].chunk(0)
+        codes = table["codes"].chunk(0)
+        shift = {ds: 2 * (part.first - first[ds]) for ds, part in s.parts.items()}
+        row_shift = pc.take(pa.array(list(shift.values()), pa.int32()),
+                            pc.index_in(datasets, value_set=pa.array(list(shift), pa.string())))
+        value_shift = pc.take(row_shift, codes.value_parent_indices())
+        codes = pa.ListArray.from_arrays(codes.offsets, pc.add(codes.flatten(), value_shift))
+        shifted.append(pa.table([datasets, table["word"].chunk(0), codes, table["starts"].chunk(0)], schema=_SCHEMA))
+    joined = pa.concat_tables(shifted).combine_chunks()
+    # a stable sort: each (dataset, word)'s rows stay in the segments' order, so their codes ascend
+    joined = joined.take(pc.sort_indices(joined, sort_keys=[("dataset", "ascending"), ("word", "ascending")]))
+    datasets, names = joined["dataset"].chunk(0), joined["word"].chunk(0)
+    n = len(names)
+    if n > 1:
+        changed = pc.or_(pc.not_equal(datasets[1:], datasets[:-1]), pc.not_equal(names[1:], names[:-1]))
+        heads = pa.concat_arrays([pa.array([0], pa.int64()), pc.add(pc.indices_nonzero(changed), 1)])
+    else:
+        heads = pa.array(range(n), pa.int64())
+    columns = [pc.take(datasets, heads), pc.take(names, heads)]
+    for name in ("codes", "starts"):
+        lists = joined[name].chunk(0)
+        offsets = pc.take(lists.offsets, pa.concat_arrays([heads, pa.array([n], pa.int64())]))
+        columns.append(pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), lists.flatten()))
+    table = pa.table(columns, schema=_SCHEMA)
+    return table, _parts_of(table, first, segments)
 
+
+def _parts_of(table: pa.Table, first: dict[str, int], segments: list[_Segment]) -> dict[str, _Part]:
+    datasets = table["dataset"].chunk(0)
+    n = len(datasets)
+    if n == 0:
+        return {}
+    changed = pc.not_equal(datasets[1:], datasets[:-1]) if n > 1 else pa.array([], pa.bool_())
+    heads = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), n]
+    lines: dict[str, int] = {}
+    for s in segments:
+        for ds, part in s.parts.items():
+            lines[ds] = lines.get(ds, 0) + part.lines
+    out = {}
+    for lo, hi in zip(heads, heads[1:], strict=False):
+        ds = datasets[lo].as_py()
+        out[ds] = _Part(lo, hi, first[ds], lines[ds])
+    return out

@@ -4,11 +4,12 @@ is whole, behind, rebuilt, shared by processes or unusable; and what a search me
 from __future__ import annotations
 
 import random
-import sqlite3
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 from helpers import append
 
@@ -27,7 +28,7 @@ from dsetlog.store.events import (
 )
 from dsetlog.store.log import LOG_NAME
 from projections import ReadModel
-from projections.search import SEARCH_NAME, SearchIndex, matcher
+from projections.search import OLD_SEARCH_NAME, SEARCH_DIR, SearchIndex, matcher, words
 from projections.snapshot import SNAPSHOT_DIR
 
 DS = "ds"
@@ -102,6 +103,14 @@ def _search(rm: ReadModel, needle: str, **filters: object) -> list[str]:
         return [index.entry_id(i) for i in positions]
 
 
+def _lines(data: Path, rm: ReadModel) -> dict[str, int]:
+    """Each dataset's lines in the data dir's index."""
+    index = SearchIndex(data, rm.path)
+    manifest = index._read_manifest()
+    assert manifest is not None
+    return dict(manifest.lines)
+
+
 def test_searches_find_what_reading_every_text_finds(tmp_path: Path) -> None:
     append(tmp_path, *_corpus(300))
     rm = ReadModel.open(tmp_path)
@@ -111,12 +120,10 @@ def test_searches_find_what_reading_every_text_finds(tmp_path: Path) -> None:
     index = SearchIndex(tmp_path, rm.path)
     assert index.reach() == rm.offset  # the first search indexed the log
     hits = index.hits(DS, "insulin")
-    assert hits is not None and hits.lines and all(isinstance(start, int) for start, _ in hits.lines)
-    # and with the index gone (a file that is not a database), the same, read from the texts
-    (tmp_path / SNAPSHOT_DIR / SEARCH_NAME).unlink()
-    for name in ("-wal", "-shm"):
-        (tmp_path / SNAPSHOT_DIR / (SEARCH_NAME + name)).unlink(missing_ok=True)
-    (tmp_path / SNAPSHOT_DIR / SEARCH_NAME).mkdir()
+    assert hits is not None and pc.any(hits.mask).as_py() and len(hits.mask) == 2 * len(hits.starts) + 1
+    # and with the index gone (a file where its directory was), the same, read from the texts
+    shutil.rmtree(tmp_path / SNAPSHOT_DIR / SEARCH_DIR)
+    (tmp_path / SNAPSHOT_DIR / SEARCH_DIR).write_text("not an index")
     unusable = ReadModel.open(tmp_path)
     assert unusable.search_hits(DS, "insulin") is None
     for needle in needles[:40]:
@@ -134,9 +141,6 @@ def test_filters_and_orders_apply_to_a_search(tmp_path: Path) -> None:
         index = EntryIndex(rm, DS)
         positions, _ = index.query(rm, EntriesQuery(q="insulin", min_quality=0.5))
         assert [index.entry_id(i) for i in positions] == want
-        # few hits are ordered by their rank in the order, many are picked out of it: the same either way
-        few = index._in_order(set(positions[:3]), "quality", "desc")
-        assert [index.entry_id(i) for i in few] == want[:3]
 
 
 def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path) -> None:
@@ -195,8 +199,7 @@ def test_an_index_of_a_log_rewritten_since_is_built_again(tmp_path: Path) -> Non
     assert rm.offset > old
     for needle in ("insulin", "glucose", "光合", "fact 12"):
         assert _search(rm, needle) == _expected(rm, needle), needle
-    db = sqlite3.connect(tmp_path / SNAPSHOT_DIR / SEARCH_NAME)
-    assert db.execute("SELECT count(*) FROM lines").fetchone() == (120,)  # 60 entries in each of 2 datasets
+    assert _lines(tmp_path, rm) == {DS: 60, "other": 60}  # the old lines are gone
 
 
 def test_an_index_stops_before_a_bad_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,6 +236,75 @@ def test_processes_sharing_a_data_dir_index_it_once(tmp_path: Path) -> None:
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert {int(o) for o in outs} == {rm.offset}
-    db = sqlite3.connect(tmp_path / SNAPSHOT_DIR / SEARCH_NAME)
-    assert db.execute("SELECT count(*), count(DISTINCT start) FROM lines").fetchone() == (400, 400)
+    assert _lines(tmp_path, rm) == {DS: 200, "other": 200}
+    hits = SearchIndex(tmp_path, rm.path).hits(DS, "glucose")
+    assert hits is not None and len(set(hits.starts.to_pylist())) == 200
     assert _search(rm, "glucose") == _expected(rm, "glucose")
+
+
+def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    append(tmp_path, *_corpus(150))
+    rm = ReadModel.open(tmp_path)
+    needles = _needles(rm, random.Random(9), 50)
+    monkeypatch.setattr(search, "COMMIT_BYTES", 2048)  # a segment of a few lines each
+    monkeypatch.setattr(search, "MERGE_FANOUT", 10**6)  # never merged
+    apart = SearchIndex(tmp_path, rm.path)
+    apart.catch_up()
+    many = apart._read_manifest()
+    assert many is not None and len(many.segments) > 20
+    found = {n: _search(rm, n) for n in needles}
+    assert all(found[n] == _expected(rm, n) for n in needles)
+    shutil.rmtree(tmp_path / SNAPSHOT_DIR / SEARCH_DIR)
+    monkeypatch.setattr(search, "MERGE_FANOUT", 3)
+    merged = SearchIndex(tmp_path, rm.path)
+    merged.catch_up()
+    few = merged._read_manifest()
+    assert few is not None and len(few.segments) < len(many.segments) // 3
+    assert few.lines == many.lines
+    assert sum(s.lines for s in few.segments) == sum(s.lines for s in many.segments) == 300
+    names = {p.name for p in (tmp_path / SNAPSHOT_DIR / SEARCH_DIR).glob("*.arrow")}
+    assert names == {s.name for s in few.segments}  # the segments merged away are deleted
+    rm2 = ReadModel.open(tmp_path)
+    for needle in needles:
+        assert _search(rm2, needle) == found[needle], needle
+        for ds in (DS, "other"):
+            a, b = apart.hits(ds, needle), merged.hits(ds, needle)
+            assert (a is None) == (b is None)
+            if a is not None and b is not None:
+                assert a.mask.equals(b.mask) and a.starts.equals(b.starts), needle
+
+
+def test_the_old_sqlite_index_is_deleted(tmp_path: Path) -> None:
+    append(tmp_path, *_corpus(5))
+    rm = ReadModel.open(tmp_path)
+    old = tmp_path / SNAPSHOT_DIR / OLD_SEARCH_NAME
+    old.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("", "-wal"):
+        old.with_name(OLD_SEARCH_NAME + name).write_bytes(b"x" * 100)
+    assert _search(rm, "insulin") == _expected(rm, "insulin")
+    assert not list(old.parent.glob(OLD_SEARCH_NAME + "*"))
+
+
+def _words_by_character(folded: str) -> list[str]:
+    """words() as it was written a character at a time: the definition its regular expressions keep."""
+    out, word = [], []
+    for c in search._spaced(folded):
+        if search._in_word(c):
+            word.append(c)
+        elif word:
+            out.append("".join(word))
+            word = []
+    if word:
+        out.append("".join(word))
+    return out
+
+
+def test_texts_and_needles_split_into_words_by_the_definition() -> None:
+    rng = random.Random(11)
+    alphabet = ("abcXYZ09 _-.,?!'\t\n" "éüßİΣσς" "e\u0301" "ßﬃ" "光合作用" "กินข้าว" "हिन्दी" "١٢٣" "\ue000"
+                "\U000f0000" "😀" "ⅷ" "\u200b" "ǅ" "·")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(3000)]
+    texts += [chr(cp) for cp in range(0, 0x3000)]  # every character of the first planes' common part, alone
+    for text in texts:
+        folded = text.casefold()
+        assert words(folded) == _words_by_character(folded), repr(text)
