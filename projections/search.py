@@ -79,7 +79,7 @@ OLD_SEARCH_NAME = "search.sqlite3"  # the SQLite index of earlier versions: dele
 SEARCH_FORMAT = 3  # of the manifest, the segments and the words they keep: another one is built again
 COMMIT_BYTES = 16 << 20  # of log per segment written: a search waits at most one of them for the lock
 MERGE_FANOUT = 8  # this many segments of one size (within a factor of MERGE_FANOUT) are merged into one
-MERGE_MAX_LINES = 1 << 20  # nor beyond this many lines: a merge holds its segments' codes in memory
+MERGE_MAX_LINES = 1 << 19  # nor beyond this many lines: a merge holds ~3 copies of its codes (~350 MB at most)
 
 # Scripts written without spaces between words: each character is indexed (and searched) as a word.
 _SPACELESS = re.compile(
@@ -205,7 +205,8 @@ class _Manifest(msgspec.Struct):
 
 
 _SCHEMA = pa.schema([("dataset", pa.string()), ("word", pa.string()), ("codes", pa.list_(pa.int32())),
-                     ("starts", pa.list_(pa.int64()))])
+                     ("starts", pa.list_(pa.int64())), ("bits", pa.binary())])
+DENSE = 32  # a word held by at least one text in DENSE is kept as a bitmap of the texts (its codes would be larger)
 
 
 class Hits(NamedTuple):
@@ -260,6 +261,7 @@ class SearchIndex:
         return manifest
 
     def _segment(self, name: str) -> pa.Table:
+        """A segment, memory-mapped (kept open: searches touch only their words' pages)."""
         found = self._segments.get(name)
         if found is None:
             found = self._segments[name] = pa.ipc.open_file(pa.memory_map(str(self.dir / name))).read_all()
@@ -377,7 +379,9 @@ class SearchIndex:
             sizes = [max(1, s.lines) for s in last]
             if max(sizes) > MERGE_FANOUT * min(sizes) or sum(sizes) > MERGE_MAX_LINES:
                 break
-            merged = self._write(*_merge([self._segment(s.name) for s in last], last))
+            # mapped for the merge only, not kept with the maps searches use: its pages are let go with it
+            merged = self._write(*_merge([pa.ipc.open_file(pa.memory_map(str(self.dir / s.name))).read_all()
+                                          for s in last], last))
             segments = [*segments[:-MERGE_FANOUT], merged]
             dropped += [s.name for s in last]
         return segments, dropped
@@ -428,7 +432,7 @@ class SearchIndex:
 def _holding(table: pa.Table, part: _Part, terms: list[str], prefix: bool) -> pa.Array:
     """The mask of this segment part's texts (a bit a code) that hold every one of these words (the last as a
     prefix of theirs)."""
-    names, codes = table["word"].chunk(0), table["codes"].chunk(0)
+    names, codes, dense_rows = table["word"].chunk(0), table["codes"].chunk(0), table["bits"].chunk(0)
     size = 2 * part.lines
     mask: pa.Array | None = None
     for k, term in enumerate(terms):
@@ -439,9 +443,9 @@ def _holding(table: pa.Table, part: _Part, terms: list[str], prefix: bool) -> pa
             hi = lo + 1 if lo < part.hi and names[lo].as_py() == term else lo
         held = codes.slice(lo, hi - lo).flatten()
         bits = mask_of(held, size)
+        for dense in dense_rows.slice(lo, hi - lo).drop_null():
+            bits = pc.or_(bits, pa.Array.from_buffers(pa.bool_(), size, [None, dense.as_buffer()]))
         mask = bits if mask is None else pc.and_(mask, bits)
-        if size and not len(held):
-            break
     assert mask is not None
     return mask
 
@@ -525,10 +529,11 @@ class _Adding:
             code_lengths += [0, *(len(codes[w]) for w in order)]
             held += [codes[w] for w in order]
             start_lengths += [len(self.starts[ds]), *([0] * len(order))]
-        return pa.table([pa.array(datasets, pa.string()), pa.array(names, pa.string()),
-                         _lists(code_lengths, held, "i", pa.int32()),
-                         _lists(start_lengths, [self.starts[ds] for ds in sorted(self.starts)], "q", pa.int64())],
-                        schema=_SCHEMA)
+        table = pa.table([pa.array(datasets, pa.string()), pa.array(names, pa.string()),
+                          _lists(code_lengths, held, "i", pa.int32()),
+                          _lists(start_lengths, [self.starts[ds] for ds in sorted(self.starts)], "q", pa.int64()),
+                          pa.nulls(len(names), pa.binary())], schema=_SCHEMA)
+        return _packed(table, {ds: len(starts) for ds, starts in self.starts.items()})
 
 
 def _lists(lengths: list[int], parts: list[array[int]], typecode: str, kind: pa.DataType) -> pa.Array:
@@ -549,7 +554,8 @@ def _merge(tables: list[pa.Table], segments: list[_Segment]) -> tuple[pa.Table, 
         for ds, part in s.parts.items():
             first.setdefault(ds, part.first)
     shifted = []
-    for table, s in zip(tables, segments, strict=True):
+    for packed, s in zip(tables, segments, strict=True):
+        table = _unpacked(packed, s.parts)
         datasets = table["dataset"].chunk(0)
         codes = table["codes"].chunk(0)
         shift = {ds: 2 * (part.first - first[ds]) for ds, part in s.parts.items()}
@@ -557,7 +563,8 @@ def _merge(tables: list[pa.Table], segments: list[_Segment]) -> tuple[pa.Table, 
                             pc.index_in(datasets, value_set=pa.array(list(shift), pa.string())))
         value_shift = pc.take(row_shift, codes.value_parent_indices())
         codes = pa.ListArray.from_arrays(codes.offsets, pc.add(codes.flatten(), value_shift))
-        shifted.append(pa.table([datasets, table["word"].chunk(0), codes, table["starts"].chunk(0)], schema=_SCHEMA))
+        shifted.append(pa.table([datasets, table["word"].chunk(0), codes, table["starts"].chunk(0),
+                                 table["bits"].chunk(0)], schema=_SCHEMA))
     joined = pa.concat_tables(shifted).combine_chunks()
     # a stable sort: each (dataset, word)'s rows stay in the segments' order, so their codes ascend
     joined = joined.take(pc.sort_indices(joined, sort_keys=[("dataset", "ascending"), ("word", "ascending")]))
@@ -573,8 +580,60 @@ def _merge(tables: list[pa.Table], segments: list[_Segment]) -> tuple[pa.Table, 
         lists = joined[name].chunk(0)
         offsets = pc.take(lists.offsets, pa.concat_arrays([heads, pa.array([n], pa.int64())]))
         columns.append(pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), lists.flatten()))
+    columns.append(pa.nulls(len(heads), pa.binary()))
     table = pa.table(columns, schema=_SCHEMA)
-    return table, _parts_of(table, first, segments)
+    parts = _parts_of(table, first, segments)
+    return _packed(table, {ds: part.lines for ds, part in parts.items()}), parts
+
+
+def _sizes(datasets: pa.Array, lines: dict[str, int]) -> pa.Array:
+    """Each row's number of texts in its dataset's part (a bitmap's length)."""
+    names = list(lines)
+    return pc.take(pa.array([2 * lines[ds] for ds in names], pa.int64()),
+                   pc.index_in(datasets, value_set=pa.array(names, pa.string())))
+
+
+def _packed(table: pa.Table, lines: dict[str, int]) -> pa.Table:
+    """The table (every word's codes listed) with the words of at least one text in DENSE kept as bitmaps."""
+    datasets, codes = table["dataset"].chunk(0), table["codes"].chunk(0)
+    lengths = pc.cast(pc.list_value_length(codes), pa.int64())
+    dense = pc.greater_equal(pc.multiply(lengths, DENSE), _sizes(datasets, lines))
+    dense = pc.and_(dense, pc.greater(lengths, 0))  # the "" rows, and an empty part's
+    rows = pc.indices_nonzero(dense).to_pylist()
+    if not rows:
+        return table
+    sizes = _sizes(datasets, lines)
+    bits: list[bytes | None] = [None] * len(codes)
+    for r in rows:
+        size = sizes[r].as_py()
+        bits[r] = mask_of(codes[r].values, size).buffers()[1].to_pybytes()[: -(-size // 8)]
+    kept = pc.invert(pc.take(dense, codes.value_parent_indices()))
+    left = pc.if_else(dense, 0, lengths)
+    offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(left)])
+    listed = pa.ListArray.from_arrays(pc.cast(offsets, pa.int32()), pc.filter(codes.flatten(), kept))
+    return pa.table([datasets, table["word"].chunk(0), listed, table["starts"].chunk(0), pa.array(bits, pa.binary())],
+                    schema=_SCHEMA)
+
+
+def _unpacked(table: pa.Table, parts: dict[str, _Part]) -> pa.Table:
+    """The table with its bitmaps listed as codes again (their rows moved to the end: a segment has one row a
+    word, so its order among the segment's rows does not matter to a merge)."""
+    bits = table["bits"].chunk(0)
+    if bits.null_count == len(bits):
+        return table
+    dense = bits.is_valid()
+    rows = pc.indices_nonzero(dense)
+    sizes = _sizes(table["dataset"].chunk(0), {ds: part.lines for ds, part in parts.items()})
+    listed = [pc.cast(pc.indices_nonzero(pa.Array.from_buffers(pa.bool_(), sizes[r].as_py(), [None, bits[r].as_buffer()])),
+                      pa.int32()) for r in rows.to_pylist()]
+    lengths = [len(c) for c in listed]
+    extra = pa.table([pc.take(table["dataset"].chunk(0), rows), pc.take(table["word"].chunk(0), rows),
+                      pa.ListArray.from_arrays(pa.array(list(accumulate(lengths, initial=0)), pa.int32()),
+                                               pa.concat_arrays([pa.array([], pa.int32()), *listed])),
+                      pa.ListArray.from_arrays(pa.array([0] * (len(lengths) + 1), pa.int32()),
+                                               pa.array([], pa.int64())),
+                      pa.nulls(len(lengths), pa.binary())], schema=_SCHEMA)
+    return pa.concat_tables([table.filter(pc.invert(dense)), extra]).combine_chunks()
 
 
 def _parts_of(table: pa.Table, first: dict[str, int], segments: list[_Segment]) -> dict[str, _Part]:

@@ -111,7 +111,14 @@ def _lines(data: Path, rm: ReadModel) -> dict[str, int]:
     return dict(manifest.lines)
 
 
-def test_searches_find_what_reading_every_text_finds(tmp_path: Path) -> None:
+# 0: every word's texts listed; 10**9: every word's a bitmap; 32: as kept (the common ones bitmaps)
+KEPT_AS = pytest.mark.parametrize("dense", [0, 32, 10**9])
+
+
+@KEPT_AS
+def test_searches_find_what_reading_every_text_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     dense: int) -> None:
+    monkeypatch.setattr(search, "DENSE", dense)
     append(tmp_path, *_corpus(300))
     rm = ReadModel.open(tmp_path)
     needles = _needles(rm, random.Random(3), 120)
@@ -143,7 +150,10 @@ def test_filters_and_orders_apply_to_a_search(tmp_path: Path) -> None:
         assert [index.entry_id(i) for i in positions] == want
 
 
-def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path) -> None:
+@KEPT_AS
+def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             dense: int) -> None:
+    monkeypatch.setattr(search, "DENSE", dense)
     append(tmp_path, *_corpus(20))
     rm = ReadModel.open(tmp_path)
     assert "e3" not in _search(rm, "zebra")
@@ -242,7 +252,10 @@ def test_processes_sharing_a_data_dir_index_it_once(tmp_path: Path) -> None:
     assert _search(rm, "glucose") == _expected(rm, "glucose")
 
 
-def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@KEPT_AS
+def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    dense: int) -> None:
+    monkeypatch.setattr(search, "DENSE", dense)
     append(tmp_path, *_corpus(150))
     rm = ReadModel.open(tmp_path)
     needles = _needles(rm, random.Random(9), 50)
@@ -264,6 +277,11 @@ def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch:
     assert sum(s.lines for s in few.segments) == sum(s.lines for s in many.segments) == 300
     names = {p.name for p in (tmp_path / SNAPSHOT_DIR / SEARCH_DIR).glob("*.arrow")}
     assert names == {s.name for s in few.segments}  # the segments merged away are deleted
+    for segment in few.segments:  # bitmaps where words are common (all with dense 10**9), lists otherwise
+        table = merged._segment(segment.name)
+        word_rows = pc.sum(pc.not_equal(table["word"], "")).as_py()
+        as_bits = len(table) - table["bits"].null_count
+        assert as_bits == {0: 0, 10**9: word_rows}.get(dense, as_bits) and (dense != 32 or as_bits > 0)
     rm2 = ReadModel.open(tmp_path)
     for needle in needles:
         assert _search(rm2, needle) == found[needle], needle
