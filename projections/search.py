@@ -360,15 +360,23 @@ class SearchIndex:
     def _write(self, table: pa.Table, parts: dict[str, _Part]) -> _Segment:
         name = f"{uuid.uuid4().hex}.arrow"
         tmp = self.dir / (name + ".tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
-            writer.write_table(table, max_chunksize=max(1, table.num_rows))  # one batch: one chunk a column
-        tmp.rename(self.dir / name)
+        try:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
+                writer.write_table(table, max_chunksize=max(1, table.num_rows))  # one batch: one chunk a column
+            tmp.rename(self.dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half a file
+            raise
         return _Segment(name=name, lines=sum(p.lines for p in parts.values()), parts=parts)
 
     def _write_manifest(self, manifest: _Manifest) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_bytes(msgspec.json.encode(manifest))
-        tmp.rename(self.path)
+        try:
+            tmp.write_bytes(msgspec.json.encode(manifest))
+            tmp.rename(self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def _merged(self, segments: list[_Segment]) -> tuple[list[_Segment], list[str]]:
         """The segments with their last ``MERGE_FANOUT`` of one size merged, while there are (the names merged

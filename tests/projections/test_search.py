@@ -7,6 +7,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -326,3 +327,19 @@ def test_texts_and_needles_split_into_words_by_the_definition() -> None:
     for text in texts:
         folded = text.casefold()
         assert words(folded) == _words_by_character(folded), repr(text)
+
+
+def test_a_full_disk_turns_the_index_off_and_searches_read_the_texts(tmp_path: Path,
+                                                                      tmpfs: Callable[[str], Path]) -> None:
+    made = tmp_path / "made"
+    append(made, *_corpus(300))
+    log = (made / LOG_NAME).read_bytes()
+    disk = tmpfs(f"{len(log) // 1024 + 4}k")  # the log and a few kB: not the index's first segment (~12 kB)
+    (disk / LOG_NAME).write_bytes(log)
+    rm = ReadModel.open(disk)
+    needles = ["insulin", "fact 12", "光合", "zzz"]
+    assert all(_search(rm, n) == _expected(rm, n) for n in needles)
+    index = rm.search_index()
+    assert index.off and index.reach() == 0 and rm.search_hits(DS, "insulin") is None
+    left = [p.name for p in (disk / SNAPSHOT_DIR / SEARCH_DIR).iterdir()] if (disk / SNAPSHOT_DIR / SEARCH_DIR).exists() else []
+    assert not [n for n in left if n.endswith(".tmp")]  # no half-written file
