@@ -79,7 +79,8 @@ OLD_SEARCH_NAME = "search.sqlite3"  # the SQLite index of earlier versions: dele
 SEARCH_FORMAT = 3  # of the manifest, the segments and the words they keep: another one is built again
 COMMIT_BYTES = 16 << 20  # of log per segment written: a search waits at most one of them for the lock
 MERGE_FANOUT = 8  # this many segments of one size (within a factor of MERGE_FANOUT) are merged into one
-MERGE_MAX_LINES = 1 << 19  # nor beyond this many lines: a merge holds ~3 copies of its codes (~350 MB at most)
+MERGE_MAX_LINES = 1 << 22  # nor beyond this many lines (a search's per-segment work stays small against its bits)
+MERGE_PIECE = 4096  # words of a dataset merged at once: a merge holds one piece's codes, whatever its size
 
 # Scripts written without spaces between words: each character is indexed (and searched) as a word.
 _SPACELESS = re.compile(
@@ -339,7 +340,7 @@ class SearchIndex:
         done = offset - manifest.offset
         segments = list(manifest.segments)
         if adding.lines:
-            segments.append(self._write(adding.table(), adding.parts()))
+            segments.append(self._write(lambda writer: (_put(writer, adding.table()), adding.parts())[1]))
         segments, dropped = self._merged(segments)
         lines = dict(manifest.lines)
         lines.update(adding.next)
@@ -357,12 +358,13 @@ class SearchIndex:
             old.with_name(OLD_SEARCH_NAME + name).unlink(missing_ok=True)
         return _Manifest(format=SEARCH_FORMAT, build=uuid.uuid4().hex)
 
-    def _write(self, table: pa.Table, parts: dict[str, _Part]) -> _Segment:
+    def _write(self, fill: Callable[[pa.ipc.RecordBatchFileWriter], dict[str, _Part]]) -> _Segment:
+        """A new segment file, its batches written by ``fill`` (which says what they hold)."""
         name = f"{uuid.uuid4().hex}.arrow"
         tmp = self.dir / (name + ".tmp")
         try:
             with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
-                writer.write_table(table, max_chunksize=max(1, table.num_rows))  # one batch: one chunk a column
+                parts = fill(writer)
             tmp.rename(self.dir / name)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a full disk keeps no half a file
@@ -388,8 +390,8 @@ class SearchIndex:
             if max(sizes) > MERGE_FANOUT * min(sizes) or sum(sizes) > MERGE_MAX_LINES:
                 break
             # mapped for the merge only, not kept with the maps searches use: its pages are let go with it
-            merged = self._write(*_merge([pa.ipc.open_file(pa.memory_map(str(self.dir / s.name))).read_all()
-                                          for s in last], last))
+            tables = [pa.ipc.open_file(pa.memory_map(str(self.dir / s.name))).read_all() for s in last]
+            merged = self._write(lambda writer: _merge(writer, tables, last))  # noqa: B023 (called at once)
             segments = [*segments[:-MERGE_FANOUT], merged]
             dropped += [s.name for s in last]
         return segments, dropped
@@ -433,14 +435,14 @@ class SearchIndex:
         found = self._starts.get(key)
         if found is None or len(found) != lines:
             found = self._starts[key] = pa.concat_arrays(
-                [pa.array([], pa.int64()), *(table["starts"].chunk(0)[part.lo].values for table, part in parts)])
+                [pa.array([], pa.int64()), *(table["starts"][part.lo].values for table, part in parts)])
         return found
 
 
 def _holding(table: pa.Table, part: _Part, terms: list[str], prefix: bool) -> pa.Array:
     """The mask of this segment part's texts (a bit a code) that hold every one of these words (the last as a
     prefix of theirs)."""
-    names, codes, dense_rows = table["word"].chunk(0), table["codes"].chunk(0), table["bits"].chunk(0)
+    names, codes, dense_rows = table["word"], table["codes"], table["bits"]  # a batch a piece merged
     size = 2 * part.lines
     mask: pa.Array | None = None
     for k, term in enumerate(terms):
@@ -449,7 +451,7 @@ def _holding(table: pa.Table, part: _Part, terms: list[str], prefix: bool) -> pa
             hi = bisect_left(_Words(names), term + "\U0010ffff", lo, part.hi)  # never in a word (a noncharacter)
         else:
             hi = lo + 1 if lo < part.hi and names[lo].as_py() == term else lo
-        held = codes.slice(lo, hi - lo).flatten()
+        held = pc.list_flatten(codes.slice(lo, hi - lo)).combine_chunks()
         bits = mask_of(held, size)
         for dense in dense_rows.slice(lo, hi - lo).drop_null():
             bits = pc.or_(bits, pa.Array.from_buffers(pa.bool_(), size, [None, dense.as_buffer()]))
@@ -554,44 +556,112 @@ def _lists(lengths: list[int], parts: list[array[int]], typecode: str, kind: pa.
     return pa.ListArray.from_arrays(offsets, flat)
 
 
-def _merge(tables: list[pa.Table], segments: list[_Segment]) -> tuple[pa.Table, dict[str, _Part]]:
-    """Adjacent segments as one: each (dataset, word)'s codes joined in the segments' order, each made an offset
-    from the dataset's first line in the merged segment (as a word's codes are in each)."""
+def _put(writer: pa.ipc.RecordBatchFileWriter, table: pa.Table) -> None:
+    writer.write_table(table, max_chunksize=max(1, table.num_rows))  # one batch
+
+
+def _merge(writer: pa.ipc.RecordBatchFileWriter, tables: list[pa.Table], segments: list[_Segment]) -> dict[str, _Part]:
+    """Adjacent segments written as one: each dataset's lines' starts joined, and each (dataset, word)'s texts,
+    their codes made offsets from the dataset's first line in the merged segment. A dataset's words are merged
+    ``MERGE_PIECE`` of the largest segment's at a time (a batch each), so a merge holds one piece's codes."""
     first: dict[str, int] = {}
-    for s in segments:
-        for ds, part in s.parts.items():
+    lines: dict[str, int] = {}
+    for seg in segments:
+        for ds, part in seg.parts.items():
             first.setdefault(ds, part.first)
-    shifted = []
-    for packed, s in zip(tables, segments, strict=True):
-        table = _unpacked(packed, s.parts)
-        datasets = table["dataset"].chunk(0)
-        codes = table["codes"].chunk(0)
-        shift = {ds: 2 * (part.first - first[ds]) for ds, part in s.parts.items()}
-        row_shift = pc.take(pa.array(list(shift.values()), pa.int32()),
-                            pc.index_in(datasets, value_set=pa.array(list(shift), pa.string())))
-        value_shift = pc.take(row_shift, codes.value_parent_indices())
-        codes = pa.ListArray.from_arrays(codes.offsets, pc.add(codes.flatten(), value_shift))
-        shifted.append(pa.table([datasets, table["word"].chunk(0), codes, table["starts"].chunk(0),
-                                 table["bits"].chunk(0)], schema=_SCHEMA))
-    joined = pa.concat_tables(shifted).combine_chunks()
-    # a stable sort: each (dataset, word)'s rows stay in the segments' order, so their codes ascend
-    joined = joined.take(pc.sort_indices(joined, sort_keys=[("dataset", "ascending"), ("word", "ascending")]))
-    datasets, names = joined["dataset"].chunk(0), joined["word"].chunk(0)
+            lines[ds] = lines.get(ds, 0) + part.lines
+    parts, row = {}, 0
+    for ds in sorted(lines):
+        inputs = [(table, seg.parts[ds]) for table, seg in zip(tables, segments, strict=True) if ds in seg.parts]
+        starts = pa.concat_arrays([table["starts"][part.lo].values for table, part in inputs])
+        _put(writer, pa.table([pa.array([ds]), pa.array([""]), pa.array([[]], pa.list_(pa.int32())),
+                               pa.ListArray.from_arrays(pa.array([0, len(starts)], pa.int32()), starts),
+                               pa.nulls(1, pa.binary())], schema=_SCHEMA))
+        lo, row = row, row + 1
+        cuts = sorted({table["word"][r].as_py() for table, part in inputs
+                       for r in range(part.lo + 1 + MERGE_PIECE, part.hi, MERGE_PIECE)})
+        for a, b in zip([None, *cuts], [*cuts, None], strict=True):
+            pieces = []
+            for table, part in inputs:
+                names = _Words(table["word"])
+                r0 = part.lo + 1 if a is None else bisect_left(names, a, part.lo + 1, part.hi)
+                r1 = part.hi if b is None else bisect_left(names, b, r0, part.hi)
+                pieces.append((table.slice(r0, r1 - r0).combine_chunks(), part))
+            merged = _merge_piece(ds, pieces, first[ds], lines[ds])
+            _put(writer, merged)
+            row += merged.num_rows
+        parts[ds] = _Part(lo, row, first[ds], lines[ds])
+    return parts
+
+
+def _merge_piece(ds: str, pieces: list[tuple[pa.Table, _Part]], first: int, lines: int) -> pa.Table:
+    """One dataset's rows of some words, from each segment (in the log's order), as the merged segment's rows:
+    the words of at least one text in DENSE as bitmaps (joined bit by bit), the others' codes listed."""
+    counts = []
+    for table, part in pieces:
+        count = pc.cast(pc.list_value_length(table["codes"].combine_chunks()), pa.int64()).to_pylist()
+        bits = table["bits"].combine_chunks()
+        for r in pc.indices_nonzero(bits.is_valid()).to_pylist():
+            count[r] = pa.Array.from_buffers(pa.bool_(), 2 * part.lines, [None, bits[r].as_buffer()]).true_count
+        counts.append(pa.table({"word": table["word"].combine_chunks(), "count": pa.array(count, pa.int64())}))
+    totals = pa.concat_tables(counts).group_by("word").aggregate([("count", "sum")])
+    dense = totals.filter(pc.greater_equal(pc.multiply(totals["count_sum"], DENSE), 2 * lines))["word"]
+    rows = [_sparse_rows(table, part, first, dense) for table, part in pieces]
+    joined = pa.concat_tables(rows).combine_chunks()
+    # a stable sort: each word's rows stay in the segments' order, so their codes ascend
+    joined = joined.take(pc.sort_indices(joined, sort_keys=[("word", "ascending")]))
+    names = joined["word"].combine_chunks()
     n = len(names)
-    if n > 1:
-        changed = pc.or_(pc.not_equal(datasets[1:], datasets[:-1]), pc.not_equal(names[1:], names[:-1]))
-        heads = pa.concat_arrays([pa.array([0], pa.int64()), pc.add(pc.indices_nonzero(changed), 1)])
-    else:
-        heads = pa.array(range(n), pa.int64())
-    columns = [pc.take(datasets, heads), pc.take(names, heads)]
-    for name in ("codes", "starts"):
-        lists = joined[name].chunk(0)
-        offsets = pc.take(lists.offsets, pa.concat_arrays([heads, pa.array([n], pa.int64())]))
-        columns.append(pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), lists.flatten()))
-    columns.append(pa.nulls(len(heads), pa.binary()))
-    table = pa.table(columns, schema=_SCHEMA)
-    parts = _parts_of(table, first, segments)
-    return _packed(table, {ds: part.lines for ds, part in parts.items()}), parts
+    heads = (pa.concat_arrays([pa.array([0], pa.int64()), pc.add(pc.indices_nonzero(
+        pc.not_equal(names[1:], names[:-1])), 1)]) if n > 1 else pa.array(range(n), pa.int64()))
+    lists = joined["codes"].combine_chunks()
+    offsets = pc.take(lists.offsets, pa.concat_arrays([heads, pa.array([n], pa.int64())]))
+    sparse = pa.table([pc.take(joined["dataset"].combine_chunks(), heads), pc.take(names, heads),
+                       pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), lists.flatten()),
+                       pa.ListArray.from_arrays(pa.array([0] * (len(heads) + 1), pa.int32()), pa.array([], pa.int64())),
+                       pa.nulls(len(heads), pa.binary())], schema=_SCHEMA)
+    words_dense = dense.to_pylist()
+    bitmaps = [_joined_bits(word, pieces, lines) for word in words_dense]
+    out = pa.concat_tables([sparse, pa.table([
+        pa.array([ds] * len(words_dense), pa.string()), pa.array(words_dense, pa.string()),
+        pa.ListArray.from_arrays(pa.array([0] * (len(words_dense) + 1), pa.int32()), pa.array([], pa.int32())),
+        pa.ListArray.from_arrays(pa.array([0] * (len(words_dense) + 1), pa.int32()), pa.array([], pa.int64())),
+        pa.array(bitmaps, pa.binary())], schema=_SCHEMA)]).combine_chunks()
+    return out.take(pc.sort_indices(out, sort_keys=[("word", "ascending")]))
+
+
+def _sparse_rows(table: pa.Table, part: _Part, first: int, dense: pa.Array) -> pa.Table:
+    """A segment's rows of the words that stay listed (not in ``dense``), their bitmaps listed as codes and the
+    codes made offsets from the merged segment's first line."""
+    table = table.filter(pc.invert(pc.is_in(table["word"], value_set=dense)))
+    table = _unpacked(table, 2 * part.lines)
+    codes = table["codes"].combine_chunks()
+    shift = 2 * (part.first - first)
+    offsets = pc.subtract(codes.offsets, codes.offsets[0])  # a slice's offsets start where it does
+    codes = pa.ListArray.from_arrays(offsets, pc.add(codes.flatten(), pa.scalar(shift, pa.int32())))
+    return pa.table([table["dataset"], table["word"], codes, table["starts"], table["bits"]], schema=_SCHEMA)
+
+
+def _joined_bits(word: str, pieces: list[tuple[pa.Table, _Part]], lines: int) -> bytes:
+    """A word's bitmap over the merged segment's texts: each segment's, bit after bit, in the log's order."""
+    parts = []
+    for table, part in pieces:
+        size = 2 * part.lines
+        names = _Words(table["word"])
+        r = bisect_left(names, word)
+        if r < len(names) and names[r] == word:
+            bits = table["bits"][r]
+            parts.append(pa.Array.from_buffers(pa.bool_(), size, [None, bits.as_buffer()]) if bits.is_valid
+                         else mask_of(table["codes"][r].values, size))
+        else:
+            parts.append(mask_of([], size))
+    joined = pa.concat_arrays(parts)
+    return joined.buffers()[1].to_pybytes()[: -(-2 * lines // 8)] if joined.offset == 0 else _bitmap(joined)
+
+
+def _bitmap(mask: pa.Array) -> bytes:
+    """A bool array's bits from its first (a copy that starts at bit 0)."""
+    return pc.and_(mask, mask).buffers()[1].to_pybytes()[: -(-len(mask) // 8)]
 
 
 def _sizes(datasets: pa.Array, lines: dict[str, int]) -> pa.Array:
@@ -603,7 +673,7 @@ def _sizes(datasets: pa.Array, lines: dict[str, int]) -> pa.Array:
 
 def _packed(table: pa.Table, lines: dict[str, int]) -> pa.Table:
     """The table (every word's codes listed) with the words of at least one text in DENSE kept as bitmaps."""
-    datasets, codes = table["dataset"].chunk(0), table["codes"].chunk(0)
+    datasets, codes = table["dataset"].combine_chunks(), table["codes"].combine_chunks()
     lengths = pc.cast(pc.list_value_length(codes), pa.int64())
     dense = pc.greater_equal(pc.multiply(lengths, DENSE), _sizes(datasets, lines))
     dense = pc.and_(dense, pc.greater(lengths, 0))  # the "" rows, and an empty part's
@@ -619,44 +689,25 @@ def _packed(table: pa.Table, lines: dict[str, int]) -> pa.Table:
     left = pc.if_else(dense, 0, lengths)
     offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(left)])
     listed = pa.ListArray.from_arrays(pc.cast(offsets, pa.int32()), pc.filter(codes.flatten(), kept))
-    return pa.table([datasets, table["word"].chunk(0), listed, table["starts"].chunk(0), pa.array(bits, pa.binary())],
+    return pa.table([datasets, table["word"].combine_chunks(), listed, table["starts"].combine_chunks(), pa.array(bits, pa.binary())],
                     schema=_SCHEMA)
 
 
-def _unpacked(table: pa.Table, parts: dict[str, _Part]) -> pa.Table:
-    """The table with its bitmaps listed as codes again (their rows moved to the end: a segment has one row a
-    word, so its order among the segment's rows does not matter to a merge)."""
-    bits = table["bits"].chunk(0)
+def _unpacked(table: pa.Table, size: int) -> pa.Table:
+    """One dataset's rows with their bitmaps (of ``size`` texts) listed as codes again (those rows moved to the
+    end: a segment has one row a word, so its order among the segment's rows does not matter to a merge)."""
+    bits = table["bits"].combine_chunks()
     if bits.null_count == len(bits):
         return table
     dense = bits.is_valid()
     rows = pc.indices_nonzero(dense)
-    sizes = _sizes(table["dataset"].chunk(0), {ds: part.lines for ds, part in parts.items()})
-    listed = [pc.cast(pc.indices_nonzero(pa.Array.from_buffers(pa.bool_(), sizes[r].as_py(), [None, bits[r].as_buffer()])),
+    listed = [pc.cast(pc.indices_nonzero(pa.Array.from_buffers(pa.bool_(), size, [None, bits[r].as_buffer()])),
                       pa.int32()) for r in rows.to_pylist()]
     lengths = [len(c) for c in listed]
-    extra = pa.table([pc.take(table["dataset"].chunk(0), rows), pc.take(table["word"].chunk(0), rows),
+    extra = pa.table([pc.take(table["dataset"], rows), pc.take(table["word"], rows),
                       pa.ListArray.from_arrays(pa.array(list(accumulate(lengths, initial=0)), pa.int32()),
                                                pa.concat_arrays([pa.array([], pa.int32()), *listed])),
                       pa.ListArray.from_arrays(pa.array([0] * (len(lengths) + 1), pa.int32()),
                                                pa.array([], pa.int64())),
                       pa.nulls(len(lengths), pa.binary())], schema=_SCHEMA)
     return pa.concat_tables([table.filter(pc.invert(dense)), extra]).combine_chunks()
-
-
-def _parts_of(table: pa.Table, first: dict[str, int], segments: list[_Segment]) -> dict[str, _Part]:
-    datasets = table["dataset"].chunk(0)
-    n = len(datasets)
-    if n == 0:
-        return {}
-    changed = pc.not_equal(datasets[1:], datasets[:-1]) if n > 1 else pa.array([], pa.bool_())
-    heads = [0, *(i + 1 for i in pc.indices_nonzero(changed).to_pylist()), n]
-    lines: dict[str, int] = {}
-    for s in segments:
-        for ds, part in s.parts.items():
-            lines[ds] = lines.get(ds, 0) + part.lines
-    out = {}
-    for lo, hi in zip(heads, heads[1:], strict=False):
-        ds = datasets[lo].as_py()
-        out[ds] = _Part(lo, hi, first[ds], lines[ds])
-    return out

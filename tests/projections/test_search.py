@@ -270,10 +270,12 @@ def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch:
     assert all(found[n] == _expected(rm, n) for n in needles)
     shutil.rmtree(tmp_path / SNAPSHOT_DIR / SEARCH_DIR)
     monkeypatch.setattr(search, "MERGE_FANOUT", 3)
+    monkeypatch.setattr(search, "MERGE_PIECE", 3)  # a dataset's words merged a few at a time: a batch each
     merged = SearchIndex(tmp_path, rm.path)
     merged.catch_up()
     few = merged._read_manifest()
     assert few is not None and len(few.segments) < len(many.segments) // 3
+    assert max(merged._segment(seg.name)["word"].num_chunks for seg in few.segments) > 3
     assert few.lines == many.lines
     assert sum(s.lines for s in few.segments) == sum(s.lines for s in many.segments) == 300
     names = {p.name for p in (tmp_path / SNAPSHOT_DIR / SEARCH_DIR).glob("*.arrow")}
