@@ -42,7 +42,8 @@ from dsetlog.store.scan import LINE_REF_BITS
 from projections.columns import FLAGGED, Rows
 from projections.datasets import summary_of_columns
 from projections.readmodel import ReadModel
-from projections.search import Hits, mask_of, matcher, needs_check
+from projections.search import Hits, matcher, needs_check
+from projections.segments import mask_of
 from projections.views import EntryView, FullEntry
 
 INDEXES_KEPT = 16  # (dataset, live or as_of) pairs

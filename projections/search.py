@@ -14,7 +14,7 @@ keeps the codes of the texts holding that word, and the start in the log of each
 an entry's ``question_at`` / ``answer_at`` still points at it; lines an edit replaced stay in the index and
 simply name no entry, so the index only grows and is never wrong.
 
-It is kept in segments, each one Arrow IPC file of the lines of a stretch of the log (read memory-mapped, no
+It is kept in segments (:mod:`projections.segments`), each one Arrow IPC file of the lines of a stretch of the log (read memory-mapped, no
 copy): a row per (dataset, word), sorted, holding its codes as offsets from the segment's first line of that
 dataset, and a row per dataset with the word "" holding its lines' starts. A search takes, in each segment,
 the rows of the needle's words (its last word as a prefix: every row from it to the next word), marks their
@@ -48,16 +48,13 @@ import threading
 import unicodedata
 import uuid
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Union
 
 import msgspec
 import portalocker
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from dsetlog.store.errors import LogError
 from dsetlog.store.events import (
@@ -70,6 +67,7 @@ from dsetlog.store.events import (
 )
 from dsetlog.store.layout import Recorded
 from dsetlog.store.scan import file_identity, read_located, record_ends_at
+from projections.segments import SCHEMA, Part, Segment, holding, lists_of, merge, packed, put
 from projections.snapshot import SNAPSHOT_DIR
 
 _log = logging.getLogger(__name__)
@@ -80,7 +78,6 @@ SEARCH_FORMAT = 3  # of the manifest, the segments and the words they keep: anot
 COMMIT_BYTES = 16 << 20  # of log per segment written: a search waits at most one of them for the lock
 MERGE_FANOUT = 8  # this many segments of one size (within a factor of MERGE_FANOUT) are merged into one
 MERGE_MAX_LINES = 1 << 22  # nor beyond this many lines (a search's per-segment work stays small against its bits)
-MERGE_PIECE = 4096  # words of a dataset merged at once: a merge holds one piece's codes, whatever its size
 
 # Scripts written without spaces between words: each character is indexed (and searched) as a word.
 _SPACELESS = re.compile(
@@ -179,22 +176,6 @@ _decoder = msgspec.json.Decoder(_TextRecorded)
 
 # -- the files -------------------------------------------------------------------------------------------------
 
-class _Part(msgspec.Struct, array_like=True):
-    """One dataset's part of a segment: its rows [lo, hi) (the first its word "", the lines' starts) and lines
-    [first, first + lines) of the dataset."""
-
-    lo: int
-    hi: int
-    first: int
-    lines: int
-
-
-class _Segment(msgspec.Struct):
-    name: str
-    lines: int  # of all its datasets
-    parts: dict[str, _Part]
-
-
 class _Manifest(msgspec.Struct):
     format: int
     build: str  # made anew with each index built from the start: the lines it numbers are its own
@@ -202,12 +183,7 @@ class _Manifest(msgspec.Struct):
     offset: int = 0  # where it ends
     crc: int = 0
     lines: dict[str, int] = {}  # each dataset's lines indexed
-    segments: list[_Segment] = []
-
-
-_SCHEMA = pa.schema([("dataset", pa.string()), ("word", pa.string()), ("codes", pa.list_(pa.int32())),
-                     ("starts", pa.list_(pa.int64())), ("bits", pa.binary())])
-DENSE = 32  # a word held by at least one text in DENSE is kept as a bitmap of the texts (its codes would be larger)
+    segments: list[Segment] = []
 
 
 class Hits(NamedTuple):
@@ -340,7 +316,7 @@ class SearchIndex:
         done = offset - manifest.offset
         segments = list(manifest.segments)
         if adding.lines:
-            segments.append(self._write(lambda writer: (_put(writer, adding.table()), adding.parts())[1]))
+            segments.append(self._write(lambda writer: (put(writer, adding.table()), adding.parts())[1]))
         segments, dropped = self._merged(segments)
         lines = dict(manifest.lines)
         lines.update(adding.next)
@@ -358,18 +334,18 @@ class SearchIndex:
             old.with_name(OLD_SEARCH_NAME + name).unlink(missing_ok=True)
         return _Manifest(format=SEARCH_FORMAT, build=uuid.uuid4().hex)
 
-    def _write(self, fill: Callable[[pa.ipc.RecordBatchFileWriter], dict[str, _Part]]) -> _Segment:
+    def _write(self, fill: Callable[[pa.ipc.RecordBatchFileWriter], dict[str, Part]]) -> Segment:
         """A new segment file, its batches written by ``fill`` (which says what they hold)."""
         name = f"{uuid.uuid4().hex}.arrow"
         tmp = self.dir / (name + ".tmp")
         try:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, _SCHEMA) as writer:
+            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, SCHEMA) as writer:
                 parts = fill(writer)
             tmp.rename(self.dir / name)
         except BaseException:
             tmp.unlink(missing_ok=True)  # a full disk keeps no half a file
             raise
-        return _Segment(name=name, lines=sum(p.lines for p in parts.values()), parts=parts)
+        return Segment(name=name, lines=sum(p.lines for p in parts.values()), parts=parts)
 
     def _write_manifest(self, manifest: _Manifest) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -380,7 +356,7 @@ class SearchIndex:
             tmp.unlink(missing_ok=True)
             raise
 
-    def _merged(self, segments: list[_Segment]) -> tuple[list[_Segment], list[str]]:
+    def _merged(self, segments: list[Segment]) -> tuple[list[Segment], list[str]]:
         """The segments with their last ``MERGE_FANOUT`` of one size merged, while there are (the names merged
         away)."""
         dropped: list[str] = []
@@ -391,7 +367,7 @@ class SearchIndex:
                 break
             # mapped for the merge only, not kept with the maps searches use: its pages are let go with it
             tables = [pa.ipc.open_file(pa.memory_map(str(self.dir / s.name))).read_all() for s in last]
-            merged = self._write(lambda writer: _merge(writer, tables, last))  # noqa: B023 (called at once)
+            merged = self._write(lambda writer: merge(writer, tables, last))  # noqa: B023 (called at once)
             segments = [*segments[:-MERGE_FANOUT], merged]
             dropped += [s.name for s in last]
         return segments, dropped
@@ -421,7 +397,7 @@ class SearchIndex:
                     self._off(exc)
                     return None
             try:
-                masks = [_holding(table, part, terms, prefix) for table, part in parts]
+                masks = [holding(table, part, terms, prefix) for table, part in parts]
                 starts = self._starts_of(manifest.build, dataset_id, parts)
             except pa.ArrowException as exc:
                 self._off(exc)
@@ -429,7 +405,7 @@ class SearchIndex:
         masks.append(pa.array([False]))
         return Hits(manifest.offset, manifest.build, starts, pa.concat_arrays(masks))
 
-    def _starts_of(self, build: str, dataset_id: str, parts: list[tuple[pa.Table, _Part]]) -> pa.Array:
+    def _starts_of(self, build: str, dataset_id: str, parts: list[tuple[pa.Table, Part]]) -> pa.Array:
         key = (build, dataset_id)
         lines = sum(part.lines for _, part in parts)
         found = self._starts.get(key)
@@ -437,48 +413,6 @@ class SearchIndex:
             found = self._starts[key] = pa.concat_arrays(
                 [pa.array([], pa.int64()), *(table["starts"][part.lo].values for table, part in parts)])
         return found
-
-
-def _holding(table: pa.Table, part: _Part, terms: list[str], prefix: bool) -> pa.Array:
-    """The mask of this segment part's texts (a bit a code) that hold every one of these words (the last as a
-    prefix of theirs)."""
-    names, codes, dense_rows = table["word"], table["codes"], table["bits"]  # a batch a piece merged
-    size = 2 * part.lines
-    mask: pa.Array | None = None
-    for k, term in enumerate(terms):
-        lo = bisect_left(_Words(names), term, part.lo + 1, part.hi)
-        if prefix and k == len(terms) - 1:
-            hi = bisect_left(_Words(names), term + "\U0010ffff", lo, part.hi)  # never in a word (a noncharacter)
-        else:
-            hi = lo + 1 if lo < part.hi and names[lo].as_py() == term else lo
-        held = pc.list_flatten(codes.slice(lo, hi - lo)).combine_chunks()
-        bits = mask_of(held, size)
-        for dense in dense_rows.slice(lo, hi - lo).drop_null():
-            bits = pc.or_(bits, pa.Array.from_buffers(pa.bool_(), size, [None, dense.as_buffer()]))
-        mask = bits if mask is None else pc.and_(mask, bits)
-    assert mask is not None
-    return mask
-
-
-def mask_of(positions: Iterable[int] | pa.Array, size: int) -> pa.Array:
-    """A bool array of ``size``, True at these positions (Arrow's scatter: one C loop, sequential when they are
-    ascending)."""
-    at = positions if isinstance(positions, pa.Array) else pa.array(sorted(positions), pa.int32())
-    trues = pa.Array.from_buffers(pa.bool_(), len(at), [None, pa.py_buffer(b"\xff" * (-(-len(at) // 8)))])
-    return pc.scatter(trues, at, max_index=size - 1).is_valid()
-
-
-class _Words(Sequence[str]):
-    """A segment's word column as a sequence bisect can search (each look-up one value, not the column)."""
-
-    def __init__(self, names: pa.StringArray) -> None:
-        self._names = names
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __getitem__(self, i: int) -> str:  # type: ignore[override]
-        return self._names[i].as_py()
 
 
 class _Adding:
@@ -521,11 +455,11 @@ class _Adding:
         for ds, starts in self.starts.items():
             self.next[ds] = self.first[ds] + len(starts)
 
-    def parts(self) -> dict[str, _Part]:
+    def parts(self) -> dict[str, Part]:
         out, row = {}, 0
         for ds in sorted(self.starts):
             n = len(self.codes[ds]) + 1
-            out[ds] = _Part(row, row + n, self.first[ds], len(self.starts[ds]))
+            out[ds] = Part(row, row + n, self.first[ds], len(self.starts[ds]))
             row += n
         return out
 
@@ -540,174 +474,7 @@ class _Adding:
             held += [codes[w] for w in order]
             start_lengths += [len(self.starts[ds]), *([0] * len(order))]
         table = pa.table([pa.array(datasets, pa.string()), pa.array(names, pa.string()),
-                          _lists(code_lengths, held, "i", pa.int32()),
-                          _lists(start_lengths, [self.starts[ds] for ds in sorted(self.starts)], "q", pa.int64()),
-                          pa.nulls(len(names), pa.binary())], schema=_SCHEMA)
-        return _packed(table, {ds: len(starts) for ds, starts in self.starts.items()})
-
-
-def _lists(lengths: list[int], parts: list[array[int]], typecode: str, kind: pa.DataType) -> pa.Array:
-    """A list array of these lengths whose values are the parts, joined."""
-    values = array(typecode)
-    for part in parts:
-        values.extend(part)
-    flat = pa.Array.from_buffers(kind, len(values), [None, pa.py_buffer(values)])
-    offsets = pa.array(list(accumulate(lengths, initial=0)), pa.int32())
-    return pa.ListArray.from_arrays(offsets, flat)
-
-
-def _put(writer: pa.ipc.RecordBatchFileWriter, table: pa.Table) -> None:
-    writer.write_table(table, max_chunksize=max(1, table.num_rows))  # one batch
-
-
-def _merge(writer: pa.ipc.RecordBatchFileWriter, tables: list[pa.Table], segments: list[_Segment]) -> dict[str, _Part]:
-    """Adjacent segments written as one: each dataset's lines' starts joined, and each (dataset, word)'s texts,
-    their codes made offsets from the dataset's first line in the merged segment. A dataset's words are merged
-    ``MERGE_PIECE`` of the largest segment's at a time (a batch each), so a merge holds one piece's codes."""
-    first: dict[str, int] = {}
-    lines: dict[str, int] = {}
-    for seg in segments:
-        for ds, part in seg.parts.items():
-            first.setdefault(ds, part.first)
-            lines[ds] = lines.get(ds, 0) + part.lines
-    parts, row = {}, 0
-    for ds in sorted(lines):
-        inputs = [(table, seg.parts[ds]) for table, seg in zip(tables, segments, strict=True) if ds in seg.parts]
-        starts = pa.concat_arrays([table["starts"][part.lo].values for table, part in inputs])
-        _put(writer, pa.table([pa.array([ds]), pa.array([""]), pa.array([[]], pa.list_(pa.int32())),
-                               pa.ListArray.from_arrays(pa.array([0, len(starts)], pa.int32()), starts),
-                               pa.nulls(1, pa.binary())], schema=_SCHEMA))
-        lo, row = row, row + 1
-        cuts = sorted({table["word"][r].as_py() for table, part in inputs
-                       for r in range(part.lo + 1 + MERGE_PIECE, part.hi, MERGE_PIECE)})
-        for a, b in zip([None, *cuts], [*cuts, None], strict=True):
-            pieces = []
-            for table, part in inputs:
-                names = _Words(table["word"])
-                r0 = part.lo + 1 if a is None else bisect_left(names, a, part.lo + 1, part.hi)
-                r1 = part.hi if b is None else bisect_left(names, b, r0, part.hi)
-                pieces.append((table.slice(r0, r1 - r0).combine_chunks(), part))
-            merged = _merge_piece(ds, pieces, first[ds], lines[ds])
-            _put(writer, merged)
-            row += merged.num_rows
-        parts[ds] = _Part(lo, row, first[ds], lines[ds])
-    return parts
-
-
-def _merge_piece(ds: str, pieces: list[tuple[pa.Table, _Part]], first: int, lines: int) -> pa.Table:
-    """One dataset's rows of some words, from each segment (in the log's order), as the merged segment's rows:
-    the words of at least one text in DENSE as bitmaps (joined bit by bit), the others' codes listed."""
-    counts = []
-    for table, part in pieces:
-        count = pc.cast(pc.list_value_length(table["codes"].combine_chunks()), pa.int64()).to_pylist()
-        bits = table["bits"].combine_chunks()
-        for r in pc.indices_nonzero(bits.is_valid()).to_pylist():
-            count[r] = pa.Array.from_buffers(pa.bool_(), 2 * part.lines, [None, bits[r].as_buffer()]).true_count
-        counts.append(pa.table({"word": table["word"].combine_chunks(), "count": pa.array(count, pa.int64())}))
-    totals = pa.concat_tables(counts).group_by("word").aggregate([("count", "sum")])
-    dense = totals.filter(pc.greater_equal(pc.multiply(totals["count_sum"], DENSE), 2 * lines))["word"]
-    rows = [_sparse_rows(table, part, first, dense) for table, part in pieces]
-    joined = pa.concat_tables(rows).combine_chunks()
-    # a stable sort: each word's rows stay in the segments' order, so their codes ascend
-    joined = joined.take(pc.sort_indices(joined, sort_keys=[("word", "ascending")]))
-    names = joined["word"].combine_chunks()
-    n = len(names)
-    heads = (pa.concat_arrays([pa.array([0], pa.int64()), pc.add(pc.indices_nonzero(
-        pc.not_equal(names[1:], names[:-1])), 1)]) if n > 1 else pa.array(range(n), pa.int64()))
-    lists = joined["codes"].combine_chunks()
-    offsets = pc.take(lists.offsets, pa.concat_arrays([heads, pa.array([n], pa.int64())]))
-    sparse = pa.table([pc.take(joined["dataset"].combine_chunks(), heads), pc.take(names, heads),
-                       pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), lists.flatten()),
-                       pa.ListArray.from_arrays(pa.array([0] * (len(heads) + 1), pa.int32()), pa.array([], pa.int64())),
-                       pa.nulls(len(heads), pa.binary())], schema=_SCHEMA)
-    words_dense = dense.to_pylist()
-    bitmaps = [_joined_bits(word, pieces, lines) for word in words_dense]
-    out = pa.concat_tables([sparse, pa.table([
-        pa.array([ds] * len(words_dense), pa.string()), pa.array(words_dense, pa.string()),
-        pa.ListArray.from_arrays(pa.array([0] * (len(words_dense) + 1), pa.int32()), pa.array([], pa.int32())),
-        pa.ListArray.from_arrays(pa.array([0] * (len(words_dense) + 1), pa.int32()), pa.array([], pa.int64())),
-        pa.array(bitmaps, pa.binary())], schema=_SCHEMA)]).combine_chunks()
-    return out.take(pc.sort_indices(out, sort_keys=[("word", "ascending")]))
-
-
-def _sparse_rows(table: pa.Table, part: _Part, first: int, dense: pa.Array) -> pa.Table:
-    """A segment's rows of the words that stay listed (not in ``dense``), their bitmaps listed as codes and the
-    codes made offsets from the merged segment's first line."""
-    table = table.filter(pc.invert(pc.is_in(table["word"], value_set=dense)))
-    table = _unpacked(table, 2 * part.lines)
-    codes = table["codes"].combine_chunks()
-    shift = 2 * (part.first - first)
-    offsets = pc.subtract(codes.offsets, codes.offsets[0])  # a slice's offsets start where it does
-    codes = pa.ListArray.from_arrays(offsets, pc.add(codes.flatten(), pa.scalar(shift, pa.int32())))
-    return pa.table([table["dataset"], table["word"], codes, table["starts"], table["bits"]], schema=_SCHEMA)
-
-
-def _joined_bits(word: str, pieces: list[tuple[pa.Table, _Part]], lines: int) -> bytes:
-    """A word's bitmap over the merged segment's texts: each segment's, bit after bit, in the log's order."""
-    parts = []
-    for table, part in pieces:
-        size = 2 * part.lines
-        names = _Words(table["word"])
-        r = bisect_left(names, word)
-        if r < len(names) and names[r] == word:
-            bits = table["bits"][r]
-            parts.append(pa.Array.from_buffers(pa.bool_(), size, [None, bits.as_buffer()]) if bits.is_valid
-                         else mask_of(table["codes"][r].values, size))
-        else:
-            parts.append(mask_of([], size))
-    joined = pa.concat_arrays(parts)
-    return joined.buffers()[1].to_pybytes()[: -(-2 * lines // 8)] if joined.offset == 0 else _bitmap(joined)
-
-
-def _bitmap(mask: pa.Array) -> bytes:
-    """A bool array's bits from its first (a copy that starts at bit 0)."""
-    return pc.and_(mask, mask).buffers()[1].to_pybytes()[: -(-len(mask) // 8)]
-
-
-def _sizes(datasets: pa.Array, lines: dict[str, int]) -> pa.Array:
-    """Each row's number of texts in its dataset's part (a bitmap's length)."""
-    names = list(lines)
-    return pc.take(pa.array([2 * lines[ds] for ds in names], pa.int64()),
-                   pc.index_in(datasets, value_set=pa.array(names, pa.string())))
-
-
-def _packed(table: pa.Table, lines: dict[str, int]) -> pa.Table:
-    """The table (every word's codes listed) with the words of at least one text in DENSE kept as bitmaps."""
-    datasets, codes = table["dataset"].combine_chunks(), table["codes"].combine_chunks()
-    lengths = pc.cast(pc.list_value_length(codes), pa.int64())
-    dense = pc.greater_equal(pc.multiply(lengths, DENSE), _sizes(datasets, lines))
-    dense = pc.and_(dense, pc.greater(lengths, 0))  # the "" rows, and an empty part's
-    rows = pc.indices_nonzero(dense).to_pylist()
-    if not rows:
-        return table
-    sizes = _sizes(datasets, lines)
-    bits: list[bytes | None] = [None] * len(codes)
-    for r in rows:
-        size = sizes[r].as_py()
-        bits[r] = mask_of(codes[r].values, size).buffers()[1].to_pybytes()[: -(-size // 8)]
-    kept = pc.invert(pc.take(dense, codes.value_parent_indices()))
-    left = pc.if_else(dense, 0, lengths)
-    offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(left)])
-    listed = pa.ListArray.from_arrays(pc.cast(offsets, pa.int32()), pc.filter(codes.flatten(), kept))
-    return pa.table([datasets, table["word"].combine_chunks(), listed, table["starts"].combine_chunks(), pa.array(bits, pa.binary())],
-                    schema=_SCHEMA)
-
-
-def _unpacked(table: pa.Table, size: int) -> pa.Table:
-    """One dataset's rows with their bitmaps (of ``size`` texts) listed as codes again (those rows moved to the
-    end: a segment has one row a word, so its order among the segment's rows does not matter to a merge)."""
-    bits = table["bits"].combine_chunks()
-    if bits.null_count == len(bits):
-        return table
-    dense = bits.is_valid()
-    rows = pc.indices_nonzero(dense)
-    listed = [pc.cast(pc.indices_nonzero(pa.Array.from_buffers(pa.bool_(), size, [None, bits[r].as_buffer()])),
-                      pa.int32()) for r in rows.to_pylist()]
-    lengths = [len(c) for c in listed]
-    extra = pa.table([pc.take(table["dataset"], rows), pc.take(table["word"], rows),
-                      pa.ListArray.from_arrays(pa.array(list(accumulate(lengths, initial=0)), pa.int32()),
-                                               pa.concat_arrays([pa.array([], pa.int32()), *listed])),
-                      pa.ListArray.from_arrays(pa.array([0] * (len(lengths) + 1), pa.int32()),
-                                               pa.array([], pa.int64())),
-                      pa.nulls(len(lengths), pa.binary())], schema=_SCHEMA)
-    return pa.concat_tables([table.filter(pc.invert(dense)), extra]).combine_chunks()
+                          lists_of(code_lengths, held, "i", pa.int32()),
+                          lists_of(start_lengths, [self.starts[ds] for ds in sorted(self.starts)], "q", pa.int64()),
+                          pa.nulls(len(names), pa.binary())], schema=SCHEMA)
+        return packed(table, {ds: len(starts) for ds, starts in self.starts.items()})

@@ -15,6 +15,7 @@ import pytest
 from helpers import append
 
 import projections.search as search
+import projections.segments as segments
 import projections.texts as texts
 from api.entry_index import EntryIndex
 from api.schemas import EntriesQuery
@@ -119,7 +120,7 @@ KEPT_AS = pytest.mark.parametrize("dense", [0, 32, 10**9])
 @KEPT_AS
 def test_searches_find_what_reading_every_text_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      dense: int) -> None:
-    monkeypatch.setattr(search, "DENSE", dense)
+    monkeypatch.setattr(segments, "DENSE", dense)
     append(tmp_path, *_corpus(300))
     rm = ReadModel.open(tmp_path)
     needles = _needles(rm, random.Random(3), 120)
@@ -154,7 +155,7 @@ def test_filters_and_orders_apply_to_a_search(tmp_path: Path) -> None:
 @KEPT_AS
 def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              dense: int) -> None:
-    monkeypatch.setattr(search, "DENSE", dense)
+    monkeypatch.setattr(segments, "DENSE", dense)
     append(tmp_path, *_corpus(20))
     rm = ReadModel.open(tmp_path)
     assert "e3" not in _search(rm, "zebra")
@@ -233,6 +234,7 @@ _INDEXER = """
 import sys
 from pathlib import Path
 import projections.search as search
+import projections.segments as segments
 search.COMMIT_BYTES = 2048
 data = Path(sys.argv[1])
 print(search.SearchIndex(data, data / "events.jsonl").catch_up())
@@ -256,7 +258,7 @@ def test_processes_sharing_a_data_dir_index_it_once(tmp_path: Path) -> None:
 @KEPT_AS
 def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     dense: int) -> None:
-    monkeypatch.setattr(search, "DENSE", dense)
+    monkeypatch.setattr(segments, "DENSE", dense)
     append(tmp_path, *_corpus(150))
     rm = ReadModel.open(tmp_path)
     needles = _needles(rm, random.Random(9), 50)
@@ -270,7 +272,7 @@ def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch:
     assert all(found[n] == _expected(rm, n) for n in needles)
     shutil.rmtree(tmp_path / SNAPSHOT_DIR / SEARCH_DIR)
     monkeypatch.setattr(search, "MERGE_FANOUT", 3)
-    monkeypatch.setattr(search, "MERGE_PIECE", 3)  # a dataset's words merged a few at a time: a batch each
+    monkeypatch.setattr(segments, "MERGE_PIECE", 3)  # a dataset's words merged a few at a time: a batch each
     merged = SearchIndex(tmp_path, rm.path)
     merged.catch_up()
     few = merged._read_manifest()
