@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from msgspec.structs import astuple
@@ -25,8 +25,10 @@ from dsetlog.store.layout import checked_events, event_decoder
 from dsetlog.store.scan import read_lines, ref_start
 from projections.columns import Rows, Views
 from projections.fields import field_values
-from projections.search import Hits, SearchIndex
 from projections.views import EntryView, FullEntry, ItemView
+
+if TYPE_CHECKING:  # the index loads pyarrow: a command that never searches does not pay for it (~0.13 s)
+    from projections.search import Hits, SearchIndex
 
 _TEXT_FIELDS = ("question", "answer", "reasoning")  # a FullEntry's fields that are read from the log
 TEXTS_CHUNK = 2048  # entries whose texts iter_full reads at a time
@@ -150,6 +152,8 @@ class TextReads:
     def search_index(self) -> SearchIndex:
         """The data dir's search index, as this model reaches it (made on first use)."""
         if self._search is None:
+            from projections.search import SearchIndex
+
             self._search = SearchIndex(self.data_dir, self.path)
         return self._search
 
