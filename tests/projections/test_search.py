@@ -113,14 +113,14 @@ def _lines(data: Path, rm: ReadModel) -> dict[str, int]:
     return dict(manifest.lines)
 
 
-# 0: every word's texts listed; 10**9: every word's a bitmap; 32: as kept (the common ones bitmaps)
-KEPT_AS = pytest.mark.parametrize("dense", [0, 32, 10**9])
+@pytest.fixture(params=[0, 32, 10**9])
+def dense(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """segments.DENSE: 0, every word's texts listed; 10**9, every word's a bitmap; 32, as kept."""
+    monkeypatch.setattr(segments, "DENSE", request.param)
+    return int(request.param)
 
 
-@KEPT_AS
-def test_searches_find_what_reading_every_text_finds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     dense: int) -> None:
-    monkeypatch.setattr(segments, "DENSE", dense)
+def test_searches_find_what_reading_every_text_finds(tmp_path: Path, dense: int) -> None:
     append(tmp_path, *_corpus(300))
     rm = ReadModel.open(tmp_path)
     needles = _needles(rm, random.Random(3), 120)
@@ -152,10 +152,7 @@ def test_filters_and_orders_apply_to_a_search(tmp_path: Path) -> None:
         assert [index.entry_id(i) for i in positions] == want
 
 
-@KEPT_AS
-def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                             dense: int) -> None:
-    monkeypatch.setattr(segments, "DENSE", dense)
+def test_edits_regenerations_and_restores_move_what_is_found(tmp_path: Path, dense: int) -> None:
     append(tmp_path, *_corpus(20))
     rm = ReadModel.open(tmp_path)
     assert "e3" not in _search(rm, "zebra")
@@ -255,10 +252,8 @@ def test_processes_sharing_a_data_dir_index_it_once(tmp_path: Path) -> None:
     assert _search(rm, "glucose") == _expected(rm, "glucose")
 
 
-@KEPT_AS
 def test_segments_merged_find_what_they_found_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     dense: int) -> None:
-    monkeypatch.setattr(segments, "DENSE", dense)
     append(tmp_path, *_corpus(150))
     rm = ReadModel.open(tmp_path)
     needles = _needles(rm, random.Random(9), 50)
@@ -347,3 +342,26 @@ def test_a_full_disk_turns_the_index_off_and_searches_read_the_texts(tmp_path: P
     assert index.off and index.reach() == 0 and rm.search_hits(DS, "insulin") is None
     left = [p.name for p in (disk / SNAPSHOT_DIR / SEARCH_DIR).iterdir()] if (disk / SNAPSHOT_DIR / SEARCH_DIR).exists() else []
     assert not [n for n in left if n.endswith(".tmp")]  # no half-written file
+
+
+def test_a_search_after_another_writer_merged_its_segments_away(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    append(tmp_path, *_corpus(120))
+    rm = ReadModel.open(tmp_path)
+    monkeypatch.setattr(search, "COMMIT_BYTES", 4096)
+    monkeypatch.setattr(search, "MERGE_FANOUT", 10**6)
+    reader = SearchIndex(tmp_path, rm.path)
+    reach = reader.catch_up(limit=30_000)
+    before = reader.hits(DS, "glucose")  # its segments are open (mapped) now
+    assert before is not None and 0 < reach < rm.offset
+    monkeypatch.setattr(search, "MERGE_FANOUT", 2)
+    writer = SearchIndex(tmp_path, rm.path)  # as another process: it indexes the rest and merges
+    assert writer.catch_up() == rm.offset
+    opened = set(reader._segments)
+    after = reader.hits(DS, "glucose")
+    assert after is not None and not reader.off and after.reach == rm.offset
+    assert after.mask[: len(before.mask) - 1].equals(before.mask[:-1])  # the lines it had, the same bits
+    now = writer._read_manifest()
+    assert now is not None and opened - {seg.name for seg in now.segments}  # some merged away, their files gone
+    assert set(reader._segments) <= {seg.name for seg in now.segments}  # and their maps let go
+    assert _search(rm, "glucose") == _expected(rm, "glucose")
