@@ -284,7 +284,11 @@ def write_parquet(fh: BinaryIO, entries: Iterable[Entry] | EntryColumns, opts: E
     with pq.ParquetWriter(fh, schema, compression="zstd", use_dictionary=repeated, memory_pool=pool,
                           write_statistics=[name for name in ENTRY_COLUMNS if name not in _TEXT_COLUMNS]) as writer:
         group: list[Any] = []
-        with _behind(writer.write_table) as write:
+        def write_group(table: Any) -> None:
+            writer.write_table(table)
+            pool.release_unused()
+
+        with _behind(write_group) as write:
             # a fifth of a row group read at a time, each part made into Arrow arrays at once: Python holds one
             # part's texts, Arrow the row group's
             for columns in _row_columns(entries, opts, _BATCH // 5):
