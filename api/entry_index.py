@@ -352,10 +352,10 @@ class EntryIndex:
         if high is not None:
             conditions.append(pc.less_equal(column(keys.quality), high))
         if category is not None:
-            cats = [c for c in set(keys.category) if (strings[c] or "").casefold() == category.casefold()]
+            cats = [c for c in _used(keys.category) if (strings[c] or "").casefold() == category.casefold()]
             conditions.append(pc.is_in(column(keys.category), value_set=pa.array(cats, pa.int32())))
         if difficulty is not None:
-            levels = [c for c in set(keys.difficulty) if strings[c] == difficulty]
+            levels = [c for c in _used(keys.difficulty) if strings[c] == difficulty]
             conditions.append(pc.is_in(column(keys.difficulty), value_set=pa.array(levels, pa.int32())))
         if flagged is not None:
             conditions.append(pc.equal(column(keys.flagged), 1 if flagged else 0))
@@ -454,6 +454,11 @@ class _Keys:
 
 
 _ARROW_TYPES = {"d": pa.float64(), "i": pa.int32(), "q": pa.int64(), "Q": pa.uint64()}
+
+
+def _used(codes: array[int]) -> list[int]:
+    """The string codes a column holds (one C pass, not a Python set of millions)."""
+    return pc.unique(_arrow(codes)).to_pylist()  # type: ignore[no-any-return]
 
 
 def _arrow_bytes(values: bytearray) -> pa.Array:
