@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import subprocess
+import sys
 import threading
-import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -36,7 +38,8 @@ WRITE_WAIT = 30.0  # seconds a write waits for the start-up check of the log bef
 # starts, so neither the first job nor a request answered meanwhile (waiting on the GIL, or on a module that
 # thread is importing) pays for it at the first POST.
 JOB_MODULES = ("dsetlog.llm.client", "dsetlog.llm.ratelimit", "dsetlog.engine.engine", "aiohttp")
-SEARCH_INDEX_EVERY = 1.0  # seconds between looks at the log for texts the search index has not yet
+SEARCH_INDEX_RETRY = 60.0  # seconds before an indexing child that failed is started again
+SEARCH_INDEX_EVERY = 1.0  # seconds between looks at the log for texts the search index has not seen yet
 
 
 class Context:
@@ -59,7 +62,6 @@ class Context:
         self._closing = False
         self._writes_ready = threading.Event()  # set once the start-up check has its verdict (and the worker runs)
         self._stop = threading.Event()
-        self._last_request = 0.0  # time.monotonic() of the last request that read the model
         self._indexer: threading.Thread | None = None
         if start_worker:
             threading.Thread(target=_import_job_modules, name="dset-warm-up", daemon=True).start()
@@ -109,7 +111,6 @@ class Context:
     def model(self, as_of: int | None = None) -> ReadModel:
         """The read model, caught up; with ``as_of``: the projections as they were at that seq."""
         rm = self.rm
-        self._last_request = time.monotonic()
         try:
             rm.catch_up()
         except CorruptLogError as exc:  # writes are refused from now on; reads go on from the model as it stands
@@ -134,20 +135,44 @@ class Context:
             return past
 
     def _keep_search_index(self) -> None:
-        """Keep the search index up with the log (projections.search), a transaction at a time, so a search seldom
-        has texts to read that the index does not reach: at start-up it indexes the log it has not seen."""
+        """Keep the search index up with the log (projections.search), so a search seldom has texts to read that
+        the index does not reach: at start-up it indexes the log it has not seen. The indexing runs in a child
+        process at a lower priority (``python -m projections.search``): its tokenizing then holds that
+        interpreter's GIL, and this one's stays with the requests (pages kept their speed beside it)."""
         index = self.rm.search_index()
-        while not self._stop.wait(SEARCH_INDEX_EVERY) and not index.off:  # off: no index here (read-only, full)
-            reach = index.reach()
-            while not self._stop.is_set() and reach < self.rm.offset:
-                started = time.monotonic()
-                before, reach = reach, index.catch_up(limit=1)  # a transaction; searches get the lock between
-                if reach <= before:
-                    break
-                if started - self._last_request < SEARCH_INDEX_EVERY:
-                    # requests are being served: leave them the interpreter half the time (its indexing holds
-                    # the GIL while it decodes), so a big log's first indexing does not make every answer wait
-                    self._stop.wait(time.monotonic() - started)
+        wait = SEARCH_INDEX_EVERY
+        while not self._stop.wait(wait) and not index.off:  # off: no index here (read-only, full)
+            wait = SEARCH_INDEX_EVERY
+            if index.reach() >= self.rm.offset:
+                continue
+            failed = self._index_in_child()
+            if failed:
+                _log.warning("the search index could not be brought up (searches read the texts meanwhile; tried "
+                             "again in %.0f s): %s", SEARCH_INDEX_RETRY, failed)
+                wait = SEARCH_INDEX_RETRY
+
+    def _index_in_child(self) -> str | None:
+        """Run the indexing child to its end (or to the server's stop); what went wrong, or None."""
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)  # where this checkout's packages are
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "projections.search", str(self.data_dir),
+                                     str(self.log.path)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    env=env, text=True)
+        except OSError as exc:
+            return f"cannot start python -m projections.search: {exc}"
+        _log.info("search index: indexing the log in process %d", proc.pid)
+        while True:
+            try:
+                _, err = proc.communicate(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if self._stop.is_set():
+                    proc.terminate()
+                    proc.communicate(timeout=30)
+                    return None
+        return None if proc.returncode == 0 else f"exit {proc.returncode}: {err.strip()[-2000:]}"
 
     def _after_job(self) -> None:
         """A job added many records: keep the start-up snapshot recent (a kill -9 then replays little)."""

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
 import threading
@@ -289,6 +290,8 @@ class SearchIndex:
 
     def _index_some(self) -> tuple[int, int]:
         """One segment's worth, under the writers' lock: (the reach after it, bytes indexed)."""
+        for left in self.dir.glob("*.tmp"):  # of a writer killed as it wrote (no other writes: the lock is ours)
+            left.unlink(missing_ok=True)
         manifest = self._read_manifest()
         if manifest is not None and manifest.offset and not record_ends_at(
                 self.log, manifest.offset, seq=manifest.seq, crc=manifest.crc):
@@ -478,3 +481,22 @@ class _Adding:
                           lists_of(start_lengths, [self.starts[ds] for ds in sorted(self.starts)], "q", pa.int64()),
                           pa.nulls(len(names), pa.binary())], schema=SCHEMA)
         return packed(table, {ds: len(starts) for ds, starts in self.starts.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m projections.search DATA_DIR LOG``: bring the data dir's index up to the log, at a lower CPU
+    priority (``dset serve`` runs it so: the tokenizing holds this interpreter's GIL, not the server's)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m projections.search DATA_DIR LOG", file=sys.stderr)
+        return 2
+    os.nice(10)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    index = SearchIndex(Path(args[0]), Path(args[1]))
+    reach = index.catch_up()
+    print(reach)
+    return 1 if index.off else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

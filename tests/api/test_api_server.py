@@ -15,12 +15,14 @@ import urllib.request
 import zipfile
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import DSET, ROOT, Server, clean_env
 from harness import pancreas_markdown as markdown
+from helpers import append
 
-from dsetlog.store.events import EntryGenerated, JobStarted, SlotQueued
+from dsetlog.store.events import DatasetCreated, EntryGenerated, JobStarted, QuestionQueued, SlotQueued
 from dsetlog.store.log import EventLog
 
 pytestmark = pytest.mark.slow
@@ -163,3 +165,26 @@ def test_the_token_is_required_over_http(tmp_path: Path, servers: list[Server]) 
         assert resp.status == 200
     assert server.stop() == 0
     assert token not in server.log_text()
+
+
+def test_the_server_indexes_the_log_for_searches_in_a_child_process(tmp_path: Path, servers: list[Server]) -> None:
+    data = tmp_path / "data"
+    events: list[Any] = [DatasetCreated(dataset_id="ds", name="d")]
+    for i in range(300):
+        answer = f"answer {i} about {'zebras' if i % 7 == 0 else 'horses'} and more words"
+        events += [QuestionQueued(dataset_id="ds", item_id=f"q{i}", question=f"question {i}?", row=i),
+                   EntryGenerated(dataset_id="ds", item_id=f"q{i}", entry_id=f"e{i:03d}", question=f"question {i}?",
+                                  answer=answer, quality_score=0.5)]
+    append(data, *events)
+    server = Server(data, tmp_path / "server.log")
+    servers.append(server)
+    deadline = time.monotonic() + 60
+    while (index := server.get("/health")["search_index"])["indexed"] < index["log_bytes"]:
+        assert time.monotonic() < deadline and not index["off"], index
+        time.sleep(0.2)
+    # indexed by a child process, not by a thread holding the server's interpreter
+    line = next(x for x in server.log_text().splitlines() if "indexing the log in process" in x)
+    assert int(line.rsplit(" ", 1)[1]) != server.proc.pid
+    assert (data / "snapshots" / "search" / "manifest.json").exists()
+    page = server.get("/datasets/ds/entries?q=zebra&sort_by=position&per_page=100")
+    assert [e["id"] for e in page["entries"]] == [f"e{i:03d}" for i in range(0, 300, 7)]
