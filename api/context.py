@@ -38,6 +38,7 @@ WRITE_WAIT = 30.0  # seconds a write waits for the start-up check of the log bef
 # starts, so neither the first job nor a request answered meanwhile (waiting on the GIL, or on a module that
 # thread is importing) pays for it at the first POST.
 JOB_MODULES = ("dsetlog.llm.client", "dsetlog.llm.ratelimit", "dsetlog.engine.engine", "aiohttp")
+SEARCH_CHILD_BYTES = 1 << 20  # of log behind the search index, past which a child process indexes it
 SEARCH_INDEX_RETRY = 60.0  # seconds before an indexing child that failed is started again
 SEARCH_INDEX_EVERY = 1.0  # seconds between looks at the log for texts the search index has not seen yet
 
@@ -136,14 +137,19 @@ class Context:
 
     def _keep_search_index(self) -> None:
         """Keep the search index up with the log (projections.search), so a search seldom has texts to read that
-        the index does not reach: at start-up it indexes the log it has not seen. The indexing runs in a child
-        process at a lower priority (``python -m projections.search``): its tokenizing then holds that
-        interpreter's GIL, and this one's stays with the requests (pages kept their speed beside it)."""
+        the index does not reach: at start-up it indexes the log it has not seen. More than SEARCH_CHILD_BYTES of
+        it is indexed in a child process at a lower priority (``python -m projections.search``): its tokenizing
+        then holds that interpreter's GIL, and this one's stays with the requests (pages kept their speed beside
+        it); a shorter tail is indexed here."""
         index = self.rm.search_index()
         wait = SEARCH_INDEX_EVERY
         while not self._stop.wait(wait) and not index.off:  # off: no index here (read-only, full)
             wait = SEARCH_INDEX_EVERY
-            if index.reach() >= self.rm.offset:
+            behind = self.rm.offset - index.reach()
+            if behind <= 0:
+                continue
+            if behind <= SEARCH_CHILD_BYTES:  # a short tail (what a job or an edit adds): here, at once
+                index.catch_up()
                 continue
             failed = self._index_in_child()
             if failed:

@@ -22,6 +22,7 @@ from harness import DSET, ROOT, Server, clean_env
 from harness import pancreas_markdown as markdown
 from helpers import append
 
+from api.context import SEARCH_CHILD_BYTES
 from dsetlog.store.events import DatasetCreated, EntryGenerated, JobStarted, QuestionQueued, SlotQueued
 from dsetlog.store.log import EventLog
 
@@ -171,11 +172,12 @@ def test_the_server_indexes_the_log_for_searches_in_a_child_process(tmp_path: Pa
     data = tmp_path / "data"
     events: list[Any] = [DatasetCreated(dataset_id="ds", name="d")]
     for i in range(300):
-        answer = f"answer {i} about {'zebras' if i % 7 == 0 else 'horses'} and more words"
+        answer = f"answer {i} about {'zebras' if i % 7 == 0 else 'horses'} and more words " + "filler " * 600
         events += [QuestionQueued(dataset_id="ds", item_id=f"q{i}", question=f"question {i}?", row=i),
                    EntryGenerated(dataset_id="ds", item_id=f"q{i}", entry_id=f"e{i:03d}", question=f"question {i}?",
                                   answer=answer, quality_score=0.5)]
     append(data, *events)
+    assert (data / "events.jsonl").stat().st_size > SEARCH_CHILD_BYTES  # a child's work, not a short tail
     server = Server(data, tmp_path / "server.log")
     servers.append(server)
     deadline = time.monotonic() + 60
