@@ -105,7 +105,7 @@ def test_a_dataset_larger_than_a_batch_comes_out_whole_and_in_order(tmp_path: Pa
         table = pq.read_table(out / DS / "dataset.parquet")
         assert jsonl == table.column("id").to_pylist() == list(views.ids())
         meta = pq.ParquetFile(out / DS / "dataset.parquet").metadata
-        assert (meta.num_row_groups, meta.row_group(0).num_rows) == (1, 4500)  # its three parts in one row group
+        assert (meta.num_row_groups, meta.row_group(0).num_rows) == (1, 4500)  # its parts (of 1,000) in one row group
 
 
 @pytest.mark.parametrize("format_type", ["jsonl", "parquet"])
