@@ -307,9 +307,9 @@ class EntryIndex:
                 pc.shift_right(_arrow(keys.answer_at), LINE_REF_BITS))
 
     def _text_codes(self, hits: Hits) -> _TextCodes:
-        """Each position's question and answer as codes of the search index's mask (its last bit, always False,
-        for a text it does not hold), made once for all and then kept up: for the entries whose texts moved, and
-        those not found in the index before it grew."""
+        """Each position's question and answer as places in the search index's mask (0, always False, for a
+        text it does not hold), made once for all and then kept up: for the entries whose texts moved, and those
+        not found in the index before it grew."""
         codes, n = self._codes, len(self._order)
         lines = len(hits.starts)
         if codes is not None and codes.build == hits.build and codes.lines <= lines:
@@ -375,28 +375,22 @@ class _TextCodes:
 
     def unheld(self, lines: int) -> list[int]:
         """As the index grows to ``lines``: the positions whose texts it did not hold (they may be on the new
-        lines), the codes of the rest pointed at the new last bit."""
-        old, new = 2 * self.lines, 2 * lines
-        out = set()
-        for name in ("question", "answer"):
-            column = _arrow(getattr(self, name))
-            unheld = pc.equal(column, old)
-            out.update(pc.indices_nonzero(unheld).to_pylist())
-            setattr(self, name, _to_array(pc.if_else(unheld, pa.scalar(new, pa.int32()), column), "i"))
+        lines; the places of the others stay)."""
         self.lines = lines
-        return sorted(out)
+        return sorted({i for column in (self.question, self.answer)
+                       for i in pc.indices_nonzero(pc.equal(_arrow(column), 0)).to_pylist()})
 
 
 def _coded(refs: pa.Array, starts: pa.Array, field: int) -> pa.Array:
-    """Texts at these line refs as codes of a search index whose lines start at ``starts`` (ascending): the
-    line's number * 2 + field, or ``len(starts) * 2`` (the mask's always-False bit) for a line it does not hold."""
+    """Texts at these line refs as places in the mask of a search index whose lines start at ``starts``
+    (ascending): 1 + the line's number * 2 + field, or 0 (the mask's always-False bit) for a line it does not hold."""
     at = pc.shift_right(refs, LINE_REF_BITS)
     line = pc.cast(pc.search_sorted(starts, at), pa.int64())
     last = len(starts) - 1
     held = pc.and_(pc.less_equal(line, last), pc.not_equal(refs, 0))
     if last >= 0:
         held = pc.and_(held, pc.equal(pc.take(starts, pc.min_element_wise(line, last)), at))
-    return pc.cast(pc.if_else(held, pc.add(pc.multiply(line, 2), field), 2 * len(starts)), pa.int32())
+    return pc.cast(pc.if_else(held, pc.add(pc.multiply(line, 2), field + 1), 0), pa.int32())
 
 
 _NO_FILTER = (0.0, None, None, None, None, None, None)

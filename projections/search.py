@@ -188,10 +188,10 @@ class _Manifest(msgspec.Struct):
 
 
 class Hits(NamedTuple):
-    """A search's hits in one dataset, of every line before ``reach`` (where the index ends): ``mask[code]`` is
-    whether the text of that code holds the needle's words (one more bit, always False, at ``len(starts) * 2``:
-    what an entry's text not in the index looks up); ``starts`` each line's start in the log; ``build`` the
-    index's identity (another numbers its lines otherwise)."""
+    """A search's hits in one dataset, of every line before ``reach`` (where the index ends): ``mask[code + 1]``
+    is whether the text of that code holds the needle's words (``mask[0]``, always False, is what an entry's text
+    not in the index looks up, wherever the index has grown to); ``starts`` each line's start in the log;
+    ``build`` the index's identity (another numbers its lines otherwise)."""
 
     reach: int
     build: str
@@ -405,8 +405,7 @@ class SearchIndex:
             except pa.ArrowException as exc:
                 self._off(exc)
                 return None
-        masks.append(pa.array([False]))
-        return Hits(manifest.offset, manifest.build, starts, pa.concat_arrays(masks))
+        return Hits(manifest.offset, manifest.build, starts, pa.concat_arrays([pa.array([False]), *masks]))
 
     def _starts_of(self, build: str, dataset_id: str, parts: list[tuple[pa.Table, Part]]) -> pa.Array:
         key = (build, dataset_id)

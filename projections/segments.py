@@ -47,18 +47,18 @@ def holding(table: pa.Table, part: Part, terms: list[str], prefix: bool) -> pa.A
     """The mask of this segment part's texts (a bit a code) that hold every one of these words (the last as a
     prefix of theirs)."""
     names, codes, dense_rows = table["word"], table["codes"], table["bits"]  # a batch a piece merged
-    size = 2 * part.lines
+    size, sorted_words = 2 * part.lines, Words(names)
     mask: pa.Array | None = None
     for k, term in enumerate(terms):
-        lo = bisect_left(Words(names), term, part.lo + 1, part.hi)
+        lo = bisect_left(sorted_words, term, part.lo + 1, part.hi)
         if prefix and k == len(terms) - 1:
-            hi = bisect_left(Words(names), term + "\U0010ffff", lo, part.hi)  # never in a word (a noncharacter)
+            hi = bisect_left(sorted_words, term + "\U0010ffff", lo, part.hi)  # never in a word (a noncharacter)
         else:
             hi = lo + 1 if lo < part.hi and names[lo].as_py() == term else lo
         held = pc.list_flatten(codes.slice(lo, hi - lo)).combine_chunks()
         bits = mask_of(held, size)
         for dense in dense_rows.slice(lo, hi - lo).drop_null():
-            bits = pc.or_(bits, pa.Array.from_buffers(pa.bool_(), size, [None, dense.as_buffer()]))
+            bits = pc.or_(bits, _bools(dense, size))
         mask = bits if mask is None else pc.and_(mask, bits)
     assert mask is not None
     return mask
@@ -113,7 +113,7 @@ def merge(writer: pa.ipc.RecordBatchFileWriter, tables: list[pa.Table], segments
     for ds in sorted(lines):
         inputs = [(table, seg.parts[ds]) for table, seg in zip(tables, segments, strict=True) if ds in seg.parts]
         starts = pa.concat_arrays([table["starts"][part.lo].values for table, part in inputs])
-        put(writer, pa.table([pa.array([ds]), pa.array([""]), pa.array([[]], pa.list_(pa.int32())),
+        put(writer, pa.table([pa.array([ds]), pa.array([""]), _no_lists(1, pa.int32()),
                                pa.ListArray.from_arrays(pa.array([0, len(starts)], pa.int32()), starts),
                                pa.nulls(1, pa.binary())], schema=SCHEMA))
         lo, row = row, row + 1
@@ -141,7 +141,7 @@ def _merge_piece(ds: str, pieces: list[tuple[pa.Table, Part]], first: int, lines
         count = pc.cast(pc.list_value_length(table["codes"].combine_chunks()), pa.int64()).to_pylist()
         bits = table["bits"].combine_chunks()
         for r in pc.indices_nonzero(bits.is_valid()).to_pylist():
-            count[r] = pa.Array.from_buffers(pa.bool_(), 2 * part.lines, [None, bits[r].as_buffer()]).true_count
+            count[r] = _bools(bits[r], 2 * part.lines).true_count
         counts.append(pa.table({"word": table["word"].combine_chunks(), "count": pa.array(count, pa.int64())}))
     totals = pa.concat_tables(counts).group_by("word").aggregate([("count", "sum")])
     dense = totals.filter(pc.greater_equal(pc.multiply(totals["count_sum"], DENSE), 2 * lines))["word"]
@@ -157,14 +157,13 @@ def _merge_piece(ds: str, pieces: list[tuple[pa.Table, Part]], first: int, lines
     offsets = pc.take(lists.offsets, pa.concat_arrays([heads, pa.array([n], pa.int64())]))
     sparse = pa.table([pc.take(joined["dataset"].combine_chunks(), heads), pc.take(names, heads),
                        pa.ListArray.from_arrays(pc.subtract(offsets, offsets[0]), lists.flatten()),
-                       pa.ListArray.from_arrays(pa.array([0] * (len(heads) + 1), pa.int32()), pa.array([], pa.int64())),
+                       _no_lists(len(heads), pa.int64()),
                        pa.nulls(len(heads), pa.binary())], schema=SCHEMA)
     words_dense = dense.to_pylist()
     bitmaps = [_joined_bits(word, pieces, lines) for word in words_dense]
     out = pa.concat_tables([sparse, pa.table([
         pa.array([ds] * len(words_dense), pa.string()), pa.array(words_dense, pa.string()),
-        pa.ListArray.from_arrays(pa.array([0] * (len(words_dense) + 1), pa.int32()), pa.array([], pa.int32())),
-        pa.ListArray.from_arrays(pa.array([0] * (len(words_dense) + 1), pa.int32()), pa.array([], pa.int64())),
+        _no_lists(len(words_dense), pa.int32()), _no_lists(len(words_dense), pa.int64()),
         pa.array(bitmaps, pa.binary())], schema=SCHEMA)]).combine_chunks()
     return out.take(pc.sort_indices(out, sort_keys=[("word", "ascending")]))
 
@@ -190,17 +189,27 @@ def _joined_bits(word: str, pieces: list[tuple[pa.Table, Part]], lines: int) -> 
         r = bisect_left(names, word)
         if r < len(names) and names[r] == word:
             bits = table["bits"][r]
-            parts.append(pa.Array.from_buffers(pa.bool_(), size, [None, bits.as_buffer()]) if bits.is_valid
-                         else mask_of(table["codes"][r].values, size))
+            parts.append(_bools(bits, size) if bits.is_valid else mask_of(table["codes"][r].values, size))
         else:
             parts.append(mask_of([], size))
-    joined = pa.concat_arrays(parts)
-    return joined.buffers()[1].to_pybytes()[: -(-2 * lines // 8)] if joined.offset == 0 else _bitmap(joined)
+    return _bitmap(pa.concat_arrays(parts))
 
 
 def _bitmap(mask: pa.Array) -> bytes:
-    """A bool array's bits from its first (a copy that starts at bit 0)."""
-    return pc.and_(mask, mask).buffers()[1].to_pybytes()[: -(-len(mask) // 8)]
+    """A bool array's bits as a bitmap row keeps them (from bit 0: an offset array is copied first)."""
+    if mask.offset:
+        mask = pc.and_(mask, mask)
+    return mask.buffers()[1].to_pybytes()[: -(-len(mask) // 8)]
+
+
+def _bools(bitmap: pa.Scalar, size: int) -> pa.Array:
+    """A bitmap row as a bool array of its ``size`` texts (over the segment's bytes, no copy)."""
+    return pa.Array.from_buffers(pa.bool_(), size, [None, bitmap.as_buffer()])
+
+
+def _no_lists(n: int, kind: pa.DataType) -> pa.Array:
+    """``n`` empty lists of this type."""
+    return pa.ListArray.from_arrays(pa.array([0] * (n + 1), pa.int32()), pa.array([], kind))
 
 
 def _sizes(datasets: pa.Array, lines: dict[str, int]) -> pa.Array:
@@ -214,22 +223,22 @@ def packed(table: pa.Table, lines: dict[str, int]) -> pa.Table:
     """The table (every word's codes listed) with the words of at least one text in DENSE kept as bitmaps."""
     datasets, codes = table["dataset"].combine_chunks(), table["codes"].combine_chunks()
     lengths = pc.cast(pc.list_value_length(codes), pa.int64())
-    dense = pc.greater_equal(pc.multiply(lengths, DENSE), _sizes(datasets, lines))
-    dense = pc.and_(dense, pc.greater(lengths, 0))  # the "" rows, and an empty part's
+    sizes = _sizes(datasets, lines)
+    dense = pc.and_(pc.greater_equal(pc.multiply(lengths, DENSE), sizes),
+                    pc.greater(lengths, 0))  # not the "" rows, nor an empty part's
     rows = pc.indices_nonzero(dense).to_pylist()
     if not rows:
         return table
-    sizes = _sizes(datasets, lines)
     bits: list[bytes | None] = [None] * len(codes)
     for r in rows:
         size = sizes[r].as_py()
-        bits[r] = mask_of(codes[r].values, size).buffers()[1].to_pybytes()[: -(-size // 8)]
+        bits[r] = _bitmap(mask_of(codes[r].values, size))
     kept = pc.invert(pc.take(dense, codes.value_parent_indices()))
     left = pc.if_else(dense, 0, lengths)
     offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(left)])
     listed = pa.ListArray.from_arrays(pc.cast(offsets, pa.int32()), pc.filter(codes.flatten(), kept))
-    return pa.table([datasets, table["word"].combine_chunks(), listed, table["starts"].combine_chunks(), pa.array(bits, pa.binary())],
-                    schema=SCHEMA)
+    return pa.table([datasets, table["word"].combine_chunks(), listed, table["starts"].combine_chunks(),
+                     pa.array(bits, pa.binary())], schema=SCHEMA)
 
 
 def _unpacked(table: pa.Table, size: int) -> pa.Table:
@@ -240,13 +249,11 @@ def _unpacked(table: pa.Table, size: int) -> pa.Table:
         return table
     dense = bits.is_valid()
     rows = pc.indices_nonzero(dense)
-    listed = [pc.cast(pc.indices_nonzero(pa.Array.from_buffers(pa.bool_(), size, [None, bits[r].as_buffer()])),
-                      pa.int32()) for r in rows.to_pylist()]
+    listed = [pc.cast(pc.indices_nonzero(_bools(bits[r], size)), pa.int32()) for r in rows.to_pylist()]
     lengths = [len(c) for c in listed]
     extra = pa.table([pc.take(table["dataset"], rows), pc.take(table["word"], rows),
                       pa.ListArray.from_arrays(pa.array(list(accumulate(lengths, initial=0)), pa.int32()),
                                                pa.concat_arrays([pa.array([], pa.int32()), *listed])),
-                      pa.ListArray.from_arrays(pa.array([0] * (len(lengths) + 1), pa.int32()),
-                                               pa.array([], pa.int64())),
+                      _no_lists(len(lengths), pa.int64()),
                       pa.nulls(len(lengths), pa.binary())], schema=SCHEMA)
     return pa.concat_tables([table.filter(pc.invert(dense)), extra]).combine_chunks()
